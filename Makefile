@@ -1,0 +1,88 @@
+# kubectl kt: build, images, the local test cluster, tests, benchmarks.
+# `make demo` and `make test` work on a fresh machine (as root; see README).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+export PATH := /usr/local/go/bin:/var/tmp/ktcluster/bin:$(PATH)
+export GOFLAGS ?= -mod=mod
+
+VERSION ?= v0.1.0-dev
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+PKG     := github.com/kubectl-kt/kt
+LDFLAGS := -s -w -X $(PKG)/pkg/version.Version=$(VERSION) -X $(PKG)/pkg/version.Commit=$(COMMIT)
+IMAGE   ?= ghcr.io/kubectl-kt/shadow:$(VERSION)
+TESTAPP := localhost/kt/testapp:e2e
+
+KT_ROOT    := /var/tmp/ktcluster
+KUBECONFIG := $(KT_ROOT)/kubeconfig
+CTR        := ctr --address $(KT_ROOT)/containerd/run/containerd.sock -n k8s.io
+GOSRC      := $(shell find cmd pkg shadow hack/imgbuild test/e2e/testapp -name '*.go' 2>/dev/null) go.mod go.sum
+
+.PHONY: all build image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
+
+all: build image
+
+build: bin/kubectl-kt
+
+bin/kubectl-kt: $(GOSRC)
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/kubectl-kt
+
+bin/shadow-linux-%: $(GOSRC)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$* go build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./shadow
+
+bin/testapp: $(GOSRC)
+	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o $@ ./test/e2e/testapp
+
+bin/imgbuild: $(GOSRC)
+	go build -o $@ ./hack/imgbuild
+
+# The shadow image: FROM scratch, uid 65532, linux/amd64 and linux/arm64, no Docker.
+image: dist/images/shadow-oci.tar dist/images/shadow-amd64.tar
+
+dist/images/shadow-oci.tar dist/images/shadow-amd64.tar &: bin/imgbuild bin/shadow-linux-amd64 bin/shadow-linux-arm64
+	@mkdir -p dist/images
+	bin/imgbuild -name $(IMAGE) -entrypoint /shadow \
+	  -bin linux/amd64=bin/shadow-linux-amd64 -bin linux/arm64=bin/shadow-linux-arm64 \
+	  -oci dist/images/shadow-oci.tar -docker dist/images/shadow-amd64.tar -docker-platform linux/amd64
+
+test-images: dist/images/testapp.tar
+
+dist/images/testapp.tar: bin/imgbuild bin/testapp
+	@mkdir -p dist/images
+	bin/imgbuild -name $(TESTAPP) -user 0:0 -entrypoint /testapp -bin linux/amd64=bin/testapp \
+	  -busybox /bin/busybox -docker $@
+
+# The local test cluster (hack/cluster, see its README).
+cluster-up:
+	hack/cluster/up.sh
+	$(MAKE) load-images
+
+load-images: image test-images
+	@hack/load-images.sh dist/images/shadow-amd64.tar dist/images/testapp.tar
+
+cluster-down:
+	hack/cluster/down.sh
+
+test: test-unit test-e2e
+
+test-unit:
+	go vet ./...
+	go test -race -count=1 ./...
+
+test-e2e: cluster-up build
+	KT_BIN=$(CURDIR)/bin/kubectl-kt KT_IMAGE=$(IMAGE) KT_TESTAPP=$(TESTAPP) \
+	  go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/... 2>&1 | tee $(KT_ROOT)/logs/e2e.log | hack/summarize-go-test.sh
+
+demo: cluster-up build
+	hack/demo.sh
+
+bench: cluster-up build
+	KT_BIN=$(CURDIR)/bin/kubectl-kt go test -tags e2e -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./test/e2e/... | tee $(KT_ROOT)/logs/bench.log
+
+lint:
+	go vet ./...
+	go vet -tags e2e ./test/e2e/...
+	@out=$$(gofmt -l cmd pkg shadow hack test); if [[ -n $$out ]]; then echo "gofmt needed: $$out"; exit 1; fi
+
+clean:
+	rm -rf bin dist

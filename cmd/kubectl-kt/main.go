@@ -1,0 +1,23 @@
+// Command kubectl-kt is the kubectl kt plugin.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/cmd"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	err := cmd.NewKtCommand(streams).ExecuteContext(ctx)
+	stop()
+	klog.Flush()
+	os.Exit(cmd.ExitCode(err, streams.ErrOut))
+}

@@ -1,0 +1,218 @@
+// Package agent runs the shadow agent: the SSH server, the SOCKS5 proxy, the DNS forwarder,
+// the UDP relay and the readiness endpoint, and exits once its client has been gone for a while.
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	socks5 "github.com/armon/go-socks5"
+	"github.com/miekg/dns"
+	gossh "golang.org/x/crypto/ssh"
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/agent/dnsfwd"
+	"github.com/kubectl-kt/kt/pkg/agent/sshd"
+	"github.com/kubectl-kt/kt/pkg/agent/udprelay"
+	"github.com/kubectl-kt/kt/pkg/version"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// Config configures the agent.
+type Config struct {
+	AuthorizedKey string        // OpenSSH authorized_keys line of the session's public key
+	PodIP         string        // where remote forwards listen
+	ListenIP      string        // where the tunnel services listen; loopback
+	ExpireAfter   time.Duration // exit once the client has been gone this long; 0 never
+	ResolvConf    string
+	KeepAlive     time.Duration
+}
+
+// Status is served on /version and /readyz.
+type Status struct {
+	Version         string `json:"version"`
+	ProtocolVersion int    `json:"protocolVersion"`
+	Ready           bool   `json:"ready"`
+	Clients         int    `json:"clients"`
+}
+
+// Run runs the agent until ctx ends or the client has been gone for cfg.ExpireAfter.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.ListenIP == "" {
+		cfg.ListenIP = "127.0.0.1"
+	}
+	if cfg.ResolvConf == "" {
+		cfg.ResolvConf = "/etc/resolv.conf"
+	}
+	authorized, _, _, _, err := gossh.ParseAuthorizedKey([]byte(cfg.AuthorizedKey))
+	if err != nil {
+		return fmt.Errorf("parse the authorized key (%s): %w", wire.EnvAuthorizedKey, err)
+	}
+	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	hostKey, err := gossh.NewSignerFromKey(hostPriv)
+	if err != nil {
+		return err
+	}
+	fwd, err := dnsfwd.FromResolvConf(cfg.ResolvConf)
+	if err != nil {
+		return err
+	}
+	listen := func(port int) (net.Listener, error) {
+		return net.Listen("tcp", net.JoinHostPort(cfg.ListenIP, strconv.Itoa(port)))
+	}
+	act := NewActivity(nil)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	var closers []func() error
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+		wg.Wait()
+	}()
+	run := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+
+	// SSH
+	sshL, err := listen(wire.SSHPort)
+	if err != nil {
+		return err
+	}
+	srv := sshd.New(sshd.Config{AuthorizedKey: authorized, HostKey: hostKey, ForwardIP: cfg.PodIP, KeepAlive: cfg.KeepAlive, OnConn: act.Begin})
+	closers = append(closers, srv.Close)
+	run("ssh", func() error { return srv.Serve(sshL) })
+
+	// SOCKS5 CONNECT
+	socksL, err := listen(wire.SOCKSPort)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, socksL.Close)
+	proxy, err := socks5.New(&socks5.Config{Logger: klogLogger()})
+	if err != nil {
+		return err
+	}
+	run("socks5", func() error {
+		return act.serve(socksL, func(c net.Conn) { proxy.ServeConn(c) })
+	})
+
+	// DNS over TCP
+	dnsL, err := listen(wire.DNSPort)
+	if err != nil {
+		return err
+	}
+	dnsSrv := &dns.Server{Listener: trackedListener{dnsL, act}, Net: "tcp", Handler: fwd, ReadTimeout: 30 * time.Second, IdleTimeout: func() time.Duration { return 2 * time.Minute }}
+	closers = append(closers, dnsSrv.Shutdown)
+	run("dns", dnsSrv.ActivateAndServe)
+
+	// UDP relay
+	relayL, err := listen(wire.UDPRelayPort)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, relayL.Close)
+	run("udp relay", func() error {
+		return act.serve(relayL, func(c net.Conn) {
+			if err := udprelay.Serve(c); err != nil {
+				klog.V(1).InfoS("udp relay stream ended", "err", err)
+			}
+		})
+	})
+
+	// readiness
+	healthL, err := listen(wire.HealthPort)
+	if err != nil {
+		return err
+	}
+	status := func() Status {
+		return Status{Version: version.Version, ProtocolVersion: wire.ProtocolVersion, Ready: true, Clients: act.Active()}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(status())
+	})
+	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(status())
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	closers = append(closers, hs.Close)
+	run("health", func() error {
+		if err := hs.Serve(healthL); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+
+	klog.InfoS("kt shadow agent ready", "version", version.Version, "protocol", wire.ProtocolVersion, "podIP", cfg.PodIP, "expireAfter", cfg.ExpireAfter)
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			klog.InfoS("shutting down")
+			return nil
+		case err := <-errc:
+			return err
+		case <-tick.C:
+			if cfg.ExpireAfter > 0 && act.Idle() >= cfg.ExpireAfter {
+				klog.InfoS("client gone; expiring", "idle", act.Idle().Round(time.Second))
+				return nil
+			}
+		}
+	}
+}
+
+// trackedListener counts each accepted connection as client activity until it closes.
+type trackedListener struct {
+	net.Listener
+	act *Activity
+}
+
+func (l trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &trackedConn{Conn: c, end: l.act.Begin()}, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	end func()
+}
+
+func (c *trackedConn) Close() error {
+	c.end()
+	return c.Conn.Close()
+}
+
+type logWriter struct{}
+
+func (logWriter) Write(p []byte) (int, error) {
+	klog.V(4).InfoS("socks5", "msg", string(p))
+	return len(p), nil
+}

@@ -1,0 +1,127 @@
+// Package udprelay carries UDP datagrams between a stream (a port-forward connection from the
+// client) and the cluster network, with the framing described in pkg/wire.
+package udprelay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// IdleTimeout closes a stream that carried no datagram either way for this long.
+const IdleTimeout = 2 * time.Minute
+
+// Serve relays one stream until it ends or goes idle. Each stream has its own UDP socket.
+func Serve(stream net.Conn) error {
+	defer stream.Close()
+	var magic [4]byte
+	stream.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(stream, magic[:]); err != nil {
+		return fmt.Errorf("read relay header: %w", err)
+	}
+	stream.SetReadDeadline(time.Time{})
+	w := &frameWriter{w: stream}
+	if magic != wire.RelayMagic {
+		err := fmt.Errorf("not a kt UDP relay stream (header %q); client and agent versions differ?", magic[:])
+		w.writeError(err)
+		return err
+	}
+	pc, err := net.ListenUDP("udp", nil)
+	if err != nil {
+		w.writeError(err)
+		return err
+	}
+	defer pc.Close()
+
+	var mu sync.Mutex
+	last := time.Now()
+	touch := func() { mu.Lock(); last = time.Now(); mu.Unlock() }
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // idle watchdog
+		t := time.NewTicker(IdleTimeout / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				mu.Lock()
+				idle := time.Since(last)
+				mu.Unlock()
+				if idle > IdleTimeout {
+					stream.Close()
+					return
+				}
+			}
+		}
+	}()
+	go func() { // replies from the cluster to the client
+		buf := make([]byte, 65535)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			touch()
+			if err := w.write(wire.Frame{Type: wire.FrameDatagram, Addr: from, Payload: buf[:n]}); err != nil {
+				stream.Close()
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 65535)
+	for {
+		f, err := wire.ReadFrame(stream, buf)
+		if err != nil {
+			if errors.Is(err, wire.ErrBadFrame) {
+				w.writeError(err)
+				return err
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		if f.Type != wire.FrameDatagram {
+			err := fmt.Errorf("%w: the client may send datagrams only", wire.ErrBadFrame)
+			w.writeError(err)
+			return err
+		}
+		touch()
+		dst := netip.AddrPortFrom(f.Addr.Addr().Unmap(), f.Addr.Port())
+		if _, err := pc.WriteToUDPAddrPort(f.Payload, dst); err != nil {
+			klog.V(4).InfoS("udp relay: send", "dst", dst, "err", err)
+		}
+	}
+}
+
+type frameWriter struct {
+	mu  sync.Mutex
+	w   io.Writer
+	buf bytes.Buffer
+}
+
+func (fw *frameWriter) write(f wire.Frame) error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	b, err := wire.AppendFrame(fw.buf.AvailableBuffer(), f)
+	if err != nil {
+		return err
+	}
+	_, err = fw.w.Write(b)
+	return err
+}
+
+func (fw *frameWriter) writeError(err error) {
+	fw.write(wire.Frame{Type: wire.FrameError, Payload: []byte(err.Error())})
+}

@@ -1,0 +1,128 @@
+package cluster
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/kubectl-kt/kt/pkg/version"
+)
+
+// PodOptions are the flags shared by every command that creates a pod.
+type PodOptions struct {
+	Image              string
+	ImagePullSecret    string
+	ServiceAccount     string
+	NodeSelector       map[string]string
+	Labels             map[string]string
+	Annotations        map[string]string
+	PodQuota           string
+	PodCreationTimeout time.Duration
+	PortForwardTimeout time.Duration
+	ForceUpdate        bool
+	ExpireAfter        time.Duration
+}
+
+// NewPodOptions returns the defaults.
+func NewPodOptions() *PodOptions {
+	return &PodOptions{
+		Image:              version.ShadowImage(),
+		PodCreationTimeout: 60 * time.Second,
+		PortForwardTimeout: 10 * time.Second,
+		ExpireAfter:        60 * time.Second,
+	}
+}
+
+// AddFlags binds the options to fs.
+func (o *PodOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVarP(&o.Image, "image", "i", o.Image, "Shadow image. The default is built from the same source as this client.")
+	fs.StringVar(&o.ImagePullSecret, "image-pull-secret", o.ImagePullSecret, "Secret to pull the shadow image with.")
+	fs.StringVar(&o.ServiceAccount, "service-account", o.ServiceAccount, "Service account of the shadow pod (default: the namespace's default).")
+	fs.StringToStringVar(&o.NodeSelector, "node-selector", o.NodeSelector, "Node selector of the shadow pod, k=v[,k=v].")
+	fs.StringToStringVar(&o.Labels, "with-label", o.Labels, "Extra labels on the shadow pod, k=v[,k=v].")
+	fs.StringToStringVar(&o.Annotations, "with-annotation", o.Annotations, "Extra annotations on the shadow pod, k=v[,k=v].")
+	fs.StringVar(&o.PodQuota, "pod-quota", o.PodQuota, "CPU and memory of the shadow pod as requests = limits, e.g. 0.5c,256m (c: cores; k, m, g: KiB, MiB, GiB).")
+	DurationVar(fs, &o.PodCreationTimeout, "pod-creation-timeout", o.PodCreationTimeout, "How long to wait for the shadow pod to run.")
+	DurationVar(fs, &o.PortForwardTimeout, "port-forward-timeout", o.PortForwardTimeout, "How long to wait for a port-forward tunnel.")
+	fs.BoolVarP(&o.ForceUpdate, "force-update", "f", o.ForceUpdate, "Pull the shadow image every time (imagePullPolicy Always).")
+	DurationVar(fs, &o.ExpireAfter, "shadow-expire-after", o.ExpireAfter, "The shadow exits once this client has been gone this long.")
+}
+
+var quotaRE = regexp.MustCompile(`^([0-9]*\.?[0-9]+)([ckmg])$`)
+
+// Resources parses --pod-quota.
+func (o *PodOptions) Resources() (corev1.ResourceList, error) {
+	if o.PodQuota == "" {
+		return nil, nil
+	}
+	rl := corev1.ResourceList{}
+	for _, part := range strings.Split(o.PodQuota, ",") {
+		m := quotaRE.FindStringSubmatch(strings.ToLower(strings.TrimSpace(part)))
+		if m == nil {
+			return nil, fmt.Errorf("--pod-quota %q: %q is not <number><unit>; write e.g. 0.5c,256m (c: cores; k, m, g: KiB, MiB, GiB)", o.PodQuota, part)
+		}
+		var name corev1.ResourceName
+		var q string
+		switch m[2] {
+		case "c":
+			name, q = corev1.ResourceCPU, m[1]
+		default:
+			name, q = corev1.ResourceMemory, m[1]+map[string]string{"k": "Ki", "m": "Mi", "g": "Gi"}[m[2]]
+		}
+		if _, dup := rl[name]; dup {
+			return nil, fmt.Errorf("--pod-quota %q sets %s twice; give at most one cpu and one memory value", o.PodQuota, name)
+		}
+		qty, err := resource.ParseQuantity(q)
+		if err != nil {
+			return nil, fmt.Errorf("--pod-quota %q: %w", o.PodQuota, err)
+		}
+		rl[name] = qty
+	}
+	return rl, nil
+}
+
+// Validate checks the options without contacting the cluster.
+func (o *PodOptions) Validate() error {
+	if o.Image == "" {
+		return fmt.Errorf("--image is empty; leave it out to use %s", version.ShadowImage())
+	}
+	if _, err := o.Resources(); err != nil {
+		return err
+	}
+	for k, v := range o.Labels {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return fmt.Errorf("--with-label %s=%s: the key is not a valid label key: %s", k, v, errs[0])
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			return fmt.Errorf("--with-label %s=%s: the value is not a valid label value: %s", k, v, errs[0])
+		}
+	}
+	for k := range o.NodeSelector {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return fmt.Errorf("--node-selector %s: not a valid label key: %s", k, errs[0])
+		}
+	}
+	for k := range o.Annotations {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return fmt.Errorf("--with-annotation %s: not a valid annotation key: %s", k, errs[0])
+		}
+	}
+	if o.ServiceAccount != "" {
+		if errs := validation.IsDNS1123Subdomain(o.ServiceAccount); len(errs) > 0 {
+			return fmt.Errorf("--service-account %q: %s", o.ServiceAccount, errs[0])
+		}
+	}
+	if o.PodCreationTimeout <= 0 || o.PortForwardTimeout <= 0 {
+		return fmt.Errorf("--pod-creation-timeout and --port-forward-timeout must be positive durations such as 30s")
+	}
+	if o.ExpireAfter < 10*time.Second {
+		return fmt.Errorf("--shadow-expire-after %s is too short for keepalives to hold; use 10s or more", o.ExpireAfter)
+	}
+	return nil
+}

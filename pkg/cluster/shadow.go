@@ -1,0 +1,278 @@
+// Package cluster holds every change kt makes to a cluster, each with its recorded inverse:
+// the shadow pod's spec and lifecycle, and the undo stack run on exit.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// ShadowSpec describes a shadow pod.
+type ShadowSpec struct {
+	Namespace     string
+	Role          string
+	Session       string // random id shared by every object of one client session
+	Owner         string // user@host
+	Command       string // the command line, for `kubectl kt status` and birdseye
+	AuthorizedKey string // OpenSSH authorized_keys line of the session's public key
+	// ForwardPorts are the ports remote forwards will listen on (exchange, mesh, preview):
+	// declared on the container and used for the readiness probe.
+	ForwardPorts []int32
+	// Labels are added to kt's own (a Service's selector, for exchange).
+	Labels map[string]string
+	Opts   *PodOptions
+}
+
+// NewSession returns a random session id: 6 characters of [a-z0-9].
+func NewSession() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 6)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// Owner returns user@host of this process, for the owner annotation.
+func Owner() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	if su := os.Getenv("SUDO_USER"); su != "" {
+		name = su
+	}
+	host, _ := os.Hostname()
+	return name + "@" + host
+}
+
+// ShadowName is the pod name for a role and session.
+func ShadowName(role, session string) string { return "kt-" + role + "-" + session }
+
+// ShadowPod builds the pod. It passes Pod Security "restricted": non-root, read-only root
+// filesystem, no privilege escalation, no capabilities, RuntimeDefault seccomp.
+func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
+	res, err := s.Opts.Resources()
+	if err != nil {
+		return nil, err
+	}
+	labels := map[string]string{}
+	for k, v := range s.Opts.Labels {
+		labels[k] = v
+	}
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	labels[wire.ManagedByLabel] = wire.ManagedBy
+	labels[wire.RoleLabel] = s.Role
+	labels[wire.SessionLabel] = s.Session
+	ann := map[string]string{}
+	for k, v := range s.Opts.Annotations {
+		ann[k] = v
+	}
+	ann[wire.OwnerAnnotation] = s.Owner
+	ann[wire.CommandAnnotation] = s.Command
+	ann[wire.HeartbeatAnnotation] = time.Now().UTC().Format(time.RFC3339)
+
+	pull := corev1.PullIfNotPresent
+	if s.Opts.ForceUpdate {
+		pull = corev1.PullAlways
+	}
+	c := corev1.Container{
+		Name:            "agent",
+		Image:           s.Opts.Image,
+		ImagePullPolicy: pull,
+		Args:            []string{fmt.Sprintf("--expire-after=%s", s.Opts.ExpireAfter)},
+		Env: []corev1.EnvVar{
+			{Name: wire.EnvAuthorizedKey, Value: s.AuthorizedKey},
+			{Name: wire.EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
+		},
+		Resources: corev1.ResourceRequirements{Requests: res, Limits: res},
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			RunAsNonRoot:             ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	lowPort := false
+	for _, p := range s.ForwardPorts {
+		c.Ports = append(c.Ports, corev1.ContainerPort{ContainerPort: p, Protocol: corev1.ProtocolTCP})
+		if p < 1024 {
+			lowPort = true
+		}
+	}
+	if len(s.ForwardPorts) > 0 {
+		// Ready only once the client's remote forwards listen: a Service sends traffic to
+		// the shadow no earlier.
+		c.ReadinessProbe = &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstrFrom(s.ForwardPorts[0])}},
+			PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1,
+		}
+	}
+	psc := &corev1.PodSecurityContext{
+		RunAsNonRoot:   ptr.To(true),
+		RunAsUser:      ptr.To[int64](65532),
+		RunAsGroup:     ptr.To[int64](65532),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+	if lowPort {
+		// A safe sysctl (allowed by Pod Security "restricted") lets the non-root agent bind
+		// the forwarded ports below 1024 without any capability.
+		psc.Sysctls = []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}}
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        ShadowName(s.Role, s.Session),
+			Namespace:   s.Namespace,
+			Labels:      labels,
+			Annotations: ann,
+		},
+		Spec: corev1.PodSpec{
+			Containers:                    []corev1.Container{c},
+			RestartPolicy:                 corev1.RestartPolicyNever,
+			ServiceAccountName:            s.Opts.ServiceAccount,
+			AutomountServiceAccountToken:  ptr.To(false),
+			NodeSelector:                  s.Opts.NodeSelector,
+			SecurityContext:               psc,
+			TerminationGracePeriodSeconds: ptr.To[int64](2),
+			EnableServiceLinks:            ptr.To(false),
+		},
+	}
+	if s.Opts.ImagePullSecret != "" {
+		pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: s.Opts.ImagePullSecret}}
+	}
+	return pod, nil
+}
+
+// CreateShadow creates the pod and waits until its agent runs.
+func CreateShadow(ctx context.Context, client kubernetes.Interface, s ShadowSpec) (*corev1.Pod, error) {
+	pod, err := ShadowPod(s)
+	if err != nil {
+		return nil, err
+	}
+	created, err := client.CoreV1().Pods(s.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return nil, Explain(err, "create", "pods", s.Namespace)
+	}
+	return created, nil
+}
+
+// WaitRunning waits until the pod's agent container runs (and, when the pod has a readiness
+// probe and ready is true, until it is ready). Image and scheduling failures end the wait
+// at once with what to do.
+func WaitRunning(ctx context.Context, client kubernetes.Interface, ns, name string, timeout time.Duration, ready bool) (*corev1.Pod, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pods := client.CoreV1().Pods(ns)
+	sel := fields.OneTermEqualSelector("metadata.name", name).String()
+	for {
+		list, err := pods.List(ctx, metav1.ListOptions{FieldSelector: sel})
+		if err != nil {
+			return nil, waitErr(ctx, err, ns, name, timeout)
+		}
+		if len(list.Items) == 0 {
+			return nil, fmt.Errorf("shadow pod %s/%s disappeared while starting", ns, name)
+		}
+		if done, err := podUsable(&list.Items[0], ready); done || err != nil {
+			return &list.Items[0], err
+		}
+		w, err := pods.Watch(ctx, metav1.ListOptions{FieldSelector: sel, ResourceVersion: list.ResourceVersion})
+		if err != nil {
+			return nil, waitErr(ctx, err, ns, name, timeout)
+		}
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Deleted {
+				w.Stop()
+				return nil, fmt.Errorf("shadow pod %s/%s was deleted while starting", ns, name)
+			}
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			if done, err := podUsable(p, ready); done || err != nil {
+				w.Stop()
+				return p, err
+			}
+		}
+		w.Stop()
+		if ctx.Err() != nil {
+			return nil, waitErr(ctx, ctx.Err(), ns, name, timeout)
+		}
+	}
+}
+
+func waitErr(ctx context.Context, err error, ns, name string, timeout time.Duration) error {
+	if ctx.Err() == context.DeadlineExceeded {
+		return fmt.Errorf("shadow pod %s/%s not running after %s; see 'kubectl -n %s describe pod %s', or raise --pod-creation-timeout", ns, name, timeout, ns, name)
+	}
+	return fmt.Errorf("wait for shadow pod %s/%s: %w", ns, name, err)
+}
+
+// podUsable reports whether the pod is running, or why it never will.
+func podUsable(p *corev1.Pod, needReady bool) (bool, error) {
+	ref := p.Namespace + "/" + p.Name
+	switch p.Status.Phase {
+	case corev1.PodFailed, corev1.PodSucceeded:
+		msg := p.Status.Message
+		for _, cs := range p.Status.ContainerStatuses {
+			if t := cs.State.Terminated; t != nil && t.Message != "" {
+				msg = strings.TrimSpace(t.Message)
+			}
+		}
+		return false, fmt.Errorf("shadow pod %s exited (%s): %s", ref, p.Status.Phase, msg)
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			return false, fmt.Errorf("shadow pod %s cannot be scheduled: %s; check --node-selector and --pod-quota", ref, c.Message)
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if w := cs.State.Waiting; w != nil {
+			switch w.Reason {
+			case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName":
+				return false, fmt.Errorf("shadow image %s cannot be pulled on node %s (%s: %s); push it to a registry the nodes reach, or pass --image", cs.Image, p.Spec.NodeName, w.Reason, w.Message)
+			case "CreateContainerConfigError", "CreateContainerError", "RunContainerError":
+				return false, fmt.Errorf("shadow pod %s cannot start its container (%s): %s", ref, w.Reason, w.Message)
+			}
+		}
+		if cs.State.Running != nil && (!needReady || cs.Ready) && p.Status.PodIP != "" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// DeleteShadow deletes the pod at once; a missing pod is not an error.
+func DeleteShadow(ctx context.Context, client kubernetes.Interface, ns, name string) error {
+	err := client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return Explain(err, "delete", "pods", ns)
+	}
+	return nil
+}
+
+// Explain turns a Forbidden from the API server into a message that names the missing permission.
+func Explain(err error, verb, resource, ns string) error {
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("%w; you need permission to %s %s in namespace %s (see docs/rbac.yaml)", err, verb, resource, ns)
+	}
+	return err
+}

@@ -1,0 +1,77 @@
+// Package cmd builds the kubectl kt command tree: the root command with kubectl's flags, the
+// mapping from errors to exit codes, and the registration of every subcommand.
+package cmd
+
+import (
+	"flag"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/cmd/usage"
+	"github.com/kubectl-kt/kt/pkg/cmd/version"
+)
+
+// NewKtCommand returns the root command.
+func NewKtCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	configFlags := genericclioptions.NewConfigFlags(true)
+	root := &cobra.Command{
+		Use:   "kt",
+		Short: "Develop one microservice on your laptop while it lives in a Kubernetes cluster",
+		Long: `kubectl kt joins your laptop to a cluster's network (connect), sends a Service's traffic to a
+process on your laptop (exchange, mesh), and exposes local processes inside the cluster (preview).`,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl kt"},
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetGlobalNormalizationFunc(NormalizeFlagName)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &usage.Error{Err: err}
+	})
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+
+	flags := root.PersistentFlags()
+	configFlags.AddFlags(flags)
+	addKlogFlags(root)
+
+	root.AddCommand(
+		version.NewCmdVersion(configFlags, streams),
+	)
+	for _, c := range root.Commands() {
+		if c.Args == nil {
+			c.Args = cobra.NoArgs
+		}
+		wrapArgs(c)
+	}
+	return root
+}
+
+// addKlogFlags exposes klog's -v (and --vmodule) so diagnostics read `kubectl kt -v 4 …`.
+func addKlogFlags(root *cobra.Command) {
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	for _, name := range []string{"v", "vmodule"} {
+		root.PersistentFlags().AddGoFlag(fs.Lookup(name))
+	}
+}
+
+// wrapArgs makes cobra's positional-argument errors usage errors (exit 2) that say how to get help.
+func wrapArgs(c *cobra.Command) {
+	check := c.Args
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usage.Errorf("%v; see '%s --help'", err, cmd.CommandPath())
+		}
+		return nil
+	}
+	for _, sub := range c.Commands() {
+		if sub.Args == nil {
+			sub.Args = cobra.NoArgs
+		}
+		wrapArgs(sub)
+	}
+}

@@ -1,0 +1,172 @@
+// Package session runs one client session with a shadow agent: the session's key pair, the
+// shadow pod, the port-forward tunnel, the SSH connection, and the teardown of all of them.
+package session
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/sshtunnel"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// Options configure a session.
+type Options struct {
+	Namespace    string
+	Role         string
+	Command      string
+	Pod          *cluster.PodOptions
+	ForwardPorts []int32
+	Labels       map[string]string
+	Protocol     portforward.Protocol
+	KeepAlive    time.Duration
+	// Progress receives one line per step; nil discards.
+	Progress io.Writer
+}
+
+// Session is a running shadow with its tunnel.
+type Session struct {
+	ID     string
+	Pod    *corev1.Pod
+	Dialer *portforward.Dialer
+
+	opts   Options
+	client kubernetes.Interface
+	signer gossh.Signer
+	undo   cluster.Undo
+
+	mu  sync.Mutex
+	ssh *sshtunnel.Client
+}
+
+// Start creates the shadow pod, waits for it, and connects to its agent. On error everything
+// already created is removed again.
+func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface, o Options) (s *Session, err error) {
+	if o.KeepAlive == 0 {
+		o.KeepAlive = 5 * time.Second
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := gossh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	s = &Session{ID: cluster.NewSession(), opts: o, client: client, signer: signer}
+	defer func() {
+		if err != nil {
+			if uerr := s.undo.Run(30 * time.Second); uerr != nil {
+				klog.FromContext(ctx).Error(uerr, "teardown after a failed start")
+			}
+		}
+	}()
+	spec := cluster.ShadowSpec{
+		Namespace:     o.Namespace,
+		Role:          o.Role,
+		Session:       s.ID,
+		Owner:         cluster.Owner(),
+		Command:       o.Command,
+		AuthorizedKey: strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey()))),
+		ForwardPorts:  o.ForwardPorts,
+		Labels:        o.Labels,
+		Opts:          o.Pod,
+	}
+	t0 := time.Now()
+	pod, err := cluster.CreateShadow(ctx, client, spec)
+	if err != nil {
+		return nil, err
+	}
+	s.undo.Push("delete shadow pod "+o.Namespace+"/"+pod.Name, func(ctx context.Context) error {
+		return cluster.DeleteShadow(ctx, client, o.Namespace, pod.Name)
+	})
+	fmt.Fprintf(o.Progress, "Created shadow pod %s/%s; waiting for it to run\n", o.Namespace, pod.Name)
+	if pod, err = cluster.WaitRunning(ctx, client, o.Namespace, pod.Name, o.Pod.PodCreationTimeout, false); err != nil {
+		return nil, err
+	}
+	s.Pod = pod
+	s.Dialer = portforward.NewDialer(config, client, o.Namespace, pod.Name)
+	s.Dialer.Protocol = o.Protocol
+	s.Dialer.Timeout = o.Pod.PortForwardTimeout
+	s.undo.Push("close port-forward", func(context.Context) error { return s.Dialer.Close() })
+	if _, err := s.SSH(ctx); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(o.Progress, "Shadow pod %s/%s (%s) ready after %s, tunnel over %s\n", o.Namespace, pod.Name, pod.Status.PodIP, time.Since(t0).Round(10*time.Millisecond), s.Dialer.Tunnel())
+	return s, nil
+}
+
+// Dial opens a connection to one of the agent's ports through the port-forward.
+func (s *Session) Dial(ctx context.Context, port uint16) (net.Conn, error) {
+	return s.Dialer.Dial(ctx, port)
+}
+
+// SSH returns the SSH connection to the agent, (re)connecting when there is none. Right after
+// the pod starts the agent may not listen yet, so connecting retries until the port-forward
+// timeout.
+func (s *Session) SSH(ctx context.Context) (*sshtunnel.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ssh != nil {
+		select {
+		case <-s.ssh.Done():
+			s.ssh = nil
+		default:
+			return s.ssh, nil
+		}
+	}
+	deadline := time.Now().Add(s.opts.Pod.PortForwardTimeout)
+	var lastErr error
+	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
+		conn, err := s.Dialer.Dial(ctx, wire.SSHPort)
+		if err == nil {
+			var c *sshtunnel.Client
+			if c, err = sshtunnel.Dial(ctx, conn, s.signer, s.opts.KeepAlive); err == nil {
+				s.ssh = c
+				return c, nil
+			}
+		}
+		lastErr = err
+		klog.FromContext(ctx).V(2).Info("ssh to shadow not ready yet", "err", err)
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+		}
+	}
+	return nil, fmt.Errorf("connect to the shadow agent in %s/%s: %w", s.opts.Namespace, s.Pod.Name, lastErr)
+}
+
+// Close tears everything down, newest first, with its own bounded context.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	if s.ssh != nil {
+		s.ssh.Close()
+		s.ssh = nil
+	}
+	s.mu.Unlock()
+	return s.undo.Run(30 * time.Second)
+}
+
+// Undo exposes the session's undo stack to commands that change more than the shadow.
+func (s *Session) Undo() *cluster.Undo { return &s.undo }

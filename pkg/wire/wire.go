@@ -1,0 +1,53 @@
+// Package wire holds what the kt client and the shadow agent must agree on: the agent's
+// ports, the label and annotation keys kt puts on cluster objects, and the protocol version.
+package wire
+
+// ProtocolVersion changes whenever client and agent stop understanding each other. The
+// agent reports it in its SSH version string and on its readiness endpoint.
+const ProtocolVersion = 1
+
+// Ports of the agent. All but the remote forwards listen on the pod's loopback only: they
+// are reached through the API server's port-forward, so no other pod can use them.
+const (
+	SSHPort      = 2022 // gliderlabs SSH server: direct-tcpip and tcpip-forward
+	SOCKSPort    = 2080 // SOCKS5 CONNECT proxy
+	DNSPort      = 2053 // DNS forwarder, TCP (queries arrive through the tunnel)
+	UDPRelayPort = 2054 // framed UDP relay, see relay.go
+	HealthPort   = 2081 // HTTP /readyz and /version
+)
+
+// SSHServerVersion is the agent's SSH identification string.
+const SSHServerVersion = "SSH-2.0-kt-shadow"
+
+// Label and annotation keys. Every object kt creates or changes carries ManagedByLabel=ManagedBy,
+// so that `kubectl kt clean` and the e2e harness find them all with one selector.
+const (
+	Domain = "kubectl-kt.io"
+
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedBy      = "kubectl-kt"
+
+	RoleLabel    = Domain + "/role"    // connect, exchange, mesh, router, preview, forward
+	SessionLabel = Domain + "/session" // random id of the client session that owns the object
+
+	OwnerAnnotation     = Domain + "/owner"     // user@host
+	CommandAnnotation   = Domain + "/command"   // the command line that made the object
+	HeartbeatAnnotation = Domain + "/heartbeat" // RFC 3339 time of the client's last heartbeat
+	UndoAnnotation      = Domain + "/undo"      // JSON: how to revert a change to a user object
+)
+
+// Roles.
+const (
+	RoleConnect  = "connect"
+	RoleExchange = "exchange"
+	RoleMesh     = "mesh"
+	RoleRouter   = "router"
+	RolePreview  = "preview"
+	RoleForward  = "forward"
+)
+
+// Agent environment: the client passes the session's public key and settings this way.
+const (
+	EnvAuthorizedKey = "KT_AUTHORIZED_KEY" // OpenSSH authorized_keys line
+	EnvPodIP         = "KT_POD_IP"         // from the downward API
+)

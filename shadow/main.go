@@ -1,0 +1,50 @@
+// Command shadow is the kt shadow agent, the one binary of the shadow image. The kt client
+// starts it in a pod and talks to it through the API server's port-forward.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/agent"
+	"github.com/kubectl-kt/kt/pkg/version"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+func main() {
+	fs := flag.NewFlagSet("shadow", flag.ExitOnError)
+	klog.InitFlags(fs)
+	cfg := agent.Config{}
+	fs.DurationVar(&cfg.ExpireAfter, "expire-after", 60*time.Second, "exit once the client has been gone this long (0: never)")
+	fs.DurationVar(&cfg.KeepAlive, "keepalive", 10*time.Second, "interval of SSH keepalives to the client")
+	fs.StringVar(&cfg.ListenIP, "listen-ip", "127.0.0.1", "address of the tunnel services (SSH, SOCKS5, DNS, relay, health)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Parse(os.Args[1:])
+	if *showVersion {
+		fmt.Printf("%s (protocol %d, commit %s)\n", version.Version, wire.ProtocolVersion, version.Commit)
+		return
+	}
+	cfg.AuthorizedKey = os.Getenv(wire.EnvAuthorizedKey)
+	cfg.PodIP = os.Getenv(wire.EnvPodIP)
+	if cfg.PodIP == "" {
+		cfg.PodIP = "0.0.0.0"
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if os.Getpid() == 1 {
+		go reapChildren(ctx)
+	}
+	if err := agent.Run(ctx, cfg); err != nil {
+		klog.ErrorS(err, "agent failed")
+		klog.Flush()
+		os.Exit(1)
+	}
+	klog.Flush()
+}

@@ -1,0 +1,121 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// The fixtures every test shares, in namespace kt-e2e: a Deployment and Service "web"
+// (testapp: HTTP on 8080 behind port 80, UDP echo on 9090), a headless Service and StatefulSet
+// "db" (pod db-0), and the client pod that runs in-cluster requests.
+const fixturesYAML = `
+apiVersion: v1
+kind: Namespace
+metadata: {name: kt-e2e}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: kt-e2e}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: TESTAPP
+        imagePullPolicy: IfNotPresent
+        args: [serve, -http, ":8080", -udp, ":9090"]
+        ports: [{name: http, containerPort: 8080}, {name: udp, containerPort: 9090, protocol: UDP}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: kt-e2e}
+spec:
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: http}
+  - {name: udp, port: 9090, targetPort: 9090, protocol: UDP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: kt-e2e}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: kt-e2e}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: TESTAPP
+        imagePullPolicy: IfNotPresent
+        args: [serve, -http, ":8080", -udp, ":9090"]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: kt-e2e, labels: {app: e2e-client}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: client
+    image: TESTAPP
+    imagePullPolicy: IfNotPresent
+    args: [sleep]
+`
+
+func setupFixtures(ctx context.Context) error {
+	y := strings.ReplaceAll(fixturesYAML, "TESTAPP", testapp)
+	if out, err := kubectlCtx(ctx, y, "apply", "-f", "-"); err != nil {
+		return fmt.Errorf("apply fixtures: %v: %s", err, out)
+	}
+	for _, c := range [][]string{
+		{"-n", testNamespace, "rollout", "status", "deploy/web", "--timeout=120s"},
+		{"-n", testNamespace, "rollout", "status", "sts/db", "--timeout=120s"},
+		{"-n", testNamespace, "wait", "--for=condition=Ready", "pod/client", "--timeout=120s"},
+	} {
+		if out, err := kubectlCtx(ctx, "", c...); err != nil {
+			return fmt.Errorf("kubectl %v: %v: %s", c, err, out)
+		}
+	}
+	// A fresh Service needs a kube-proxy sync and a CoreDNS update before it answers.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := kubectlCtx(ctx, "", "exec", "-n", testNamespace, clientPodName, "--", "timeout", "5", "wget", "-qO-", "http://web/ready")
+		if err == nil && strings.Contains(out, "echo from") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("web service not answering from the client pod: %v: %s", err, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func kubectlCtx(ctx context.Context, stdin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", hostKubeconfig}, args...)...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}

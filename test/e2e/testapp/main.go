@@ -1,0 +1,214 @@
+// Command testapp is the e2e tests' workload: an HTTP server (echo, sized downloads, streaming,
+// WebSocket echo), a UDP echo server, and a sleeper that client pods run as PID 1.
+//
+//	testapp serve [-http :8080] [-http2 :8081] [-udp :9090] [-name NAME]
+//	testapp sleep
+package main
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		log.Fatal("usage: testapp serve|sleep [flags]")
+	}
+	go reap()
+	switch os.Args[1] {
+	case "serve":
+		serve(os.Args[2:])
+	case "sleep":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		<-ctx.Done()
+	default:
+		log.Fatalf("unknown mode %q", os.Args[1])
+	}
+}
+
+func serve(args []string) {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	httpAddr := fs.String("http", ":8080", "HTTP listen address (several comma-separated)")
+	udpAddr := fs.String("udp", ":9090", "UDP echo address; empty disables")
+	name := fs.String("name", "", "name reported in replies (default: hostname)")
+	fs.Parse(args)
+	if *name == "" {
+		*name, _ = os.Hostname()
+	}
+	h := handler(*name)
+	for _, a := range strings.Split(*httpAddr, ",") {
+		a := a
+		go func() { log.Fatal(http.ListenAndServe(a, h)) }()
+		log.Printf("testapp %s: http on %s", *name, a)
+	}
+	if *udpAddr != "" {
+		pc, err := net.ListenPacket("udp", *udpAddr)
+		if err != nil {
+			log.Fatal(err)
+		}
+		log.Printf("testapp %s: udp echo on %s", *name, *udpAddr)
+		go func() {
+			buf := make([]byte, 65535)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo(append([]byte("udp-echo "+*name+": "), buf[:n]...), from)
+			}
+		}()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	<-ctx.Done()
+}
+
+// Pattern returns the deterministic content of /bytes: byte i of a download is Pattern(i).
+func Pattern(i int64) byte { return byte((i*7 + i/251) % 256) }
+
+func handler(name string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "want ?n=<bytes>", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		buf := make([]byte, 64*1024)
+		for off := int64(0); off < n; {
+			m := min(int64(len(buf)), n-off)
+			for i := int64(0); i < m; i++ {
+				buf[i] = Pattern(off + i)
+			}
+			if _, err := w.Write(buf[:m]); err != nil {
+				return
+			}
+			off += m
+		}
+	})
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		if n <= 0 {
+			n = 5
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl, _ := w.(http.Flusher)
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(w, "data: event %d from %s\n\n", i, name)
+			if fl != nil {
+				fl.Flush()
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) { wsEcho(w, r, name) })
+	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		time.Sleep(d)
+		fmt.Fprintf(w, "slow %s from %s\n", d, name)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "echo from %s: POST %s %d bytes: %s\n", name, r.URL.Path, len(b), b)
+			return
+		}
+		var hs []string
+		for k := range r.Header {
+			if strings.HasPrefix(strings.ToLower(k), "x-") || strings.EqualFold(k, "version") {
+				hs = append(hs, k+"="+r.Header.Get(k))
+			}
+		}
+		sort.Strings(hs)
+		fmt.Fprintf(w, "echo from %s: %s %s from %s %s\n", name, r.Method, r.URL.Path, r.RemoteAddr, strings.Join(hs, " "))
+	})
+	return mux
+}
+
+// wsEcho is a minimal RFC 6455 echo server for text and binary frames (no extensions).
+func wsEcho(w http.ResponseWriter, r *http.Request, name string) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		http.Error(w, "websocket only", http.StatusBadRequest)
+		return
+	}
+	h := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(h[:]))
+	rw.Flush()
+	for {
+		var hdr [2]byte
+		if _, err := io.ReadFull(rw, hdr[:]); err != nil {
+			return
+		}
+		op := hdr[0] & 0x0f
+		n := int64(hdr[1] & 0x7f)
+		switch n {
+		case 126:
+			var b [2]byte
+			io.ReadFull(rw, b[:])
+			n = int64(b[0])<<8 | int64(b[1])
+		case 127:
+			var b [8]byte
+			io.ReadFull(rw, b[:])
+			n = 0
+			for _, x := range b {
+				n = n<<8 | int64(x)
+			}
+		}
+		var mask [4]byte
+		if hdr[1]&0x80 != 0 {
+			io.ReadFull(rw, mask[:])
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(rw, payload); err != nil {
+			return
+		}
+		for i := range payload {
+			payload[i] ^= mask[i%4]
+		}
+		if op == 8 { // close
+			rw.Write([]byte{0x88, 0})
+			rw.Flush()
+			return
+		}
+		if op == 9 { // ping
+			op = 10
+		}
+		out := payload
+		if op == 1 {
+			out = append([]byte("ws-echo "+name+": "), payload...)
+		}
+		frame := []byte{0x80 | op}
+		switch {
+		case len(out) < 126:
+			frame = append(frame, byte(len(out)))
+		case len(out) < 65536:
+			frame = append(frame, 126, byte(len(out)>>8), byte(len(out)))
+		default:
+			frame = append(frame, 127, 0, 0, 0, 0, byte(len(out)>>24), byte(len(out)>>16), byte(len(out)>>8), byte(len(out)))
+		}
+		rw.Write(append(frame, out...))
+		rw.Flush()
+	}
+}
