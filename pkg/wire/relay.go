@@ -65,7 +65,7 @@ func AppendFrame(b []byte, f Frame) ([]byte, error) {
 		}
 	}
 	n := 1 + 1 + alen + 2 + len(f.Payload)
-	if n > 65535 {
+	if len(f.Payload) > MaxDatagram {
 		return b, fmt.Errorf("%w: payload of %d bytes is too large", ErrBadFrame, len(f.Payload))
 	}
 	b = binary.BigEndian.AppendUint16(b, uint16(n))

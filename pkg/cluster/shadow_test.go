@@ -1,0 +1,114 @@
+package cluster
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+func TestShadowPodIsRestricted(t *testing.T) {
+	for _, ports := range [][]int32{nil, {8080}, {80, 8080}} {
+		pod, err := ShadowPod(ShadowSpec{Namespace: "ns", Role: wire.RoleExchange, Session: "abc123", Owner: "dev@laptop",
+			AuthorizedKey: "ssh-ed25519 AAAA", ForwardPorts: ports, Opts: NewPodOptions()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := pod.Spec.Containers[0]
+		sc := c.SecurityContext
+		if *sc.AllowPrivilegeEscalation || !*sc.ReadOnlyRootFilesystem || !*sc.RunAsNonRoot ||
+			len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || len(sc.Capabilities.Add) != 0 {
+			t.Errorf("ports %v: container security context not restricted: %+v", ports, sc)
+		}
+		psc := pod.Spec.SecurityContext
+		if psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault || *psc.RunAsUser == 0 {
+			t.Errorf("pod security context: %+v", psc)
+		}
+		low := len(ports) > 0 && ports[0] < 1024
+		if got := len(psc.Sysctls) == 1 && psc.Sysctls[0].Name == "net.ipv4.ip_unprivileged_port_start"; got != low {
+			t.Errorf("ports %v: unprivileged-port sysctl set = %v, want %v", ports, got, low)
+		}
+		if (c.ReadinessProbe != nil) != (len(ports) > 0) {
+			t.Errorf("ports %v: readiness probe %v", ports, c.ReadinessProbe)
+		}
+		if *pod.Spec.AutomountServiceAccountToken {
+			t.Error("the shadow must not mount a service account token")
+		}
+		if pod.Name != "kt-exchange-abc123" || pod.Labels[wire.ManagedByLabel] != wire.ManagedBy || pod.Labels[wire.SessionLabel] != "abc123" {
+			t.Errorf("name %s labels %v", pod.Name, pod.Labels)
+		}
+		for _, e := range c.Env {
+			if strings.Contains(strings.ToLower(e.Value), "private") {
+				t.Errorf("env %s looks like a private key", e.Name)
+			}
+		}
+	}
+}
+
+func TestPodQuota(t *testing.T) {
+	for _, c := range []struct {
+		in      string
+		cpu     string
+		mem     string
+		wantErr string
+	}{
+		{in: "", cpu: "", mem: ""},
+		{in: "0.5c,512m", cpu: "500m", mem: "512Mi"},
+		{in: "2c", cpu: "2"},
+		{in: "1g", mem: "1Gi"},
+		{in: "100k", mem: "100Ki"},
+		{in: "lots", wantErr: "is not <number><unit>"},
+		{in: "1c,2c", wantErr: "sets cpu twice"},
+	} {
+		o := NewPodOptions()
+		o.PodQuota = c.in
+		rl, err := o.Resources()
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%q: err %v, want %q", c.in, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", c.in, err)
+			continue
+		}
+		check := func(name corev1.ResourceName, want string) {
+			q, ok := rl[name]
+			if want == "" {
+				if ok {
+					t.Errorf("%q: unexpected %s %s", c.in, name, q.String())
+				}
+				return
+			}
+			if !ok || q.Cmp(resource.MustParse(want)) != 0 {
+				t.Errorf("%q: %s = %s, want %s", c.in, name, q.String(), want)
+			}
+		}
+		check(corev1.ResourceCPU, c.cpu)
+		check(corev1.ResourceMemory, c.mem)
+	}
+}
+
+func TestPodOptionsValidate(t *testing.T) {
+	for name, mod := range map[string]func(*PodOptions){
+		"bad label":        func(o *PodOptions) { o.Labels = map[string]string{"a b": "c"} },
+		"bad label value":  func(o *PodOptions) { o.Labels = map[string]string{"a": "c d"} },
+		"empty image":      func(o *PodOptions) { o.Image = "" },
+		"bad SA":           func(o *PodOptions) { o.ServiceAccount = "Not_OK" },
+		"zero timeout":     func(o *PodOptions) { o.PodCreationTimeout = 0 },
+		"expiry too short": func(o *PodOptions) { o.ExpireAfter = 1 },
+	} {
+		o := NewPodOptions()
+		mod(o)
+		if err := o.Validate(); err == nil {
+			t.Errorf("%s: Validate accepted it", name)
+		}
+	}
+	if err := NewPodOptions().Validate(); err != nil {
+		t.Errorf("defaults: %v", err)
+	}
+}
