@@ -10,6 +10,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/klog/v2"
 
+	"github.com/kubectl-kt/kt/pkg/cmd/clean"
+	"github.com/kubectl-kt/kt/pkg/cmd/connect"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/cmd/version"
 )
@@ -39,6 +41,8 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 	addKlogFlags(root)
 
 	root.AddCommand(
+		connect.NewCmdConnect(configFlags, streams),
+		clean.NewCmdClean(configFlags, streams),
 		version.NewCmdVersion(configFlags, streams),
 	)
 	for _, c := range root.Commands() {

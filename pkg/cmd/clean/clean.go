@@ -1,0 +1,152 @@
+// Package clean implements `kubectl kt clean`.
+package clean
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/cmd/usage"
+	"github.com/kubectl-kt/kt/pkg/connect"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// Options holds the flags of clean.
+type Options struct {
+	Threshold     time.Duration
+	DryRun        bool
+	LocalOnly     bool
+	AllNamespaces bool
+
+	client    kubernetes.Interface
+	namespace string
+	genericiooptions.IOStreams
+}
+
+// NewOptions returns the defaults.
+func NewOptions(streams genericiooptions.IOStreams) *Options {
+	return &Options{Threshold: 2 * time.Minute, IOStreams: streams}
+}
+
+// NewCmdClean returns the clean command.
+func NewCmdClean(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
+	o := NewOptions(streams)
+	cmd := &cobra.Command{
+		Use:   "clean",
+		Short: "Remove what crashed kt sessions left behind, locally and in the cluster",
+		Long: `Clean undoes the local changes of a connect that did not exit cleanly (DNS settings, hosts
+entries, TUN devices), then deletes kt's objects in the cluster whose client stopped sending
+heartbeats more than --threshold ago. Live sessions are never touched.`,
+		Example: `  kubectl kt clean
+  kubectl kt clean --dry-run
+  sudo kubectl kt clean --local-only`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Validate(); err != nil {
+				return usage.Wrap(err)
+			}
+			if err := o.Complete(f); err != nil {
+				return err
+			}
+			cmd.SilenceUsage = true
+			return o.Run(cmd.Context())
+		},
+	}
+	cluster.DurationVar(cmd.Flags(), &o.Threshold, "threshold", o.Threshold, "Age of the last heartbeat after which a kt object counts as abandoned.")
+	cmd.Flags().BoolVar(&o.DryRun, "dry-run", o.DryRun, "Only print what would be cleaned.")
+	cmd.Flags().BoolVar(&o.LocalOnly, "local-only", o.LocalOnly, "Clean only this machine, not the cluster.")
+	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", o.AllNamespaces, "Clean kt objects in every namespace.")
+	return cmd
+}
+
+// Validate checks the flags.
+func (o *Options) Validate() error {
+	if o.Threshold < 0 {
+		return fmt.Errorf("--threshold must not be negative")
+	}
+	return nil
+}
+
+// Complete builds the client unless only local state is cleaned.
+func (o *Options) Complete(f genericclioptions.RESTClientGetter) error {
+	if o.LocalOnly {
+		return nil
+	}
+	ns, _, err := f.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return err
+	}
+	rc, err := f.ToRESTConfig()
+	if err != nil {
+		return err
+	}
+	o.namespace = ns
+	o.client, err = kubernetes.NewForConfig(rc)
+	return err
+}
+
+// Run cleans.
+func (o *Options) Run(ctx context.Context) error {
+	verb := "Cleaned"
+	if o.DryRun {
+		verb = "Would clean"
+	}
+	cleaned, running, err := connect.CleanLocal(o.DryRun)
+	for _, st := range cleaned {
+		fmt.Fprintf(o.Out, "%s local leftovers of connect pid %d (shadow %s, dns %s, tun %s)\n", verb, st.PID, st.Shadow, st.DNSMode, st.TUN)
+	}
+	for _, st := range running {
+		fmt.Fprintf(o.ErrOut, "Left alone: connect pid %d is running (shadow %s)\n", st.PID, st.Shadow)
+	}
+	if err != nil {
+		return err
+	}
+	if o.LocalOnly {
+		return nil
+	}
+	ns := o.namespace
+	if o.AllNamespaces {
+		ns = ""
+	}
+	pods, err := o.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
+	if err != nil {
+		return cluster.Explain(err, "list", "pods", ns)
+	}
+	n := 0
+	for _, p := range pods.Items {
+		if !stale(&p, o.Threshold) {
+			continue
+		}
+		n++
+		fmt.Fprintf(o.Out, "%s pod %s/%s (owner %s, last heartbeat %s)\n", verb, p.Namespace, p.Name, p.Annotations[wire.OwnerAnnotation], p.Annotations[wire.HeartbeatAnnotation])
+		if !o.DryRun {
+			if err := cluster.DeleteShadow(ctx, o.client, p.Namespace, p.Name); err != nil {
+				return err
+			}
+		}
+	}
+	if n == 0 && len(cleaned) == 0 {
+		fmt.Fprintln(o.ErrOut, "Nothing to clean")
+	}
+	return nil
+}
+
+// stale reports whether a kt pod's client is gone: its agent exited, or its heartbeat is older
+// than threshold.
+func stale(p *corev1.Pod, threshold time.Duration) bool {
+	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return true
+	}
+	hb, err := time.Parse(time.RFC3339, p.Annotations[wire.HeartbeatAnnotation])
+	if err != nil {
+		return time.Since(p.CreationTimestamp.Time) > threshold
+	}
+	return time.Since(hb) > threshold
+}

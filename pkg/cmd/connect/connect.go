@@ -1,0 +1,213 @@
+// Package connect implements `kubectl kt connect`.
+package connect
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/cmd/usage"
+	"github.com/kubectl-kt/kt/pkg/connect"
+	"github.com/kubectl-kt/kt/pkg/portforward"
+)
+
+// Options holds the flags of connect.
+type Options struct {
+	DNSMode         string
+	ClusterDomain   string
+	DNSCacheTTL     time.Duration
+	DNSAddr         string
+	IncludeIPs      string
+	ExcludeIPs      string
+	DisablePodIP    bool
+	DisableTunRoute bool
+	DisableTUN      bool
+	ProxyAddr       string
+	ProxyPort       int
+	TUNName         string
+	MTU             int
+	Protocol        string
+	ResolvConf      string
+	HostsFile       string
+	Pod             *cluster.PodOptions
+
+	cfg connect.Config
+	genericiooptions.IOStreams
+}
+
+// NewOptions returns the defaults.
+func NewOptions(streams genericiooptions.IOStreams) *Options {
+	hosts := "/etc/hosts"
+	if p := os.Getenv("HOSTS_PATH"); p != "" {
+		hosts = p
+	}
+	return &Options{
+		DNSMode:       connect.DNSLocal,
+		ClusterDomain: "cluster.local",
+		DNSCacheTTL:   60 * time.Second,
+		DNSAddr:       "127.0.0.153:53",
+		ProxyAddr:     "127.0.0.1",
+		ProxyPort:     2223,
+		ResolvConf:    "/etc/resolv.conf",
+		HostsFile:     hosts,
+		Pod:           cluster.NewPodOptions(),
+		IOStreams:     streams,
+	}
+}
+
+// NewCmdConnect returns the connect command.
+func NewCmdConnect(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
+	o := NewOptions(streams)
+	cmd := &cobra.Command{
+		Use:   "connect",
+		Short: "Reach the cluster's pod IPs, Service IPs and DNS names from this machine",
+		Long: `Connect starts a shadow pod in the namespace and routes the cluster's Service and pod ranges
+into a local TUN device, so that this machine reaches pod IPs, ClusterIPs and cluster DNS names
+(svc, svc.ns, svc.ns.svc.cluster.local, StatefulSet pod names) as if it ran in the cluster.
+Ctrl-C restores every route, DNS setting and file, and deletes the shadow.`,
+		Example: `  sudo kubectl kt connect
+  kubectl kt connect -n dev --dns-mode hosts:dev,shared
+  kubectl kt connect --disable-tun          # no root: a SOCKS5 proxy on 127.0.0.1:2223`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Validate(); err != nil {
+				return usage.Wrap(err)
+			}
+			if err := o.Complete(f, cmd); err != nil {
+				return err
+			}
+			cmd.SilenceUsage = true
+			return o.Run(cmd.Context())
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.DNSMode, "dns-mode", o.DNSMode, "localDNS[:ORDER] (a local DNS server; ORDER like cluster,upstream or upstream,cluster,10.0.0.2), hosts[:NS1,NS2] (a block in /etc/hosts), or none.")
+	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "The cluster's DNS domain.")
+	cluster.DurationVar(fs, &o.DNSCacheTTL, "dns-cache-ttl", o.DNSCacheTTL, "Longest time the local DNS server caches an answer (never longer than the record's TTL).")
+	fs.StringVar(&o.DNSAddr, "dns-addr", o.DNSAddr, "Address of the local DNS server (localDNS mode).")
+	fs.StringVar(&o.IncludeIPs, "include-ips", o.IncludeIPs, "Extra CIDRs or IPs to route to the cluster, comma-separated.")
+	fs.StringVar(&o.ExcludeIPs, "exclude-ips", o.ExcludeIPs, "CIDRs or IPs never to route to the cluster, comma-separated.")
+	fs.BoolVar(&o.DisablePodIP, "disable-pod-ip", o.DisablePodIP, "Route only Service IPs, not pod IPs.")
+	fs.BoolVar(&o.DisableTunRoute, "disable-tun-route", o.DisableTunRoute, "Create the TUN device but add no routes.")
+	fs.BoolVar(&o.DisableTUN, "disable-tun", o.DisableTUN, "No TUN device: only a local SOCKS5 proxy (needs no root).")
+	fs.StringVar(&o.ProxyAddr, "proxy-addr", o.ProxyAddr, "Listen address of the SOCKS5 proxy (with --disable-tun).")
+	fs.IntVar(&o.ProxyPort, "proxy-port", o.ProxyPort, "Port of the SOCKS5 proxy (with --disable-tun).")
+	fs.StringVar(&o.TUNName, "tun-name", "", "Name of the TUN device (default kt0, kt1, …).")
+	fs.IntVar(&o.MTU, "mtu", 0, "MTU of the TUN device (default 65000).")
+	fs.StringVar(&o.Protocol, "port-forward-protocol", "", "Tunnel protocol to the API server: websocket, spdy, or empty for websocket with a SPDY fallback.")
+	fs.StringVar(&o.ResolvConf, "resolv-conf", o.ResolvConf, "The resolver file localDNS edits.")
+	fs.StringVar(&o.HostsFile, "hosts-file", o.HostsFile, "The hosts file the hosts mode edits ($HOSTS_PATH).")
+	fs.MarkHidden("resolv-conf")
+	o.Pod.AddFlags(fs)
+	return cmd
+}
+
+// Validate checks the flags without touching anything.
+func (o *Options) Validate() error {
+	mode, arg, _ := strings.Cut(o.DNSMode, ":")
+	switch mode {
+	case connect.DNSLocal:
+		for _, s := range strings.Split(arg, ",") {
+			s = strings.TrimSpace(s)
+			if s == "" {
+				continue
+			}
+			if s != "cluster" && s != "upstream" {
+				host := s
+				if h, _, err := net.SplitHostPort(s); err == nil {
+					host = h
+				}
+				if _, err := netip.ParseAddr(host); err != nil {
+					return fmt.Errorf("--dns-mode %s: %q is not cluster, upstream or an IP[:port]", o.DNSMode, s)
+				}
+			}
+			o.cfg.DNSOrder = append(o.cfg.DNSOrder, s)
+		}
+	case connect.DNSHosts:
+		for _, ns := range strings.Split(arg, ",") {
+			if ns = strings.TrimSpace(ns); ns != "" {
+				o.cfg.HostsNS = append(o.cfg.HostsNS, ns)
+			}
+		}
+	case connect.DNSNone:
+	default:
+		return fmt.Errorf("--dns-mode %q: use localDNS, localDNS:cluster,upstream, hosts, hosts:NS1,NS2 or none", o.DNSMode)
+	}
+	o.cfg.DNSMode = mode
+	var err error
+	if o.cfg.IncludeIPs, err = connect.ParsePrefixes("include-ips", o.IncludeIPs); err != nil {
+		return err
+	}
+	if o.cfg.ExcludeIPs, err = connect.ParsePrefixes("exclude-ips", o.ExcludeIPs); err != nil {
+		return err
+	}
+	if !o.DisableTUN && (o.ProxyAddr != "127.0.0.1" || o.ProxyPort != 2223) {
+		return fmt.Errorf("--proxy-addr and --proxy-port apply only with --disable-tun")
+	}
+	if o.ProxyPort < 1 || o.ProxyPort > 65535 {
+		return fmt.Errorf("--proxy-port %d is not a port number", o.ProxyPort)
+	}
+	if _, _, err := net.SplitHostPort(o.DNSAddr); err != nil {
+		return fmt.Errorf("--dns-addr %q: want host:port, e.g. 127.0.0.153:53", o.DNSAddr)
+	}
+	switch portforward.Protocol(o.Protocol) {
+	case portforward.ProtocolAuto, portforward.ProtocolWebSocket, portforward.ProtocolSPDY:
+	default:
+		return fmt.Errorf("--port-forward-protocol %q: use websocket or spdy, or leave it out", o.Protocol)
+	}
+	if o.MTU != 0 && (o.MTU < 1280 || o.MTU > 65535) {
+		return fmt.Errorf("--mtu %d: use a value from 1280 to 65535", o.MTU)
+	}
+	return o.Pod.Validate()
+}
+
+// Complete builds the clients; it changes nothing.
+func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Command) error {
+	if !o.DisableTUN && os.Geteuid() != 0 {
+		return fmt.Errorf("connect needs root for its TUN device and DNS settings: run it with sudo, or use --disable-tun for a SOCKS5 proxy that needs none")
+	}
+	ns, _, err := f.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return err
+	}
+	rc, err := f.ToRESTConfig()
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	raw, _ := f.ToRawKubeConfigLoader().RawConfig()
+	ctxName := raw.CurrentContext
+	if fl := cmd.Flags().Lookup("context"); fl != nil && fl.Value.String() != "" {
+		ctxName = fl.Value.String()
+	}
+	o.cfg.RESTConfig, o.cfg.Client, o.cfg.Namespace, o.cfg.Context = rc, client, ns, ctxName
+	o.cfg.Command = "kubectl kt " + strings.Join(os.Args[1:], " ")
+	o.cfg.Pod = o.Pod
+	o.cfg.Protocol = portforward.Protocol(o.Protocol)
+	o.cfg.ClusterDomain = o.ClusterDomain
+	o.cfg.DNSCacheTTL = o.DNSCacheTTL
+	o.cfg.DNSListen = o.DNSAddr
+	o.cfg.ResolvConf, o.cfg.HostsFile = o.ResolvConf, o.HostsFile
+	o.cfg.DisablePodIP, o.cfg.DisableTunRoute, o.cfg.DisableTUN = o.DisablePodIP, o.DisableTunRoute, o.DisableTUN
+	o.cfg.ProxyAddr, o.cfg.ProxyPort = o.ProxyAddr, o.ProxyPort
+	o.cfg.TUNName, o.cfg.MTU = o.TUNName, o.MTU
+	o.cfg.Out, o.cfg.ErrOut = o.Out, o.ErrOut
+	return nil
+}
+
+// Run connects until ctx ends.
+func (o *Options) Run(ctx context.Context) error {
+	return connect.Run(ctx, o.cfg)
+}

@@ -1,0 +1,513 @@
+// Package connect joins this machine to a cluster's network: a TUN device whose routes cover
+// the cluster's ranges feeds a user-space stack, whose flows go through the shadow agent;
+// cluster names resolve through a local DNS server (or a block in /etc/hosts). Everything it
+// changes is recorded locally, undone on exit, and undone by the next run after a crash.
+package connect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	socks5 "github.com/armon/go-socks5"
+	mdns "github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/dns"
+	"github.com/kubectl-kt/kt/pkg/netstack"
+	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/session"
+	"github.com/kubectl-kt/kt/pkg/tun"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// DNS modes.
+const (
+	DNSLocal = "localDNS"
+	DNSHosts = "hosts"
+	DNSNone  = "none"
+)
+
+// Config configures Run.
+type Config struct {
+	RESTConfig *rest.Config
+	Client     kubernetes.Interface
+	Context    string
+	Namespace  string
+	Command    string
+	Pod        *cluster.PodOptions
+	Protocol   portforward.Protocol
+
+	DNSMode       string   // DNSLocal, DNSHosts or DNSNone
+	DNSOrder      []string // localDNS sources: "cluster", "upstream", or host[:port]
+	HostsNS       []string // namespaces whose Services go into /etc/hosts
+	ClusterDomain string
+	DNSCacheTTL   time.Duration
+	DNSListen     string // local DNS server address, host:53
+	ResolvConf    string
+	HostsFile     string
+
+	IncludeIPs, ExcludeIPs []netip.Prefix
+	DisablePodIP           bool
+	DisableTunRoute        bool
+	DisableTUN             bool
+	ProxyAddr              string
+	ProxyPort              int
+	TUNName                string
+	MTU                    int
+
+	Out, ErrOut io.Writer
+}
+
+type connector struct {
+	cfg     Config
+	sess    atomic.Pointer[session.Session]
+	dialer  *TunnelDialer
+	lock    *Lock
+	state   *State
+	stateMu sync.Mutex
+}
+
+func (c *connector) agent() PortDialer { return c.sess.Load() }
+
+// Run connects and blocks until ctx ends, then restores everything. A clean teardown after
+// ctx ends returns nil.
+func Run(ctx context.Context, cfg Config) (err error) {
+	log := klog.FromContext(ctx)
+	c := &connector{cfg: cfg}
+	c.dialer = &TunnelDialer{Agent: c.agent}
+	server := cfg.RESTConfig.Host
+
+	lock, recovered, err := Acquire(server)
+	if err != nil {
+		return err
+	}
+	c.lock = lock
+	if recovered != nil {
+		fmt.Fprintf(cfg.ErrOut, "Cleaned up after an earlier connect that did not exit cleanly (pid %d)\n", recovered.PID)
+	}
+	c.state = &State{PID: os.Getpid(), Started: time.Now(), Server: server, Context: cfg.Context, Namespace: cfg.Namespace, NetNS: NetNS(), DNSMode: cfg.DNSMode}
+	var undo cluster.Undo
+	defer func() {
+		if uerr := undo.Run(30 * time.Second); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("restore: %w; run 'kubectl kt clean --local-only'", uerr))
+		}
+		if s := c.sess.Load(); s != nil {
+			if serr := s.Close(); serr != nil {
+				err = errors.Join(err, fmt.Errorf("delete shadow: %w; run 'kubectl kt clean'", serr))
+			}
+		}
+		lock.Release()
+		if err == nil {
+			fmt.Fprintln(cfg.ErrOut, "Disconnected: routes, DNS and the shadow pod are removed")
+		}
+	}()
+	if err := c.save(); err != nil {
+		return err
+	}
+
+	// Routes first: a cluster whose ranges cannot be found should fail before anything changes.
+	var routes []netip.Prefix
+	var clusterRanges []netip.Prefix
+	if !cfg.DisableTUN {
+		svcRanges, err := cluster.ServiceCIDRs(ctx, cfg.Client, cfg.Namespace)
+		if err != nil {
+			return err
+		}
+		clusterRanges = append(clusterRanges, svcRanges...)
+		if !cfg.DisablePodIP {
+			podRanges, err := cluster.PodCIDRs(ctx, cfg.Client, cfg.Namespace)
+			if err != nil {
+				return err
+			}
+			clusterRanges = append(clusterRanges, podRanges...)
+		}
+		routes = Routes(clusterRanges, cfg.IncludeIPs, cfg.ExcludeIPs, apiServerAddrs(ctx, server))
+		if len(routes) == 0 && !cfg.DisableTunRoute {
+			return fmt.Errorf("nothing to route: every cluster range is excluded; check --exclude-ips")
+		}
+	}
+
+	sess, err := c.startSession(ctx)
+	if err != nil {
+		return err
+	}
+	c.sess.Store(sess)
+	c.state.Shadow = cfg.Namespace + "/" + sess.Pod.Name
+	c.save()
+
+	if cfg.DisableTUN {
+		addr, err := c.startProxy(ctx, &undo)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cfg.ErrOut, "Connected: SOCKS5 proxy on %s (no TUN device). To use it:\n  export ALL_PROXY=socks5h://%s\n", addr, addr)
+	} else {
+		if err := c.startTUN(ctx, routes, &undo); err != nil {
+			return err
+		}
+		desc, err := c.startDNS(ctx, clusterRanges, &undo)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cfg.ErrOut, "Connected to %s through shadow %s\n  routes: %s (dev %s)\n  dns: %s\n",
+			server, c.state.Shadow, joinPrefixes(routes), c.state.TUN, desc)
+	}
+	log.V(1).Info("connected", "routes", len(routes))
+	c.supervise(ctx)
+	return nil
+}
+
+func (c *connector) save() error {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	return c.lock.Save(c.state)
+}
+
+func (c *connector) startSession(ctx context.Context) (*session.Session, error) {
+	return session.Start(ctx, c.cfg.RESTConfig, c.cfg.Client, session.Options{
+		Namespace: c.cfg.Namespace, Role: wire.RoleConnect, Command: c.cfg.Command,
+		Pod: c.cfg.Pod, Protocol: c.cfg.Protocol, Progress: c.cfg.ErrOut,
+	})
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+// apiServerAddrs are the API server's addresses, which must keep their normal route.
+func apiServerAddrs(ctx context.Context, server string) []netip.Addr {
+	u, err := url.Parse(server)
+	if err != nil {
+		return nil
+	}
+	host := u.Hostname()
+	if a, err := netip.ParseAddr(host); err == nil {
+		return []netip.Addr{a}
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil
+	}
+	return ips
+}
+
+func (c *connector) startTUN(ctx context.Context, routes []netip.Prefix, undo *cluster.Undo) error {
+	name := c.cfg.TUNName
+	if name == "" {
+		name = "kt%d"
+	}
+	mtu := c.cfg.MTU
+	if mtu == 0 {
+		mtu = tun.DefaultMTU
+	}
+	dev, err := tun.Create(name, mtu)
+	if err != nil {
+		return err
+	}
+	c.state.TUN = dev.Name()
+	c.save()
+	st, err := netstack.New(dev, c.dialer, netstack.Options{MTU: mtu, Offset: tun.Offset})
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	undo.Push("remove TUN device "+dev.Name(), func(context.Context) error { return st.Close() })
+	for _, r := range routes {
+		if over, err := tun.Overlaps(r, dev.Name()); err == nil && len(over) > 0 {
+			fmt.Fprintf(c.cfg.ErrOut, "warning: cluster range %s overlaps local route %s; traffic to it now goes to the cluster (exclude it with --exclude-ips)\n", r, strings.Join(over, ", "))
+		}
+	}
+	if !c.cfg.DisableTunRoute {
+		if err := dev.AddRoutes(routes); err != nil {
+			return err
+		}
+		for _, r := range routes {
+			c.state.Routes = append(c.state.Routes, r.String())
+		}
+	}
+	return c.save()
+}
+
+// startDNS sets up the chosen DNS mode and describes it.
+func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *cluster.Undo) (string, error) {
+	domain := c.cfg.ClusterDomain
+	switch c.cfg.DNSMode {
+	case DNSNone:
+		return "none (cluster names do not resolve; use IPs)", nil
+	case DNSHosts:
+		nss := c.cfg.HostsNS
+		if len(nss) == 0 {
+			nss = []string{c.cfg.Namespace}
+		}
+		c.state.Hosts = c.cfg.HostsFile
+		c.save()
+		h := &hostsWriter{client: c.cfg.Client, path: c.cfg.HostsFile, namespaces: nss, current: c.cfg.Namespace, domain: domain}
+		if err := h.sync(ctx); err != nil {
+			return "", err
+		}
+		hctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); h.run(hctx) }()
+		undo.Push("remove the hosts block", func(context.Context) error {
+			cancel()
+			<-done
+			return dns.RemoveHostsBlock(c.cfg.HostsFile)
+		})
+		return fmt.Sprintf("hosts (%s, namespaces %s)", c.cfg.HostsFile, strings.Join(nss, ",")), nil
+	}
+	orig, err := os.ReadFile(c.cfg.ResolvConf)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", c.cfg.ResolvConf, err)
+	}
+	listenHost, _, _ := net.SplitHostPort(c.cfg.DNSListen)
+	var upstreams []string
+	for _, ns := range dns.ParseResolvConf(orig).Nameservers {
+		if ns != listenHost {
+			upstreams = append(upstreams, net.JoinHostPort(ns, "53"))
+		}
+	}
+	cls := dns.NewClassifier(domain, []string{c.cfg.Namespace}, ranges)
+	if nss, err := c.cfg.Client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); err == nil {
+		var names []string
+		for _, n := range nss.Items {
+			names = append(names, n.Name)
+		}
+		cls.SetNamespaces(append(names, c.cfg.Namespace))
+		go c.refreshNamespaces(ctx, cls)
+	}
+	srv := &dns.Server{CacheTTL: c.cfg.DNSCacheTTL}
+	order := c.cfg.DNSOrder
+	if len(order) == 0 {
+		order = []string{"cluster", "upstream"}
+	}
+	for _, o := range order {
+		switch o {
+		case "cluster":
+			srv.Sources = append(srv.Sources, dns.Source{Name: "cluster", Exchange: c.clusterDNS, OnlyFor: cls.IsCluster})
+		case "upstream":
+			for _, u := range upstreams {
+				srv.Sources = append(srv.Sources, dns.Source{Name: "upstream " + u, Exchange: dns.Upstream(u), FinalNX: true})
+			}
+		default:
+			addr := o
+			if _, _, err := net.SplitHostPort(o); err != nil {
+				addr = net.JoinHostPort(o, "53")
+			}
+			srv.Sources = append(srv.Sources, dns.Source{Name: addr, Exchange: dns.Upstream(addr), FinalNX: true})
+		}
+	}
+	if err := srv.Listen(c.cfg.DNSListen); err != nil {
+		return "", err
+	}
+	undo.Push("stop the local DNS server", func(context.Context) error { srv.Close(); return nil })
+	c.state.ResolvConf, c.state.ResolvOrig = c.cfg.ResolvConf, orig
+	if err := c.save(); err != nil {
+		return "", err
+	}
+	search := []string{c.cfg.Namespace + ".svc." + domain, "svc." + domain, domain}
+	if _, err := dns.ApplyResolvConf(c.cfg.ResolvConf, listenHost, search, os.Getpid()); err != nil {
+		return "", err
+	}
+	undo.Push("restore "+c.cfg.ResolvConf, func(context.Context) error { return dns.RestoreResolvConf(c.cfg.ResolvConf, orig) })
+	return fmt.Sprintf("localDNS on %s (%s edited; order %s; upstream %s)", c.cfg.DNSListen, c.cfg.ResolvConf, strings.Join(order, ","), strings.Join(upstreams, ",")), nil
+}
+
+func (c *connector) refreshNamespaces(ctx context.Context, cls *dns.Classifier) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if nss, err := c.cfg.Client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); err == nil {
+			names := []string{c.cfg.Namespace}
+			for _, n := range nss.Items {
+				names = append(names, n.Name)
+			}
+			cls.SetNamespaces(names)
+		}
+	}
+}
+
+// clusterDNS asks the agent's DNS forwarder, over a port-forward stream.
+func (c *connector) clusterDNS(ctx context.Context, m *mdns.Msg) (*mdns.Msg, error) {
+	conn, err := c.agent().Dial(ctx, wire.DNSPort)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	type res struct {
+		m   *mdns.Msg
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		dc := &mdns.Conn{Conn: conn}
+		if err := dc.WriteMsg(m); err != nil {
+			ch <- res{nil, err}
+			return
+		}
+		r, err := dc.ReadMsg()
+		ch <- res{r, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.m, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// startProxy runs a local SOCKS5 proxy whose connections go through the agent, which also
+// resolves names, so cluster names work with socks5h.
+func (c *connector) startProxy(ctx context.Context, undo *cluster.Undo) (string, error) {
+	addr := net.JoinHostPort(c.cfg.ProxyAddr, strconv.Itoa(c.cfg.ProxyPort))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("SOCKS5 proxy on %s: %w; choose another --proxy-port", addr, err)
+	}
+	srv, err := socks5.New(&socks5.Config{
+		Resolver: nopResolver{},
+		Dial: func(ctx context.Context, _, hostport string) (net.Conn, error) {
+			return c.dialer.DialHost(ctx, hostport)
+		},
+	})
+	if err != nil {
+		l.Close()
+		return "", err
+	}
+	go srv.Serve(l)
+	undo.Push("stop the SOCKS5 proxy", func(context.Context) error { return l.Close() })
+	c.state.Proxy = addr
+	c.save()
+	return addr, nil
+}
+
+// nopResolver leaves names unresolved, for the agent to resolve inside the cluster.
+type nopResolver struct{}
+
+func (nopResolver) Resolve(ctx context.Context, name string) (context.Context, net.IP, error) {
+	return ctx, nil, nil
+}
+
+// supervise keeps the session alive until ctx ends: it refreshes the heartbeat, and when the
+// port-forward drops or the shadow pod goes away it reconnects or starts a new shadow.
+func (c *connector) supervise(ctx context.Context) {
+	log := klog.FromContext(ctx)
+	hb := time.NewTicker(30 * time.Second)
+	defer hb.Stop()
+	for {
+		sess := c.sess.Load()
+		sc, err := sess.SSH(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.recover(ctx, "ssh: "+err.Error())
+			continue
+		}
+		wctx, stop := context.WithCancel(ctx)
+		gone := c.watchPod(wctx, sess.Pod)
+		select {
+		case <-ctx.Done():
+			stop()
+			return
+		case <-sc.Done():
+			log.V(1).Info("tunnel to the shadow dropped; reconnecting")
+			if !c.podUsable(ctx, sess.Pod) {
+				c.recover(ctx, "shadow pod gone")
+			}
+		case <-gone:
+			c.recover(ctx, "shadow pod deleted")
+		case <-hb.C:
+			c.heartbeat(ctx, sess)
+		}
+		stop()
+	}
+}
+
+// watchPod returns a channel closed when the pod is deleted or stops running.
+func (c *connector) watchPod(ctx context.Context, pod *corev1.Pod) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		w, err := c.cfg.Client.CoreV1().Pods(pod.Namespace).Watch(ctx, metav1.ListOptions{
+			FieldSelector: fields.OneTermEqualSelector("metadata.name", pod.Name).String(), ResourceVersion: pod.ResourceVersion})
+		if err != nil {
+			return
+		}
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			p, _ := ev.Object.(*corev1.Pod)
+			if ev.Type == watch.Deleted || (p != nil && (p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning)) {
+				close(ch)
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+func (c *connector) podUsable(ctx context.Context, pod *corev1.Pod) bool {
+	p, err := c.cfg.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	return err == nil && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning
+}
+
+// recover replaces the session with a new shadow, retrying until it works or ctx ends.
+func (c *connector) recover(ctx context.Context, why string) {
+	fmt.Fprintf(c.cfg.ErrOut, "Lost the shadow (%s); starting a new one\n", why)
+	for delay := 500 * time.Millisecond; ctx.Err() == nil; delay = min(2*delay, 5*time.Second) {
+		ns, err := c.startSession(ctx)
+		if err == nil {
+			old := c.sess.Swap(ns)
+			go old.Close()
+			c.stateMu.Lock()
+			c.state.Shadow = c.cfg.Namespace + "/" + ns.Pod.Name
+			c.stateMu.Unlock()
+			c.save()
+			fmt.Fprintf(c.cfg.ErrOut, "Reconnected through shadow %s\n", c.state.Shadow)
+			return
+		}
+		fmt.Fprintf(c.cfg.ErrOut, "warning: new shadow failed: %v; retrying in %s\n", err, delay)
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (c *connector) heartbeat(ctx context.Context, s *session.Session) {
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, wire.HeartbeatAnnotation, time.Now().UTC().Format(time.RFC3339))
+	_, err := c.cfg.Client.CoreV1().Pods(s.Pod.Namespace).Patch(ctx, s.Pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		klog.FromContext(ctx).V(1).Info("heartbeat failed", "err", err)
+	}
+}

@@ -1,0 +1,401 @@
+// Package netstack runs a user-space TCP/IP stack (gVisor's) behind a packet device such as a
+// TUN. It terminates every TCP connection and UDP flow that arrives and hands it to a Dialer,
+// which carries it on; it knows nothing about Kubernetes.
+//
+// TCP follows tailscale's netstack: the upstream connection is dialled before the handshake
+// with the local client completes, a failed dial answers the SYN with a reset, and each
+// direction's EOF is passed on as a half-close.
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+	"k8s.io/klog/v2"
+)
+
+// Device is packet I/O: wireguard-go's tun.Device satisfies it, and tests use in-memory ones.
+type Device interface {
+	Read(bufs [][]byte, sizes []int, offset int) (int, error)
+	Write(bufs [][]byte, offset int) (int, error)
+	BatchSize() int
+	Close() error
+}
+
+// Dialer carries the flows on.
+type Dialer interface {
+	// DialTCP connects to dst. An error makes the stack reset the client's connection.
+	DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+	// DialUDP returns a datagram conn to dst: each Write sends one datagram, each Read
+	// returns one reply.
+	DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+}
+
+// Options tune the stack.
+type Options struct {
+	MTU int
+	// Offset is the headroom the device needs in front of each packet (wireguard-go's
+	// Linux TUN needs 10 bytes for the virtio header).
+	Offset int
+	// DialTimeout bounds one upstream dial.
+	DialTimeout time.Duration
+	// UDPIdle closes a UDP flow without traffic for this long.
+	UDPIdle time.Duration
+}
+
+// Stack is a running user-space stack.
+type Stack struct {
+	opts   Options
+	dev    Device
+	dialer Dialer
+	stack  *stack.Stack
+	ep     *channel.Endpoint
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	mu    sync.Mutex
+	conns map[io.Closer]struct{}
+	stats Stats
+}
+
+// Stats counts flows.
+type Stats struct {
+	TCPFlows, TCPFailed, UDPFlows int64
+}
+
+const nicID = 1
+
+// New starts a stack on dev that hands flows to d.
+func New(dev Device, d Dialer, opts Options) (*Stack, error) {
+	if opts.MTU == 0 {
+		opts.MTU = 1500
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 15 * time.Second
+	}
+	if opts.UDPIdle == 0 {
+		opts.UDPIdle = 60 * time.Second
+	}
+	st := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+	})
+	ep := channel.New(1024, uint32(opts.MTU), "")
+	// Packets come from the local kernel: their checksums need no second check.
+	ep.LinkEPCapabilities |= stack.CapabilityRXChecksumOffload
+	if err := st.CreateNIC(nicID, ep); err != nil {
+		return nil, fmt.Errorf("create NIC: %s", err)
+	}
+	// Accept packets for any address and answer from it: the stack stands in for the cluster.
+	st.SetPromiscuousMode(nicID, true)
+	st.SetSpoofing(nicID, true)
+	st.SetRouteTable([]tcpip.Route{
+		{Destination: header.IPv4EmptySubnet, NIC: nicID},
+		{Destination: header.IPv6EmptySubnet, NIC: nicID},
+	})
+	sack := tcpip.TCPSACKEnabled(true)
+	st.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	st.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv)
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	st.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
+	mod := tcpip.TCPModerateReceiveBufferOption(true)
+	st.SetTransportProtocolOption(tcp.ProtocolNumber, &mod)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Stack{opts: opts, dev: dev, dialer: d, stack: st, ep: ep, ctx: ctx, cancel: cancel, conns: map[io.Closer]struct{}{}}
+	tcpFwd := tcp.NewForwarder(st, 0, 4096, s.handleTCP)
+	st.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
+	udpFwd := udp.NewForwarder(st, s.handleUDP)
+	st.SetTransportProtocolHandler(udp.ProtocolNumber, udpFwd.HandlePacket)
+
+	s.wg.Add(2)
+	go s.inbound()
+	go s.outbound()
+	return s, nil
+}
+
+// Stats returns flow counts so far.
+func (s *Stack) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// inbound moves packets from the device into the stack.
+func (s *Stack) inbound() {
+	defer s.wg.Done()
+	batch := max(s.dev.BatchSize(), 1)
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, s.opts.Offset+s.opts.MTU+64)
+	}
+	sizes := make([]int, batch)
+	for {
+		n, err := s.dev.Read(bufs, sizes, s.opts.Offset)
+		for i := 0; i < n; i++ {
+			pkt := bufs[i][s.opts.Offset : s.opts.Offset+sizes[i]]
+			if len(pkt) == 0 {
+				continue
+			}
+			var proto tcpip.NetworkProtocolNumber
+			switch pkt[0] >> 4 {
+			case 4:
+				proto = header.IPv4ProtocolNumber
+			case 6:
+				proto = header.IPv6ProtocolNumber
+			default:
+				continue
+			}
+			pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+			s.ep.InjectInbound(proto, pb)
+			pb.DecRef()
+		}
+		if err != nil {
+			if s.ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				klog.V(1).InfoS("netstack: device read", "err", err)
+			}
+			if s.ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isClosedFile(err) {
+				return
+			}
+		}
+	}
+}
+
+
+func isClosedFile(err error) bool {
+	return err != nil && (errors.Is(err, net.ErrClosed) || err.Error() == "file already closed")
+}
+
+// outbound moves packets from the stack to the device, in batches.
+func (s *Stack) outbound() {
+	defer s.wg.Done()
+	batch := max(s.dev.BatchSize(), 1)
+	bufs := make([][]byte, 0, batch)
+	store := make([][]byte, batch)
+	for i := range store {
+		store[i] = make([]byte, s.opts.Offset+s.opts.MTU+64)
+	}
+	for {
+		pkt := s.ep.ReadContext(s.ctx)
+		if pkt == nil {
+			return
+		}
+		bufs = bufs[:0]
+		for pkt != nil {
+			b := store[len(bufs)][:s.opts.Offset]
+			for _, sl := range pkt.AsSlices() {
+				b = append(b, sl...)
+			}
+			pkt.DecRef()
+			store[len(bufs)] = b[:cap(b)] // keep a grown buffer
+			bufs = append(bufs, b)
+			if len(bufs) == batch {
+				break
+			}
+			pkt = s.ep.Read()
+		}
+		if _, err := s.dev.Write(bufs, s.opts.Offset); err != nil && s.ctx.Err() == nil {
+			klog.V(4).InfoS("netstack: device write", "err", err)
+		}
+	}
+}
+
+func addrPort(a tcpip.Address, port uint16) netip.AddrPort {
+	ip, _ := netip.AddrFromSlice(a.AsSlice())
+	return netip.AddrPortFrom(ip.Unmap(), port)
+}
+
+func (s *Stack) track(c io.Closer) (untrack func()) {
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}
+}
+
+func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
+	id := r.ID()
+	dst := addrPort(id.LocalAddress, id.LocalPort)
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.DialTimeout)
+	up, err := s.dialer.DialTCP(ctx, dst)
+	cancel()
+	s.mu.Lock()
+	s.stats.TCPFlows++
+	if err != nil {
+		s.stats.TCPFailed++
+	}
+	s.mu.Unlock()
+	if err != nil {
+		klog.V(4).InfoS("netstack: tcp dial failed; resetting", "dst", dst, "err", err)
+		r.Complete(true)
+		return
+	}
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		klog.V(4).InfoS("netstack: tcp endpoint", "dst", dst, "err", terr)
+		r.Complete(true)
+		up.Close()
+		return
+	}
+	r.Complete(false)
+	ep.SocketOptions().SetDelayOption(false)
+	c := gonet.NewTCPConn(&wq, ep)
+	defer s.track(c)()
+	defer s.track(up)()
+	klog.V(4).InfoS("netstack: tcp flow", "src", addrPort(id.RemoteAddress, id.RemotePort), "dst", dst)
+	Relay(c, up)
+}
+
+type closeWriter interface{ CloseWrite() error }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// Relay copies both ways until both directions end, passing a half-close on. A failing
+// write on one side closes both.
+func Relay(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		bp := bufPool.Get().(*[]byte)
+		_, err := io.CopyBuffer(dst, src, *bp)
+		bufPool.Put(bp)
+		if cw, ok := dst.(closeWriter); ok && err == nil {
+			cw.CloseWrite()
+		} else {
+			dst.Close()
+			src.Close()
+		}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+func (s *Stack) handleUDP(r *udp.ForwarderRequest) {
+	id := r.ID()
+	dst := addrPort(id.LocalAddress, id.LocalPort)
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		klog.V(4).InfoS("netstack: udp endpoint", "dst", dst, "err", terr)
+		return
+	}
+	c := gonet.NewUDPConn(&wq, ep)
+	s.mu.Lock()
+	s.stats.UDPFlows++
+	s.mu.Unlock()
+	go func() {
+		defer s.track(c)()
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(s.ctx, s.opts.DialTimeout)
+		up, err := s.dialer.DialUDP(ctx, dst)
+		cancel()
+		if err != nil {
+			klog.V(4).InfoS("netstack: udp dial failed", "dst", dst, "err", err)
+			return
+		}
+		defer s.track(up)()
+		defer up.Close()
+		klog.V(4).InfoS("netstack: udp flow", "src", addrPort(id.RemoteAddress, id.RemotePort), "dst", dst)
+		s.relayUDP(c, up)
+	}()
+}
+
+// relayUDP copies datagrams both ways until neither side sends for UDPIdle.
+func (s *Stack) relayUDP(local *gonet.UDPConn, up net.Conn) {
+	var mu sync.Mutex
+	last := time.Now()
+	touch := func() { mu.Lock(); last = time.Now(); mu.Unlock() }
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, err := up.Read(buf)
+			if err != nil {
+				return
+			}
+			touch()
+			if _, err := local.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			n, err := local.Read(buf)
+			if err != nil {
+				up.Close()
+				return
+			}
+			touch()
+			if _, err := up.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}()
+	t := time.NewTicker(max(s.opts.UDPIdle/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			mu.Lock()
+			idle := time.Since(last)
+			mu.Unlock()
+			if idle > s.opts.UDPIdle {
+				return
+			}
+		}
+	}
+}
+
+// Close stops the stack, ends every flow, and closes the device. It is idempotent and waits.
+func (s *Stack) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.cancel()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		err = s.dev.Close()
+		s.ep.Close()
+		s.wg.Wait()
+		s.stack.Close()
+		s.stack.Wait()
+	})
+	return err
+}

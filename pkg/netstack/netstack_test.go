@@ -1,0 +1,236 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+)
+
+// memDevice is an in-memory TUN: what the "kernel" (a client stack) sends arrives on in.
+type memDevice struct {
+	in     chan []byte
+	out    func([]byte)
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (d *memDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	select {
+	case p := <-d.in:
+		sizes[0] = copy(bufs[0][offset:], p)
+		return 1, nil
+	case <-d.closed:
+		return 0, net.ErrClosed
+	}
+}
+
+func (d *memDevice) Write(bufs [][]byte, offset int) (int, error) {
+	for _, b := range bufs {
+		d.out(append([]byte(nil), b[offset:]...))
+	}
+	return len(bufs), nil
+}
+
+func (d *memDevice) BatchSize() int { return 1 }
+func (d *memDevice) Close() error   { d.once.Do(func() { close(d.closed) }); return nil }
+
+// laptop builds a client stack (address 10.1.0.2) wired to a memDevice.
+func laptop(t *testing.T) (*stack.Stack, *memDevice) {
+	t.Helper()
+	cs := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
+	})
+	cep := channel.New(256, 1500, "")
+	if err := cs.CreateNIC(1, cep); err != nil {
+		t.Fatal(err)
+	}
+	cs.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber,
+		AddressWithPrefix: tcpip.AddrFrom4([4]byte{10, 1, 0, 2}).WithPrefix()}, stack.AddressProperties{})
+	cs.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
+	dev := &memDevice{in: make(chan []byte, 256), closed: make(chan struct{})}
+	dev.out = func(p []byte) {
+		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
+		cep.InjectInbound(ipv4.ProtocolNumber, pb)
+		pb.DecRef()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for {
+			pkt := cep.ReadContext(ctx)
+			if pkt == nil {
+				return
+			}
+			var b []byte
+			for _, s := range pkt.AsSlices() {
+				b = append(b, s...)
+			}
+			pkt.DecRef()
+			select {
+			case dev.in <- b:
+			case <-dev.closed:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); cs.Close() })
+	return cs, dev
+}
+
+// fakeCluster dials loopback servers for port 80 (TCP echo after half-close) and 53 (UDP
+// echo), and refuses everything else.
+type fakeCluster struct {
+	tcpAddr, udpAddr string
+	dialed           []netip.AddrPort
+	mu               sync.Mutex
+}
+
+func (f *fakeCluster) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	f.mu.Lock()
+	f.dialed = append(f.dialed, dst)
+	f.mu.Unlock()
+	if dst.Port() != 80 {
+		return nil, errors.New("connection refused")
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", f.tcpAddr)
+}
+
+func (f *fakeCluster) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "udp", f.udpAddr)
+}
+
+func servers(t *testing.T) *fakeCluster {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				b, _ := io.ReadAll(c)
+				c.Write(append([]byte("got:"), b...))
+				c.Close()
+			}()
+		}
+	}()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte("udp:"), buf[:n]...), from)
+		}
+	}()
+	t.Cleanup(func() { l.Close(); pc.Close() })
+	return &fakeCluster{tcpAddr: l.Addr().String(), udpAddr: pc.LocalAddr().String()}
+}
+
+func TestTCPHalfCloseAndReset(t *testing.T) {
+	cs, dev := laptop(t)
+	fc := servers(t)
+	time.Sleep(50 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	s, err := New(dev, fc, Options{MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dst := tcpip.FullAddress{Addr: tcpip.AddrFrom4([4]byte{10, 96, 0, 7}), Port: 80}
+	for i := 0; i < 3; i++ {
+		c, err := gonet.DialContextTCP(ctx, cs, dst, ipv4.ProtocolNumber)
+		if err != nil {
+			t.Fatalf("dial through the stack: %v", err)
+		}
+		msg := strings.Repeat(fmt.Sprint(i), 100000)
+		go func() { c.Write([]byte(msg)); c.CloseWrite() }()
+		b, err := io.ReadAll(c)
+		if err != nil || string(b) != "got:"+msg {
+			t.Fatalf("flow %d: read %d bytes, %v", i, len(b), err)
+		}
+		c.Close()
+	}
+	// a refused upstream dial resets the client's connection attempt
+	_, err = gonet.DialContextTCP(ctx, cs, tcpip.FullAddress{Addr: dst.Addr, Port: 81}, ipv4.ProtocolNumber)
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("dial of a refused port: %v, want connection refused", err)
+	}
+	if got := fc.dialed[0]; got != netip.MustParseAddrPort("10.96.0.7:80") {
+		t.Errorf("dialer saw %v, want the original destination", got)
+	}
+	if st := s.Stats(); st.TCPFlows != 4 || st.TCPFailed != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	s.Close()
+	s.Close() // idempotent
+	checkGoroutines(t, before)
+}
+
+func TestUDP(t *testing.T) {
+	cs, dev := laptop(t)
+	s, err := New(dev, servers(t), Options{MTU: 1500, UDPIdle: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := gonet.DialUDP(cs, nil, &tcpip.FullAddress{Addr: tcpip.AddrFrom4([4]byte{10, 96, 0, 10}), Port: 53}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, m := range []string{"one", "two"} {
+		c.Write([]byte(m))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 100)
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != "udp:"+m {
+			t.Fatalf("udp reply %q, %v", buf[:n], err)
+		}
+	}
+	if st := s.Stats(); st.UDPFlows != 1 {
+		t.Errorf("two datagrams of one flow made %d flows", st.UDPFlows)
+	}
+}
+
+func checkGoroutines(t *testing.T, before int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+4 {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines leaked: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

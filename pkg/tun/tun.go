@@ -1,0 +1,27 @@
+// Package tun creates the TUN device that connect routes cluster addresses into, one file per
+// operating system, and adds its routes. Routes go away with the device.
+package tun
+
+import (
+	"net/netip"
+
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// Device is a TUN device with its routes.
+type Device struct {
+	wgtun.Device
+	name string
+}
+
+// Name is the interface name.
+func (d *Device) Name() string { return d.name }
+
+// Offset is the headroom each packet buffer needs in front of the packet.
+const Offset = 16
+
+// DefaultMTU lets the kernel hand the stack large segments: there is no wire to fragment for.
+const DefaultMTU = 65000
+
+// Route is one destination routed into the device.
+type Route = netip.Prefix

@@ -1,0 +1,104 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// Create makes and brings up a TUN device. A name ending in "%d" picks the first free number.
+func Create(name string, mtu int) (*Device, error) {
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return nil, fmt.Errorf("no /dev/net/tun: load the tun module (sudo modprobe tun), or use --disable-tun for a SOCKS5 proxy instead")
+	}
+	dev, err := wgtun.CreateTUN(name, mtu)
+	if err != nil {
+		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) || os.IsPermission(err) {
+			return nil, fmt.Errorf("create TUN device: %w: connect needs root or CAP_NET_ADMIN; run it as root, or as a user with passwordless sudo, or use --disable-tun", err)
+		}
+		return nil, fmt.Errorf("create TUN device: %w", err)
+	}
+	real, err := dev.Name()
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	link, err := netlink.LinkByName(real)
+	if err == nil {
+		err = netlink.LinkSetUp(link)
+	}
+	if err != nil {
+		dev.Close()
+		return nil, fmt.Errorf("bring up %s: %w", real, err)
+	}
+	return &Device{Device: dev, name: real}, nil
+}
+
+// AddRoutes routes each prefix into the device.
+func (d *Device) AddRoutes(prefixes []netip.Prefix) error {
+	link, err := netlink.LinkByName(d.name)
+	if err != nil {
+		return err
+	}
+	for _, p := range prefixes {
+		ipn := &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipn, Scope: netlink.SCOPE_LINK}
+		if err := netlink.RouteReplace(r); err != nil {
+			return fmt.Errorf("route %s via %s: %w", p, d.name, err)
+		}
+	}
+	return nil
+}
+
+// Exists reports whether an interface of that name exists.
+func Exists(name string) bool {
+	_, err := netlink.LinkByName(name)
+	return err == nil
+}
+
+// Remove deletes a leftover interface.
+func Remove(name string) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil
+	}
+	return netlink.LinkDel(link)
+}
+
+// Overlaps lists local routes (not through kt's device) that overlap p: a VPN, a docker bridge.
+func Overlaps(p netip.Prefix, own string) ([]string, error) {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue // the default route overlaps everything; cluster routes are more specific
+		}
+		ones, _ := r.Dst.Mask.Size()
+		a, ok := netip.AddrFromSlice(r.Dst.IP)
+		if !ok {
+			continue
+		}
+		rp := netip.PrefixFrom(a.Unmap(), ones)
+		if !rp.Overlaps(p) {
+			continue
+		}
+		dev := ""
+		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+			dev = l.Attrs().Name
+		}
+		if dev == own {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s dev %s", rp, dev))
+	}
+	return out, nil
+}

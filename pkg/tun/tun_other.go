@@ -1,0 +1,26 @@
+//go:build !linux
+
+package tun
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+)
+
+// Create is not implemented on this system yet.
+func Create(name string, mtu int) (*Device, error) {
+	return nil, fmt.Errorf("connect with a TUN device is not supported on %s yet; use --disable-tun for a SOCKS5 proxy", runtime.GOOS)
+}
+
+// AddRoutes is not implemented on this system yet.
+func (d *Device) AddRoutes(prefixes []netip.Prefix) error { return fmt.Errorf("not supported") }
+
+// Exists reports false.
+func Exists(name string) bool { return false }
+
+// Remove does nothing.
+func Remove(name string) error { return nil }
+
+// Overlaps reports nothing.
+func Overlaps(p netip.Prefix, own string) ([]string, error) { return nil, nil }
