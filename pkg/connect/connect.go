@@ -398,18 +398,52 @@ func (c *connector) startProxy(ctx context.Context, undo *cluster.Undo) (string,
 	srv, err := socks5.New(&socks5.Config{
 		Resolver: nopResolver{},
 		Dial: func(ctx context.Context, _, hostport string) (net.Conn, error) {
-			return c.dialer.DialHost(ctx, hostport)
+			conn, err := c.dialer.DialHost(ctx, hostport)
+			if err != nil {
+				return nil, err
+			}
+			return tcpAddrConn{conn}, nil
 		},
 	})
 	if err != nil {
 		l.Close()
 		return "", err
 	}
-	go srv.Serve(l)
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() {
+					if r := recover(); r != nil {
+						klog.FromContext(ctx).Error(fmt.Errorf("%v", r), "SOCKS5 connection failed")
+						conn.Close()
+					}
+				}()
+				srv.ServeConn(conn)
+			}()
+		}
+	}()
 	undo.Push("stop the SOCKS5 proxy", func(context.Context) error { return l.Close() })
 	c.state.Proxy = addr
 	c.save()
 	return addr, nil
+}
+
+// tcpAddrConn reports TCP addresses: go-socks5 requires them of the conns it dials.
+type tcpAddrConn struct{ net.Conn }
+
+func (tcpAddrConn) LocalAddr() net.Addr  { return &net.TCPAddr{IP: net.IPv4zero} }
+func (tcpAddrConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
+
+// CloseWrite passes a half-close on, as go-socks5 expects of TCP conns.
+func (c tcpAddrConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 // nopResolver leaves names unresolved, for the agent to resolve inside the cluster.

@@ -181,7 +181,6 @@ func (s *Stack) inbound() {
 	}
 }
 
-
 func isClosedFile(err error) bool {
 	return err != nil && (errors.Is(err, net.ErrClosed) || err.Error() == "file already closed")
 }

@@ -1,0 +1,314 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// startConnect runs `kubectl kt connect` in the laptop netns and waits until it is connected.
+func startConnect(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := startKt(t, append([]string{"-n", testNamespace, "connect", "--shadow-expire-after", "15s"}, args...)...)
+	p.WaitFor("Connected", 60*time.Second)
+	return p
+}
+
+// stopClean stops a connect with SIGINT and expects a clean exit.
+func stopClean(t *testing.T, p *proc) {
+	t.Helper()
+	if code := p.Stop(syscall.SIGINT, 30*time.Second); code != 0 {
+		t.Errorf("connect exited %d after SIGINT:\n%s", code, p.Output())
+	}
+	if !strings.Contains(p.Output(), "Disconnected") {
+		t.Errorf("connect did not report its teardown:\n%s", p.Output())
+	}
+}
+
+// upstreamDNS serves the laptop's original resolver (10.243.1.1, the host end of its veth):
+// intranet.example resolves there, as another website's name would.
+func upstreamDNS(t *testing.T) {
+	t.Helper()
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if r.Question[0].Name == "intranet.example." && r.Question[0].Qtype == dns.TypeA {
+			rr, _ := dns.NewRR("intranet.example. 30 IN A 10.243.1.1")
+			m.Answer = append(m.Answer, rr)
+		} else if r.Question[0].Name != "intranet.example." {
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	})
+	pc, err := net.ListenPacket("udp", "10.243.1.1:53")
+	if err != nil {
+		t.Fatalf("upstream DNS: %v", err)
+	}
+	l, err := net.Listen("tcp", "10.243.1.1:53")
+	if err != nil {
+		t.Fatalf("upstream DNS: %v", err)
+	}
+	u, tc := &dns.Server{PacketConn: pc, Handler: h}, &dns.Server{Listener: l, Handler: h}
+	go u.ActivateAndServe()
+	go tc.ActivateAndServe()
+	t.Cleanup(func() { u.Shutdown(); tc.Shutdown() })
+}
+
+// pattern is byte i of testapp's /bytes download (see testapp.Pattern).
+func pattern(i int64) byte { return byte((i*7 + i/251) % 256) }
+
+func patternSHA256(n int64) string {
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < n; off += int64(len(buf)) {
+		m := min(int64(len(buf)), n-off)
+		for i := int64(0); i < m; i++ {
+			buf[i] = pattern(off + i)
+		}
+		h.Write(buf[:m])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func TestConnect(t *testing.T) {
+	nothingLeftBehind(t)
+	upstreamDNS(t)
+	ctx := context.Background()
+	svc, err := client.CoreV1().Services(testNamespace).Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db0, _ := client.CoreV1().Pods(testNamespace).Get(ctx, "db-0", metav1.GetOptions{})
+	// before connect the laptop reaches nothing in the cluster, but its own upstream works
+	if r := laptop(t, "curl", "-sS", "-m", "2", "http://"+svc.Spec.ClusterIP+"/"); r.Code == 0 {
+		t.Fatalf("the laptop reaches a ClusterIP without connect: %s", r)
+	}
+	if r := laptop(t, "dig", "+short", "intranet.example"); !strings.Contains(r.Stdout, "10.243.1.1") {
+		t.Fatalf("the laptop's own upstream DNS does not work before connect: %s", r)
+	}
+
+	p := startConnect(t)
+
+	curl := func(t *testing.T, url, want string) {
+		t.Helper()
+		r := laptop(t, "curl", "-sS", "-m", "10", url)
+		if r.Code != 0 || !strings.Contains(r.Stdout, want) {
+			t.Errorf("curl %s from the laptop:\n%s", url, r)
+		}
+	}
+	t.Run("pod IP", func(t *testing.T) { curl(t, "http://"+db0.Status.PodIP+":8080/pod-ip", "echo from db-0") })
+	t.Run("ClusterIP", func(t *testing.T) { curl(t, "http://"+svc.Spec.ClusterIP+"/cluster-ip", "echo from web-") })
+	for _, name := range []string{"web", "web." + testNamespace, "web." + testNamespace + ".svc", "web." + testNamespace + ".svc.cluster.local"} {
+		t.Run("name "+name, func(t *testing.T) { curl(t, "http://"+name+"/by-name", "echo from web-") })
+	}
+	t.Run("StatefulSet pod name", func(t *testing.T) {
+		curl(t, "http://db-0.db:8080/sts", "echo from db-0")
+		curl(t, "http://db-0.db."+testNamespace+".svc.cluster.local:8080/sts", "echo from db-0")
+	})
+	t.Run("DNS answers", func(t *testing.T) {
+		if r := laptop(t, "dig", "+short", "web."+testNamespace+".svc.cluster.local"); strings.TrimSpace(r.Stdout) != svc.Spec.ClusterIP {
+			t.Errorf("dig A: %s", r)
+		}
+		if r := laptop(t, "dig", "AAAA", "web."+testNamespace+".svc.cluster.local"); !strings.Contains(r.Stdout, "status: NOERROR") || !strings.Contains(r.Stdout, "ANSWER: 0") {
+			t.Errorf("dig AAAA of an IPv4-only Service: want an empty NOERROR\n%s", r)
+		}
+		if r := laptop(t, "dig", "+short", "SRV", "_http._tcp.web."+testNamespace+".svc.cluster.local"); !strings.Contains(r.Stdout, "80 web."+testNamespace) {
+			t.Errorf("dig SRV: %s", r)
+		}
+		if r := laptop(t, "dig", "+short", "-x", svc.Spec.ClusterIP); !strings.Contains(r.Stdout, "web."+testNamespace+".svc.cluster.local") {
+			t.Errorf("dig PTR: %s", r)
+		}
+	})
+	t.Run("UDP DNS query to the cluster DNS service", func(t *testing.T) {
+		r := laptop(t, "dig", "+short", "+notcp", "+time=5", "@10.96.0.10", "web."+testNamespace+".svc.cluster.local")
+		if strings.TrimSpace(r.Stdout) != svc.Spec.ClusterIP {
+			t.Errorf("dig @10.96.0.10 over UDP: %s", r)
+		}
+	})
+	t.Run("UDP echo service", func(t *testing.T) {
+		r := laptop(t, "bash", "-c", "exec 3<>/dev/udp/"+svc.Spec.ClusterIP+"/9090; echo hello-udp >&3; timeout 5 dd bs=1000 count=1 status=none <&3")
+		if !strings.Contains(r.Stdout, "udp-echo web-") || !strings.Contains(r.Stdout, "hello-udp") {
+			t.Errorf("UDP echo through connect: %s", r)
+		}
+	})
+	t.Run("another website's name resolves through the original upstream", func(t *testing.T) {
+		if r := laptop(t, "dig", "+short", "intranet.example"); strings.TrimSpace(r.Stdout) != "10.243.1.1" {
+			t.Errorf("dig intranet.example while connected: %s", r)
+		}
+		if r := laptop(t, "dig", "nothing.example"); !strings.Contains(r.Stdout, "NXDOMAIN") {
+			t.Errorf("an unknown outside name should be NXDOMAIN: %s", r)
+		}
+	})
+	t.Run("1 GiB download intact", func(t *testing.T) {
+		const n = 1 << 30
+		want := patternSHA256(n)
+		r := laptop(t, "bash", "-o", "pipefail", "-c", fmt.Sprintf("curl -sS -m 240 http://web/bytes?n=%d | sha256sum", n))
+		if r.Code != 0 || !strings.HasPrefix(r.Stdout, want) {
+			t.Errorf("1 GiB download: sha256 %s, want %s\n%s", strings.Fields(r.Stdout+" x")[0], want, r.Stderr)
+		}
+	})
+	t.Run("200 concurrent connections", func(t *testing.T) {
+		var urls []string
+		for i := 0; i < 200; i++ {
+			urls = append(urls, fmt.Sprintf("http://web/slow?d=1s&i=%d", i))
+		}
+		dir := t.TempDir()
+		cfg := writeFile(t, dir, "urls", "url = \""+strings.Join(urls, "\"\nurl = \"")+"\"\n")
+		t0 := time.Now()
+		r := laptop(t, "curl", "-sS", "-m", "60", "--parallel", "--parallel-max", "200", "--parallel-immediate", "-K", cfg)
+		if got := strings.Count(r.Stdout, "slow 1s from web-"); got != 200 {
+			t.Errorf("%d of 200 concurrent requests answered:\n%s", got, r.Stderr)
+		}
+		if d := time.Since(t0); d > 20*time.Second {
+			t.Logf("note: 200 one-second requests took %s", d)
+		}
+	})
+	t.Run("shadow pod deleted mid-session", func(t *testing.T) {
+		pods, err := client.CoreV1().Pods(testNamespace).List(ctx, metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + wire.RoleConnect})
+		if err != nil || len(pods.Items) != 1 {
+			t.Fatalf("want one connect shadow, got %v %v", len(pods.Items), err)
+		}
+		old := pods.Items[0].Name
+		if r := kubectl(t, "-n", testNamespace, "delete", "pod", old, "--wait=false"); r.Code != 0 {
+			t.Fatal(r)
+		}
+		t0 := time.Now()
+		eventually(t, 10*time.Second, "new connections work after the shadow was deleted", func() error {
+			r := laptop(t, "curl", "-sS", "-m", "2", "http://web/after-recovery")
+			if r.Code != 0 || !strings.Contains(r.Stdout, "echo from web-") {
+				return fmt.Errorf("%s", r.Stderr)
+			}
+			return nil
+		})
+		t.Logf("recovered in %s", time.Since(t0).Round(10*time.Millisecond))
+		if !strings.Contains(p.Output(), "Reconnected through shadow") {
+			t.Errorf("connect did not report the recovery:\n%s", p.Output())
+		}
+	})
+	t.Run("a second connect is refused with the running one named", func(t *testing.T) {
+		r := kt(t, "-n", testNamespace, "connect")
+		if r.Code == 0 || !strings.Contains(r.Stderr, "already connected") || !strings.Contains(r.Stderr, "pid") {
+			t.Errorf("second connect:\n%s", r)
+		}
+	})
+	stopClean(t, p)
+	if r := laptop(t, "curl", "-sS", "-m", "2", "http://"+svc.Spec.ClusterIP+"/"); r.Code == 0 {
+		t.Errorf("the laptop still reaches the cluster after disconnecting")
+	}
+}
+
+func TestConnectSIGKILL(t *testing.T) {
+	nothingLeftBehind(t)
+	p := startConnect(t)
+	if r := laptop(t, "curl", "-sS", "-m", "10", "http://web/"); r.Code != 0 {
+		t.Fatalf("connect does not work: %s", r)
+	}
+	p.Kill()
+	resolv, _ := os.ReadFile(laptopEtcNetns + "/resolv.conf")
+	if !strings.Contains(string(resolv), "kubectl kt connect") {
+		t.Fatalf("expected the crashed run's resolv.conf edit to remain, got:\n%s", resolv)
+	}
+	// the next connect undoes the crashed run's leftovers itself
+	p2 := startConnect(t)
+	if !strings.Contains(p2.Output(), "Cleaned up after an earlier connect") {
+		t.Errorf("second connect did not report cleaning up:\n%s", p2.Output())
+	}
+	p2.Kill()
+	// clean --local-only undoes local state; the crashed shadows expire by themselves and
+	// clean deletes them once they have
+	r := kt(t, "clean", "--local-only")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Cleaned local leftovers of connect pid") {
+		t.Errorf("clean --local-only:\n%s", r)
+	}
+	eventually(t, 60*time.Second, "crashed shadows expire and clean removes them", func() error {
+		r := kt(t, "-n", testNamespace, "clean", "--threshold", "1h")
+		if r.Code != 0 {
+			return fmt.Errorf("%s", r)
+		}
+		pods, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
+		if err != nil || len(pods.Items) > 0 {
+			return fmt.Errorf("%d kt pods remain (%v)", len(pods.Items), err)
+		}
+		return nil
+	})
+}
+
+func TestConnectBadInput(t *testing.T) {
+	nothingLeftBehind(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--include-ips", "10.0.0.0/33"}, "--include-ips"},
+		{[]string{"--exclude-ips", "nope"}, "--exclude-ips"},
+		{[]string{"--dns-mode", "magic"}, "--dns-mode"},
+		{[]string{"--proxy-port", "3000"}, "only with --disable-tun"},
+		{[]string{"--pod-quota", "lots"}, "--pod-quota"},
+	} {
+		r := kt(t, append([]string{"-n", testNamespace, "connect"}, c.args...)...)
+		lines := strings.Split(strings.TrimSpace(r.Stderr), "\n")
+		if r.Code != 2 || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+			t.Errorf("connect %v: want exit 2 and one line about %s, got:\n%s", c.args, c.want, r)
+		}
+	}
+}
+
+func TestConnectHostsMode(t *testing.T) {
+	nothingLeftBehind(t)
+	p := startConnect(t, "--dns-mode", "hosts:"+testNamespace)
+	hosts, _ := os.ReadFile(laptopEtcNetns + "/hosts")
+	if !strings.Contains(string(hosts), "web."+testNamespace+".svc.cluster.local") || !strings.Contains(string(hosts), "db-0.db."+testNamespace) {
+		t.Errorf("hosts block:\n%s", hosts)
+	}
+	for _, u := range []string{"http://web/", "http://web." + testNamespace + "/", "http://db-0.db:8080/"} {
+		if r := laptop(t, "curl", "-sS", "-m", "10", u); r.Code != 0 || !strings.Contains(r.Stdout, "echo from") {
+			t.Errorf("curl %s in hosts mode: %s", u, r)
+		}
+	}
+	// a new Service appears in the block
+	kubectl(t, "-n", testNamespace, "create", "service", "clusterip", "late", "--tcp=80:8080")
+	t.Cleanup(func() { kubectl(t, "-n", testNamespace, "delete", "service", "late") })
+	eventually(t, 15*time.Second, "a new Service appears in /etc/hosts", func() error {
+		b, _ := os.ReadFile(laptopEtcNetns + "/hosts")
+		if !strings.Contains(string(b), "late."+testNamespace) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	stopClean(t, p)
+}
+
+func TestConnectDisableTUNAsNormalUser(t *testing.T) {
+	nothingLeftBehind(t)
+	dir, err := os.MkdirTemp("", "kt-user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o777)
+	kc, _ := os.ReadFile(laptopKubecfg)
+	os.WriteFile(dir+"/kubeconfig", kc, 0o644)
+	p := startProc(t, "ip", "netns", "exec", laptopNetns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"env", "HOME="+dir, "XDG_RUNTIME_DIR="+dir, ktBin, "--kubeconfig", dir+"/kubeconfig", "-n", testNamespace,
+		"connect", "--disable-tun", "--proxy-port", "12223", "--shadow-expire-after", "15s")
+	p.WaitFor("export ALL_PROXY=socks5h://127.0.0.1:12223", 60*time.Second)
+	r := laptop(t, "curl", "-sS", "-m", "10", "--socks5-hostname", "127.0.0.1:12223", "http://web."+testNamespace+"/via-socks")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "echo from web-") {
+		t.Errorf("curl through the SOCKS5 proxy:\n%s", r)
+	}
+	stopClean(t, p)
+}
