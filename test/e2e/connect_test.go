@@ -158,7 +158,7 @@ func TestConnect(t *testing.T) {
 		want := patternSHA256(n)
 		r := laptop(t, "bash", "-o", "pipefail", "-c", fmt.Sprintf("curl -sS -m 240 http://web/bytes?n=%d | sha256sum", n))
 		if r.Code != 0 || !strings.HasPrefix(r.Stdout, want) {
-			t.Errorf("1 GiB download: sha256 %s, want %s\n%s", strings.Fields(r.Stdout+" x")[0], want, r.Stderr)
+			t.Errorf("1 GiB download: sha256 %s, want %s\n%s", strings.Fields(r.Stdout + " x")[0], want, r.Stderr)
 		}
 	})
 	t.Run("200 concurrent connections", func(t *testing.T) {
