@@ -69,7 +69,7 @@ test-unit:
 	go vet ./...
 	go test -race -count=1 ./...
 
-test-e2e: cluster-up build
+test-e2e: cluster-up build bin/testapp
 	KT_BIN=$(CURDIR)/bin/kubectl-kt KT_IMAGE=$(IMAGE) KT_TESTAPP=$(TESTAPP) \
 	  go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/... 2>&1 | tee $(KT_ROOT)/logs/e2e.log | hack/summarize-go-test.sh
 

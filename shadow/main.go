@@ -33,6 +33,8 @@ func main() {
 	}
 	cfg.AuthorizedKey = os.Getenv(wire.EnvAuthorizedKey)
 	cfg.PodIP = os.Getenv(wire.EnvPodIP)
+	cfg.RestoreService, cfg.Session = os.Getenv(wire.EnvRestoreService), os.Getenv(wire.EnvSession)
+	cfg.PodName, cfg.PodNamespace = os.Getenv(wire.EnvPodName), os.Getenv(wire.EnvPodNamespace)
 	if cfg.PodIP == "" {
 		cfg.PodIP = "0.0.0.0"
 	}

@@ -35,6 +35,9 @@ type Config struct {
 	ExpireAfter   time.Duration // exit once the client has been gone this long; 0 never
 	ResolvConf    string
 	KeepAlive     time.Duration
+	// RestoreService (namespace/name) is restored when the client is gone, with Session's
+	// change only; then the pod PodNamespace/PodName deletes itself.
+	RestoreService, Session, PodName, PodNamespace string
 }
 
 // Status is served on /version and /readyz.
@@ -180,6 +183,7 @@ func Run(ctx context.Context, cfg Config) error {
 		case <-tick.C:
 			if cfg.ExpireAfter > 0 && act.Idle() >= cfg.ExpireAfter {
 				klog.InfoS("client gone; expiring", "idle", act.Idle().Round(time.Second))
+				selfRestore(cfg)
 				return nil
 			}
 		}

@@ -31,8 +31,17 @@ type ShadowSpec struct {
 	Command       string // the command line, for `kubectl kt status` and birdseye
 	AuthorizedKey string // OpenSSH authorized_keys line of the session's public key
 	// ForwardPorts are the ports remote forwards will listen on (exchange, mesh, preview):
-	// declared on the container and used for the readiness probe.
-	ForwardPorts []int32
+	// declared on the container (with the names a Service's targetPort may use) and used
+	// for the readiness probe.
+	ForwardPorts []corev1.ContainerPort
+	// RestoreService, when set (namespace/name), lets the agent restore that Service itself
+	// once its client is gone; ServiceAccount must then allow it (see SelfRestoreRBAC).
+	RestoreService string
+	RestoreSession string // the session whose change to RestoreService the agent may undo
+	ServiceAccount string
+	// Owner, when set, becomes the pod's controller reference: no workload controller adopts
+	// a pod that already has one.
+	OwnerRef *metav1.OwnerReference
 	// Labels are added to kt's own (a Service's selector, for exchange).
 	Labels map[string]string
 	Opts   *PodOptions
@@ -114,16 +123,25 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 	}
 	lowPort := false
 	for _, p := range s.ForwardPorts {
-		c.Ports = append(c.Ports, corev1.ContainerPort{ContainerPort: p, Protocol: corev1.ProtocolTCP})
-		if p < 1024 {
+		p.Protocol = corev1.ProtocolTCP
+		c.Ports = append(c.Ports, p)
+		if p.ContainerPort < 1024 {
 			lowPort = true
 		}
+	}
+	if s.RestoreService != "" {
+		c.Env = append(c.Env,
+			corev1.EnvVar{Name: wire.EnvRestoreService, Value: s.RestoreService},
+			corev1.EnvVar{Name: wire.EnvSession, Value: s.RestoreSession},
+			corev1.EnvVar{Name: wire.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			corev1.EnvVar{Name: wire.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+		)
 	}
 	if len(s.ForwardPorts) > 0 {
 		// Ready only once the client's remote forwards listen: a Service sends traffic to
 		// the shadow no earlier.
 		c.ReadinessProbe = &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstrFrom(s.ForwardPorts[0])}},
+			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstrFrom(s.ForwardPorts[0].ContainerPort)}},
 			PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1,
 		}
 	}
@@ -149,12 +167,18 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 			Containers:                    []corev1.Container{c},
 			RestartPolicy:                 corev1.RestartPolicyNever,
 			ServiceAccountName:            s.Opts.ServiceAccount,
-			AutomountServiceAccountToken:  ptr.To(false),
+			AutomountServiceAccountToken:  ptr.To(s.RestoreService != ""),
 			NodeSelector:                  s.Opts.NodeSelector,
 			SecurityContext:               psc,
 			TerminationGracePeriodSeconds: ptr.To[int64](2),
 			EnableServiceLinks:            ptr.To(false),
 		},
+	}
+	if s.ServiceAccount != "" {
+		pod.Spec.ServiceAccountName = s.ServiceAccount
+	}
+	if s.OwnerRef != nil {
+		pod.OwnerReferences = []metav1.OwnerReference{*s.OwnerRef}
 	}
 	if s.Opts.ImagePullSecret != "" {
 		pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: s.Opts.ImagePullSecret}}

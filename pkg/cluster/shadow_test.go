@@ -11,7 +11,7 @@ import (
 )
 
 func TestShadowPodIsRestricted(t *testing.T) {
-	for _, ports := range [][]int32{nil, {8080}, {80, 8080}} {
+	for _, ports := range [][]corev1.ContainerPort{nil, {{ContainerPort: 8080}}, {{ContainerPort: 80, Name: "http"}, {ContainerPort: 8080}}} {
 		pod, err := ShadowPod(ShadowSpec{Namespace: "ns", Role: wire.RoleExchange, Session: "abc123", Owner: "dev@laptop",
 			AuthorizedKey: "ssh-ed25519 AAAA", ForwardPorts: ports, Opts: NewPodOptions()})
 		if err != nil {
@@ -27,7 +27,7 @@ func TestShadowPodIsRestricted(t *testing.T) {
 		if psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault || *psc.RunAsUser == 0 {
 			t.Errorf("pod security context: %+v", psc)
 		}
-		low := len(ports) > 0 && ports[0] < 1024
+		low := len(ports) > 0 && ports[0].ContainerPort < 1024
 		if got := len(psc.Sysctls) == 1 && psc.Sysctls[0].Name == "net.ipv4.ip_unprivileged_port_start"; got != low {
 			t.Errorf("ports %v: unprivileged-port sysctl set = %v, want %v", ports, got, low)
 		}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cmd/clean"
 	"github.com/kubectl-kt/kt/pkg/cmd/connect"
+	"github.com/kubectl-kt/kt/pkg/cmd/exchange"
+	"github.com/kubectl-kt/kt/pkg/cmd/recover"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/cmd/version"
 )
@@ -42,6 +44,8 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 
 	root.AddCommand(
 		connect.NewCmdConnect(configFlags, streams),
+		exchange.NewCmdExchange(configFlags, streams),
+		recover.NewCmdRecover(configFlags, streams),
 		clean.NewCmdClean(configFlags, streams),
 		version.NewCmdVersion(configFlags, streams),
 	)

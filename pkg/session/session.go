@@ -15,6 +15,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -31,10 +32,17 @@ type Options struct {
 	Role         string
 	Command      string
 	Pod          *cluster.PodOptions
-	ForwardPorts []int32
+	ForwardPorts []corev1.ContainerPort
 	Labels       map[string]string
-	Protocol     portforward.Protocol
-	KeepAlive    time.Duration
+	// ID, when set, is the session id (default: random).
+	ID string
+	// RestoreService, ServiceAccount and OwnerRef go into the ShadowSpec.
+	RestoreService string
+	RestoreSession string
+	ServiceAccount string
+	OwnerRef       *metav1.OwnerReference
+	Protocol       portforward.Protocol
+	KeepAlive      time.Duration
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
 }
@@ -71,7 +79,11 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	if err != nil {
 		return nil, err
 	}
-	s = &Session{ID: cluster.NewSession(), opts: o, client: client, signer: signer}
+	id := o.ID
+	if id == "" {
+		id = cluster.NewSession()
+	}
+	s = &Session{ID: id, opts: o, client: client, signer: signer}
 	defer func() {
 		if err != nil {
 			if uerr := s.undo.Run(30 * time.Second); uerr != nil {
@@ -80,15 +92,19 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		}
 	}()
 	spec := cluster.ShadowSpec{
-		Namespace:     o.Namespace,
-		Role:          o.Role,
-		Session:       s.ID,
-		Owner:         cluster.Owner(),
-		Command:       o.Command,
-		AuthorizedKey: strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey()))),
-		ForwardPorts:  o.ForwardPorts,
-		Labels:        o.Labels,
-		Opts:          o.Pod,
+		Namespace:      o.Namespace,
+		Role:           o.Role,
+		Session:        s.ID,
+		Owner:          cluster.Owner(),
+		Command:        o.Command,
+		AuthorizedKey:  strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey()))),
+		ForwardPorts:   o.ForwardPorts,
+		Labels:         o.Labels,
+		Opts:           o.Pod,
+		RestoreService: o.RestoreService,
+		RestoreSession: o.RestoreSession,
+		ServiceAccount: o.ServiceAccount,
+		OwnerRef:       o.OwnerRef,
 	}
 	t0 := time.Now()
 	pod, err := cluster.CreateShadow(ctx, client, spec)

@@ -29,6 +29,9 @@ const (
 
 	RoleLabel    = Domain + "/role"    // connect, exchange, mesh, router, preview, forward
 	SessionLabel = Domain + "/session" // random id of the client session that owns the object
+	// ExchangeLabel marks the shadows of one exchange or mesh (replacements included); the
+	// Service's selector points at it while exchanged.
+	ExchangeLabel = Domain + "/exchange"
 
 	OwnerAnnotation     = Domain + "/owner"     // user@host
 	CommandAnnotation   = Domain + "/command"   // the command line that made the object
@@ -48,6 +51,10 @@ const (
 
 // Agent environment: the client passes the session's public key and settings this way.
 const (
-	EnvAuthorizedKey = "KT_AUTHORIZED_KEY" // OpenSSH authorized_keys line
-	EnvPodIP         = "KT_POD_IP"         // from the downward API
+	EnvAuthorizedKey  = "KT_AUTHORIZED_KEY"  // OpenSSH authorized_keys line
+	EnvPodIP          = "KT_POD_IP"          // from the downward API
+	EnvRestoreService = "KT_RESTORE_SERVICE" // namespace/name the agent restores when its client is gone
+	EnvSession        = "KT_SESSION"
+	EnvPodName        = "KT_POD_NAME"
+	EnvPodNamespace   = "KT_POD_NAMESPACE"
 )

@@ -70,7 +70,7 @@ func TestAgentRestrictedNamespace(t *testing.T) {
 	}
 	opts := cluster.NewPodOptions()
 	opts.Image = envOr("KT_IMAGE", opts.Image)
-	s, err := session.Start(ctx, restConfig, client, session.Options{Namespace: ns, Role: wire.RoleExchange, Pod: opts, ForwardPorts: []int32{80}, Protocol: portforward.ProtocolAuto})
+	s, err := session.Start(ctx, restConfig, client, session.Options{Namespace: ns, Role: wire.RoleExchange, Pod: opts, ForwardPorts: []corev1.ContainerPort{{ContainerPort: 80}}, Protocol: portforward.ProtocolAuto})
 	if err != nil {
 		t.Fatalf("shadow refused in a restricted namespace: %v", err)
 	}

@@ -71,6 +71,33 @@ spec:
         args: [serve, -http, ":8080", -udp, ":9090"]
         readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
 ---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: multi, namespace: kt-e2e}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: multi}}
+  template:
+    metadata: {labels: {app: multi}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: multi
+        image: TESTAPP
+        imagePullPolicy: IfNotPresent
+        args: [serve, -http, ":8080,:8081", -udp, ""]
+        ports: [{name: main, containerPort: 8080}, {name: admin, containerPort: 8081}]
+        readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: multi, namespace: kt-e2e}
+spec:
+  selector: {app: multi}
+  ports:
+  - {name: main, port: 80, targetPort: main}
+  - {name: admin, port: 81, targetPort: 8081}
+---
 apiVersion: v1
 kind: Pod
 metadata: {name: client, namespace: kt-e2e, labels: {app: e2e-client}}
@@ -85,12 +112,15 @@ spec:
 
 func setupFixtures(ctx context.Context) error {
 	y := strings.ReplaceAll(fixturesYAML, "TESTAPP", testapp)
+	// The client pod runs testapp's tools: recreate it so it runs the image just built.
+	kubectlCtx(ctx, "", "-n", testNamespace, "delete", "pod", clientPodName, "--ignore-not-found", "--grace-period=0", "--force")
 	if out, err := kubectlCtx(ctx, y, "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("apply fixtures: %v: %s", err, out)
 	}
 	for _, c := range [][]string{
 		{"-n", testNamespace, "rollout", "status", "deploy/web", "--timeout=120s"},
 		{"-n", testNamespace, "rollout", "status", "sts/db", "--timeout=120s"},
+		{"-n", testNamespace, "rollout", "status", "deploy/multi", "--timeout=120s"},
 		{"-n", testNamespace, "wait", "--for=condition=Ready", "pod/client", "--timeout=120s"},
 	} {
 		if out, err := kubectlCtx(ctx, "", c...); err != nil {

@@ -3,12 +3,14 @@ package clean
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
@@ -16,6 +18,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/connect"
+	"github.com/kubectl-kt/kt/pkg/exchange"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -132,6 +135,11 @@ func (o *Options) Run(ctx context.Context) error {
 			}
 		}
 	}
+	m, err := o.cleanServices(ctx, ns, verb)
+	if err != nil {
+		return err
+	}
+	n += m
 	if n == 0 && len(cleaned) == 0 {
 		fmt.Fprintln(o.ErrOut, "Nothing to clean")
 	}
@@ -149,4 +157,86 @@ func stale(p *corev1.Pod, threshold time.Duration) bool {
 		return time.Since(p.CreationTimestamp.Time) > threshold
 	}
 	return time.Since(hb) > threshold
+}
+
+// cleanServices restores Services whose lock's heartbeat is stale, scales workloads that scale
+// mode left at zero back up, and removes self-restore identities whose pod is gone.
+func (o *Options) cleanServices(ctx context.Context, ns, verb string) (int, error) {
+	n := 0
+	live := map[string]bool{}
+	svcs, err := o.client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return 0, cluster.Explain(err, "list", "services", ns)
+	}
+	for _, svc := range svcs.Items {
+		l, ok := wire.ServiceLock(&svc)
+		if !ok {
+			if _, undo := svc.Annotations[wire.UndoAnnotation]; !undo {
+				continue
+			}
+			l = &wire.Lock{Owner: "unknown"}
+		}
+		if time.Since(l.Heartbeat) <= o.Threshold {
+			live[l.Session] = true
+			fmt.Fprintf(o.ErrOut, "Left alone: service %s/%s is %sd by %s (heartbeat %s ago)\n", svc.Namespace, svc.Name, l.Role, l.Owner, time.Since(l.Heartbeat).Round(time.Second))
+			continue
+		}
+		n++
+		fmt.Fprintf(o.Out, "%s service %s/%s (%sd by %s, last heartbeat %s)\n", verb, svc.Namespace, svc.Name, l.Role, l.Owner, l.Heartbeat.Local().Format(time.RFC3339))
+		if !o.DryRun {
+			if _, err := cluster.RestoreService(ctx, o.client, svc.Namespace, svc.Name, ""); err != nil {
+				return n, err
+			}
+		}
+	}
+	scaleBack := func(kind, ns, name string, ann map[string]string, patch func([]byte) error) error {
+		var u exchange.WorkloadUndo
+		s, ok := ann[wire.UndoAnnotation]
+		if !ok || json.Unmarshal([]byte(s), &u) != nil || live[u.Session] {
+			return nil
+		}
+		n++
+		fmt.Fprintf(o.Out, "%s %s %s/%s: scale back to %d replicas\n", verb, kind, ns, name, u.Replicas)
+		if o.DryRun {
+			return nil
+		}
+		b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{wire.UndoAnnotation: nil}}, "spec": map[string]any{"replicas": u.Replicas}})
+		return patch(b)
+	}
+	if ds, err := o.client.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, d := range ds.Items {
+			if err := scaleBack("deployment", d.Namespace, d.Name, d.Annotations, func(b []byte) error {
+				_, err := o.client.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType, b, metav1.PatchOptions{})
+				return err
+			}); err != nil {
+				return n, err
+			}
+		}
+	}
+	if ss, err := o.client.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, s := range ss.Items {
+			if err := scaleBack("statefulset", s.Namespace, s.Name, s.Annotations, func(b []byte) error {
+				_, err := o.client.AppsV1().StatefulSets(s.Namespace).Patch(ctx, s.Name, types.MergePatchType, b, metav1.PatchOptions{})
+				return err
+			}); err != nil {
+				return n, err
+			}
+		}
+	}
+	sel := metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy}
+	if sas, err := o.client.CoreV1().ServiceAccounts(ns).List(ctx, sel); err == nil {
+		for _, sa := range sas.Items {
+			if _, err := o.client.CoreV1().Pods(sa.Namespace).Get(ctx, sa.Name, metav1.GetOptions{}); err == nil {
+				continue
+			}
+			n++
+			fmt.Fprintf(o.Out, "%s service account, role and role binding %s/%s of a gone shadow\n", verb, sa.Namespace, sa.Name)
+			if !o.DryRun {
+				o.client.RbacV1().RoleBindings(sa.Namespace).Delete(ctx, sa.Name, metav1.DeleteOptions{})
+				o.client.RbacV1().Roles(sa.Namespace).Delete(ctx, sa.Name, metav1.DeleteOptions{})
+				o.client.CoreV1().ServiceAccounts(sa.Namespace).Delete(ctx, sa.Name, metav1.DeleteOptions{})
+			}
+		}
+	}
+	return n, nil
 }

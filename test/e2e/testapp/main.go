@@ -1,11 +1,13 @@
 // Command testapp is the e2e tests' workload: an HTTP server (echo, sized downloads, streaming,
 // WebSocket echo), a UDP echo server, and a sleeper that client pods run as PID 1.
 //
-//	testapp serve [-http :8080] [-http2 :8081] [-udp :9090] [-name NAME]
+//	testapp serve [-http :8080[,:8081]] [-udp :9090] [-name NAME]
+//	testapp wsclient HOST:PORT MESSAGE...   (prints each echoed message)
 //	testapp sleep
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha1"
 	"encoding/base64"
@@ -32,6 +34,10 @@ func main() {
 	switch os.Args[1] {
 	case "serve":
 		serve(os.Args[2:])
+	case "wsclient":
+		if err := wsClient(os.Args[2], os.Args[3:]); err != nil {
+			log.Fatal(err)
+		}
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
@@ -211,4 +217,59 @@ func wsEcho(w http.ResponseWriter, r *http.Request, name string) {
 		rw.Write(append(frame, out...))
 		rw.Flush()
 	}
+}
+
+// wsClient opens a WebSocket to ws://hostport/ws, sends each message as a text frame and
+// prints each reply.
+func wsClient(hostport string, msgs []string) error {
+	c, err := net.DialTimeout("tcp", hostport, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", hostport)
+	br := bufio.NewReader(c)
+	status, err := br.ReadString('\n')
+	if err != nil || !strings.Contains(status, "101") {
+		return fmt.Errorf("websocket upgrade: %q %v", status, err)
+	}
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if l == "\r\n" {
+			break
+		}
+	}
+	for _, m := range msgs {
+		mask := []byte{1, 2, 3, 4}
+		frame := []byte{0x81, 0x80 | byte(len(m))}
+		frame = append(frame, mask...)
+		for i := 0; i < len(m); i++ {
+			frame = append(frame, m[i]^mask[i%4])
+		}
+		if _, err := c.Write(frame); err != nil {
+			return err
+		}
+		var hdr [2]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return err
+		}
+		n := int(hdr[1] & 0x7f)
+		if n == 126 {
+			var b [2]byte
+			io.ReadFull(br, b[:])
+			n = int(b[0])<<8 | int(b[1])
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(br, payload); err != nil {
+			return err
+		}
+		fmt.Println(string(payload))
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.Write([]byte{0x88, 0x80, 0, 0, 0, 0})
+	return nil
 }

@@ -1,0 +1,81 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// SelfRestore is the identity a shadow gets so that it can restore one Service and delete
+// itself after its client is gone: a ServiceAccount, and a Role and RoleBinding that allow
+// exactly that. Once the pod exists, the pod owns all three, so they go when it goes.
+type SelfRestore struct {
+	Namespace, Name string // the ServiceAccount, Role and RoleBinding share the name
+	client          kubernetes.Interface
+}
+
+// CreateSelfRestore creates the identity for the shadow pod podName restoring Service svc.
+// Lacking permission to create Roles, it returns an error the caller may treat as a warning.
+func CreateSelfRestore(ctx context.Context, client kubernetes.Interface, ns, podName, svc, session string) (*SelfRestore, error) {
+	meta := metav1.ObjectMeta{Name: podName, Namespace: ns, Labels: map[string]string{
+		wire.ManagedByLabel: wire.ManagedBy, wire.SessionLabel: session, wire.RoleLabel: "self-restore"}}
+	sr := &SelfRestore{Namespace: ns, Name: podName, client: client}
+	if _, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: meta, AutomountServiceAccountToken: ptr.To(true)}, metav1.CreateOptions{}); err != nil {
+		return nil, Explain(err, "create", "serviceaccounts", ns)
+	}
+	role := &rbacv1.Role{ObjectMeta: meta, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: []string{svc}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, ResourceNames: []string{podName}, Verbs: []string{"delete"}},
+	}}
+	if _, err := client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		sr.Delete(context.WithoutCancel(ctx))
+		return nil, Explain(err, "create", "roles", ns)
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: meta,
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: podName},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: podName, Namespace: ns}}}
+	if _, err := client.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		sr.Delete(context.WithoutCancel(ctx))
+		return nil, Explain(err, "create", "rolebindings", ns)
+	}
+	return sr, nil
+}
+
+// OwnBy makes the pod the owner of the three objects, so the garbage collector removes them
+// with the pod (also when the agent deletes itself after restoring the Service).
+func (sr *SelfRestore) OwnBy(ctx context.Context, pod *corev1.Pod) error {
+	patch := fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"Pod","name":%q,"uid":%q}]}}`, pod.Name, pod.UID)
+	var errs []error
+	_, err := sr.client.CoreV1().ServiceAccounts(sr.Namespace).Patch(ctx, sr.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	errs = append(errs, err)
+	_, err = sr.client.RbacV1().Roles(sr.Namespace).Patch(ctx, sr.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	errs = append(errs, err)
+	_, err = sr.client.RbacV1().RoleBindings(sr.Namespace).Patch(ctx, sr.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	errs = append(errs, err)
+	return errors.Join(errs...)
+}
+
+// Delete removes the three objects.
+func (sr *SelfRestore) Delete(ctx context.Context) error {
+	var errs []error
+	for _, err := range []error{
+		sr.client.RbacV1().RoleBindings(sr.Namespace).Delete(ctx, sr.Name, metav1.DeleteOptions{}),
+		sr.client.RbacV1().Roles(sr.Namespace).Delete(ctx, sr.Name, metav1.DeleteOptions{}),
+		sr.client.CoreV1().ServiceAccounts(sr.Namespace).Delete(ctx, sr.Name, metav1.DeleteOptions{}),
+	} {
+		if err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,115 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// StaleAfter is how old a lock's heartbeat may get before another session may take it over.
+const StaleAfter = 90 * time.Second
+
+// LockedError says who holds a Service.
+type LockedError struct {
+	Service string
+	Lock    wire.Lock
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("service %s is %sd by %s since %s (last heartbeat %s ago); wait until they stop, or if their session is gone, retry after %s or run 'kubectl kt recover %s'",
+		e.Service, e.Lock.Role, e.Lock.Owner, e.Lock.Since.Local().Format("15:04:05"),
+		time.Since(e.Lock.Heartbeat).Round(time.Second), StaleAfter, e.Service)
+}
+
+// updateService applies mutate to the Service with optimistic concurrency, retrying on
+// conflicts.
+func updateService(ctx context.Context, client kubernetes.Interface, ns, name string, mutate func(*corev1.Service) (bool, error)) (*corev1.Service, error) {
+	var out *corev1.Service
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		svc, err := client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		changed, err := mutate(svc)
+		if err != nil || !changed {
+			out = svc
+			return err
+		}
+		out, err = client.CoreV1().Services(ns).Update(ctx, svc, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		return nil, Explain(err, "update", "services", ns)
+	}
+	return out, nil
+}
+
+// LockService takes the lock on a Service for l. A lock held by another live session fails
+// with a *LockedError; one whose heartbeat is older than StaleAfter is taken over and
+// returned (with the Service restored from the old session's change first).
+func LockService(ctx context.Context, client kubernetes.Interface, ns, name string, l wire.Lock) (prev *wire.Lock, svc *corev1.Service, err error) {
+	svc, err = updateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
+		prev = nil
+		if cur, ok := wire.ServiceLock(s); ok && cur.Session != l.Session {
+			if time.Since(cur.Heartbeat) < StaleAfter {
+				return false, &LockedError{Service: ns + "/" + name, Lock: *cur}
+			}
+			if _, err := wire.RestoreService(s, ""); err != nil {
+				return false, err
+			}
+			prev = cur
+		}
+		wire.SetServiceLock(s, l)
+		return true, nil
+	})
+	return prev, svc, err
+}
+
+// RedirectService points the Service's selector at sel, recording the original.
+func RedirectService(ctx context.Context, client kubernetes.Interface, ns, name, session string, sel map[string]string) error {
+	_, err := updateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
+		if l, ok := wire.ServiceLock(s); !ok || l.Session != session {
+			return false, fmt.Errorf("service %s/%s lost its lock to another session", ns, name)
+		}
+		wire.RedirectService(s, sel)
+		return true, nil
+	})
+	return err
+}
+
+// RestoreService undoes kt's change to the Service (only session's, when set). A missing
+// Service is not an error: there is nothing to restore.
+func RestoreService(ctx context.Context, client kubernetes.Interface, ns, name, session string) (bool, error) {
+	restored := false
+	_, err := updateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
+		changed, err := wire.RestoreService(s, session)
+		restored = changed
+		return changed, err
+	})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return restored, err
+}
+
+// HeartbeatService refreshes the lock's heartbeat.
+func HeartbeatService(ctx context.Context, client kubernetes.Interface, ns, name, session string) error {
+	_, err := updateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
+		l, ok := wire.ServiceLock(s)
+		if !ok || l.Session != session {
+			return false, fmt.Errorf("service %s/%s is no longer locked by this session", ns, name)
+		}
+		l.Heartbeat = time.Now().UTC()
+		wire.SetServiceLock(s, *l)
+		return true, nil
+	})
+	return err
+}

@@ -1,0 +1,83 @@
+// Package recover implements `kubectl kt recover`.
+package recover
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// Options holds the state of recover.
+type Options struct {
+	client    kubernetes.Interface
+	namespace string
+	genericiooptions.IOStreams
+}
+
+// NewCmdRecover returns the recover command.
+func NewCmdRecover(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &Options{IOStreams: streams}
+	return &cobra.Command{
+		Use:   "recover SERVICE",
+		Short: "Restore a Service that exchange or mesh changed, now",
+		Long: `Recover undoes kt's change to a Service at once, whoever made it: its original selector
+comes back and kt's lock goes, and the shadow pods of that change are deleted. Use it when a
+session is gone and you do not want to wait for its shadow to restore the Service by itself.`,
+		Example: "  kubectl kt recover web",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ns, _, err := f.ToRawKubeConfigLoader().Namespace()
+			if err != nil {
+				return err
+			}
+			rc, err := f.ToRESTConfig()
+			if err != nil {
+				return err
+			}
+			if o.client, err = kubernetes.NewForConfig(rc); err != nil {
+				return err
+			}
+			o.namespace = ns
+			cmd.SilenceUsage = true
+			return o.Run(cmd.Context(), strings.TrimPrefix(strings.TrimPrefix(args[0], "svc/"), "service/"))
+		},
+	}
+}
+
+// Run restores the Service.
+func (o *Options) Run(ctx context.Context, name string) error {
+	svc, err := o.client.CoreV1().Services(o.namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("service %s/%s: %w; check the name and -n/--namespace", o.namespace, name, cluster.Explain(err, "get", "services", o.namespace))
+	}
+	l, locked := wire.ServiceLock(svc)
+	restored, err := cluster.RestoreService(ctx, o.client, o.namespace, name, "")
+	if err != nil {
+		return err
+	}
+	if !restored {
+		fmt.Fprintf(o.Out, "service %s/%s is not changed by kt; nothing to recover\n", o.namespace, name)
+		return nil
+	}
+	if locked && l.Session != "" {
+		pods, _ := o.client.CoreV1().Pods(o.namespace).List(ctx, metav1.ListOptions{LabelSelector: wire.ExchangeLabel + "=" + l.Session})
+		if pods != nil {
+			for _, p := range pods.Items {
+				cluster.DeleteShadow(ctx, o.client, o.namespace, p.Name)
+			}
+		}
+		fmt.Fprintf(o.Out, "service %s/%s restored (it was %sd by %s)\n", o.namespace, name, l.Role, l.Owner)
+		return nil
+	}
+	fmt.Fprintf(o.Out, "service %s/%s restored\n", o.namespace, name)
+	return nil
+}

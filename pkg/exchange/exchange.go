@@ -1,0 +1,366 @@
+package exchange
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/session"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// Modes.
+const (
+	ModeSelector  = "selector"
+	ModeScale     = "scale"
+	ModeEphemeral = "ephemeral"
+)
+
+// Config configures Run.
+type Config struct {
+	RESTConfig       *rest.Config
+	Client           kubernetes.Interface
+	Namespace        string
+	Target           string
+	Expose           []Expose
+	Mode             string
+	SkipPortChecking bool
+	RecoverWaitTime  time.Duration
+	Pod              *cluster.PodOptions
+	Protocol         portforward.Protocol
+	Command          string
+	Role             string // exchange (default) or mesh's manual mode
+	ErrOut           io.Writer
+}
+
+// Run exchanges until ctx ends, then restores the Service (first) and deletes the shadow.
+func Run(ctx context.Context, cfg Config) (err error) {
+	if cfg.Role == "" {
+		cfg.Role = wire.RoleExchange
+	}
+	t, err := Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
+	if err != nil {
+		return err
+	}
+	if l, ok := wire.ServiceLock(t.Service); ok && time.Since(l.Heartbeat) < cluster.StaleAfter {
+		return &cluster.LockedError{Service: cfg.Namespace + "/" + t.Service.Name, Lock: *l}
+	}
+	ports, warnings, err := MapPorts(t.Service, t.Workload, cfg.Expose)
+	if err != nil {
+		return err
+	}
+	if !cfg.SkipPortChecking {
+		if err := checkLocal(ports); err != nil {
+			return err
+		}
+	}
+	if cfg.Mode == ModeScale && t.Workload == nil {
+		return fmt.Errorf("--mode scale: no single Deployment or StatefulSet runs the pods of service %s; use --mode selector", t.Service.Name)
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(cfg.ErrOut, "warning: %s\n", w)
+	}
+	ns, svcName := cfg.Namespace, t.Service.Name
+	lockID := cluster.NewSession()
+	now := time.Now().UTC()
+	prev, svc, err := cluster.LockService(ctx, cfg.Client, ns, svcName, wire.Lock{
+		Owner: cluster.Owner(), Session: lockID, Role: cfg.Role, Command: cfg.Command, Since: now, Heartbeat: now})
+	if err != nil {
+		return err
+	}
+	if prev != nil {
+		fmt.Fprintf(cfg.ErrOut, "Took over service %s/%s from %s, whose session stopped sending heartbeats at %s\n", ns, svcName, prev.Owner, prev.Heartbeat.Local().Format("15:04:05"))
+	}
+	var undo cluster.Undo
+	defer func() {
+		if uerr := undo.Run(cfg.RecoverWaitTime + 30*time.Second); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("restore: %w; run 'kubectl kt recover %s'", uerr, svcName))
+		} else if err == nil {
+			fmt.Fprintf(cfg.ErrOut, "Restored service %s/%s and deleted the shadow\n", ns, svcName)
+		}
+	}()
+	undo.Push("unlock service "+svcName, func(ctx context.Context) error {
+		_, err := cluster.RestoreService(ctx, cfg.Client, ns, svcName, lockID)
+		return err
+	})
+
+	x := &exchanger{cfg: cfg, ns: ns, svc: svc, ports: ports, lockID: lockID}
+	var fwds []session.Forward
+	for _, p := range ports {
+		fwds = append(fwds, session.Forward{Remote: int(p.Target), Local: session.LocalAddr(p.Local)})
+	}
+	sess, err := x.newShadow(ctx, &undo)
+	if err != nil {
+		return err
+	}
+
+	// Serve the forwards, then switch the traffic once the shadow is Ready (its probe passes
+	// when the forwards listen).
+	readyc := make(chan struct{})
+	var once sync.Once
+	serveErr := make(chan error, 1)
+	sctx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	go func() { serveErr <- x.serve(sctx, fwds, func() { once.Do(func() { close(readyc) }) }) }()
+	select {
+	case <-readyc:
+	case err := <-serveErr:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+	if _, err := cluster.WaitRunning(ctx, cfg.Client, ns, sess.Pod.Name, cfg.Pod.PodCreationTimeout, true); err != nil {
+		return err
+	}
+	switch cfg.Mode {
+	case ModeScale:
+		if err := x.scaleDown(ctx, t.Workload, &undo); err != nil {
+			return err
+		}
+	default:
+		if err := cluster.RedirectService(ctx, cfg.Client, ns, svcName, lockID, map[string]string{wire.ExchangeLabel: lockID}); err != nil {
+			return err
+		}
+		undo.Push("restore service "+svcName, func(ctx context.Context) error {
+			_, err := cluster.RestoreService(ctx, cfg.Client, ns, svcName, lockID)
+			return err
+		})
+	}
+	var desc []string
+	for _, p := range ports {
+		desc = append(desc, fmt.Sprintf("%d→localhost:%d", p.ServicePort, p.Local))
+	}
+	fmt.Fprintf(cfg.ErrOut, "Exchanged service %s/%s (%s mode): its traffic now goes to this machine (%s). Ctrl-C to restore.\n", ns, svcName, modeName(cfg.Mode), strings.Join(desc, ", "))
+
+	hb := time.NewTicker(15 * time.Second)
+	defer hb.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			stopServing()
+			return nil
+		case err := <-serveErr:
+			return err
+		case <-hb.C:
+			if err := cluster.HeartbeatService(ctx, cfg.Client, ns, svcName, lockID); err != nil && ctx.Err() == nil {
+				fmt.Fprintf(cfg.ErrOut, "warning: heartbeat: %v\n", err)
+			}
+			x.heartbeatPod(ctx)
+		}
+	}
+}
+
+func modeName(m string) string {
+	if m == "" {
+		return ModeSelector
+	}
+	return m
+}
+
+// checkLocal fails unless something listens on each local port.
+func checkLocal(ports []PortMap) error {
+	for _, p := range ports {
+		c, err := net.DialTimeout("tcp", session.LocalAddr(p.Local), time.Second)
+		if err != nil {
+			return fmt.Errorf("nothing listens on localhost:%d; start your service first, or pass --skip-port-checking", p.Local)
+		}
+		c.Close()
+	}
+	return nil
+}
+
+type exchanger struct {
+	cfg    Config
+	ns     string
+	svc    *corev1.Service
+	ports  []PortMap
+	lockID string
+
+	mu   sync.Mutex
+	sess *session.Session
+}
+
+func (x *exchanger) current() *session.Session {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.sess
+}
+
+// newShadow starts a shadow for this exchange (also as the replacement of a lost one). In
+// selector mode it gets the identity to restore the Service itself after a crashed client.
+func (x *exchanger) newShadow(ctx context.Context, undo *cluster.Undo) (*session.Session, error) {
+	id := cluster.NewSession()
+	podName := cluster.ShadowName(x.cfg.Role, id)
+	labels := map[string]string{wire.ExchangeLabel: x.lockID}
+	opts := session.Options{
+		ID: id, Namespace: x.ns, Role: x.cfg.Role, Command: x.cfg.Command, Pod: x.cfg.Pod,
+		Protocol: x.cfg.Protocol, Progress: x.cfg.ErrOut, Labels: labels,
+	}
+	for _, p := range x.ports {
+		opts.ForwardPorts = append(opts.ForwardPorts, corev1.ContainerPort{ContainerPort: p.Target, Name: p.Name})
+	}
+	var sr *cluster.SelfRestore
+	if x.cfg.Mode == ModeScale {
+		// The shadow carries the workload's labels, so the Service selects it unchanged; a
+		// controller reference keeps any workload controller from adopting it.
+		for k, v := range x.svc.Spec.Selector {
+			labels[k] = v
+		}
+		opts.OwnerRef = &metav1.OwnerReference{APIVersion: "v1", Kind: "Service", Name: x.svc.Name, UID: x.svc.UID, Controller: ptr.To(true)}
+	} else {
+		var err error
+		sr, err = cluster.CreateSelfRestore(ctx, x.cfg.Client, x.ns, podName, x.svc.Name, x.lockID)
+		if err != nil {
+			fmt.Fprintf(x.cfg.ErrOut, "warning: the shadow cannot restore the Service by itself if this client dies (%v); 'kubectl kt clean' will\n", err)
+			sr = nil
+		} else {
+			opts.ServiceAccount = sr.Name
+			opts.RestoreService = x.ns + "/" + x.svc.Name
+			opts.RestoreSession = x.lockID
+			undo.Push("delete the shadow's service account "+sr.Name, sr.Delete)
+		}
+	}
+	sess, err := session.Start(ctx, x.cfg.RESTConfig, x.cfg.Client, opts)
+	if err != nil {
+		return nil, err
+	}
+	if sr != nil {
+		if err := sr.OwnBy(ctx, sess.Pod); err != nil {
+			klog.FromContext(ctx).V(1).Info("own the self-restore identity", "err", err)
+		}
+	}
+	undo.Push("delete shadow pod "+sess.Pod.Name, func(context.Context) error { return sess.Close() })
+	x.mu.Lock()
+	x.sess = sess
+	x.mu.Unlock()
+	return sess, nil
+}
+
+// serve keeps the forwards up: after a dropped tunnel it reconnects, and after a lost shadow
+// it starts a new one.
+func (x *exchanger) serve(ctx context.Context, fwds []session.Forward, ready func()) error {
+	var extra cluster.Undo // replacement shadows, removed at the end
+	defer extra.Run(30 * time.Second)
+	for ctx.Err() == nil {
+		sess := x.current()
+		err := sess.ServeForwards(ctx, fwds, x.cfg.ErrOut, ready)
+		if ctx.Err() != nil {
+			return nil
+		}
+		p, gerr := x.cfg.Client.CoreV1().Pods(x.ns).Get(ctx, sess.Pod.Name, metav1.GetOptions{})
+		if gerr == nil && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+			fmt.Fprintf(x.cfg.ErrOut, "Tunnel to the shadow dropped (%v); reconnecting\n", err)
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		fmt.Fprintf(x.cfg.ErrOut, "Lost the shadow pod %s; starting a new one\n", sess.Pod.Name)
+		for delay := 500 * time.Millisecond; ctx.Err() == nil; delay = min(2*delay, 5*time.Second) {
+			if _, err := x.newShadow(ctx, &extra); err == nil {
+				break
+			} else {
+				fmt.Fprintf(x.cfg.ErrOut, "warning: new shadow failed: %v; retrying in %s\n", err, delay)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(delay):
+			}
+		}
+	}
+	return nil
+}
+
+func (x *exchanger) heartbeatPod(ctx context.Context) {
+	s := x.current()
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, wire.HeartbeatAnnotation, time.Now().UTC().Format(time.RFC3339))
+	x.cfg.Client.CoreV1().Pods(x.ns).Patch(ctx, s.Pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+}
+
+// WorkloadUndo is the inverse of scale mode, stored on the workload.
+type WorkloadUndo struct {
+	Replicas int32  `json:"replicas"`
+	Session  string `json:"session"`
+}
+
+// scaleDown records the replicas on the workload, scales it to zero, and pushes the inverse:
+// scale back and wait until the pods are ready again (before the shadow is deleted).
+func (x *exchanger) scaleDown(ctx context.Context, w *Workload, undo *cluster.Undo) error {
+	b, _ := json.Marshal(WorkloadUndo{Replicas: w.Replicas, Session: x.lockID})
+	if err := setWorkload(ctx, x.cfg.Client, x.ns, w, map[string]any{wire.UndoAnnotation: string(b)}, ptr.To[int32](0)); err != nil {
+		return err
+	}
+	undo.Push(fmt.Sprintf("scale %s/%s back to %d", w.Kind, w.Name, w.Replicas), func(ctx context.Context) error {
+		if err := setWorkload(ctx, x.cfg.Client, x.ns, w, map[string]any{wire.UndoAnnotation: nil}, ptr.To(w.Replicas)); err != nil {
+			return err
+		}
+		return waitReady(ctx, x.cfg.Client, x.ns, w, x.cfg.RecoverWaitTime, x.cfg.ErrOut)
+	})
+	return nil
+}
+
+// setWorkload patches annotations (nil deletes) and replicas of a Deployment or StatefulSet.
+func setWorkload(ctx context.Context, client kubernetes.Interface, ns string, w *Workload, ann map[string]any, replicas *int32) error {
+	patch := map[string]any{"metadata": map[string]any{"annotations": ann}}
+	if replicas != nil {
+		patch["spec"] = map[string]any{"replicas": *replicas}
+	}
+	b, _ := json.Marshal(patch)
+	var err error
+	if w.Kind == "Deployment" {
+		_, err = client.AppsV1().Deployments(ns).Patch(ctx, w.Name, types.MergePatchType, b, metav1.PatchOptions{})
+	} else {
+		_, err = client.AppsV1().StatefulSets(ns).Patch(ctx, w.Name, types.MergePatchType, b, metav1.PatchOptions{})
+	}
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return cluster.Explain(err, "patch", strings.ToLower(w.Kind)+"s", ns)
+}
+
+func waitReady(ctx context.Context, client kubernetes.Interface, ns string, w *Workload, timeout time.Duration, out io.Writer) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var ready int32
+		if w.Kind == "Deployment" {
+			d, err := client.AppsV1().Deployments(ns).Get(ctx, w.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			ready = d.Status.ReadyReplicas
+		} else {
+			s, err := client.AppsV1().StatefulSets(ns).Get(ctx, w.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			ready = s.Status.ReadyReplicas
+		}
+		if ready >= w.Replicas {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(out, "warning: %s/%s has %d of %d pods ready after %s; it keeps starting without kt\n", w.Kind, w.Name, ready, w.Replicas, timeout)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,293 @@
+// Package exchange sends a Service's in-cluster traffic to processes on this machine: a
+// shadow pod takes the Service's place (by selector, or by scaling the workload to zero) and
+// hands each connection to a local port through SSH remote forwards.
+package exchange
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// Workload is a Deployment or StatefulSet behind a Service.
+type Workload struct {
+	Kind, Name string
+	Replicas   int32
+	Labels     map[string]string // pod template labels
+	Containers []corev1.Container
+}
+
+// Target is what a command acts on.
+type Target struct {
+	Service  *corev1.Service
+	Workload *Workload // nil when none could be found
+}
+
+// Resolve finds the Service (and its workload) for svc/NAME, deploy/NAME, sts/NAME or NAME.
+func Resolve(ctx context.Context, client kubernetes.Interface, ns, ref string) (*Target, error) {
+	kind, name, ok := strings.Cut(ref, "/")
+	if !ok {
+		kind, name = "svc", ref
+	}
+	if name == "" {
+		return nil, fmt.Errorf("%q names nothing; write svc/NAME, deploy/NAME, sts/NAME or NAME", ref)
+	}
+	switch strings.ToLower(kind) {
+	case "svc", "service", "services":
+		svc, err := client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("service %s/%s not found; check the name and -n/--namespace", ns, name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(svc.Spec.Selector) == 0 {
+			return nil, fmt.Errorf("service %s/%s has no selector (its endpoints are managed by hand); kt can only exchange Services that select pods", ns, name)
+		}
+		sel := svc.Spec.Selector
+		if s, ok := svc.Annotations[wire.UndoAnnotation]; ok { // changed by kt: find the real workload
+			var u wire.ServiceUndo
+			if json.Unmarshal([]byte(s), &u) == nil && len(u.Selector) > 0 {
+				sel = u.Selector
+			}
+		}
+		w, err := workloadFor(ctx, client, ns, sel)
+		if err != nil {
+			return nil, err
+		}
+		return &Target{Service: svc, Workload: w}, nil
+	case "deploy", "deployment", "deployments", "sts", "statefulset", "statefulsets":
+		w, err := getWorkload(ctx, client, ns, strings.ToLower(kind), name)
+		if err != nil {
+			return nil, err
+		}
+		svcs, err := client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return nil, err
+		}
+		var match []corev1.Service
+		for _, s := range svcs.Items {
+			if len(s.Spec.Selector) > 0 && labels.SelectorFromSet(s.Spec.Selector).Matches(labels.Set(w.Labels)) {
+				match = append(match, s)
+			}
+		}
+		switch len(match) {
+		case 0:
+			return nil, fmt.Errorf("no Service in %s selects %s/%s; create one, or exchange a Service", ns, kind, name)
+		case 1:
+			return &Target{Service: &match[0], Workload: w}, nil
+		}
+		var names []string
+		for _, s := range match {
+			names = append(names, "svc/"+s.Name)
+		}
+		return nil, fmt.Errorf("several Services select %s/%s (%s); name one", kind, name, strings.Join(names, ", "))
+	}
+	return nil, fmt.Errorf("%q: exchange takes svc/NAME, deploy/NAME, sts/NAME or a Service NAME", ref)
+}
+
+func getWorkload(ctx context.Context, client kubernetes.Interface, ns, kind, name string) (*Workload, error) {
+	if strings.HasPrefix(kind, "deploy") {
+		d, err := client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("deployment %s/%s not found", ns, name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return fromDeployment(d), nil
+	}
+	s, err := client.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("statefulset %s/%s not found", ns, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return fromStatefulSet(s), nil
+}
+
+func fromDeployment(d *appsv1.Deployment) *Workload {
+	r := int32(1)
+	if d.Spec.Replicas != nil {
+		r = *d.Spec.Replicas
+	}
+	return &Workload{Kind: "Deployment", Name: d.Name, Replicas: r, Labels: d.Spec.Template.Labels, Containers: d.Spec.Template.Spec.Containers}
+}
+
+func fromStatefulSet(s *appsv1.StatefulSet) *Workload {
+	r := int32(1)
+	if s.Spec.Replicas != nil {
+		r = *s.Spec.Replicas
+	}
+	return &Workload{Kind: "StatefulSet", Name: s.Name, Replicas: r, Labels: s.Spec.Template.Labels, Containers: s.Spec.Template.Spec.Containers}
+}
+
+// workloadFor finds the one Deployment or StatefulSet whose pods sel selects (nil if none).
+func workloadFor(ctx context.Context, client kubernetes.Interface, ns string, sel map[string]string) (*Workload, error) {
+	s := labels.SelectorFromSet(sel)
+	var found []*Workload
+	if ds, err := client.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for i := range ds.Items {
+			if s.Matches(labels.Set(ds.Items[i].Spec.Template.Labels)) {
+				found = append(found, fromDeployment(&ds.Items[i]))
+			}
+		}
+	}
+	if ss, err := client.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for i := range ss.Items {
+			if s.Matches(labels.Set(ss.Items[i].Spec.Template.Labels)) {
+				found = append(found, fromStatefulSet(&ss.Items[i]))
+			}
+		}
+	}
+	if len(found) == 1 {
+		return found[0], nil
+	}
+	return nil, nil
+}
+
+// Expose is one --expose item: LOCAL:REMOTE, or PORT for both.
+type Expose struct {
+	Local  int
+	Remote string // a port number or a port name
+}
+
+// ParseExpose parses --expose.
+func ParseExpose(s string) ([]Expose, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, fmt.Errorf("--expose is required: LOCAL:REMOTE[,LOCAL:REMOTE…], e.g. 8080:80 or 8080")
+	}
+	var out []Expose
+	seen := map[int]bool{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		parts := strings.Split(item, ":")
+		if len(parts) > 2 || item == "" {
+			return nil, fmt.Errorf("--expose %q: %q is not LOCAL:REMOTE or PORT (e.g. 8080:80, 8080:http or 8080)", s, item)
+		}
+		local, err := strconv.Atoi(parts[0])
+		if err != nil || local < 1 || local > 65535 {
+			return nil, fmt.Errorf("--expose %q: local port %q is not a number from 1 to 65535", s, parts[0])
+		}
+		remote := parts[0]
+		if len(parts) == 2 {
+			remote = parts[1]
+			if n, err := strconv.Atoi(remote); err == nil && (n < 1 || n > 65535) {
+				return nil, fmt.Errorf("--expose %q: remote port %d is not from 1 to 65535", s, n)
+			}
+			if remote == "" {
+				return nil, fmt.Errorf("--expose %q: empty remote port in %q", s, item)
+			}
+		}
+		if seen[local] && len(parts) == 1 {
+			return nil, fmt.Errorf("--expose %q: port %d is listed twice", s, local)
+		}
+		seen[local] = true
+		out = append(out, Expose{Local: local, Remote: remote})
+	}
+	return out, nil
+}
+
+// PortMap is one forwarded port: connections to Target on the shadow go to Local.
+type PortMap struct {
+	Local       int
+	Target      int32  // the port the shadow listens on (the Service's target port)
+	Name        string // the target port's name when the Service refers to it by name
+	ServicePort int32
+}
+
+// MapPorts matches --expose items to the Service's ports. REMOTE may be a Service port, a
+// target port number or a port name. It returns warnings for Service ports left out.
+func MapPorts(svc *corev1.Service, w *Workload, exposes []Expose) ([]PortMap, []string, error) {
+	var out []PortMap
+	used := map[int]bool{}
+	for _, e := range exposes {
+		idx := -1
+		for i, sp := range svc.Spec.Ports {
+			tp := sp.TargetPort
+			if e.Remote == strconv.Itoa(int(sp.Port)) || e.Remote == sp.Name ||
+				(tp.Type == 0 && tp.IntVal != 0 && e.Remote == strconv.Itoa(int(tp.IntVal))) ||
+				(tp.Type == 1 && e.Remote == tp.StrVal) {
+				idx = i
+				break
+			}
+		}
+		if idx < 0 {
+			return nil, nil, fmt.Errorf("--expose %d:%s: service %s has no port, target port or port name %q; its ports are %s", e.Local, e.Remote, svc.Name, e.Remote, describePorts(svc))
+		}
+		sp := svc.Spec.Ports[idx]
+		if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
+			return nil, nil, fmt.Errorf("--expose %d:%s: port %d of service %s is %s; only TCP ports can be exchanged", e.Local, e.Remote, sp.Port, svc.Name, sp.Protocol)
+		}
+		pm := PortMap{Local: e.Local, ServicePort: sp.Port}
+		switch {
+		case sp.TargetPort.Type == 1:
+			pm.Name = sp.TargetPort.StrVal
+			pm.Target = namedPort(w, pm.Name)
+			if pm.Target == 0 {
+				return nil, nil, fmt.Errorf("service %s targets the named port %q, but no container of its workload declares it; expose by number", svc.Name, pm.Name)
+			}
+		case sp.TargetPort.IntVal != 0:
+			pm.Target = sp.TargetPort.IntVal
+		default:
+			pm.Target = sp.Port
+		}
+		used[idx] = true
+		out = append(out, pm)
+	}
+	var warnings []string
+	for i, sp := range svc.Spec.Ports {
+		if !used[i] {
+			warnings = append(warnings, fmt.Sprintf("port %d/%s of service %s is not exposed: connections to it are refused while exchanged", sp.Port, protocol(sp), svc.Name))
+		}
+	}
+	return out, warnings, nil
+}
+
+func protocol(sp corev1.ServicePort) string {
+	if sp.Protocol == "" {
+		return "TCP"
+	}
+	return string(sp.Protocol)
+}
+
+func namedPort(w *Workload, name string) int32 {
+	if w == nil {
+		return 0
+	}
+	for _, c := range w.Containers {
+		for _, p := range c.Ports {
+			if p.Name == name {
+				return p.ContainerPort
+			}
+		}
+	}
+	return 0
+}
+
+func describePorts(svc *corev1.Service) string {
+	var s []string
+	for _, sp := range svc.Spec.Ports {
+		d := strconv.Itoa(int(sp.Port))
+		if sp.Name != "" {
+			d = sp.Name + ":" + d
+		}
+		d += "→" + sp.TargetPort.String()
+		s = append(s, d)
+	}
+	sort.Strings(s)
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,80 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/netstack"
+)
+
+// Forward sends connections arriving at Remote on the shadow pod's IP to Local on this machine.
+type Forward struct {
+	Remote int
+	Local  string // host:port
+}
+
+// ServeForwards listens on every Remote port of the shadow and relays each connection to its
+// Local address, until ctx ends or the SSH connection drops (then it returns, so the caller
+// can reconnect and serve again). ready is called once every listener is up.
+func (s *Session) ServeForwards(ctx context.Context, fwds []Forward, warn io.Writer, ready func()) error {
+	sc, err := s.SSH(ctx)
+	if err != nil {
+		return err
+	}
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for _, f := range fwds {
+		l, err := sc.Listen(f.Remote)
+		if err != nil {
+			return fmt.Errorf("listen on port %d in shadow pod %s: %w", f.Remote, s.Pod.Name, err)
+		}
+		ls = append(ls, l)
+		go serve(ctx, l, f, warn)
+	}
+	if ready != nil {
+		ready()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-sc.Done():
+		return fmt.Errorf("ssh connection to the shadow dropped")
+	}
+}
+
+func serve(ctx context.Context, l net.Listener, f Forward, warn io.Writer) {
+	var lastWarn time.Time
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			var d net.Dialer
+			local, err := d.DialContext(ctx, "tcp", f.Local)
+			if err != nil {
+				c.Close()
+				if time.Since(lastWarn) > 5*time.Second {
+					lastWarn = time.Now()
+					fmt.Fprintf(warn, "warning: a request for port %d arrived, but nothing listens on %s: %v\n", f.Remote, f.Local, err)
+				}
+				return
+			}
+			klog.FromContext(ctx).V(4).Info("forwarded connection", "remote", f.Remote, "local", f.Local)
+			netstack.Relay(c, local)
+		}()
+	}
+}
+
+// LocalAddr is the address a local port is reached on.
+func LocalAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }

@@ -1,0 +1,270 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// laptopServer runs testapp's HTTP server in the laptop netns, as the developer's process.
+func laptopServer(t *testing.T, name string, addrs ...string) {
+	t.Helper()
+	p := startProc(t, "ip", "netns", "exec", laptopNetns, testappBin(t), "serve", "-http", strings.Join(addrs, ","), "-udp", "", "-name", name)
+	for _, a := range addrs {
+		eventually(t, 10*time.Second, "laptop server on "+a, func() error {
+			r := laptop(t, "curl", "-sS", "-m", "1", "http://"+a+"/")
+			if r.Code != 0 {
+				return fmt.Errorf("%s", r.Stderr)
+			}
+			return nil
+		})
+	}
+	_ = p
+}
+
+func testappBin(t *testing.T) string {
+	return envOr("KT_TESTAPP_BIN", strings.TrimSuffix(ktBin, "kubectl-kt")+"testapp")
+}
+
+// fromPod requests url from the client pod and returns the body.
+func fromPod(t *testing.T, url string) result {
+	t.Helper()
+	return inCluster(t, "timeout 40 wget -qO- '"+url+"'")
+}
+
+// eventuallyFromPod waits until a request from the client pod answers with want.
+func eventuallyFromPod(t *testing.T, url, want string) {
+	t.Helper()
+	// CoreDNS caches headless answers for up to 30 s, so a switch back can take that long.
+	eventually(t, 45*time.Second, "GET "+url+" from a pod answers "+want, func() error {
+		if r := fromPod(t, url); !strings.Contains(r.Stdout, want) {
+			return fmt.Errorf("got %q %s", r.Stdout, r.Stderr)
+		}
+		return nil
+	})
+}
+
+func startExchange(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := startKt(t, append([]string{"-n", testNamespace, "exchange", "--shadow-expire-after", "15s"}, args...)...)
+	p.WaitFor("Exchanged service", 60*time.Second)
+	return p
+}
+
+func stopExchange(t *testing.T, p *proc) {
+	t.Helper()
+	if code := p.Stop(syscall.SIGINT, 60*time.Second); code != 0 {
+		t.Errorf("exchange exited %d after SIGINT:\n%s", code, p.Output())
+	}
+	if !strings.Contains(p.Output(), "Restored service") {
+		t.Errorf("exchange did not report restoring:\n%s", p.Output())
+	}
+}
+
+func scale(t *testing.T, kind, name string, n int) {
+	t.Helper()
+	kubectl(t, "-n", testNamespace, "scale", kind+"/"+name, fmt.Sprintf("--replicas=%d", n))
+	if n > 0 {
+		kubectl(t, "-n", testNamespace, "rollout", "status", kind+"/"+name, "--timeout=90s")
+	}
+}
+
+func TestExchange(t *testing.T) {
+	nothingLeftBehind(t)
+	laptopServer(t, "laptop", "127.0.0.1:8080")
+	svc, _ := client.CoreV1().Services(testNamespace).Get(context.Background(), "web", metav1.GetOptions{})
+	for _, replicas := range []int{0, 3, 1} {
+		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
+			scale(t, "deploy", "web", replicas)
+			p := startExchange(t, "web", "--expose", "8080:80")
+			for _, u := range []string{"http://web/by-name", "http://web." + testNamespace + ".svc.cluster.local/fqdn", "http://" + svc.Spec.ClusterIP + "/by-ip"} {
+				if r := fromPod(t, u); !strings.Contains(r.Stdout, "echo from laptop") {
+					t.Errorf("GET %s from a pod while exchanged:\n%s", u, r)
+				}
+			}
+			if replicas == 1 {
+				t.Run("streaming response", func(t *testing.T) {
+					r := fromPod(t, "http://web/stream?n=20")
+					if strings.Count(r.Stdout, "from laptop") != 20 {
+						t.Errorf("stream through exchange:\n%s", r)
+					}
+				})
+				t.Run("WebSocket", func(t *testing.T) {
+					r := inCluster(t, "/testapp wsclient web:80 one two three")
+					if strings.Count(r.Stdout, "ws-echo laptop:") != 3 {
+						t.Errorf("websocket through exchange:\n%s", r)
+					}
+				})
+				t.Run("long-lived idle connection", func(t *testing.T) {
+					r := fromPod(t, "http://web/slow?d=25s")
+					if !strings.Contains(r.Stdout, "slow 25s from laptop") {
+						t.Errorf("a 25 s request through exchange:\n%s", r)
+					}
+				})
+				t.Run("shadow deleted mid-exchange", func(t *testing.T) {
+					pods, _ := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + wire.RoleExchange})
+					if len(pods.Items) != 1 {
+						t.Fatalf("want one exchange shadow, got %d", len(pods.Items))
+					}
+					kubectl(t, "-n", testNamespace, "delete", "pod", pods.Items[0].Name, "--wait=false")
+					t0 := time.Now()
+					eventually(t, 10*time.Second, "exchange recovers", func() error {
+						if r := inCluster(t, "timeout 2 wget -qO- http://web/recovered"); !strings.Contains(r.Stdout, "echo from laptop") {
+							return fmt.Errorf("%q %s", r.Stdout, r.Stderr)
+						}
+						return nil
+					})
+					t.Logf("recovered in %s", time.Since(t0).Round(10*time.Millisecond))
+				})
+			}
+			stopExchange(t, p)
+			if replicas > 0 {
+				eventuallyFromPod(t, "http://web/restored", "echo from web-")
+			}
+		})
+	}
+}
+
+func TestExchangeMultiPortNamed(t *testing.T) {
+	nothingLeftBehind(t)
+	laptopServer(t, "laptop-main", "127.0.0.1:18080")
+	laptopServer(t, "laptop-admin", "127.0.0.1:18081")
+	// REMOTE by name (main is a named target port) and by target port number
+	p := startExchange(t, "svc/multi", "--expose", "18080:main,18081:8081")
+	if r := fromPod(t, "http://multi:80/"); !strings.Contains(r.Stdout, "echo from laptop-main") {
+		t.Errorf("port 80:\n%s", r)
+	}
+	if r := fromPod(t, "http://multi:81/"); !strings.Contains(r.Stdout, "echo from laptop-admin") {
+		t.Errorf("port 81:\n%s", r)
+	}
+	stopExchange(t, p)
+	eventuallyFromPod(t, "http://multi:81/", "echo from multi-")
+}
+
+func TestExchangeScaleMode(t *testing.T) {
+	nothingLeftBehind(t)
+	laptopServer(t, "laptop", "127.0.0.1:8080")
+	p := startExchange(t, "deploy/multi", "--expose", "8080:main", "--mode", "scale")
+	d, _ := client.AppsV1().Deployments(testNamespace).Get(context.Background(), "multi", metav1.GetOptions{})
+	if *d.Spec.Replicas != 0 {
+		t.Errorf("scale mode left %d replicas", *d.Spec.Replicas)
+	}
+	eventuallyFromPod(t, "http://multi/scaled", "echo from laptop")
+	stopExchange(t, p)
+	d, _ = client.AppsV1().Deployments(testNamespace).Get(context.Background(), "multi", metav1.GetOptions{})
+	if *d.Spec.Replicas != 2 || d.Status.ReadyReplicas != 2 || d.Annotations[wire.UndoAnnotation] != "" {
+		t.Errorf("after scale mode: replicas %d ready %d annotations %v", *d.Spec.Replicas, d.Status.ReadyReplicas, d.Annotations)
+	}
+	eventuallyFromPod(t, "http://multi/back", "echo from multi-")
+}
+
+func TestExchangeStatefulSet(t *testing.T) {
+	nothingLeftBehind(t)
+	laptopServer(t, "laptop-db", "127.0.0.1:8080")
+	p := startExchange(t, "sts/db", "--expose", "8080")
+	eventuallyFromPod(t, "http://db:8080/sts", "echo from laptop-db")
+	stopExchange(t, p)
+	eventuallyFromPod(t, "http://db:8080/sts", "echo from db-0")
+}
+
+func TestExchangeLock(t *testing.T) {
+	nothingLeftBehind(t)
+	laptopServer(t, "laptop", "127.0.0.1:8080")
+	p := startExchange(t, "web", "--expose", "8080:80")
+	r := kt(t, "-n", testNamespace, "exchange", "web", "--expose", "8080:80")
+	if r.Code != 1 || !strings.Contains(r.Stderr, "is exchanged by") || !strings.Contains(r.Stderr, "@") {
+		t.Errorf("second exchange of a locked Service:\n%s", r)
+	}
+	stopExchange(t, p)
+}
+
+func TestExchangeSIGKILL(t *testing.T) {
+	laptopServer(t, "laptop", "127.0.0.1:8080")
+	t.Run("the shadow restores the Service by itself", func(t *testing.T) {
+		nothingLeftBehind(t)
+		p := startKt(t, "-n", testNamespace, "exchange", "web", "--expose", "8080:80", "--shadow-expire-after", "10s")
+		p.WaitFor("Exchanged service", 60*time.Second)
+		eventuallyFromPod(t, "http://web/", "echo from laptop")
+		p.Kill()
+		t0 := time.Now()
+		eventually(t, 40*time.Second, "the shadow restores the Service", func() error {
+			svc, err := client.CoreV1().Services(testNamespace).Get(context.Background(), "web", metav1.GetOptions{})
+			if err != nil || svc.Spec.Selector["app"] != "web" || svc.Annotations[wire.LockAnnotation] != "" {
+				return fmt.Errorf("selector %v", svc.Spec.Selector)
+			}
+			return nil
+		})
+		t.Logf("restored by the shadow %s after SIGKILL", time.Since(t0).Round(time.Second))
+		eventuallyFromPod(t, "http://web/", "echo from web-")
+		r := kt(t, "-n", testNamespace, "exchange", "web", "--expose", "8080:80", "--skip-port-checking", "--pod-creation-timeout", "1s")
+		_ = r // a later command works again (the lock is gone); it may time out on the short pod timeout
+		purgeAfter(t)
+	})
+	t.Run("clean restores it", func(t *testing.T) {
+		nothingLeftBehind(t)
+		p := startExchange(t, "web", "--expose", "8080:80")
+		p.Kill()
+		r := kt(t, "-n", testNamespace, "clean", "--threshold", "0s")
+		if r.Code != 0 || !strings.Contains(r.Stdout, "Cleaned service "+testNamespace+"/web") {
+			t.Errorf("clean:\n%s", r)
+		}
+		eventuallyFromPod(t, "http://web/", "echo from web-")
+	})
+}
+
+// purgeAfter waits for kt's pods to go at the end of a subtest whose last command may have left
+// a starting shadow behind.
+func purgeAfter(t *testing.T) {
+	t.Helper()
+	kt(t, "-n", testNamespace, "clean", "--threshold", "0s")
+}
+
+func TestRecover(t *testing.T) {
+	nothingLeftBehind(t)
+	r := kt(t, "-n", testNamespace, "recover", "no-such-service")
+	if r.Code != 1 || !strings.Contains(r.Stderr, "not found") || strings.Contains(r.Stderr, "panic") {
+		t.Errorf("recover of a missing Service:\n%s", r)
+	}
+	laptopServer(t, "laptop", "127.0.0.1:8080")
+	p := startExchange(t, "web", "--expose", "8080:80")
+	p.Kill()
+	r = kt(t, "-n", testNamespace, "recover", "web")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "restored") {
+		t.Errorf("recover web:\n%s", r)
+	}
+	eventuallyFromPod(t, "http://web/", "echo from web-")
+}
+
+func TestExchangeBadInput(t *testing.T) {
+	nothingLeftBehind(t)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"web"}, 2, "--expose is required"},
+		{[]string{"web", "--expose", "8080:80:1"}, 2, "not LOCAL:REMOTE"},
+		{[]string{"web", "--expose", "abc"}, 2, "not a number"},
+		{[]string{"web", "--expose", "70000"}, 2, "from 1 to 65535"},
+		{[]string{"web", "--expose", "8080", "--mode", "ephemeral"}, 2, "ephemeral"},
+		{[]string{"web", "--expose", "8080:999", "--skip-port-checking"}, 1, "no port, target port or port name"},
+		{[]string{"pod/x", "--expose", "8080"}, 1, "exchange takes svc/NAME"},
+		{[]string{"nosuch", "--expose", "8080"}, 1, "not found"},
+		{[]string{"web", "--expose", "18999:80"}, 1, "nothing listens on localhost:18999"},
+	} {
+		r := kt(t, append([]string{"-n", testNamespace, "exchange"}, c.args...)...)
+		lines := strings.Split(strings.TrimSpace(r.Stderr), "\n")
+		if r.Code != c.code || !strings.Contains(lines[len(lines)-1], c.want) {
+			t.Errorf("exchange %v: want exit %d and %q, got:\n%s", c.args, c.code, c.want, r)
+		}
+	}
+}
