@@ -71,13 +71,13 @@ test-unit:
 
 test-e2e: cluster-up build bin/testapp
 	KT_BIN=$(CURDIR)/bin/kubectl-kt KT_IMAGE=$(IMAGE) KT_TESTAPP=$(TESTAPP) \
-	  go test -tags e2e -count=1 -timeout 40m -v ./test/e2e/... 2>&1 | tee $(KT_ROOT)/logs/e2e.log | hack/summarize-go-test.sh
+	  go test -tags e2e -count=1 -timeout 40m -v ./test/e2e 2>&1 | tee $(KT_ROOT)/logs/e2e.log | hack/summarize-go-test.sh
 
 demo: cluster-up build
 	hack/demo.sh
 
 bench: cluster-up build
-	KT_BIN=$(CURDIR)/bin/kubectl-kt go test -tags e2e -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./test/e2e/... | tee $(KT_ROOT)/logs/bench.log
+	KT_BIN=$(CURDIR)/bin/kubectl-kt go test -tags e2e -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./test/e2e | tee $(KT_ROOT)/logs/bench.log
 
 lint:
 	go vet ./...

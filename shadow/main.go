@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,6 +28,12 @@ func main() {
 	fs.DurationVar(&cfg.KeepAlive, "keepalive", 10*time.Second, "interval of SSH keepalives to the client")
 	fs.StringVar(&cfg.ListenIP, "listen-ip", "127.0.0.1", "address of the tunnel services (SSH, SOCKS5, DNS, relay, health)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	routerMode := fs.Bool("router", false, "run as a mesh router instead of a shadow")
+	rcfg := agent.RouterConfig{}
+	fs.StringVar(&rcfg.Service, "service", "", "router: namespace/name of the meshed Service")
+	fs.StringVar(&rcfg.Origin, "origin", "", "router: the Service that selects the original pods")
+	ports := fs.String("ports", "", "router: comma-separated ports to route")
+	fs.DurationVar(&rcfg.MemberExpiry, "member-expiry", 60*time.Second, "router: drop a developer whose heartbeat is older")
 	fs.Parse(os.Args[1:])
 	if *showVersion {
 		fmt.Printf("%s (protocol %d, commit %s)\n", version.Version, wire.ProtocolVersion, version.Commit)
@@ -42,6 +50,24 @@ func main() {
 	defer stop()
 	if os.Getpid() == 1 {
 		go reapChildren(ctx)
+	}
+	if *routerMode {
+		for _, p := range strings.Split(*ports, ",") {
+			n, err := strconv.Atoi(p)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "--ports %q: %v\n", *ports, err)
+				os.Exit(2)
+			}
+			rcfg.Ports = append(rcfg.Ports, n)
+		}
+		rcfg.PodName, rcfg.PodNamespace = os.Getenv(wire.EnvPodName), os.Getenv(wire.EnvPodNamespace)
+		if err := agent.RunRouter(ctx, rcfg); err != nil {
+			klog.ErrorS(err, "router failed")
+			klog.Flush()
+			os.Exit(1)
+		}
+		klog.Flush()
+		return
 	}
 	if err := agent.Run(ctx, cfg); err != nil {
 		klog.ErrorS(err, "agent failed")

@@ -26,7 +26,8 @@ type SelfRestore struct {
 
 // CreateSelfRestore creates the identity for the shadow pod podName restoring Service svc.
 // Lacking permission to create Roles, it returns an error the caller may treat as a warning.
-func CreateSelfRestore(ctx context.Context, client kubernetes.Interface, ns, podName, svc, session string) (*SelfRestore, error) {
+// deletable names Services the shadow may also delete (a mesh router's origin Service).
+func CreateSelfRestore(ctx context.Context, client kubernetes.Interface, ns, podName, svc, session string, deletable ...string) (*SelfRestore, error) {
 	meta := metav1.ObjectMeta{Name: podName, Namespace: ns, Labels: map[string]string{
 		wire.ManagedByLabel: wire.ManagedBy, wire.SessionLabel: session, wire.RoleLabel: "self-restore"}}
 	sr := &SelfRestore{Namespace: ns, Name: podName, client: client}
@@ -37,6 +38,9 @@ func CreateSelfRestore(ctx context.Context, client kubernetes.Interface, ns, pod
 		{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: []string{svc}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{""}, Resources: []string{"pods"}, ResourceNames: []string{podName}, Verbs: []string{"delete"}},
 	}}
+	if len(deletable) > 0 {
+		role.Rules = append(role.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: deletable, Verbs: []string{"delete"}})
+	}
 	if _, err := client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		sr.Delete(context.WithoutCancel(ctx))
 		return nil, Explain(err, "create", "roles", ns)

@@ -29,9 +29,9 @@ func (e *LockedError) Error() string {
 		time.Since(e.Lock.Heartbeat).Round(time.Second), StaleAfter, e.Service)
 }
 
-// updateService applies mutate to the Service with optimistic concurrency, retrying on
+// UpdateService applies mutate to the Service with optimistic concurrency, retrying on
 // conflicts.
-func updateService(ctx context.Context, client kubernetes.Interface, ns, name string, mutate func(*corev1.Service) (bool, error)) (*corev1.Service, error) {
+func UpdateService(ctx context.Context, client kubernetes.Interface, ns, name string, mutate func(*corev1.Service) (bool, error)) (*corev1.Service, error) {
 	var out *corev1.Service
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		svc, err := client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
@@ -56,7 +56,7 @@ func updateService(ctx context.Context, client kubernetes.Interface, ns, name st
 // with a *LockedError; one whose heartbeat is older than StaleAfter is taken over and
 // returned (with the Service restored from the old session's change first).
 func LockService(ctx context.Context, client kubernetes.Interface, ns, name string, l wire.Lock) (prev *wire.Lock, svc *corev1.Service, err error) {
-	svc, err = updateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
+	svc, err = UpdateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
 		prev = nil
 		if cur, ok := wire.ServiceLock(s); ok && cur.Session != l.Session {
 			if time.Since(cur.Heartbeat) < StaleAfter {
@@ -75,7 +75,7 @@ func LockService(ctx context.Context, client kubernetes.Interface, ns, name stri
 
 // RedirectService points the Service's selector at sel, recording the original.
 func RedirectService(ctx context.Context, client kubernetes.Interface, ns, name, session string, sel map[string]string) error {
-	_, err := updateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
+	_, err := UpdateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
 		if l, ok := wire.ServiceLock(s); !ok || l.Session != session {
 			return false, fmt.Errorf("service %s/%s lost its lock to another session", ns, name)
 		}
@@ -89,7 +89,7 @@ func RedirectService(ctx context.Context, client kubernetes.Interface, ns, name,
 // Service is not an error: there is nothing to restore.
 func RestoreService(ctx context.Context, client kubernetes.Interface, ns, name, session string) (bool, error) {
 	restored := false
-	_, err := updateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
+	_, err := UpdateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
 		changed, err := wire.RestoreService(s, session)
 		restored = changed
 		return changed, err
@@ -102,7 +102,7 @@ func RestoreService(ctx context.Context, client kubernetes.Interface, ns, name, 
 
 // HeartbeatService refreshes the lock's heartbeat.
 func HeartbeatService(ctx context.Context, client kubernetes.Interface, ns, name, session string) error {
-	_, err := updateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
+	_, err := UpdateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
 		l, ok := wire.ServiceLock(s)
 		if !ok || l.Session != session {
 			return false, fmt.Errorf("service %s/%s is no longer locked by this session", ns, name)
@@ -112,4 +112,47 @@ func HeartbeatService(ctx context.Context, client kubernetes.Interface, ns, name
 		return true, nil
 	})
 	return err
+}
+
+// WaitEndpoints waits until the Service's ready endpoints are exactly the given pod IPs, so
+// that a switched selector has reached the endpoint controller (kube-proxy follows within
+// about a second).
+func WaitEndpoints(ctx context.Context, client kubernetes.Interface, ns, name string, ips []string, timeout time.Duration) error {
+	want := map[string]bool{}
+	for _, ip := range ips {
+		want[ip] = true
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		slices, err := client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + name})
+		if err == nil {
+			got := map[string]bool{}
+			for _, s := range slices.Items {
+				for _, ep := range s.Endpoints {
+					if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
+						for _, a := range ep.Addresses {
+							got[a] = true
+						}
+					}
+				}
+			}
+			if len(got) == len(want) {
+				same := true
+				for a := range got {
+					same = same && want[a]
+				}
+				if same {
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("service %s/%s does not point at the shadow after %s (endpoints not updated)", ns, name, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -39,6 +39,8 @@ type ShadowSpec struct {
 	RestoreService string
 	RestoreSession string // the session whose change to RestoreService the agent may undo
 	ServiceAccount string
+	// Args replaces the agent's arguments (the mesh router's).
+	Args []string
 	// Owner, when set, becomes the pod's controller reference: no workload controller adopts
 	// a pod that already has one.
 	OwnerRef *metav1.OwnerReference
@@ -120,6 +122,9 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	if s.Args != nil {
+		c.Args = s.Args
 	}
 	lowPort := false
 	for _, p := range s.ForwardPorts {

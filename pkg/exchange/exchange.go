@@ -67,7 +67,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	if !cfg.SkipPortChecking {
-		if err := checkLocal(ports); err != nil {
+		if err := CheckLocal(ports); err != nil {
 			return err
 		}
 	}
@@ -126,7 +126,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	case <-ctx.Done():
 		return nil
 	}
-	if _, err := cluster.WaitRunning(ctx, cfg.Client, ns, sess.Pod.Name, cfg.Pod.PodCreationTimeout, true); err != nil {
+	readyPod, err := cluster.WaitRunning(ctx, cfg.Client, ns, sess.Pod.Name, cfg.Pod.PodCreationTimeout, true)
+	if err != nil {
 		return err
 	}
 	switch cfg.Mode {
@@ -142,6 +143,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			_, err := cluster.RestoreService(ctx, cfg.Client, ns, svcName, lockID)
 			return err
 		})
+	}
+	if err := cluster.WaitEndpoints(ctx, cfg.Client, ns, svcName, []string{readyPod.Status.PodIP}, 60*time.Second); err != nil {
+		return err
 	}
 	var desc []string
 	for _, p := range ports {
@@ -174,8 +178,8 @@ func modeName(m string) string {
 	return m
 }
 
-// checkLocal fails unless something listens on each local port.
-func checkLocal(ports []PortMap) error {
+// CheckLocal fails unless something listens on each local port.
+func CheckLocal(ports []PortMap) error {
 	for _, p := range ports {
 		c, err := net.DialTimeout("tcp", session.LocalAddr(p.Local), time.Second)
 		if err != nil {

@@ -72,7 +72,8 @@ func RedirectService(svc *corev1.Service, sel map[string]string) {
 func RestoreService(svc *corev1.Service, session string) (bool, error) {
 	l, locked := ServiceLock(svc)
 	undoStr, hasUndo := svc.Annotations[UndoAnnotation]
-	if !locked && !hasUndo {
+	_, meshed := svc.Annotations[MeshAnnotation]
+	if !locked && !hasUndo && !meshed {
 		return false, nil
 	}
 	if session != "" && locked && l.Session != session {
@@ -87,6 +88,7 @@ func RestoreService(svc *corev1.Service, session string) (bool, error) {
 	}
 	delete(svc.Annotations, UndoAnnotation)
 	delete(svc.Annotations, LockAnnotation)
+	delete(svc.Annotations, MeshAnnotation)
 	if len(svc.Annotations) == 0 {
 		svc.Annotations = nil
 	}

@@ -29,7 +29,7 @@ func startConnect(t *testing.T, args ...string) *proc {
 }
 
 // stopClean stops a connect with SIGINT and expects a clean exit.
-func stopClean(t *testing.T, p *proc) {
+func stopClean(t testing.TB, p *proc) {
 	t.Helper()
 	if code := p.Stop(syscall.SIGINT, 30*time.Second); code != 0 {
 		t.Errorf("connect exited %d after SIGINT:\n%s", code, p.Output())

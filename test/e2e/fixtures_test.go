@@ -112,6 +112,8 @@ spec:
 
 func setupFixtures(ctx context.Context) error {
 	y := strings.ReplaceAll(fixturesYAML, "TESTAPP", testapp)
+	// Services an earlier, killed run left changed are restored first, as a user would.
+	exec.CommandContext(ctx, ktBin, "--kubeconfig", hostKubeconfig, "clean", "-A", "--threshold", "0s").Run()
 	// The client pod runs testapp's tools: recreate it so it runs the image just built.
 	kubectlCtx(ctx, "", "-n", testNamespace, "delete", "pod", clientPodName, "--ignore-not-found", "--grace-period=0", "--force")
 	if out, err := kubectlCtx(ctx, y, "apply", "-f", "-"); err != nil {

@@ -195,8 +195,10 @@ func nothingLeftBehind(t *testing.T) {
 	})
 }
 
-// purgeKtObjects force-deletes kt's pods and Services everywhere.
+// purgeKtObjects restores what kt changed (as a user would, with clean) and force-deletes
+// kt's pods and Services everywhere.
 func purgeKtObjects(t testing.TB) {
+	runCmd(t, time.Minute, ktBin, "--kubeconfig", hostKubeconfig, "clean", "-A", "--threshold", "0s")
 	sel := wire.ManagedByLabel + "=" + wire.ManagedBy
 	kubectl(t, "delete", "pods,services,deployments", "-A", "-l", sel, "--grace-period=0", "--force", "--wait=true")
 }

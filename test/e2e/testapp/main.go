@@ -3,6 +3,7 @@
 //
 //	testapp serve [-http :8080[,:8081]] [-udp :9090] [-name NAME]
 //	testapp wsclient HOST:PORT MESSAGE...   (prints each echoed message)
+//	testapp load -url URL [-n N] [-c C] [-newconn] [-get-bytes]   (prints one JSON line)
 //	testapp sleep
 package main
 
@@ -22,6 +23,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -38,6 +40,8 @@ func main() {
 		if err := wsClient(os.Args[2], os.Args[3:]); err != nil {
 			log.Fatal(err)
 		}
+	case "load":
+		load(os.Args[2:])
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
@@ -272,4 +276,76 @@ func wsClient(hostport string, msgs []string) error {
 	}
 	c.Write([]byte{0x88, 0x80, 0, 0, 0, 0})
 	return nil
+}
+
+// load sends n requests to url with c workers and prints latency percentiles and throughput
+// as JSON. -newconn opens a new TCP connection for every request.
+func load(args []string) {
+	fs := flag.NewFlagSet("load", flag.ExitOnError)
+	url := fs.String("url", "", "URL")
+	n := fs.Int("n", 200, "requests")
+	c := fs.Int("c", 1, "concurrent workers")
+	newConn := fs.Bool("newconn", false, "a new connection per request")
+	fs.Parse(args)
+	tr := &http.Transport{DisableKeepAlives: *newConn, MaxIdleConnsPerHost: *c, DisableCompression: true}
+	hc := &http.Client{Transport: tr, Timeout: 5 * time.Minute}
+	type res struct {
+		d     time.Duration
+		bytes int64
+		err   error
+	}
+	jobs := make(chan int, *n)
+	for i := 0; i < *n; i++ {
+		jobs <- i
+	}
+	close(jobs)
+	results := make(chan res, *n)
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < *c; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				s := time.Now()
+				resp, err := hc.Get(*url)
+				var b int64
+				if err == nil {
+					b, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				results <- res{time.Since(s), b, err}
+			}
+		}()
+	}
+	wg.Wait()
+	total := time.Since(t0)
+	close(results)
+	var ds []time.Duration
+	var bytes int64
+	errs := 0
+	var firstErr string
+	for r := range results {
+		if r.err != nil {
+			errs++
+			if firstErr == "" {
+				firstErr = r.err.Error()
+			}
+			continue
+		}
+		ds = append(ds, r.d)
+		bytes += r.bytes
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	pct := func(p float64) float64 {
+		if len(ds) == 0 {
+			return 0
+		}
+		return float64(ds[int(p*float64(len(ds)-1))].Microseconds()) / 1000
+	}
+	fmt.Printf(`{"n":%d,"errors":%d,"p50_ms":%.3f,"p99_ms":%.3f,"seconds":%.3f,"mib_per_s":%.2f,"first_error":%q}`+"\n",
+		len(ds), errs, pct(0.5), pct(0.99), total.Seconds(), float64(bytes)/(1<<20)/total.Seconds(), firstErr)
 }

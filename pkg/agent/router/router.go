@@ -1,0 +1,195 @@
+// Package router is the agent's mesh router: it takes a Service's traffic and sends each
+// request whose header matches a developer's mark to that developer's shadow, and every other
+// request to the original pods. HTTP/1.1 (keep-alive, WebSocket upgrades, streaming), HTTP/2
+// cleartext and gRPC are routed per request; TLS cannot be read, so it passes through to the
+// original pods.
+package router
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// Router routes requests for a set of ports.
+type Router struct {
+	// Origin is the host of the Service that selects the original pods.
+	Origin string
+
+	mu      sync.RWMutex
+	members []wire.MeshMember
+
+	h1 *http.Transport
+	h2 *http2.Transport
+}
+
+// New returns a router that sends unmarked requests to origin.
+func New(origin string) *Router {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &Router{
+		Origin: origin,
+		h1: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+			DisableCompression: true, ForceAttemptHTTP2: false},
+		h2: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		}},
+	}
+}
+
+// SetMembers replaces the routes.
+func (r *Router) SetMembers(m []wire.MeshMember) {
+	r.mu.Lock()
+	r.members = m
+	r.mu.Unlock()
+}
+
+// Members returns the routes.
+func (r *Router) Members() []wire.MeshMember {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.members
+}
+
+// backend picks where a request goes: the first member whose mark it carries, else the origin.
+func (r *Router) backend(h http.Header, port int) (string, string) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, m := range r.members {
+		if h.Get(m.Key) == m.Value && m.Shadow != "" {
+			return net.JoinHostPort(m.Shadow, strconv.Itoa(port)), m.Owner
+		}
+	}
+	return net.JoinHostPort(r.Origin, strconv.Itoa(port)), ""
+}
+
+type transport struct{ r *Router }
+
+func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.ProtoMajor == 2 {
+		return t.r.h2.RoundTrip(req)
+	}
+	return t.r.h1.RoundTrip(req)
+}
+
+// Handler returns the HTTP handler for one port (HTTP/1.1 and h2c).
+func (r *Router) Handler(port int) http.Handler {
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			host, _ := r.backend(pr.In.Header, port)
+			pr.SetURL(&url.URL{Scheme: "http", Host: host})
+			pr.Out.Host = pr.In.Host
+			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"] // leave as the client sent it
+		},
+		Transport:     transport{r},
+		FlushInterval: -1, // stream: server-sent events, gRPC streams
+		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+			klog.V(1).InfoS("router: upstream failed", "port", port, "err", err)
+			w.WriteHeader(http.StatusBadGateway)
+		},
+	}
+	return h2c.NewHandler(rp, &http2.Server{})
+}
+
+// Serve accepts on l: TLS connections pass through to the origin untouched, the rest are
+// served as HTTP.
+func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
+	hs := &http.Server{Handler: r.Handler(port), ReadHeaderTimeout: 30 * time.Second}
+	pl := &peekListener{Listener: l, conns: make(chan net.Conn), done: make(chan struct{})}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(pl.done)
+				return
+			}
+			go func() {
+				br := bufio.NewReader(c)
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				b, err := br.Peek(1)
+				c.SetReadDeadline(time.Time{})
+				if err != nil {
+					c.Close()
+					return
+				}
+				pc := &peekedConn{Conn: c, r: br}
+				if b[0] == 0x16 { // a TLS handshake record
+					r.passthrough(pc, port)
+					return
+				}
+				select {
+				case pl.conns <- pc:
+				case <-pl.done:
+					c.Close()
+				}
+			}()
+		}
+	}()
+	go func() { <-ctx.Done(); hs.Close() }()
+	err := hs.Serve(pl)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// passthrough copies a connection to the origin byte for byte.
+func (r *Router) passthrough(c net.Conn, port int) {
+	defer c.Close()
+	up, err := net.DialTimeout("tcp", net.JoinHostPort(r.Origin, strconv.Itoa(port)), 10*time.Second)
+	if err != nil {
+		return
+	}
+	defer up.Close()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
+	go func() { io.Copy(c, up); done <- struct{}{} }()
+	<-done
+	<-done
+}
+
+type peekListener struct {
+	net.Listener
+	conns chan net.Conn
+	done  chan struct{}
+}
+
+func (l *peekListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+type peekedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// String describes the routes, for logs.
+func (r *Router) String() string {
+	s := fmt.Sprintf("origin %s", r.Origin)
+	for _, m := range r.Members() {
+		s += fmt.Sprintf("; %s=%s → %s (%s)", m.Key, m.Value, m.Shadow, m.Owner)
+	}
+	return s
+}

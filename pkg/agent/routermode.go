@@ -1,0 +1,150 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/agent/router"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// RouterConfig configures the agent in its mesh-router role.
+type RouterConfig struct {
+	Service      string // namespace/name of the meshed Service
+	Origin       string // name of the Service selecting the original pods
+	Ports        []int
+	PodName      string
+	PodNamespace string
+	// MemberExpiry drops a developer whose heartbeat is older; once none is left for this
+	// long, the router restores the Service and deletes itself.
+	MemberExpiry time.Duration
+	Poll         time.Duration
+}
+
+// RunRouter routes the Service's traffic until the last developer is gone.
+func RunRouter(ctx context.Context, cfg RouterConfig) error {
+	ns, name, ok := strings.Cut(cfg.Service, "/")
+	if !ok {
+		return fmt.Errorf("--service %q: want namespace/name", cfg.Service)
+	}
+	if cfg.Poll == 0 {
+		cfg.Poll = time.Second
+	}
+	api, err := newInCluster()
+	if err != nil {
+		return err
+	}
+	r := router.New(cfg.Origin + "." + ns + ".svc")
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, p := range cfg.Ports {
+		l, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(p)))
+		if err != nil {
+			return fmt.Errorf("router: listen on %d: %w", p, err)
+		}
+		wg.Add(1)
+		go func(p int) {
+			defer wg.Done()
+			if err := r.Serve(ctx, l, p); err != nil {
+				klog.ErrorS(err, "router: serve", "port", p)
+			}
+		}(p)
+	}
+	klog.InfoS("mesh router ready", "service", cfg.Service, "origin", cfg.Origin, "ports", cfg.Ports)
+	path := "/api/v1/namespaces/" + ns + "/services/" + name
+	emptySince := time.Now()
+	t := time.NewTicker(cfg.Poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		var svc corev1.Service
+		if err := api.do(ctx, http.MethodGet, path, nil, &svc); err != nil {
+			klog.V(1).InfoS("router: read service", "err", err)
+			continue
+		}
+		m, ok := wire.GetMesh(&svc)
+		if !ok || m.Router != cfg.PodName {
+			klog.InfoS("the service is no longer meshed through this router; exiting")
+			api.deleteSelf(ctx, cfg)
+			return nil
+		}
+		live := m.Live(cfg.MemberExpiry)
+		r.SetMembers(live)
+		if len(live) > 0 {
+			emptySince = time.Now()
+		}
+		if len(live) < len(m.Members) {
+			klog.InfoS("router: dropping developers whose heartbeat stopped", "left", len(m.Members)-len(live))
+			api.updateService(ctx, path, func(s *corev1.Service) bool {
+				cur, ok := wire.GetMesh(s)
+				if !ok {
+					return false
+				}
+				cur.Members = cur.Live(cfg.MemberExpiry)
+				wire.SetMesh(s, cur)
+				return true
+			})
+		}
+		if len(live) == 0 && time.Since(emptySince) > cfg.MemberExpiry {
+			klog.InfoS("router: every developer is gone; restoring the service")
+			l, _ := wire.ServiceLock(&svc)
+			session := ""
+			if l != nil {
+				session = l.Session
+			}
+			if err := restoreService(ctx, api, cfg.Service, session); err != nil {
+				klog.ErrorS(err, "router: restore; run 'kubectl kt clean'")
+				continue
+			}
+			api.do(ctx, http.MethodDelete, "/api/v1/namespaces/"+ns+"/services/"+cfg.Origin, nil, nil)
+			api.deleteSelf(ctx, cfg)
+			return nil
+		}
+	}
+}
+
+func (c *inCluster) deleteSelf(ctx context.Context, cfg RouterConfig) {
+	if cfg.PodName == "" {
+		return
+	}
+	err := c.do(ctx, http.MethodDelete, "/api/v1/namespaces/"+cfg.PodNamespace+"/pods/"+cfg.PodName, map[string]any{"gracePeriodSeconds": 0}, nil)
+	if err != nil {
+		klog.ErrorS(err, "delete my own pod")
+	}
+}
+
+// updateService applies mutate with optimistic concurrency.
+func (c *inCluster) updateService(ctx context.Context, path string, mutate func(*corev1.Service) bool) error {
+	for i := 0; i < 5; i++ {
+		var svc corev1.Service
+		if err := c.do(ctx, http.MethodGet, path, nil, &svc); err != nil {
+			return err
+		}
+		if !mutate(&svc) {
+			return nil
+		}
+		err := c.do(ctx, http.MethodPut, path, &svc, nil)
+		var ae *apiError
+		if errors.As(err, &ae) && ae.code == http.StatusConflict {
+			continue
+		}
+		return err
+	}
+	return fmt.Errorf("update %s: conflicts kept happening", path)
+}

@@ -1,0 +1,470 @@
+// Package mesh sends only the requests that carry a developer's header mark to that
+// developer's machine; everyone else keeps using the cluster's pods. In auto mode a router
+// (the agent in its router role) takes the Service's traffic and routes each request; several
+// developers, each with their own mark, share one router, and the last one out restores the
+// Service. In manual mode only a labelled shadow is started, for a service mesh to route to.
+package mesh
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/exchange"
+	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/session"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// Modes.
+const (
+	ModeAuto   = "auto"
+	ModeManual = "manual"
+)
+
+// Config configures Run.
+type Config struct {
+	RESTConfig       *rest.Config
+	Client           kubernetes.Interface
+	Namespace        string
+	Target           string
+	Expose           []exchange.Expose
+	Mode             string
+	Key, Value       string
+	SkipPortChecking bool
+	RouterImage      string
+	Pod              *cluster.PodOptions
+	Protocol         portforward.Protocol
+	Command          string
+	ErrOut           io.Writer
+}
+
+var keyRE = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
+var valueRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// ParseVersionMark parses --version-mark: VALUE, KEY:, or KEY:VALUE. The default key is
+// "version" and the default value five random letters.
+func ParseVersionMark(s string) (key, value string, err error) {
+	key, value = "version", ""
+	if s != "" {
+		if k, v, ok := strings.Cut(s, ":"); ok {
+			if k != "" {
+				key = k
+			}
+			value = v
+		} else {
+			value = s
+		}
+	}
+	if !keyRE.MatchString(key) {
+		return "", "", fmt.Errorf("--version-mark %q: the header name %q must match [a-z][a-z0-9_-]* (lower case, as gRPC metadata keys are)", s, key)
+	}
+	if value == "" {
+		b := make([]byte, 5)
+		rand.Read(b)
+		for i := range b {
+			b[i] = 'a' + b[i]%26
+		}
+		value = string(b)
+	}
+	if !valueRE.MatchString(value) || len(value) > 63 {
+		return "", "", fmt.Errorf("--version-mark %q: the value %q must be letters, digits, '.', '_' or '-' (at most 63)", s, value)
+	}
+	return key, value, nil
+}
+
+// Run meshes until ctx ends.
+func Run(ctx context.Context, cfg Config) (err error) {
+	t, err := exchange.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
+	if err != nil {
+		return err
+	}
+	if l, ok := wire.ServiceLock(t.Service); ok && l.Role != wire.RoleMesh && time.Since(l.Heartbeat) < cluster.StaleAfter {
+		return &cluster.LockedError{Service: cfg.Namespace + "/" + t.Service.Name, Lock: *l}
+	}
+	ports, _, err := exchange.MapPorts(t.Service, t.Workload, cfg.Expose)
+	if err != nil {
+		return err
+	}
+	if !cfg.SkipPortChecking {
+		if err := exchange.CheckLocal(ports); err != nil {
+			return err
+		}
+	}
+	m := &mesher{cfg: cfg, ns: cfg.Namespace, svc: t.Service, ports: ports, session: cluster.NewSession()}
+	var undo cluster.Undo
+	defer func() {
+		if uerr := undo.Run(60 * time.Second); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("restore: %w; run 'kubectl kt clean'", uerr))
+		} else if err == nil {
+			fmt.Fprintln(cfg.ErrOut, m.goodbye)
+		}
+	}()
+	if cfg.Mode == ModeManual {
+		return m.manual(ctx, &undo)
+	}
+	return m.auto(ctx, &undo)
+}
+
+type mesher struct {
+	cfg     Config
+	ns      string
+	svc     *corev1.Service
+	ports   []exchange.PortMap
+	session string
+	goodbye string
+}
+
+func (m *mesher) forwards() ([]session.Forward, []corev1.ContainerPort) {
+	var fwds []session.Forward
+	var cps []corev1.ContainerPort
+	for _, p := range m.ports {
+		fwds = append(fwds, session.Forward{Remote: int(p.Target), Local: session.LocalAddr(p.Local)})
+		cps = append(cps, corev1.ContainerPort{ContainerPort: p.Target, Name: p.Name})
+	}
+	return fwds, cps
+}
+
+// shadow starts this developer's shadow and serves its forwards in the background.
+func (m *mesher) shadow(ctx context.Context, undo *cluster.Undo, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, <-chan error, error) {
+	fwds, cps := m.forwards()
+	sess, err := session.Start(ctx, m.cfg.RESTConfig, m.cfg.Client, session.Options{
+		ID: m.session, Namespace: m.ns, Role: wire.RoleMesh, Command: m.cfg.Command, Pod: m.cfg.Pod,
+		Protocol: m.cfg.Protocol, Progress: m.cfg.ErrOut, ForwardPorts: cps, Labels: labels, OwnerRef: owner,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	undo.Push("delete shadow "+sess.Pod.Name, func(context.Context) error { return sess.Close() })
+	ready := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		for ctx.Err() == nil {
+			err := sess.ServeForwards(ctx, fwds, m.cfg.ErrOut, func() {
+				select {
+				case <-ready:
+				default:
+					close(ready)
+				}
+			})
+			if ctx.Err() != nil {
+				return
+			}
+			fmt.Fprintf(m.cfg.ErrOut, "Tunnel to the shadow dropped (%v); reconnecting\n", err)
+			time.Sleep(500 * time.Millisecond)
+		}
+	}()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	p, err := cluster.WaitRunning(ctx, m.cfg.Client, m.ns, sess.Pod.Name, m.cfg.Pod.PodCreationTimeout, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	sess.Pod = p
+	return sess, errc, nil
+}
+
+// manual starts a shadow that carries the workload's labels plus KEY=VALUE, for a service
+// mesh's routing rules to select; the Service is not changed.
+func (m *mesher) manual(ctx context.Context, undo *cluster.Undo) error {
+	labels := map[string]string{m.cfg.Key: m.cfg.Value}
+	for k, v := range m.svc.Spec.Selector {
+		labels[k] = v
+	}
+	owner := &metav1.OwnerReference{APIVersion: "v1", Kind: "Service", Name: m.svc.Name, UID: m.svc.UID, Controller: ptr.To(true)}
+	sess, _, err := m.shadow(ctx, undo, labels, owner)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s carries the labels of service %s plus %s=%s; route to pods labelled %s=%s with your service mesh (e.g. an Istio DestinationRule subset). Ctrl-C to stop.\n",
+		m.ns, sess.Pod.Name, m.svc.Name, m.cfg.Key, m.cfg.Value, m.cfg.Key, m.cfg.Value)
+	m.goodbye = "Deleted the shadow"
+	<-ctx.Done()
+	return nil
+}
+
+// auto joins (or creates) the Service's mesh.
+func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
+	created, err := m.join(ctx, undo)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(m.cfg.ErrOut, "Started mesh router for service %s/%s\n", m.ns, m.svc.Name)
+	}
+	sess, _, err := m.shadow(ctx, undo, nil, nil)
+	if err != nil {
+		return err
+	}
+	member := wire.MeshMember{Owner: cluster.Owner(), Session: m.session, Key: m.cfg.Key, Value: m.cfg.Value, Shadow: sess.Pod.Status.PodIP, Heartbeat: time.Now().UTC()}
+	if err := m.update(ctx, func(st *wire.MeshState) error {
+		for _, o := range st.Live(cluster.StaleAfter) {
+			if strings.EqualFold(o.Key, member.Key) && o.Value == member.Value && o.Session != m.session {
+				return fmt.Errorf("the mark %s: %s is already used by %s on service %s; choose another --version-mark", o.Key, o.Value, o.Owner, m.svc.Name)
+			}
+		}
+		st.Members = append(st.Members, member)
+		return nil
+	}); err != nil {
+		return err
+	}
+	// Pushed last, so it runs first on exit: leave, and restore everything if nobody is left.
+	undo.Push("leave the mesh of "+m.svc.Name, func(ctx context.Context) error { return m.leave(ctx) })
+	fmt.Fprintf(m.cfg.ErrOut, "Meshed service %s/%s: requests with header '%s: %s' go to this machine (%s); all others go to the original pods. Ctrl-C to stop.\n",
+		m.ns, m.svc.Name, m.cfg.Key, m.cfg.Value, describe(m.ports))
+	if m.svcHasTLS() {
+		fmt.Fprintln(m.cfg.ErrOut, "note: TLS connections cannot be routed by header; the router passes them through to the original pods")
+	}
+	hb := time.NewTicker(10 * time.Second)
+	defer hb.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hb.C:
+			err := m.update(ctx, func(st *wire.MeshState) error {
+				for i := range st.Members {
+					if st.Members[i].Session == m.session {
+						st.Members[i].Heartbeat = time.Now().UTC()
+						st.Members[i].Shadow = sess.Pod.Status.PodIP
+						return nil
+					}
+				}
+				st.Members = append(st.Members, member) // dropped while we were unreachable: rejoin
+				return nil
+			})
+			if err != nil && ctx.Err() == nil {
+				fmt.Fprintf(m.cfg.ErrOut, "warning: heartbeat: %v\n", err)
+			}
+		}
+	}
+}
+
+func (m *mesher) svcHasTLS() bool {
+	for _, p := range m.svc.Spec.Ports {
+		if p.Port == 443 || strings.Contains(strings.ToLower(p.Name), "https") || strings.Contains(strings.ToLower(p.Name), "tls") {
+			return true
+		}
+	}
+	return false
+}
+
+func describe(ports []exchange.PortMap) string {
+	var s []string
+	for _, p := range ports {
+		s = append(s, fmt.Sprintf("%d→localhost:%d", p.ServicePort, p.Local))
+	}
+	return strings.Join(s, ", ")
+}
+
+// update changes the mesh state of the Service, keeping the lock's heartbeat fresh.
+func (m *mesher) update(ctx context.Context, f func(*wire.MeshState) error) error {
+	_, err := cluster.UpdateService(ctx, m.cfg.Client, m.ns, m.svc.Name, func(s *corev1.Service) (bool, error) {
+		st, ok := wire.GetMesh(s)
+		if !ok {
+			return false, fmt.Errorf("service %s/%s is no longer meshed (it was restored by someone else)", m.ns, m.svc.Name)
+		}
+		if err := f(st); err != nil {
+			return false, err
+		}
+		wire.SetMesh(s, st)
+		if l, ok := wire.ServiceLock(s); ok {
+			l.Heartbeat = time.Now().UTC()
+			wire.SetServiceLock(s, *l)
+		}
+		return true, nil
+	})
+	return err
+}
+
+// join takes the Service's mesh lock, or joins a live mesh. The first developer creates the
+// origin Service and the router and switches the Service to the router.
+func (m *mesher) join(ctx context.Context, undo *cluster.Undo) (created bool, err error) {
+	meshID := cluster.NewSession()
+	routerName := cluster.ShadowName(wire.RoleRouter, meshID)
+	origin := originName(m.svc.Name, meshID)
+	var targets []int32
+	for _, p := range m.svc.Spec.Ports {
+		if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+			targets = append(targets, m.targetOf(p))
+		}
+	}
+	now := time.Now().UTC()
+	_, err = cluster.UpdateService(ctx, m.cfg.Client, m.ns, m.svc.Name, func(s *corev1.Service) (bool, error) {
+		created = false
+		l, locked := wire.ServiceLock(s)
+		if locked && time.Since(l.Heartbeat) < cluster.StaleAfter {
+			if l.Role != wire.RoleMesh {
+				return false, &cluster.LockedError{Service: m.ns + "/" + s.Name, Lock: *l}
+			}
+			if _, ok := wire.GetMesh(s); ok {
+				return false, nil // a live mesh: join it
+			}
+		}
+		if locked {
+			if _, err := wire.RestoreService(s, ""); err != nil { // a stale lock: take over
+				return false, err
+			}
+		}
+		created = true
+		wire.SetServiceLock(s, wire.Lock{Owner: cluster.Owner(), Session: meshID, Role: wire.RoleMesh, Command: m.cfg.Command, Since: now, Heartbeat: now})
+		wire.SetMesh(s, &wire.MeshState{Router: routerName, Origin: origin, Ports: targets})
+		return true, nil
+	})
+	if err != nil || !created {
+		return created, err
+	}
+	cleanup := func(ctx context.Context) error {
+		_, err := cluster.RestoreService(ctx, m.cfg.Client, m.ns, m.svc.Name, meshID)
+		return err
+	}
+	fail := func(err error) (bool, error) {
+		ctx := context.WithoutCancel(ctx)
+		cleanup(ctx)
+		m.cfg.Client.CoreV1().Services(m.ns).Delete(ctx, origin, metav1.DeleteOptions{})
+		cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, routerName)
+		return false, err
+	}
+	// The origin Service selects the original pods on the router's port numbers.
+	osvc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: origin, Namespace: m.ns, Labels: map[string]string{
+			wire.ManagedByLabel: wire.ManagedBy, wire.RoleLabel: "origin", wire.ExchangeLabel: meshID}},
+		Spec: corev1.ServiceSpec{Selector: m.svc.Spec.Selector},
+	}
+	for _, p := range m.svc.Spec.Ports {
+		if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+			osvc.Spec.Ports = append(osvc.Spec.Ports, corev1.ServicePort{Name: p.Name, Port: m.targetOf(p), TargetPort: p.TargetPort})
+		}
+	}
+	if _, err := m.cfg.Client.CoreV1().Services(m.ns).Create(ctx, osvc, metav1.CreateOptions{}); err != nil {
+		return fail(cluster.Explain(err, "create", "services", m.ns))
+	}
+	sr, err := cluster.CreateSelfRestore(ctx, m.cfg.Client, m.ns, routerName, m.svc.Name, meshID, origin)
+	if err != nil {
+		return fail(fmt.Errorf("the mesh router needs a ServiceAccount and Role to restore the Service when everyone is gone: %w", err))
+	}
+	var ps []string
+	var cps []corev1.ContainerPort
+	for _, p := range m.svc.Spec.Ports {
+		if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+			t := m.targetOf(p)
+			ps = append(ps, strconv.Itoa(int(t)))
+			name := ""
+			if p.TargetPort.Type == intstr.String {
+				name = p.TargetPort.StrVal
+			}
+			cps = append(cps, corev1.ContainerPort{ContainerPort: t, Name: name})
+		}
+	}
+	opts := *m.cfg.Pod
+	if m.cfg.RouterImage != "" {
+		opts.Image = m.cfg.RouterImage
+	}
+	pod, err := cluster.ShadowPod(cluster.ShadowSpec{
+		Namespace: m.ns, Role: wire.RoleRouter, Session: meshID, Owner: cluster.Owner(), Command: m.cfg.Command,
+		ForwardPorts: cps, Labels: map[string]string{wire.ExchangeLabel: meshID}, Opts: &opts,
+		RestoreService: m.ns + "/" + m.svc.Name, RestoreSession: meshID, ServiceAccount: sr.Name,
+		Args: []string{"--router", "--service=" + m.ns + "/" + m.svc.Name, "--origin=" + origin, "--ports=" + strings.Join(ps, ","),
+			fmt.Sprintf("--member-expiry=%s", m.cfg.Pod.ExpireAfter)},
+	})
+	if err != nil {
+		sr.Delete(ctx)
+		return fail(err)
+	}
+	pod, err = m.cfg.Client.CoreV1().Pods(m.ns).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		sr.Delete(ctx)
+		return fail(cluster.Explain(err, "create", "pods", m.ns))
+	}
+	sr.OwnBy(ctx, pod)
+	if _, err := cluster.WaitRunning(ctx, m.cfg.Client, m.ns, routerName, m.cfg.Pod.PodCreationTimeout, true); err != nil {
+		return fail(err)
+	}
+	if err := cluster.RedirectService(ctx, m.cfg.Client, m.ns, m.svc.Name, meshID, map[string]string{wire.ExchangeLabel: meshID}); err != nil {
+		return fail(err)
+	}
+	return true, nil
+}
+
+func (m *mesher) targetOf(p corev1.ServicePort) int32 {
+	for _, pm := range m.ports {
+		if pm.ServicePort == p.Port {
+			return pm.Target
+		}
+	}
+	if p.TargetPort.Type == intstr.Int && p.TargetPort.IntVal != 0 {
+		return p.TargetPort.IntVal
+	}
+	return p.Port
+}
+
+func originName(svc, id string) string {
+	n := "kt-origin-" + svc
+	if len(n) > 56 {
+		n = n[:56]
+	}
+	return n + "-" + id[:min(6, len(id))]
+}
+
+// leave removes this developer; the last one out restores the Service and removes the router
+// and the origin Service.
+func (m *mesher) leave(ctx context.Context) error {
+	var last *wire.MeshState
+	var lock *wire.Lock
+	_, err := cluster.UpdateService(ctx, m.cfg.Client, m.ns, m.svc.Name, func(s *corev1.Service) (bool, error) {
+		st, ok := wire.GetMesh(s)
+		if !ok {
+			return false, nil
+		}
+		var keep []wire.MeshMember
+		for _, mm := range st.Live(cluster.StaleAfter) {
+			if mm.Session != m.session {
+				keep = append(keep, mm)
+			}
+		}
+		st.Members = keep
+		if len(keep) > 0 {
+			wire.SetMesh(s, st)
+			m.goodbye = fmt.Sprintf("Left the mesh of service %s/%s; %d other developer(s) still mesh it", m.ns, m.svc.Name, len(keep))
+			return true, nil
+		}
+		last, lock = st, nil
+		if l, ok := wire.ServiceLock(s); ok {
+			lock = l
+		}
+		_, err := wire.RestoreService(s, "")
+		return true, err
+	})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil || last == nil {
+		return err
+	}
+	m.goodbye = fmt.Sprintf("Restored service %s/%s (the last developer left the mesh) and removed its router", m.ns, m.svc.Name)
+	var errs []error
+	if err := m.cfg.Client.CoreV1().Services(m.ns).Delete(ctx, last.Origin, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		errs = append(errs, err)
+	}
+	errs = append(errs, cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, last.Router))
+	_ = lock
+	return errors.Join(errs...)
+}

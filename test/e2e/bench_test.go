@@ -1,0 +1,192 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// loadResult is what `testapp load` prints.
+type loadResult struct {
+	N          int     `json:"n"`
+	Errors     int     `json:"errors"`
+	P50        float64 `json:"p50_ms"`
+	P99        float64 `json:"p99_ms"`
+	Seconds    float64 `json:"seconds"`
+	MiBPerS    float64 `json:"mib_per_s"`
+	FirstError string  `json:"first_error"`
+}
+
+func parseLoad(tb testing.TB, r result) loadResult {
+	tb.Helper()
+	var lr loadResult
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &lr); err != nil {
+		tb.Fatalf("load output: %v\n%s", err, r)
+	}
+	if lr.Errors > 0 {
+		tb.Fatalf("load had %d errors (first: %s)", lr.Errors, lr.FirstError)
+	}
+	return lr
+}
+
+// laptopLoad runs testapp's load generator in the laptop netns.
+func laptopLoad(tb testing.TB, url string, args ...string) loadResult {
+	tb.Helper()
+	return parseLoad(tb, laptop(tb, append([]string{strings.TrimSuffix(ktBin, "kubectl-kt") + "testapp", "load", "-url", url}, args...)...))
+}
+
+// podLoad runs it in the client pod.
+func podLoad(tb testing.TB, url string, args ...string) loadResult {
+	tb.Helper()
+	return parseLoad(tb, inCluster(tb, "/testapp load -url '"+url+"' "+strings.Join(args, " ")))
+}
+
+// median3 runs f three times and returns the median by key.
+func median3(f func() loadResult, key func(loadResult) float64) loadResult {
+	rs := []loadResult{f(), f(), f()}
+	sort.Slice(rs, func(i, j int) bool { return key(rs[i]) < key(rs[j]) })
+	return rs[1]
+}
+
+func vmKiB(tb testing.TB, pid int, field string) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == field+":" {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			return v
+		}
+	}
+	return 0
+}
+
+type table struct {
+	title string
+	rows  [][]string
+}
+
+func (t *table) add(metric, kt, base, ratio, goal string) {
+	t.rows = append(t.rows, []string{metric, kt, base, ratio, goal})
+}
+
+func (t *table) print(tb testing.TB) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n### %s (%s)\n\n| metric | kt | baseline | ratio | goal |\n|---|---|---|---|---|\n", t.title, time.Now().UTC().Format("2006-01-02"))
+	for _, r := range t.rows {
+		fmt.Fprintf(&b, "| %s |\n", strings.Join(r, " | "))
+	}
+	fmt.Print(b.String())
+	os.WriteFile(ktRoot+"/logs/bench-"+strings.ToLower(strings.Fields(t.title)[0])+".md", []byte(b.String()), 0o644)
+}
+
+func webPod(tb testing.TB) (string, string) {
+	pods, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil || len(pods.Items) == 0 {
+		tb.Fatalf("no web pod: %v", err)
+	}
+	return pods.Items[0].Name, pods.Items[0].Status.PodIP
+}
+
+// startPortForward runs kubectl port-forward in the laptop netns: the raw tunnel kt rides on.
+func startPortForward(tb testing.TB, target, ports string) {
+	tb.Helper()
+	p := startProc(tb, "ip", "netns", "exec", laptopNetns, "kubectl", "--kubeconfig", laptopKubecfg, "-n", testNamespace, "port-forward", target, ports)
+	p.WaitFor("Forwarding from", 30*time.Second)
+}
+
+// BenchmarkConnect compares connect with kubectl port-forward to the same pod, side by side.
+func BenchmarkConnect(b *testing.B) {
+	scale(b, "deploy", "web", 1)
+	podName, podIP := webPod(b)
+	startPortForward(b, "pod/"+podName, "18090:8080")
+	pf := "http://127.0.0.1:18090"
+
+	t0 := time.Now()
+	p := startKt(b, "-n", testNamespace, "connect")
+	for laptop(b, "curl", "-sS", "-m", "1", "http://"+podIP+":8080/").Code != 0 {
+		if time.Since(t0) > 60*time.Second {
+			b.Fatalf("connect never answered:\n%s", p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	firstReq := time.Since(t0)
+	kt := "http://" + podIP + ":8080"
+	const single = 512 << 20
+	tput := func(l loadResult) float64 { return l.MiBPerS }
+	s1 := median3(func() loadResult { return laptopLoad(b, fmt.Sprintf("%s/bytes?n=%d", kt, single), "-n", "1") }, tput)
+	s0 := median3(func() loadResult { return laptopLoad(b, fmt.Sprintf("%s/bytes?n=%d", pf, single), "-n", "1") }, tput)
+	p8 := median3(func() loadResult {
+		return laptopLoad(b, fmt.Sprintf("%s/bytes?n=%d", kt, 128<<20), "-n", "8", "-c", "8")
+	}, tput)
+	rss := vmKiB(b, p.cmd.Process.Pid, "VmRSS")
+	hwm := vmKiB(b, p.cmd.Process.Pid, "VmHWM")
+	p80 := median3(func() loadResult {
+		return laptopLoad(b, fmt.Sprintf("%s/bytes?n=%d", pf, 128<<20), "-n", "8", "-c", "8")
+	}, tput)
+	p99 := func(l loadResult) float64 { return l.P99 }
+	l1 := median3(func() loadResult { return laptopLoad(b, kt+"/", "-n", "300", "-newconn") }, p99)
+	l0 := median3(func() loadResult { return laptopLoad(b, pf+"/", "-n", "300", "-newconn") }, p99)
+	stopClean(b, p)
+
+	t := &table{title: "connect vs kubectl port-forward"}
+	t.add("single-flow download (512 MiB), MiB/s", f1(s1.MiBPerS), f1(s0.MiBPerS), f2(s1.MiBPerS/s0.MiBPerS), "≥ 1.0")
+	t.add("8 parallel flows (8×128 MiB), MiB/s", f1(p8.MiBPerS), f1(p80.MiBPerS), f2(p8.MiBPerS/p80.MiBPerS), "≥ 1.0")
+	t.add("new-connection request p50, ms", f2(l1.P50), f2(l0.P50), f2(l1.P50/l0.P50), "≤ 1.2")
+	t.add("new-connection request p99, ms", f2(l1.P99), f2(l0.P99), f2(l1.P99/l0.P99), "≤ 1.2")
+	t.add("connect to first successful request, s", f2(firstReq.Seconds()), "", "", "≤ 3")
+	t.add("client RSS after 8-flow load (peak), MiB", fmt.Sprintf("%s (%s)", f1(rss/1024), f1(hwm/1024)), "", "", "≤ 60")
+	t.print(b)
+	b.ReportMetric(s1.MiBPerS/s0.MiBPerS, "single-flow-ratio")
+	b.ReportMetric(p8.MiBPerS/p80.MiBPerS, "8-flow-ratio")
+	b.ReportMetric(l1.P99/l0.P99, "p99-latency-ratio")
+}
+
+// BenchmarkExchange compares requests through exchange with the same requests to the
+// original pod, and a large response through exchange with kubectl port-forward.
+func BenchmarkExchange(b *testing.B) {
+	tt := b
+	scale(tt, "deploy", "web", 1)
+	podName, podIP := webPod(b)
+	laptopServer(tt, "laptop", "127.0.0.1:8080")
+	p99 := func(l loadResult) float64 { return l.P99 }
+	tput := func(l loadResult) float64 { return l.MiBPerS }
+	l0 := median3(func() loadResult { return podLoad(b, "http://"+podIP+":8080/", "-n", "300", "-newconn") }, p99)
+	startPortForward(b, "pod/"+podName, "18091:8080")
+	const big = 256 << 20
+	d0 := median3(func() loadResult { return laptopLoad(b, fmt.Sprintf("http://127.0.0.1:18091/bytes?n=%d", big), "-n", "1") }, tput)
+
+	t0 := time.Now()
+	p := startKt(b, "-n", testNamespace, "exchange", "web", "--expose", "8080:80")
+	for !strings.Contains(inCluster(b, "timeout 2 wget -qO- http://web/").Stdout, "from laptop") {
+		if time.Since(t0) > 60*time.Second {
+			b.Fatalf("exchange never answered:\n%s", p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	first := time.Since(t0)
+	l1 := median3(func() loadResult { return podLoad(b, "http://web/", "-n", "300", "-newconn") }, p99)
+	d1 := median3(func() loadResult { return podLoad(b, fmt.Sprintf("http://web/bytes?n=%d", big), "-n", "1") }, tput)
+	stopExchange(tt, p)
+
+	t := &table{title: "exchange vs direct"}
+	t.add("request p50 (new connection), ms", f2(l1.P50), f2(l0.P50)+" (pod direct)", f2(l1.P50/l0.P50), "")
+	t.add("request p99 (new connection), ms", f2(l1.P99), f2(l0.P99)+" (pod direct)", f2(l1.P99/l0.P99), "")
+	t.add("256 MiB response, MiB/s", f1(d1.MiBPerS), f1(d0.MiBPerS)+" (port-forward)", f2(d1.MiBPerS/d0.MiBPerS), "")
+	t.add("command to first exchanged request, s", f2(first.Seconds()), "", "", "")
+	t.print(b)
+}
+
+func f1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
