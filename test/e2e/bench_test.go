@@ -165,7 +165,9 @@ func BenchmarkExchange(b *testing.B) {
 	l0 := median3(func() loadResult { return podLoad(b, "http://"+podIP+":8080/", "-n", "300", "-newconn") }, p99)
 	startPortForward(b, "pod/"+podName, "18091:8080")
 	const big = 256 << 20
-	d0 := median3(func() loadResult { return laptopLoad(b, fmt.Sprintf("http://127.0.0.1:18091/bytes?n=%d", big), "-n", "1") }, tput)
+	d0 := median3(func() loadResult {
+		return laptopLoad(b, fmt.Sprintf("http://127.0.0.1:18091/bytes?n=%d", big), "-n", "1")
+	}, tput)
 
 	t0 := time.Now()
 	p := startKt(b, "-n", testNamespace, "exchange", "web", "--expose", "8080:80")
