@@ -13,6 +13,9 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cmd/clean"
 	"github.com/kubectl-kt/kt/pkg/cmd/connect"
 	"github.com/kubectl-kt/kt/pkg/cmd/exchange"
+	"github.com/kubectl-kt/kt/pkg/cmd/forward"
+	"github.com/kubectl-kt/kt/pkg/cmd/mesh"
+	"github.com/kubectl-kt/kt/pkg/cmd/preview"
 	"github.com/kubectl-kt/kt/pkg/cmd/recover"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/cmd/version"
@@ -45,6 +48,9 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 	root.AddCommand(
 		connect.NewCmdConnect(configFlags, streams),
 		exchange.NewCmdExchange(configFlags, streams),
+		mesh.NewCmdMesh(configFlags, streams),
+		preview.NewCmdPreview(configFlags, streams),
+		forward.NewCmdForward(configFlags, streams),
 		recover.NewCmdRecover(configFlags, streams),
 		clean.NewCmdClean(configFlags, streams),
 		version.NewCmdVersion(configFlags, streams),

@@ -99,7 +99,7 @@ func New(dev Device, d Dialer, opts Options) (*Stack, error) {
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
 	})
-	ep := channel.New(1024, uint32(opts.MTU), "")
+	ep := channel.New(512, uint32(opts.MTU), "")
 	// Packets come from the local kernel: their checksums need no second check.
 	ep.LinkEPCapabilities |= stack.CapabilityRXChecksumOffload
 	if err := st.CreateNIC(nicID, ep); err != nil {
@@ -114,9 +114,11 @@ func New(dev Device, d Dialer, opts Options) (*Stack, error) {
 	})
 	sack := tcpip.TCPSACKEnabled(true)
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
-	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	// The far side of the stack is the local kernel: a small window fills the pipe, and the
+	// buffers are the client's main memory cost under load.
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 256 << 10, Max: 1 << 20}
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv)
-	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 256 << 10, Max: 1 << 20}
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
 	mod := tcpip.TCPModerateReceiveBufferOption(true)
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &mod)
@@ -144,7 +146,7 @@ func (s *Stack) Stats() Stats {
 // inbound moves packets from the device into the stack.
 func (s *Stack) inbound() {
 	defer s.wg.Done()
-	batch := max(s.dev.BatchSize(), 1)
+	batch := min(max(s.dev.BatchSize(), 1), 64)
 	bufs := make([][]byte, batch)
 	for i := range bufs {
 		bufs[i] = make([]byte, s.opts.Offset+s.opts.MTU+64)
@@ -188,7 +190,7 @@ func isClosedFile(err error) bool {
 // outbound moves packets from the stack to the device, in batches.
 func (s *Stack) outbound() {
 	defer s.wg.Done()
-	batch := max(s.dev.BatchSize(), 1)
+	batch := min(max(s.dev.BatchSize(), 1), 64)
 	bufs := make([][]byte, 0, batch)
 	store := make([][]byte, batch)
 	for i := range store {
@@ -271,7 +273,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 
 type closeWriter interface{ CloseWrite() error }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // Relay copies both ways until both directions end, passing a half-close on. A failing
 // write on one side closes both.

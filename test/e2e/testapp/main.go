@@ -40,6 +40,10 @@ func main() {
 		if err := wsClient(os.Args[2], os.Args[3:]); err != nil {
 			log.Fatal(err)
 		}
+	case "grpc-serve":
+		grpcServe(os.Args[2:])
+	case "grpc-check":
+		grpcCheck(os.Args[2:])
 	case "load":
 		load(os.Args[2:])
 	case "sleep":

@@ -1,0 +1,80 @@
+// Package forward implements `kubectl kt forward`.
+package forward
+
+import (
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/cmd/usage"
+	"github.com/kubectl-kt/kt/pkg/forward"
+)
+
+// NewCmdForward returns the forward command.
+func NewCmdForward(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
+	cfg := forward.Config{Pod: cluster.NewPodOptions(), Address: "127.0.0.1", ErrOut: streams.ErrOut}
+	cmd := &cobra.Command{
+		Use:   "forward (svc/NAME [LOCAL:]REMOTE | HOST:PORT [LOCAL])",
+		Short: "Forward a local port to a Service, or to any address the cluster reaches",
+		Long: `Forward listens on a local port. For a Service it forwards to a ready pod behind it, and to
+another one when that pod goes away. For HOST:PORT (a name the cluster resolves, or an address
+only reachable from inside it) a shadow pod dials it. Needs no root.`,
+		Example: `  kubectl kt forward svc/web 8080:80
+  kubectl kt forward db.prod.svc.cluster.local:5432 15432
+  kubectl kt forward 10.20.30.40:6379`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Target = args[0]
+			if len(args) == 2 {
+				if forward.IsAddress(cfg.Target) {
+					n, err := strconv.Atoi(args[1])
+					if err != nil || n < 1 || n > 65535 {
+						return usage.Errorf("local port %q is not a number from 1 to 65535", args[1])
+					}
+					cfg.Local = n
+				} else {
+					local, remote, ok := strings.Cut(args[1], ":")
+					if !ok {
+						local, remote = "", args[1]
+					}
+					if local != "" {
+						n, err := strconv.Atoi(local)
+						if err != nil || n < 1 || n > 65535 {
+							return usage.Errorf("local port %q is not a number from 1 to 65535", local)
+						}
+						cfg.Local = n
+					}
+					cfg.Remote = remote
+				}
+			}
+			if err := cfg.Pod.Validate(); err != nil {
+				return usage.Wrap(err)
+			}
+			ns, _, err := f.ToRawKubeConfigLoader().Namespace()
+			if err != nil {
+				return err
+			}
+			rc, err := f.ToRESTConfig()
+			if err != nil {
+				return err
+			}
+			client, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return err
+			}
+			cfg.RESTConfig, cfg.Client, cfg.Namespace = rc, client, ns
+			cfg.Command = "kubectl kt " + strings.Join(os.Args[1:], " ")
+			cmd.SilenceUsage = true
+			return forward.Run(cmd.Context(), cfg)
+		},
+	}
+	cmd.Flags().StringVar(&cfg.Address, "address", cfg.Address, "Local address to listen on.")
+	cfg.Pod.AddFlags(cmd.Flags())
+	return cmd
+}

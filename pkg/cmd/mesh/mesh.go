@@ -1,0 +1,95 @@
+// Package mesh implements `kubectl kt mesh`.
+package mesh
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/cmd/usage"
+	"github.com/kubectl-kt/kt/pkg/exchange"
+	"github.com/kubectl-kt/kt/pkg/mesh"
+)
+
+// Options holds the flags of mesh.
+type Options struct {
+	Expose           string
+	Mode             string
+	VersionMark      string
+	SkipPortChecking bool
+	RouterImage      string
+	Pod              *cluster.PodOptions
+
+	cfg mesh.Config
+	genericiooptions.IOStreams
+}
+
+// NewCmdMesh returns the mesh command.
+func NewCmdMesh(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
+	o := &Options{Mode: mesh.ModeAuto, Pod: cluster.NewPodOptions(), IOStreams: streams}
+	cmd := &cobra.Command{
+		Use:   "mesh (svc/NAME | deploy/NAME | NAME) --expose LOCAL:REMOTE[,…] [--version-mark KEY:VALUE]",
+		Short: "Send only requests with your header mark to this machine; everyone else keeps the cluster's pods",
+		Long: `Mesh routes by header: requests carrying your mark (default header "version" with a random value,
+printed at start) reach the local port; all other requests go to the original pods. Several
+developers can mesh one Service at once, each with their own mark (and even their own header);
+the last one out restores the Service. HTTP/1.1, WebSocket, streaming responses, HTTP/2
+cleartext and gRPC (the mark as metadata) are routed per request; TLS passes through to the
+original pods. --mode manual only starts a shadow labelled KEY=VALUE, for Istio or another mesh.`,
+		Example: `  kubectl kt mesh web --expose 8080:80 --version-mark version:dev1
+  curl -H 'version: dev1' http://web     # from inside the cluster: reaches your laptop`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Validate(); err != nil {
+				return usage.Wrap(err)
+			}
+			ns, _, err := f.ToRawKubeConfigLoader().Namespace()
+			if err != nil {
+				return err
+			}
+			rc, err := f.ToRESTConfig()
+			if err != nil {
+				return err
+			}
+			client, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return err
+			}
+			o.cfg.RESTConfig, o.cfg.Client, o.cfg.Namespace, o.cfg.Target = rc, client, ns, args[0]
+			o.cfg.Mode, o.cfg.SkipPortChecking, o.cfg.RouterImage, o.cfg.Pod = o.Mode, o.SkipPortChecking, o.RouterImage, o.Pod
+			o.cfg.Command = "kubectl kt " + strings.Join(os.Args[1:], " ")
+			o.cfg.ErrOut = o.ErrOut
+			cmd.SilenceUsage = true
+			return mesh.Run(cmd.Context(), o.cfg)
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.Expose, "expose", "", "LOCAL:REMOTE[,…] or PORT: local ports that receive the marked requests (required).")
+	fs.StringVar(&o.Mode, "mode", o.Mode, "auto (a router routes by header) or manual (only a shadow labelled KEY=VALUE).")
+	fs.StringVar(&o.VersionMark, "version-mark", "", "KEY:VALUE, VALUE, or KEY: the header (default key \"version\", default value random).")
+	fs.BoolVar(&o.SkipPortChecking, "skip-port-checking", false, "Do not check that the local ports listen.")
+	fs.StringVar(&o.RouterImage, "router-image", "", "Image of the router (default: the shadow image; it plays both roles).")
+	o.Pod.AddFlags(fs)
+	return cmd
+}
+
+// Validate checks the flags.
+func (o *Options) Validate() error {
+	var err error
+	if o.cfg.Expose, err = exchange.ParseExpose(o.Expose); err != nil {
+		return err
+	}
+	if o.Mode != mesh.ModeAuto && o.Mode != mesh.ModeManual {
+		return fmt.Errorf("--mode %q: use auto or manual", o.Mode)
+	}
+	if o.cfg.Key, o.cfg.Value, err = mesh.ParseVersionMark(o.VersionMark); err != nil {
+		return err
+	}
+	return o.Pod.Validate()
+}

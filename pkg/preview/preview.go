@@ -1,0 +1,153 @@
+// Package preview exposes processes on this machine inside the cluster as a new Service.
+package preview
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/session"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// Port is one exposed port: the Service's Remote reaches localhost:Local.
+type Port struct{ Local, Remote int }
+
+// Config configures Run.
+type Config struct {
+	RESTConfig       *rest.Config
+	Client           kubernetes.Interface
+	Namespace, Name  string
+	Ports            []Port
+	External         bool
+	SkipPortChecking bool
+	Pod              *cluster.PodOptions
+	Protocol         portforward.Protocol
+	Command          string
+	ErrOut           io.Writer
+}
+
+// Run creates the Service and its shadow, serves until ctx ends, and removes both.
+func Run(ctx context.Context, cfg Config) (err error) {
+	if _, err := cfg.Client.CoreV1().Services(cfg.Namespace).Get(ctx, cfg.Name, metav1.GetOptions{}); err == nil {
+		return fmt.Errorf("service %s/%s already exists; choose another name for the preview", cfg.Namespace, cfg.Name)
+	} else if !apierrors.IsNotFound(err) {
+		return cluster.Explain(err, "get", "services", cfg.Namespace)
+	}
+	for _, p := range cfg.Ports {
+		if cfg.SkipPortChecking {
+			break
+		}
+		if err := checkLocal(p.Local); err != nil {
+			return err
+		}
+	}
+	id := cluster.NewSession()
+	podName := cluster.ShadowName(wire.RolePreview, id)
+	var undo cluster.Undo
+	defer func() {
+		if uerr := undo.Run(30 * time.Second); uerr != nil {
+			err = errors.Join(err, uerr)
+		} else if err == nil {
+			fmt.Fprintf(cfg.ErrOut, "Removed preview service %s/%s and its shadow\n", cfg.Namespace, cfg.Name)
+		}
+	}()
+	// The shadow may delete itself after a crashed client; the Service is owned by the pod and goes with it.
+	sr, srErr := cluster.CreateSelfRestore(ctx, cfg.Client, cfg.Namespace, podName, cfg.Name, id)
+	opts := session.Options{ID: id, Namespace: cfg.Namespace, Role: wire.RolePreview, Command: cfg.Command, Pod: cfg.Pod,
+		Protocol: cfg.Protocol, Progress: cfg.ErrOut, Labels: map[string]string{wire.ExchangeLabel: id}}
+	if srErr == nil {
+		opts.ServiceAccount, opts.RestoreService, opts.RestoreSession = sr.Name, cfg.Namespace+"/"+cfg.Name, id
+		undo.Push("delete the shadow's service account", sr.Delete)
+	}
+	var fwds []session.Forward
+	for _, p := range cfg.Ports {
+		opts.ForwardPorts = append(opts.ForwardPorts, corev1.ContainerPort{ContainerPort: int32(p.Remote)})
+		fwds = append(fwds, session.Forward{Remote: p.Remote, Local: session.LocalAddr(p.Local)})
+	}
+	sess, err := session.Start(ctx, cfg.RESTConfig, cfg.Client, opts)
+	if err != nil {
+		return err
+	}
+	undo.Push("delete shadow "+sess.Pod.Name, func(context.Context) error { return sess.Close() })
+	if sr != nil {
+		sr.OwnBy(ctx, sess.Pod)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: cfg.Name, Namespace: cfg.Namespace,
+			Labels:          map[string]string{wire.ManagedByLabel: wire.ManagedBy, wire.RoleLabel: wire.RolePreview, wire.SessionLabel: id},
+			Annotations:     map[string]string{wire.OwnerAnnotation: cluster.Owner(), wire.CommandAnnotation: cfg.Command},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: sess.Pod.Name, UID: sess.Pod.UID, Controller: ptr.To(true)}}},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{wire.ExchangeLabel: id}},
+	}
+	if cfg.External {
+		svc.Spec.Type = corev1.ServiceTypeLoadBalancer
+	}
+	for _, p := range cfg.Ports {
+		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: fmt.Sprintf("port-%d", p.Remote), Port: int32(p.Remote), TargetPort: intstr.FromInt32(int32(p.Remote))})
+	}
+	if _, err := cfg.Client.CoreV1().Services(cfg.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		return cluster.Explain(err, "create", "services", cfg.Namespace)
+	}
+	undo.Push("delete preview service "+cfg.Name, func(ctx context.Context) error {
+		err := cfg.Client.CoreV1().Services(cfg.Namespace).Delete(ctx, cfg.Name, metav1.DeleteOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	})
+	ready := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		for ctx.Err() == nil {
+			err := sess.ServeForwards(ctx, fwds, cfg.ErrOut, func() {
+				select {
+				case <-ready:
+				default:
+					close(ready)
+				}
+			})
+			if ctx.Err() != nil {
+				return
+			}
+			fmt.Fprintf(cfg.ErrOut, "Tunnel to the shadow dropped (%v); reconnecting\n", err)
+			time.Sleep(500 * time.Millisecond)
+		}
+		errc <- nil
+	}()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return nil
+	}
+	if _, err := cluster.WaitRunning(ctx, cfg.Client, cfg.Namespace, sess.Pod.Name, cfg.Pod.PodCreationTimeout, true); err != nil {
+		return err
+	}
+	kind := "ClusterIP"
+	if cfg.External {
+		kind = "LoadBalancer"
+	}
+	fmt.Fprintf(cfg.ErrOut, "Previewing: service %s/%s (%s) sends its traffic to this machine: reach it in the cluster as %s.%s.svc. Ctrl-C to remove it.\n", cfg.Namespace, cfg.Name, kind, cfg.Name, cfg.Namespace)
+	<-ctx.Done()
+	return nil
+}
+
+func checkLocal(port int) error {
+	c, err := (&netDialer).Dial("tcp", session.LocalAddr(port))
+	if err != nil {
+		return fmt.Errorf("nothing listens on localhost:%d; start your service first, or pass --skip-port-checking", port)
+	}
+	return c.Close()
+}
