@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -62,6 +63,19 @@ func RunRouter(ctx context.Context, cfg RouterConfig) error {
 			}
 		}(p)
 	}
+	// /routes on loopback tells a joining client (through a port-forward) when it is routed.
+	mux := http.NewServeMux()
+	mux.HandleFunc("/routes", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(r.Members())
+	})
+	hl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(wire.HealthPort)))
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(hl)
+	defer hs.Close()
 	klog.InfoS("mesh router ready", "service", cfg.Service, "origin", cfg.Origin, "ports", cfg.Ports)
 	path := "/api/v1/namespaces/" + ns + "/services/" + name
 	emptySince := time.Now()

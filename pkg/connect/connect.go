@@ -22,10 +22,8 @@ import (
 	socks5 "github.com/armon/go-socks5"
 	mdns "github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -457,7 +455,7 @@ func (nopResolver) Resolve(ctx context.Context, name string) (context.Context, n
 // port-forward drops or the shadow pod goes away it reconnects or starts a new shadow.
 func (c *connector) supervise(ctx context.Context) {
 	log := klog.FromContext(ctx)
-	hb := time.NewTicker(30 * time.Second)
+	hb := time.NewTicker(30 * time.Second) // re-arms the pod watch now and then
 	defer hb.Stop()
 	for {
 		sess := c.sess.Load()
@@ -483,7 +481,6 @@ func (c *connector) supervise(ctx context.Context) {
 		case <-gone:
 			c.recover(ctx, "shadow pod deleted")
 		case <-hb.C:
-			c.heartbeat(ctx, sess)
 		}
 		stop()
 	}
@@ -535,13 +532,5 @@ func (c *connector) recover(ctx context.Context, why string) {
 		case <-ctx.Done():
 		case <-time.After(delay):
 		}
-	}
-}
-
-func (c *connector) heartbeat(ctx context.Context, s *session.Session) {
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, wire.HeartbeatAnnotation, time.Now().UTC().Format(time.RFC3339))
-	_, err := c.cfg.Client.CoreV1().Pods(s.Pod.Namespace).Patch(ctx, s.Pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		klog.FromContext(ctx).V(1).Info("heartbeat failed", "err", err)
 	}
 }

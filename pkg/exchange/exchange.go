@@ -166,7 +166,6 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			if err := cluster.HeartbeatService(ctx, cfg.Client, ns, svcName, lockID); err != nil && ctx.Err() == nil {
 				fmt.Fprintf(cfg.ErrOut, "warning: heartbeat: %v\n", err)
 			}
-			x.heartbeatPod(ctx)
 		}
 	}
 }
@@ -288,12 +287,6 @@ func (x *exchanger) serve(ctx context.Context, fwds []session.Forward, ready fun
 		}
 	}
 	return nil
-}
-
-func (x *exchanger) heartbeatPod(ctx context.Context) {
-	s := x.current()
-	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, wire.HeartbeatAnnotation, time.Now().UTC().Format(time.RFC3339))
-	x.cfg.Client.CoreV1().Pods(x.ns).Patch(ctx, s.Pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 }
 
 // WorkloadUndo is the inverse of scale mode, stored on the workload.

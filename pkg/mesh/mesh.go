@@ -8,9 +8,12 @@ package mesh
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -228,6 +231,9 @@ func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
 	}
 	// Pushed last, so it runs first on exit: leave, and restore everything if nobody is left.
 	undo.Push("leave the mesh of "+m.svc.Name, func(ctx context.Context) error { return m.leave(ctx) })
+	if err := m.waitRouted(ctx); err != nil {
+		return err
+	}
 	fmt.Fprintf(m.cfg.ErrOut, "Meshed service %s/%s: requests with header '%s: %s' go to this machine (%s); all others go to the original pods. Ctrl-C to stop.\n",
 		m.ns, m.svc.Name, m.cfg.Key, m.cfg.Value, describe(m.ports))
 	if m.svcHasTLS() {
@@ -467,4 +473,45 @@ func (m *mesher) leave(ctx context.Context) error {
 	errs = append(errs, cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, last.Router))
 	_ = lock
 	return errors.Join(errs...)
+}
+
+// waitRouted waits until the router lists this developer's route, so that the first marked
+// request after "Meshed" already reaches this machine.
+func (m *mesher) waitRouted(ctx context.Context) error {
+	svc, err := m.cfg.Client.CoreV1().Services(m.ns).Get(ctx, m.svc.Name, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	st, ok := wire.GetMesh(svc)
+	if !ok {
+		return fmt.Errorf("service %s/%s is no longer meshed", m.ns, m.svc.Name)
+	}
+	d := portforward.NewDialer(m.cfg.RESTConfig, m.cfg.Client, m.ns, st.Router)
+	d.Protocol = m.cfg.Protocol
+	defer d.Close()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.Dial(ctx, wire.HealthPort) },
+	}}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := hc.Get("http://router/routes")
+		if err == nil {
+			var members []wire.MeshMember
+			json.NewDecoder(resp.Body).Decode(&members)
+			resp.Body.Close()
+			for _, mm := range members {
+				if mm.Session == m.session {
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the mesh router %s does not route this session after 30s (last error: %v); see 'kubectl -n %s logs %s'", st.Router, err, m.ns, st.Router)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

@@ -16,6 +16,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -60,7 +61,13 @@ type Session struct {
 
 	mu  sync.Mutex
 	ssh *sshtunnel.Client
+
+	stopHeartbeat context.CancelFunc
 }
+
+// HeartbeatInterval is how often a session refreshes its pod's heartbeat annotation, which
+// `kubectl kt clean` reads to tell live sessions from abandoned ones.
+const HeartbeatInterval = 20 * time.Second
 
 // Start creates the shadow pod, waits for it, and connects to its agent. On error everything
 // already created is removed again.
@@ -126,6 +133,9 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	if _, err := s.SSH(ctx); err != nil {
 		return nil, err
 	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopHeartbeat = cancel
+	go s.heartbeat(hctx)
 	fmt.Fprintf(o.Progress, "Shadow pod %s/%s (%s) ready after %s, tunnel over %s\n", o.Namespace, pod.Name, pod.Status.PodIP, time.Since(t0).Round(10*time.Millisecond), s.Dialer.Tunnel())
 	return s, nil
 }
@@ -173,8 +183,27 @@ func (s *Session) SSH(ctx context.Context) (*sshtunnel.Client, error) {
 	return nil, fmt.Errorf("connect to the shadow agent in %s/%s: %w", s.opts.Namespace, s.Pod.Name, lastErr)
 }
 
+func (s *Session) heartbeat(ctx context.Context) {
+	t := time.NewTicker(HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, wire.HeartbeatAnnotation, time.Now().UTC().Format(time.RFC3339))
+		if _, err := s.client.CoreV1().Pods(s.opts.Namespace).Patch(ctx, s.Pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			klog.FromContext(ctx).V(2).Info("heartbeat", "err", err)
+		}
+	}
+}
+
 // Close tears everything down, newest first, with its own bounded context.
 func (s *Session) Close() error {
+	if s.stopHeartbeat != nil {
+		s.stopHeartbeat()
+	}
 	s.mu.Lock()
 	if s.ssh != nil {
 		s.ssh.Close()

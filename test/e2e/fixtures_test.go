@@ -98,6 +98,29 @@ spec:
   - {name: main, port: 80, targetPort: main}
   - {name: admin, port: 81, targetPort: 8081}
 ---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: grpc, namespace: kt-e2e}
+spec:
+  selector: {matchLabels: {app: grpc}}
+  template:
+    metadata: {labels: {app: grpc}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: grpc
+        image: TESTAPP
+        imagePullPolicy: IfNotPresent
+        args: [grpc-serve, -addr, ":9000", -name, cluster]
+        readinessProbe: {tcpSocket: {port: 9000}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: grpc, namespace: kt-e2e}
+spec:
+  selector: {app: grpc}
+  ports: [{name: grpc, port: 9000}]
+---
 apiVersion: v1
 kind: Pod
 metadata: {name: client, namespace: kt-e2e, labels: {app: e2e-client}}
@@ -123,6 +146,7 @@ func setupFixtures(ctx context.Context) error {
 		{"-n", testNamespace, "rollout", "status", "deploy/web", "--timeout=120s"},
 		{"-n", testNamespace, "rollout", "status", "sts/db", "--timeout=120s"},
 		{"-n", testNamespace, "rollout", "status", "deploy/multi", "--timeout=120s"},
+		{"-n", testNamespace, "rollout", "status", "deploy/grpc", "--timeout=120s"},
 		{"-n", testNamespace, "wait", "--for=condition=Ready", "pod/client", "--timeout=120s"},
 	} {
 		if out, err := kubectlCtx(ctx, "", c...); err != nil {

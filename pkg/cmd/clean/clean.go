@@ -118,14 +118,18 @@ func (o *Options) Run(ctx context.Context) error {
 	if o.AllNamespaces {
 		ns = ""
 	}
+	live, m, err := o.cleanServices(ctx, ns, verb)
+	if err != nil {
+		return err
+	}
 	pods, err := o.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
 	if err != nil {
 		return cluster.Explain(err, "list", "pods", ns)
 	}
-	n := 0
+	n := m
 	for _, p := range pods.Items {
-		if !stale(&p, o.Threshold) {
-			continue
+		if live[p.Labels[wire.ExchangeLabel]] || !stale(&p, o.Threshold) {
+			continue // a live exchange's or mesh's pod (a router refreshes no heartbeat of its own)
 		}
 		n++
 		fmt.Fprintf(o.Out, "%s pod %s/%s (owner %s, last heartbeat %s)\n", verb, p.Namespace, p.Name, p.Annotations[wire.OwnerAnnotation], p.Annotations[wire.HeartbeatAnnotation])
@@ -135,11 +139,9 @@ func (o *Options) Run(ctx context.Context) error {
 			}
 		}
 	}
-	m, err := o.cleanServices(ctx, ns, verb)
-	if err != nil {
+	if err := o.cleanOrigins(ctx, ns, verb, live, &n); err != nil {
 		return err
 	}
-	n += m
 	if n == 0 && len(cleaned) == 0 {
 		fmt.Fprintln(o.ErrOut, "Nothing to clean")
 	}
@@ -161,12 +163,13 @@ func stale(p *corev1.Pod, threshold time.Duration) bool {
 
 // cleanServices restores Services whose lock's heartbeat is stale, scales workloads that scale
 // mode left at zero back up, and removes self-restore identities whose pod is gone.
-func (o *Options) cleanServices(ctx context.Context, ns, verb string) (int, error) {
+// It returns the sessions whose lock is live.
+func (o *Options) cleanServices(ctx context.Context, ns, verb string) (map[string]bool, int, error) {
 	n := 0
 	live := map[string]bool{}
 	svcs, err := o.client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return 0, cluster.Explain(err, "list", "services", ns)
+		return nil, 0, cluster.Explain(err, "list", "services", ns)
 	}
 	for _, svc := range svcs.Items {
 		l, ok := wire.ServiceLock(&svc)
@@ -185,7 +188,7 @@ func (o *Options) cleanServices(ctx context.Context, ns, verb string) (int, erro
 		fmt.Fprintf(o.Out, "%s service %s/%s (%sd by %s, last heartbeat %s)\n", verb, svc.Namespace, svc.Name, l.Role, l.Owner, l.Heartbeat.Local().Format(time.RFC3339))
 		if !o.DryRun {
 			if _, err := cluster.RestoreService(ctx, o.client, svc.Namespace, svc.Name, ""); err != nil {
-				return n, err
+				return nil, n, err
 			}
 		}
 	}
@@ -209,7 +212,7 @@ func (o *Options) cleanServices(ctx context.Context, ns, verb string) (int, erro
 				_, err := o.client.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType, b, metav1.PatchOptions{})
 				return err
 			}); err != nil {
-				return n, err
+				return nil, n, err
 			}
 		}
 	}
@@ -219,7 +222,7 @@ func (o *Options) cleanServices(ctx context.Context, ns, verb string) (int, erro
 				_, err := o.client.AppsV1().StatefulSets(s.Namespace).Patch(ctx, s.Name, types.MergePatchType, b, metav1.PatchOptions{})
 				return err
 			}); err != nil {
-				return n, err
+				return nil, n, err
 			}
 		}
 	}
@@ -238,5 +241,26 @@ func (o *Options) cleanServices(ctx context.Context, ns, verb string) (int, erro
 			}
 		}
 	}
-	return n, nil
+	return live, n, nil
+}
+
+// cleanOrigins deletes the origin Services of meshes that no longer hold their Service.
+func (o *Options) cleanOrigins(ctx context.Context, ns, verb string, live map[string]bool, n *int) error {
+	svcs, err := o.client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.RoleLabel + "=origin"})
+	if err != nil {
+		return cluster.Explain(err, "list", "services", ns)
+	}
+	for _, s := range svcs.Items {
+		if live[s.Labels[wire.ExchangeLabel]] {
+			continue
+		}
+		*n++
+		fmt.Fprintf(o.Out, "%s service %s/%s (the origin Service of a gone mesh)\n", verb, s.Namespace, s.Name)
+		if !o.DryRun {
+			if err := o.client.CoreV1().Services(s.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -2,7 +2,7 @@
 // WebSocket echo), a UDP echo server, and a sleeper that client pods run as PID 1.
 //
 //	testapp serve [-http :8080[,:8081]] [-udp :9090] [-name NAME]
-//	testapp wsclient HOST:PORT MESSAGE...   (prints each echoed message)
+//	testapp wsclient HOST:PORT [-H=NAME:VALUE]... MESSAGE...   (prints each echoed message)
 //	testapp load -url URL [-n N] [-c C] [-newconn] [-get-bytes]   (prints one JSON line)
 //	testapp sleep
 package main
@@ -236,7 +236,12 @@ func wsClient(hostport string, msgs []string) error {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(20 * time.Second))
-	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", hostport)
+	extra := ""
+	for len(msgs) > 0 && strings.HasPrefix(msgs[0], "-H=") { // extra request headers
+		extra += strings.TrimPrefix(msgs[0], "-H=") + "\r\n"
+		msgs = msgs[1:]
+	}
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n", hostport, extra)
 	br := bufio.NewReader(c)
 	status, err := br.ReadString('\n')
 	if err != nil || !strings.Contains(status, "101") {
