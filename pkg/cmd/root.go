@@ -10,13 +10,17 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/klog/v2"
 
+	"github.com/kubectl-kt/kt/pkg/cmd/birdseye"
 	"github.com/kubectl-kt/kt/pkg/cmd/clean"
+	ktconfig "github.com/kubectl-kt/kt/pkg/cmd/config"
 	"github.com/kubectl-kt/kt/pkg/cmd/connect"
+	"github.com/kubectl-kt/kt/pkg/cmd/doctor"
 	"github.com/kubectl-kt/kt/pkg/cmd/exchange"
 	"github.com/kubectl-kt/kt/pkg/cmd/forward"
 	"github.com/kubectl-kt/kt/pkg/cmd/mesh"
 	"github.com/kubectl-kt/kt/pkg/cmd/preview"
 	"github.com/kubectl-kt/kt/pkg/cmd/recover"
+	"github.com/kubectl-kt/kt/pkg/cmd/status"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/cmd/version"
 )
@@ -53,8 +57,15 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 		forward.NewCmdForward(configFlags, streams),
 		recover.NewCmdRecover(configFlags, streams),
 		clean.NewCmdClean(configFlags, streams),
+		status.NewCmdStatus(configFlags, streams),
+		birdseye.NewCmdBirdseye(configFlags, streams),
+		doctor.NewCmdDoctor(configFlags, streams),
 		version.NewCmdVersion(configFlags, streams),
 	)
+	root.AddCommand(ktconfig.NewCmdConfig(root, streams))
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		return ktconfig.ApplyDefaults(cmd)
+	}
 	for _, c := range root.Commands() {
 		if c.Args == nil {
 			c.Args = cobra.NoArgs

@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -192,3 +194,49 @@ func BenchmarkExchange(b *testing.B) {
 
 func f1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
 func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
+
+// BenchmarkMesh measures what developers who are not meshing pay: requests without the mark
+// through the router, against the same requests to the Service before the mesh.
+func BenchmarkMesh(b *testing.B) {
+	scale(b, "deploy", "web", 1)
+	laptopServer(b, "laptop", "127.0.0.1:8080")
+	p99 := func(l loadResult) float64 { return l.P99 }
+	d0 := median3(func() loadResult { return podLoad(b, "http://web/", "-n", "300", "-newconn") }, p99)
+	k0 := median3(func() loadResult { return podLoad(b, "http://web/", "-n", "2000", "-c", "8") }, p99)
+	p := startMesh(b, "web", "--expose", "8080:80", "--version-mark", "version:bench")
+	d1 := median3(func() loadResult { return podLoad(b, "http://web/", "-n", "300", "-newconn") }, p99)
+	k1 := median3(func() loadResult { return podLoad(b, "http://web/", "-n", "2000", "-c", "8") }, p99)
+	routers, _ := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "kubectl-kt.io/role=router"})
+	rss := 0.0
+	if len(routers.Items) == 1 {
+		rss = float64(agentHWM(b, routers.Items[0].Name)) / 1024
+	}
+	if code := p.Stop(syscall.SIGINT, 60*time.Second); code != 0 {
+		b.Errorf("mesh exit %d", code)
+	}
+	t := &table{title: "mesh router vs direct (requests without the mark)"}
+	t.add("new-connection request p50, ms", f2(d1.P50), f2(d0.P50), f2(d1.P50/d0.P50), "")
+	t.add("new-connection request p99, ms", f2(d1.P99), f2(d0.P99), f2(d1.P99/d0.P99), "≤ 1.3")
+	t.add("keep-alive, 8 workers, p50, ms", f2(k1.P50), f2(k0.P50), f2(k1.P50/k0.P50), "")
+	t.add("keep-alive, 8 workers, p99, ms", f2(k1.P99), f2(k0.P99), f2(k1.P99/k0.P99), "≤ 1.3")
+	t.add("router peak RSS under that load, MiB", f1(rss), "", "", "")
+	t.print(b)
+}
+
+// agentHWM is the peak RSS in KiB of the agent process of pod on this node.
+func agentHWM(tb testing.TB, pod string) int {
+	tb.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		env, err := os.ReadFile(p + "/environ")
+		if err != nil || !strings.Contains(string(env), "HOSTNAME="+pod+"\x00") {
+			continue
+		}
+		if cmd, _ := os.ReadFile(p + "/cmdline"); !strings.HasPrefix(string(cmd), "/shadow") {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(p))
+		return int(vmKiB(tb, pid, "VmHWM"))
+	}
+	return 0
+}

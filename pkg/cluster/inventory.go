@@ -1,0 +1,93 @@
+package cluster
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// ShadowInfo describes one kt pod.
+type ShadowInfo struct {
+	Namespace string    `json:"namespace"`
+	Pod       string    `json:"pod"`
+	Role      string    `json:"role"`
+	Owner     string    `json:"owner"`
+	Command   string    `json:"command,omitempty"`
+	Phase     string    `json:"phase"`
+	Heartbeat time.Time `json:"heartbeat"`
+}
+
+// Shadows lists kt's pods in ns ("" for all).
+func Shadows(ctx context.Context, client kubernetes.Interface, ns string) ([]ShadowInfo, error) {
+	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
+	if err != nil {
+		return nil, Explain(err, "list", "pods", ns)
+	}
+	var out []ShadowInfo
+	for _, p := range pods.Items {
+		hb, _ := time.Parse(time.RFC3339, p.Annotations[wire.HeartbeatAnnotation])
+		out = append(out, ShadowInfo{Namespace: p.Namespace, Pod: p.Name, Role: p.Labels[wire.RoleLabel], Owner: p.Annotations[wire.OwnerAnnotation],
+			Command: p.Annotations[wire.CommandAnnotation], Phase: string(p.Status.Phase), Heartbeat: hb})
+	}
+	return out, nil
+}
+
+// ServiceInfo says whether kt changed a Service, and who.
+type ServiceInfo struct {
+	Namespace string   `json:"namespace"`
+	Name      string   `json:"name"`
+	Status    string   `json:"status"` // normal, exchanged, meshed (auto), meshed (manual), previewing
+	By        []string `json:"by,omitempty"`
+	Marks     []string `json:"marks,omitempty"`
+}
+
+// Services describes every Service in ns.
+func Services(ctx context.Context, client kubernetes.Interface, ns string) ([]ServiceInfo, error) {
+	svcs, err := client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, Explain(err, "list", "services", ns)
+	}
+	meshPods, _ := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + wire.RoleMesh})
+	var out []ServiceInfo
+	for _, s := range svcs.Items {
+		if s.Labels[wire.RoleLabel] == "origin" {
+			continue // a mesh's helper
+		}
+		si := ServiceInfo{Namespace: s.Namespace, Name: s.Name, Status: "normal"}
+		switch {
+		case s.Labels[wire.RoleLabel] == wire.RolePreview:
+			si.Status, si.By = "previewing", []string{s.Annotations[wire.OwnerAnnotation]}
+		default:
+			if m, ok := wire.GetMesh(&s); ok {
+				si.Status = "meshed (auto)"
+				for _, mm := range m.Live(StaleAfter) {
+					si.By = append(si.By, mm.Owner)
+					si.Marks = append(si.Marks, mm.Key+": "+mm.Value)
+				}
+			} else if l, ok := wire.ServiceLock(&s); ok {
+				si.Status, si.By = "exchanged", []string{l.Owner}
+			} else if meshPods != nil && len(s.Spec.Selector) > 0 {
+				sel := labels.SelectorFromSet(s.Spec.Selector)
+				for _, p := range meshPods.Items {
+					if sel.Matches(labels.Set(p.Labels)) {
+						si.Status = "meshed (manual)"
+						si.By = append(si.By, p.Annotations[wire.OwnerAnnotation])
+					}
+				}
+			}
+		}
+		out = append(out, si)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name })
+	return out, nil
+}
+
+// Mine reports whether owner (user@host) is this user on this machine.
+func Mine(owner string) bool { return strings.EqualFold(owner, Owner()) }

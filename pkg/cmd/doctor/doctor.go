@@ -1,0 +1,177 @@
+// Package doctor implements `kubectl kt doctor`: a preflight that says what will fail and how
+// to fix it.
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	authv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/dns"
+	"github.com/kubectl-kt/kt/pkg/tun"
+	"github.com/kubectl-kt/kt/pkg/version"
+)
+
+// Permission is one RBAC rule kt uses.
+type Permission struct {
+	Group, Resource, Sub, Verb string
+	For                        string // the commands that need it
+	Optional                   string // when set, what is lost without it (a warning, not a failure)
+}
+
+// Permissions lists what kt asks of the API server (docs/rbac.yaml grants exactly these).
+var Permissions = []Permission{
+	{"", "pods", "", "create", "connect, exchange, mesh, preview, forward", ""},
+	{"", "pods", "", "get", "every command", ""},
+	{"", "pods", "", "list", "every command", ""},
+	{"", "pods", "", "watch", "connect, exchange", ""},
+	{"", "pods", "", "delete", "every command (its own shadows)", ""},
+	{"", "pods", "", "patch", "heartbeats", ""},
+	{"", "pods", "portforward", "create", "every command (the tunnel)", ""},
+	{"", "services", "", "get", "exchange, mesh, preview, forward", ""},
+	{"", "services", "", "list", "exchange, mesh, birdseye, clean", ""},
+	{"", "services", "", "update", "exchange, mesh, recover, clean", ""},
+	{"", "services", "", "create", "connect (dry-run range probe), mesh, preview", ""},
+	{"", "services", "", "delete", "mesh, preview, clean", ""},
+	{"discovery.k8s.io", "endpointslices", "", "list", "exchange, connect --dns-mode hosts", ""},
+	{"", "serviceaccounts", "", "create", "exchange, mesh, preview", "the shadow cannot restore a Service by itself after a crash"},
+	{"rbac.authorization.k8s.io", "roles", "", "create", "exchange, mesh, preview", "the shadow cannot restore a Service by itself after a crash"},
+	{"rbac.authorization.k8s.io", "rolebindings", "", "create", "exchange, mesh, preview", "the shadow cannot restore a Service by itself after a crash"},
+	{"apps", "deployments", "", "patch", "exchange --mode scale", "scale mode"},
+	{"", "namespaces", "", "list", "connect (cluster names by namespace)", "only the namespace connected to resolves as svc.ns"},
+	{"", "nodes", "", "list", "connect (pod ranges)", "pod ranges are guessed from a sample of pod IPs"},
+}
+
+// NewCmdDoctor returns the doctor command.
+func NewCmdDoctor(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
+	var image string
+	cmd := &cobra.Command{
+		Use:   "doctor",
+		Short: "Check what kt needs here and in the cluster, and say how to fix what is missing",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cmd.SilenceUsage = true
+			ns, _, err := f.ToRawKubeConfigLoader().Namespace()
+			if err != nil {
+				return err
+			}
+			rc, err := f.ToRESTConfig()
+			if err != nil {
+				return err
+			}
+			rc.Timeout = 10 * time.Second
+			client, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return err
+			}
+			d := &doctor{out: streams.Out}
+			d.run(cmd.Context(), client, ns, image)
+			if d.failed > 0 {
+				return fmt.Errorf("%d check(s) failed; see the lines marked FAIL above", d.failed)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&image, "image", version.ShadowImage(), "The shadow image to look for on the nodes.")
+	return cmd
+}
+
+type doctor struct {
+	out    io.Writer
+	failed int
+}
+
+func (d *doctor) ok(format string, a ...any)   { fmt.Fprintf(d.out, "ok    "+format+"\n", a...) }
+func (d *doctor) warn(format string, a ...any) { fmt.Fprintf(d.out, "warn  "+format+"\n", a...) }
+func (d *doctor) fail(format string, a ...any) {
+	d.failed++
+	fmt.Fprintf(d.out, "FAIL  "+format+"\n", a...)
+}
+
+func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image string) {
+	v, err := client.Discovery().ServerVersion()
+	if err != nil {
+		d.fail("cluster unreachable: %v; check --kubeconfig and --context", err)
+		return
+	}
+	d.ok("cluster reachable (Kubernetes %s), namespace %s", v.GitVersion, ns)
+	for _, p := range Permissions {
+		scope := ns
+		if p.Resource == "namespaces" || p.Resource == "nodes" {
+			scope = ""
+		}
+		r, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authv1.SelfSubjectAccessReview{Spec: authv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authv1.ResourceAttributes{Namespace: scope, Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Sub}}}, metav1.CreateOptions{})
+		res := p.Resource
+		if p.Sub != "" {
+			res += "/" + p.Sub
+		}
+		switch {
+		case err != nil:
+			d.warn("cannot check %s %s: %v", p.Verb, res, err)
+		case r.Status.Allowed:
+			d.ok("may %s %s (%s)", p.Verb, res, p.For)
+		case p.Optional != "":
+			d.warn("may not %s %s: %s; ask for it (docs/rbac.yaml)", p.Verb, res, p.Optional)
+		default:
+			d.fail("may not %s %s in namespace %s, which %s needs; ask your admin for the Role in docs/rbac.yaml", p.Verb, res, scope, p.For)
+		}
+	}
+	// The shadow image on the nodes (when nodes can be read).
+	if nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+		have := 0
+		for _, n := range nodes.Items {
+			for _, img := range n.Status.Images {
+				for _, name := range img.Names {
+					if name == image || strings.HasSuffix(name, "/"+image) {
+						have++
+					}
+				}
+			}
+		}
+		if have > 0 {
+			d.ok("shadow image %s is present on %d of %d nodes", image, have, len(nodes.Items))
+		} else {
+			d.warn("shadow image %s is on no node yet: nodes must pull it from its registry (or pass --image with a copy they can pull)", image)
+		}
+	}
+	// Local privileges for connect.
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		d.warn("no /dev/net/tun: connect needs the tun module (sudo modprobe tun), or use connect --disable-tun")
+	} else if os.Geteuid() != 0 {
+		d.warn("not root: connect needs sudo for its TUN device (or use connect --disable-tun); other commands do not")
+	} else {
+		d.ok("TUN device available and running as root")
+	}
+	// Overlapping routes.
+	if svc, err := cluster.ServiceCIDRs(ctx, client, ns); err == nil {
+		pods, _ := cluster.PodCIDRs(ctx, client, ns)
+		for _, p := range append(svc, pods...) {
+			if over, _ := tun.Overlaps(p, ""); len(over) > 0 {
+				d.warn("cluster range %s overlaps local route %s; connect would take it over (exclude it with --exclude-ips)", p, strings.Join(over, ", "))
+			} else {
+				d.ok("cluster range %s overlaps no local route", p)
+			}
+		}
+	}
+	// DNS.
+	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		if strings.Contains(string(b), dns.Marker) {
+			d.warn("/etc/resolv.conf holds kt's settings: a connect is running, or one crashed (then run 'kubectl kt clean --local-only')")
+		} else if rc := dns.ParseResolvConf(b); len(rc.Nameservers) == 0 {
+			d.warn("/etc/resolv.conf names no nameserver: other names will not resolve while connected")
+		} else {
+			d.ok("resolver: %s (connect --dns-mode localDNS forwards other names there)", strings.Join(rc.Nameservers, ", "))
+		}
+	}
+}
