@@ -90,10 +90,11 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	if id == "" {
 		id = cluster.NewSession()
 	}
-	s = &Session{ID: id, opts: o, client: client, signer: signer}
+	sess := &Session{ID: id, opts: o, client: client, signer: signer}
+	s = sess
 	defer func() {
-		if err != nil {
-			if uerr := s.undo.Run(30 * time.Second); uerr != nil {
+		if err != nil { // s is nil by now: tear down through sess
+			if uerr := sess.undo.Run(30 * time.Second); uerr != nil {
 				klog.FromContext(ctx).Error(uerr, "teardown after a failed start")
 			}
 		}
