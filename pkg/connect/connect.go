@@ -95,6 +95,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	c.dialer = &TunnelDialer{Agent: c.agent}
 	server := cfg.RESTConfig.Host
 
+	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	lock, recovered, err := Acquire(server)
 	if err != nil {
 		return err

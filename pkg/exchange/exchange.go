@@ -55,6 +55,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.Role == "" {
 		cfg.Role = wire.RoleExchange
 	}
+	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	t, err := Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
 	if err != nil {
 		return err

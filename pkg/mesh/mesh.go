@@ -93,6 +93,7 @@ func ParseVersionMark(s string) (key, value string, err error) {
 
 // Run meshes until ctx ends.
 func Run(ctx context.Context, cfg Config) (err error) {
+	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	t, err := exchange.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
 	if err != nil {
 		return err

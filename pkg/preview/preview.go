@@ -54,6 +54,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 	}
+	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	id := cluster.NewSession()
 	podName := cluster.ShadowName(wire.RolePreview, id)
 	var undo cluster.Undo

@@ -258,3 +258,26 @@ func TestExchangeBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestExchangeTakesOverStaleLock: a lock whose holder stopped sending heartbeats is named in a
+// warning by any later command and can be taken over.
+func TestExchangeTakesOverStaleLock(t *testing.T) {
+	nothingLeftBehind(t)
+	laptopServer(t, "laptop", "127.0.0.1:8080")
+	old := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	lock := fmt.Sprintf(`{"owner":"ghost@old-laptop","session":"ghost1","role":"exchange","since":%q,"heartbeat":%q}`, old, old)
+	kubectl(t, "-n", testNamespace, "annotate", "service", "web", wire.LockAnnotation+"="+lock, wire.UndoAnnotation+`={"selector":{"app":"web"}}`)
+	t.Cleanup(func() { kt(t, "-n", testNamespace, "recover", "web") })
+	p := startExchange(t, "web", "--expose", "8080:80")
+	out := p.Output()
+	if !strings.Contains(out, "warning: service "+testNamespace+"/web is still exchanged by ghost@old-laptop") {
+		t.Errorf("no warning about the stale exchange:\n%s", out)
+	}
+	if !strings.Contains(out, "Took over service "+testNamespace+"/web from ghost@old-laptop") {
+		t.Errorf("the stale lock was not taken over:\n%s", out)
+	}
+	if r := fromPod(t, "http://web/taken-over"); !strings.Contains(r.Stdout, "echo from laptop") {
+		t.Errorf("after the takeover:\n%s", r)
+	}
+	stopExchange(t, p)
+}

@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -50,5 +52,32 @@ func TestUsageErrors(t *testing.T) {
 		if len(lines) != 1 || !strings.HasPrefix(lines[0], "error: ") || !strings.Contains(lines[0], c.want) {
 			t.Errorf("kubectl kt %v: want one error line containing %q, got:\n%s", c.args, c.want, r.Stderr)
 		}
+	}
+}
+
+// TestKubectlPlugin runs kubectl-kt through kubectl's plugin mechanism, and kubectl's
+// completion through kubectl_complete-kt.
+func TestKubectlPlugin(t *testing.T) {
+	nothingLeftBehind(t)
+	dir := t.TempDir()
+	for _, f := range []string{ktBin, "../../plugins/kubectl_complete-kt"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o755)
+	}
+	path := "PATH=" + dir + ":" + os.Getenv("PATH")
+	r := laptop(t, "env", path, "kubectl", "kt", "--kubeconfig", laptopKubecfg, "version")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Server Version: v1.34.4") {
+		t.Errorf("kubectl kt version through kubectl:\n%s", r)
+	}
+	r = laptop(t, "env", path, "kubectl", "__complete", "kt", "ex")
+	if !strings.Contains(r.Stdout, "exchange") {
+		t.Errorf("kubectl __complete kt ex:\n%s", r)
+	}
+	r = laptop(t, "env", path, "kubectl", "__complete", "kt", "connect", "--dns")
+	if !strings.Contains(r.Stdout, "--dns-mode") {
+		t.Errorf("flag completion through kubectl:\n%s", r)
 	}
 }
