@@ -18,7 +18,11 @@ KUBECONFIG := $(KT_ROOT)/kubeconfig
 CTR        := ctr --address $(KT_ROOT)/containerd/run/containerd.sock -n k8s.io
 GOSRC      := $(shell find cmd pkg shadow hack/imgbuild test/e2e/testapp -name '*.go' 2>/dev/null) go.mod go.sum
 
-.PHONY: all build image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
+TOOLS      := $(KT_ROOT)/tools
+GORELEASER := $(TOOLS)/goreleaser
+KREW       := $(TOOLS)/krew
+
+.PHONY: all build tools release-snapshot image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
 
 all: build image
 
@@ -69,7 +73,22 @@ test-unit:
 	go vet ./...
 	go test -race -count=1 ./...
 
-test-e2e: cluster-up build bin/testapp
+# Release tools, built from the Go module proxy (goreleaser v2.14 is the newest for Go 1.26).
+tools: $(GORELEASER) $(KREW)
+
+$(GORELEASER):
+	GOBIN=$(TOOLS) GOFLAGS= go install github.com/goreleaser/goreleaser/v2@v2.14.0
+
+$(KREW):
+	GOBIN=$(TOOLS) GOFLAGS= go install sigs.k8s.io/krew/cmd/krew@v0.4.3 sigs.k8s.io/krew/cmd/validate-krew-manifest@v0.4.3
+
+# A full release build without publishing: archives for 3 OSes x 2 arches, checksums, the shadow
+# images for linux/amd64 and arm64, and plugins/krew.yaml generated from the archives.
+release-snapshot: tools
+	$(GORELEASER) release --snapshot --clean
+	hack/krew-manifest.sh $$(sed -n 's/.*"version":"\([^"]*\)".*/\1/p' dist/release/metadata.json) dist/release > plugins/krew.yaml
+
+test-e2e: cluster-up build bin/testapp release-snapshot
 	KT_BIN=$(CURDIR)/bin/kubectl-kt KT_IMAGE=$(IMAGE) KT_TESTAPP=$(TESTAPP) \
 	  go test -tags e2e -count=1 -timeout 40m -v ./test/e2e 2>&1 | tee $(KT_ROOT)/logs/e2e.log | hack/summarize-go-test.sh
 

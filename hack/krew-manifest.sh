@@ -7,6 +7,7 @@ version=${1:?version, e.g. 0.1.0}
 dist=${2:-dist}
 sum() { awk -v f="$1" '$2 == f {print $1}' "$dist/checksums.txt"; }
 cat <<YAML
+# Generated from the release archives by hack/krew-manifest.sh (make release-snapshot, or a release).
 apiVersion: krew.googlecontainertools.github.com/v1alpha2
 kind: Plugin
 metadata:

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/kubectl-kt/kt/pkg/dns"
@@ -91,7 +90,7 @@ func Acquire(server string) (l *Lock, recovered *State, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := tryLock(f); err != nil {
 		var st State
 		b, _ := os.ReadFile(path)
 		json.Unmarshal(b, &st)
@@ -167,7 +166,7 @@ func CleanLocal(dryRun bool) ([]State, []State, error) {
 		var st State
 		b, _ := os.ReadFile(p)
 		json.Unmarshal(b, &st)
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		if tryLock(f) != nil {
 			running = append(running, st)
 			f.Close()
 			continue

@@ -1,0 +1,72 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestKrewInstall installs the snapshot release for real with krew, from plugins/krew.yaml
+// (generated from the release's checksums by make release-snapshot), then runs kubectl kt
+// version and connect through kubectl's plugin mechanism.
+func TestKrewInstall(t *testing.T) {
+	nothingLeftBehind(t)
+	tools := ktRoot + "/tools"
+	archives, _ := filepath.Glob("../../dist/release/kubectl-kt_*_linux_" + runtime.GOARCH + ".tar.gz")
+	if len(archives) != 1 {
+		t.Fatalf("want one snapshot archive for linux/%s in dist/release (run make release-snapshot), got %v", runtime.GOARCH, archives)
+	}
+	archive, _ := filepath.Abs(archives[0])
+	manifest, _ := filepath.Abs("../../plugins/krew.yaml")
+	// krew's validator wants the file named after the plugin; it installs for real below
+	dir := t.TempDir()
+	b, err := os.ReadFile(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "kt.yaml"), b, 0o644)
+	if r := runCmd(t, time.Minute, tools+"/validate-krew-manifest", "-skip-install", "-manifest", filepath.Join(dir, "kt.yaml")); r.Code != 0 {
+		t.Fatalf("krew's manifest validation:\n%s", r)
+	}
+	// kubectl krew, installed the way krew installs itself: kubectl-krew on PATH
+	bin := filepath.Join(dir, "bin")
+	os.MkdirAll(bin, 0o755)
+	k, _ := os.ReadFile(tools + "/krew")
+	os.WriteFile(filepath.Join(bin, "kubectl-krew"), k, 0o755)
+	root := filepath.Join(dir, "krew-root")
+	env := []string{"env", "KREW_ROOT=" + root, "PATH=" + root + "/bin:" + bin + ":" + os.Getenv("PATH")}
+	r := runCmd(t, 2*time.Minute, env[0], append(env[1:], "kubectl", "krew", "install", "--manifest="+manifest, "--archive="+archive)...)
+	if r.Code != 0 || !strings.Contains(r.Stderr+r.Stdout, "Installed plugin: kt") {
+		t.Fatalf("kubectl krew install:\n%s", r)
+	}
+	if _, err := os.Stat(filepath.Join(root, "bin", "kubectl-kt")); err != nil {
+		t.Fatalf("krew did not link kubectl-kt: %v", err)
+	}
+	r = laptop(t, append(env, "kubectl", "kt", "--kubeconfig", laptopKubecfg, "version")...)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Server Version: v1.34.4") || !strings.Contains(r.Stdout, "snapshot") {
+		t.Errorf("kubectl kt version from the krew install:\n%s", r)
+	}
+	// connect from the krew install (its version's shadow image is the snapshot's, built by
+	// goreleaser and loaded into the cluster here)
+	img, _ := filepath.Glob("../../dist/release/shadow-image_*_linux_" + runtime.GOARCH + ".docker.tar")
+	if len(img) != 1 {
+		t.Fatalf("no snapshot shadow image: %v", img)
+	}
+	if r := runCmd(t, time.Minute, "../../hack/load-images.sh", img[0]); r.Code != 0 {
+		t.Fatalf("load the snapshot shadow image: %s", r)
+	}
+	p := startProc(t, "ip", append(append([]string{"netns", "exec", laptopNetns}, env...), "kubectl", "kt", "--kubeconfig", laptopKubecfg, "-n", testNamespace, "connect", "--shadow-expire-after", "15s")...)
+	p.WaitFor("Connected", 60*time.Second)
+	if r := laptop(t, "curl", "-sS", "-m", "10", "http://web/via-krew"); !strings.Contains(r.Stdout, "echo from web-") {
+		t.Errorf("curl through connect installed by krew:\n%s", r)
+	}
+	if code := p.Stop(syscall.SIGINT, 30*time.Second); code != 0 {
+		t.Errorf("connect exit %d:\n%s", code, p.Output())
+	}
+}
