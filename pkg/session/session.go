@@ -114,6 +114,12 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		ServiceAccount: o.ServiceAccount,
 		OwnerRef:       o.OwnerRef,
 	}
+	for _, p := range o.ForwardPorts {
+		if p.ContainerPort < 1024 {
+			fmt.Fprintf(o.Progress, "Port %d is below 1024: the shadow runs as non-root without capabilities, so its pod sets the safe sysctl net.ipv4.ip_unprivileged_port_start=0 (allowed by Pod Security \"restricted\")\n", p.ContainerPort)
+			break
+		}
+	}
 	t0 := time.Now()
 	pod, err := cluster.CreateShadow(ctx, client, spec)
 	if err != nil {
