@@ -11,9 +11,9 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
@@ -29,15 +29,7 @@ func NewCmdBirdseye(f genericclioptions.RESTClientGetter, streams genericiooptio
 			if sortBy != "status" && sortBy != "name" {
 				return usage.Errorf("--sort-by %q: use status or name", sortBy)
 			}
-			ns, _, err := f.ToRawKubeConfigLoader().Namespace()
-			if err != nil {
-				return err
-			}
-			rc, err := f.ToRESTConfig()
-			if err != nil {
-				return err
-			}
-			client, err := kubernetes.NewForConfig(rc)
+			ns, _, client, err := kube.Clients(f)
 			if err != nil {
 				return err
 			}
