@@ -5,6 +5,7 @@
 # Keeps binaries, images, PKI and etcd data, so the next up.sh is warm.
 #   down.sh --purge   also deletes cluster state (etcd, PKI, containerd root, kubelet dirs).
 set -uo pipefail
+shopt -s extglob
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 T0=$(date +%s)
 log() { printf '[down %3ss] %s\n' $(($(date +%s) - T0)) "$*"; }
@@ -14,7 +15,7 @@ pid_of() { # name -> pid if the recorded process is still the one we started
   local f=$KT_RUN/$1.pid pid
   [[ -f $f ]] || return 1
   pid=$(<"$f")
-  [[ -d /proc/$pid && -f $KT_RUN/$1.exe && $(readlink "/proc/$pid/exe" 2>/dev/null) == "$(<"$KT_RUN/$1.exe")" ]] || return 1
+  [[ -d /proc/$pid && -f $KT_RUN/$1.exe && $(readlink "/proc/$pid/exe" 2>/dev/null) == "$(<"$KT_RUN/$1.exe")"?( \(deleted\)) ]] || return 1
   echo "$pid"
 }
 stop() { # name [timeout]

@@ -5,6 +5,7 @@
 # Everything started is recorded in /var/tmp/ktcluster/run/*.pid; down.sh undoes it all.
 #   KT_SKIP_DNS=1 ./up.sh   - do not deploy CoreDNS
 set -euo pipefail
+shopt -s extglob
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 T0=$(date +%s)
 log() { printf '[up %4ss] %s\n' $(($(date +%s) - T0)) "$*"; }
@@ -41,7 +42,8 @@ running() { # name [exe]
   local f=$KT_RUN/$1.pid pid
   [[ -f $f ]] || return 1
   pid=$(<"$f")
-  [[ -d /proc/$pid ]] && [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$(<"$KT_RUN/$1.exe")" ]]
+  # a binary rebuilt while it runs reads as "PATH (deleted)": still the process we started
+  [[ -d /proc/$pid ]] && [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == "$(<"$KT_RUN/$1.exe")"?( \(deleted\)) ]]
 }
 
 # ---------------------------------------------------------------- 1b. leftovers of a killed cluster

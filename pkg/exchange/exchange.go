@@ -152,6 +152,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	for _, p := range ports {
 		desc = append(desc, fmt.Sprintf("%d→localhost:%d", p.ServicePort, p.Local))
 	}
+	// The Service's endpoints are the shadow now; each node's kube-proxy follows within about
+	// a second (its sync period), which cannot be observed from here.
 	fmt.Fprintf(cfg.ErrOut, "Exchanged service %s/%s (%s mode): its traffic now goes to this machine (%s). Ctrl-C to restore.\n", ns, svcName, modeName(cfg.Mode), strings.Join(desc, ", "))
 
 	hb := time.NewTicker(15 * time.Second)

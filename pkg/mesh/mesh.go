@@ -402,10 +402,14 @@ func (m *mesher) join(ctx context.Context, undo *cluster.Undo) (created bool, er
 		return fail(cluster.Explain(err, "create", "pods", m.ns))
 	}
 	sr.OwnBy(ctx, pod)
-	if _, err := cluster.WaitRunning(ctx, m.cfg.Client, m.ns, routerName, m.cfg.Pod.PodCreationTimeout, true); err != nil {
+	rp, err := cluster.WaitRunning(ctx, m.cfg.Client, m.ns, routerName, m.cfg.Pod.PodCreationTimeout, true)
+	if err != nil {
 		return fail(err)
 	}
 	if err := cluster.RedirectService(ctx, m.cfg.Client, m.ns, m.svc.Name, meshID, map[string]string{wire.ExchangeLabel: meshID}); err != nil {
+		return fail(err)
+	}
+	if err := cluster.WaitEndpoints(ctx, m.cfg.Client, m.ns, m.svc.Name, []string{rp.Status.PodIP}, 60*time.Second); err != nil {
 		return fail(err)
 	}
 	return true, nil

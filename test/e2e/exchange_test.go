@@ -86,6 +86,9 @@ func TestExchange(t *testing.T) {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			scale(t, "deploy", "web", replicas)
 			p := startExchange(t, "web", "--expose", "8080:80")
+			// exchange waits until the endpoints are the shadow; kube-proxy follows within
+			// about a second, which no client can observe on every node
+			eventuallyFromPod(t, "http://web/first", "echo from laptop")
 			for _, u := range []string{"http://web/by-name", "http://web." + testNamespace + ".svc.cluster.local/fqdn", "http://" + svc.Spec.ClusterIP + "/by-ip"} {
 				if r := fromPod(t, u); !strings.Contains(r.Stdout, "echo from laptop") {
 					t.Errorf("GET %s from a pod while exchanged:\n%s", u, r)
