@@ -145,45 +145,28 @@ func (m *mesher) forwards() ([]session.Forward, []corev1.ContainerPort) {
 }
 
 // shadow starts this developer's shadow and serves its forwards in the background.
-func (m *mesher) shadow(ctx context.Context, undo *cluster.Undo, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, <-chan error, error) {
+func (m *mesher) shadow(ctx context.Context, undo *cluster.Undo, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, error) {
 	fwds, cps := m.forwards()
 	sess, err := session.Start(ctx, m.cfg.RESTConfig, m.cfg.Client, session.Options{
 		ID: m.session, Namespace: m.ns, Role: wire.RoleMesh, Command: m.cfg.Command, Pod: m.cfg.Pod,
 		Protocol: m.cfg.Protocol, Progress: m.cfg.ErrOut, ForwardPorts: cps, Labels: labels, OwnerRef: owner,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	undo.Push("delete shadow "+sess.Pod.Name, func(context.Context) error { return sess.Close() })
-	ready := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		for ctx.Err() == nil {
-			err := sess.ServeForwards(ctx, fwds, m.cfg.ErrOut, func() {
-				select {
-				case <-ready:
-				default:
-					close(ready)
-				}
-			})
-			if ctx.Err() != nil {
-				return
-			}
-			fmt.Fprintf(m.cfg.ErrOut, "Tunnel to the shadow dropped (%v); reconnecting\n", err)
-			time.Sleep(500 * time.Millisecond)
-		}
-	}()
+	ready := sess.KeepForwarding(ctx, fwds, m.cfg.ErrOut)
 	select {
 	case <-ready:
 	case <-ctx.Done():
-		return nil, nil, ctx.Err()
+		return nil, ctx.Err()
 	}
 	p, err := cluster.WaitRunning(ctx, m.cfg.Client, m.ns, sess.Pod.Name, m.cfg.Pod.PodCreationTimeout, true)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	sess.Pod = p
-	return sess, errc, nil
+	return sess, nil
 }
 
 // manual starts a shadow that carries the workload's labels plus KEY=VALUE, for a service
@@ -194,7 +177,7 @@ func (m *mesher) manual(ctx context.Context, undo *cluster.Undo) error {
 		labels[k] = v
 	}
 	owner := &metav1.OwnerReference{APIVersion: "v1", Kind: "Service", Name: m.svc.Name, UID: m.svc.UID, Controller: ptr.To(true)}
-	sess, _, err := m.shadow(ctx, undo, labels, owner)
+	sess, err := m.shadow(ctx, undo, labels, owner)
 	if err != nil {
 		return err
 	}
@@ -214,7 +197,7 @@ func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
 	if created {
 		fmt.Fprintf(m.cfg.ErrOut, "Started mesh router for service %s/%s\n", m.ns, m.svc.Name)
 	}
-	sess, _, err := m.shadow(ctx, undo, nil, nil)
+	sess, err := m.shadow(ctx, undo, nil, nil)
 	if err != nil {
 		return err
 	}

@@ -109,25 +109,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		return err
 	})
-	ready := make(chan struct{})
-	errc := make(chan error, 1)
-	go func() {
-		for ctx.Err() == nil {
-			err := sess.ServeForwards(ctx, fwds, cfg.ErrOut, func() {
-				select {
-				case <-ready:
-				default:
-					close(ready)
-				}
-			})
-			if ctx.Err() != nil {
-				return
-			}
-			fmt.Fprintf(cfg.ErrOut, "Tunnel to the shadow dropped (%v); reconnecting\n", err)
-			time.Sleep(500 * time.Millisecond)
-		}
-		errc <- nil
-	}()
+	ready := sess.KeepForwarding(ctx, fwds, cfg.ErrOut)
 	select {
 	case <-ready:
 	case <-ctx.Done():

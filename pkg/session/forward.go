@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -78,3 +79,21 @@ func serve(ctx context.Context, l net.Listener, f Forward, warn io.Writer) {
 
 // LocalAddr is the address a local port is reached on.
 func LocalAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// KeepForwarding serves fwds until ctx ends, reconnecting whenever the tunnel drops. The
+// returned channel is closed once the forwards first listen.
+func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Writer) <-chan struct{} {
+	ready := make(chan struct{})
+	var once sync.Once
+	go func() {
+		for ctx.Err() == nil {
+			err := s.ServeForwards(ctx, fwds, warn, func() { once.Do(func() { close(ready) }) })
+			if ctx.Err() != nil {
+				return
+			}
+			fmt.Fprintf(warn, "Tunnel to the shadow dropped (%v); reconnecting\n", err)
+			time.Sleep(500 * time.Millisecond)
+		}
+	}()
+	return ready
+}
