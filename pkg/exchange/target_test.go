@@ -1,0 +1,57 @@
+package exchange
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+func TestParseExpose(t *testing.T) {
+	got, err := ParseExpose("8080:80, 9090,7000:http")
+	if err != nil || len(got) != 3 || got[0] != (Expose{8080, "80"}) || got[1] != (Expose{9090, "9090"}) || got[2] != (Expose{7000, "http"}) {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "8080:80:1", "abc", "0", "70000", "8080:70000", "8080:", "9090,9090"} {
+		if _, err := ParseExpose(bad); err == nil {
+			t.Errorf("ParseExpose(%q) accepted", bad)
+		}
+	}
+}
+
+func TestMapPorts(t *testing.T) {
+	svc := &corev1.Service{Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+		{Name: "http", Port: 80, TargetPort: intstr.FromString("web")},
+		{Name: "admin", Port: 81, TargetPort: intstr.FromInt32(8081)},
+		{Name: "plain", Port: 82},
+		{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP},
+	}}}
+	svc.Name = "s"
+	w := &Workload{Containers: []corev1.Container{{Ports: []corev1.ContainerPort{{Name: "web", ContainerPort: 8080}}}}}
+	for _, c := range []struct {
+		remote string
+		target int32
+		name   string
+	}{
+		{"80", 8080, "web"}, {"http", 8080, "web"}, {"web", 8080, "web"},
+		{"81", 8081, ""}, {"8081", 8081, ""}, {"admin", 8081, ""}, {"82", 82, ""},
+	} {
+		pm, warn, err := MapPorts(svc, w, []Expose{{Local: 9000, Remote: c.remote}})
+		if err != nil || len(pm) != 1 || pm[0].Target != c.target || pm[0].Name != c.name || pm[0].Local != 9000 {
+			t.Errorf("remote %s: %+v, %v", c.remote, pm, err)
+		}
+		if len(warn) != 3 {
+			t.Errorf("remote %s: %d warnings for the ports left out, want 3", c.remote, len(warn))
+		}
+	}
+	if _, _, err := MapPorts(svc, w, []Expose{{9000, "999"}}); err == nil || !strings.Contains(err.Error(), "its ports are") {
+		t.Errorf("unknown port: %v", err)
+	}
+	if _, _, err := MapPorts(svc, w, []Expose{{9000, "53"}}); err == nil || !strings.Contains(err.Error(), "only TCP") {
+		t.Errorf("UDP port: %v", err)
+	}
+	if _, _, err := MapPorts(svc, nil, []Expose{{9000, "80"}}); err == nil || !strings.Contains(err.Error(), "named port") {
+		t.Errorf("named port without a workload: %v", err)
+	}
+}

@@ -1,0 +1,36 @@
+package mesh
+
+import "testing"
+
+func TestParseVersionMark(t *testing.T) {
+	for _, c := range []struct {
+		in, key, value string
+		ok             bool
+	}{
+		{"", "version", "", true},
+		{"dev1", "version", "dev1", true},
+		{"x-dev:two", "x-dev", "two", true},
+		{"canary:", "canary", "", true},
+		{":v2", "version", "v2", true},
+		{"Bad:x", "", "", false},
+		{"version:a b", "", "", false},
+		{"1abc:x", "", "", false},
+	} {
+		k, v, err := ParseVersionMark(c.in)
+		if (err == nil) != c.ok {
+			t.Errorf("%q: err %v, want ok=%v", c.in, err, c.ok)
+			continue
+		}
+		if !c.ok {
+			continue
+		}
+		if k != c.key || (c.value != "" && v != c.value) || len(v) == 0 {
+			t.Errorf("%q: got %q:%q, want %q:%q", c.in, k, v, c.key, c.value)
+		}
+	}
+	_, a, _ := ParseVersionMark("")
+	_, b, _ := ParseVersionMark("")
+	if a == b || len(a) != 5 {
+		t.Errorf("default values %q and %q: want five random letters each time", a, b)
+	}
+}
