@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -183,11 +182,9 @@ func modeName(m string) string {
 // CheckLocal fails unless something listens on each local port.
 func CheckLocal(ports []PortMap) error {
 	for _, p := range ports {
-		c, err := net.DialTimeout("tcp", session.LocalAddr(p.Local), time.Second)
-		if err != nil {
-			return fmt.Errorf("nothing listens on localhost:%d; start your service first, or pass --skip-port-checking", p.Local)
+		if err := session.CheckLocal(p.Local); err != nil {
+			return err
 		}
-		c.Close()
 	}
 	return nil
 }

@@ -422,7 +422,6 @@ func originName(svc, id string) string {
 // and the origin Service.
 func (m *mesher) leave(ctx context.Context) error {
 	var last *wire.MeshState
-	var lock *wire.Lock
 	_, err := cluster.UpdateService(ctx, m.cfg.Client, m.ns, m.svc.Name, func(s *corev1.Service) (bool, error) {
 		st, ok := wire.GetMesh(s)
 		if !ok {
@@ -440,10 +439,7 @@ func (m *mesher) leave(ctx context.Context) error {
 			m.goodbye = fmt.Sprintf("Left the mesh of service %s/%s; %d other developer(s) still mesh it", m.ns, m.svc.Name, len(keep))
 			return true, nil
 		}
-		last, lock = st, nil
-		if l, ok := wire.ServiceLock(s); ok {
-			lock = l
-		}
+		last = st
 		_, err := wire.RestoreService(s, "")
 		return true, err
 	})
@@ -459,7 +455,6 @@ func (m *mesher) leave(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, last.Router))
-	_ = lock
 	return errors.Join(errs...)
 }
 

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -183,9 +184,7 @@ func (s *Stack) inbound() {
 	}
 }
 
-func isClosedFile(err error) bool {
-	return err != nil && (errors.Is(err, net.ErrClosed) || err.Error() == "file already closed")
-}
+func isClosedFile(err error) bool { return errors.Is(err, os.ErrClosed) }
 
 // outbound moves packets from the stack to the device, in batches.
 func (s *Stack) outbound() {

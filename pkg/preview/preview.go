@@ -50,7 +50,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if cfg.SkipPortChecking {
 			break
 		}
-		if err := checkLocal(p.Local); err != nil {
+		if err := session.CheckLocal(p.Local); err != nil {
 			return err
 		}
 	}
@@ -125,12 +125,4 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	fmt.Fprintf(cfg.ErrOut, "Previewing: service %s/%s (%s) sends its traffic to this machine: reach it in the cluster as %s.%s.svc. Ctrl-C to remove it.\n", cfg.Namespace, cfg.Name, kind, cfg.Name, cfg.Namespace)
 	<-ctx.Done()
 	return nil
-}
-
-func checkLocal(port int) error {
-	c, err := (&netDialer).Dial("tcp", session.LocalAddr(port))
-	if err != nil {
-		return fmt.Errorf("nothing listens on localhost:%d; start your service first, or pass --skip-port-checking", port)
-	}
-	return c.Close()
 }

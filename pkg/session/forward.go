@@ -97,3 +97,12 @@ func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Wr
 	}()
 	return ready
 }
+
+// CheckLocal fails unless something listens on localhost:port.
+func CheckLocal(port int) error {
+	c, err := net.DialTimeout("tcp", LocalAddr(port), time.Second)
+	if err != nil {
+		return fmt.Errorf("nothing listens on localhost:%d; start your service first, or pass --skip-port-checking", port)
+	}
+	return c.Close()
+}

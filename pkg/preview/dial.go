@@ -1,8 +1,0 @@
-package preview
-
-import (
-	"net"
-	"time"
-)
-
-var netDialer = net.Dialer{Timeout: time.Second}
