@@ -23,6 +23,7 @@ import (
 type RouterConfig struct {
 	Service      string // namespace/name of the meshed Service
 	Origin       string // name of the Service selecting the original pods
+	OriginIP     string // its ClusterIP, when known: dialled without a DNS lookup per connection
 	Ports        []int
 	PodName      string
 	PodNamespace string
@@ -45,7 +46,11 @@ func RunRouter(ctx context.Context, cfg RouterConfig) error {
 	if err != nil {
 		return err
 	}
-	r := router.New(cfg.Origin + "." + ns + ".svc")
+	origin := cfg.Origin + "." + ns + ".svc"
+	if cfg.OriginIP != "" && cfg.OriginIP != corev1.ClusterIPNone {
+		origin = cfg.OriginIP
+	}
+	r := router.New(origin)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

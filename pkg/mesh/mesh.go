@@ -220,9 +220,7 @@ func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
 	}
 	fmt.Fprintf(m.cfg.ErrOut, "Meshed service %s/%s: requests with header '%s: %s' go to this machine (%s); all others go to the original pods. Ctrl-C to stop.\n",
 		m.ns, m.svc.Name, m.cfg.Key, m.cfg.Value, describe(m.ports))
-	if m.svcHasTLS() {
-		fmt.Fprintln(m.cfg.ErrOut, "note: TLS connections cannot be routed by header; the router passes them through to the original pods")
-	}
+	fmt.Fprintln(m.cfg.ErrOut, "note: TLS connections cannot be routed by header; the router passes them through to the original pods")
 	hb := time.NewTicker(10 * time.Second)
 	defer hb.Stop()
 	for {
@@ -246,15 +244,6 @@ func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
 			}
 		}
 	}
-}
-
-func (m *mesher) svcHasTLS() bool {
-	for _, p := range m.svc.Spec.Ports {
-		if p.Port == 443 || strings.Contains(strings.ToLower(p.Name), "https") || strings.Contains(strings.ToLower(p.Name), "tls") {
-			return true
-		}
-	}
-	return false
 }
 
 func describe(ports []exchange.PortMap) string {
@@ -344,7 +333,8 @@ func (m *mesher) join(ctx context.Context, undo *cluster.Undo) (created bool, er
 			osvc.Spec.Ports = append(osvc.Spec.Ports, corev1.ServicePort{Name: p.Name, Port: m.targetOf(p), TargetPort: p.TargetPort})
 		}
 	}
-	if _, err := m.cfg.Client.CoreV1().Services(m.ns).Create(ctx, osvc, metav1.CreateOptions{}); err != nil {
+	osvc, err = m.cfg.Client.CoreV1().Services(m.ns).Create(ctx, osvc, metav1.CreateOptions{})
+	if err != nil {
 		return fail(cluster.Explain(err, "create", "services", m.ns))
 	}
 	sr, err := cluster.CreateSelfRestore(ctx, m.cfg.Client, m.ns, routerName, m.svc.Name, meshID, origin)
@@ -372,7 +362,7 @@ func (m *mesher) join(ctx context.Context, undo *cluster.Undo) (created bool, er
 		Namespace: m.ns, Role: wire.RoleRouter, Session: meshID, Owner: cluster.Owner(), Command: m.cfg.Command,
 		ForwardPorts: cps, Labels: map[string]string{wire.ExchangeLabel: meshID}, Opts: &opts,
 		RestoreService: m.ns + "/" + m.svc.Name, RestoreSession: meshID, ServiceAccount: sr.Name,
-		Args: []string{"--router", "--service=" + m.ns + "/" + m.svc.Name, "--origin=" + origin, "--ports=" + strings.Join(ps, ","),
+		Args: []string{"--router", "--service=" + m.ns + "/" + m.svc.Name, "--origin=" + origin, "--origin-ip=" + osvc.Spec.ClusterIP, "--ports=" + strings.Join(ps, ","),
 			fmt.Sprintf("--member-expiry=%s", m.cfg.Pod.ExpireAfter)},
 	})
 	if err != nil {

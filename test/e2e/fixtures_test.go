@@ -4,7 +4,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
@@ -25,7 +27,7 @@ spec:
   replicas: 1
   selector: {matchLabels: {app: web}}
   template:
-    metadata: {labels: {app: web}}
+    metadata: {labels: {app: web}, annotations: {kt-e2e/testapp: TESTAPP_SUM}}
     spec:
       terminationGracePeriodSeconds: 1
       containers:
@@ -61,7 +63,7 @@ spec:
   replicas: 1
   selector: {matchLabels: {app: db}}
   template:
-    metadata: {labels: {app: db}}
+    metadata: {labels: {app: db}, annotations: {kt-e2e/testapp: TESTAPP_SUM}}
     spec:
       terminationGracePeriodSeconds: 1
       containers:
@@ -78,7 +80,7 @@ spec:
   replicas: 2
   selector: {matchLabels: {app: multi}}
   template:
-    metadata: {labels: {app: multi}}
+    metadata: {labels: {app: multi}, annotations: {kt-e2e/testapp: TESTAPP_SUM}}
     spec:
       terminationGracePeriodSeconds: 1
       containers:
@@ -104,7 +106,7 @@ metadata: {name: grpc, namespace: kt-e2e}
 spec:
   selector: {matchLabels: {app: grpc}}
   template:
-    metadata: {labels: {app: grpc}}
+    metadata: {labels: {app: grpc}, annotations: {kt-e2e/testapp: TESTAPP_SUM}}
     spec:
       terminationGracePeriodSeconds: 1
       containers:
@@ -134,7 +136,14 @@ spec:
 `
 
 func setupFixtures(ctx context.Context) error {
-	y := strings.ReplaceAll(fixturesYAML, "TESTAPP", testapp)
+	// The workloads' templates carry the testapp binary's checksum, so that a rebuilt
+	// testapp rolls them out (the image keeps its tag).
+	sum := "none"
+	if b, err := os.ReadFile(envOr("KT_TESTAPP_BIN", strings.TrimSuffix(ktBin, "kubectl-kt")+"testapp")); err == nil {
+		sum = fmt.Sprintf("%x", sha256.Sum256(b))[:16]
+	}
+	y := strings.ReplaceAll(fixturesYAML, "TESTAPP_SUM", `"`+sum+`"`)
+	y = strings.ReplaceAll(y, "TESTAPP", testapp)
 	// Services an earlier, killed run left changed are restored first, as a user would.
 	exec.CommandContext(ctx, ktBin, "--kubeconfig", hostKubeconfig, "clean", "-A", "--threshold", "0s").Run()
 	// The client pod runs testapp's tools: recreate it so it runs the image just built.

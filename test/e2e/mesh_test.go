@@ -92,6 +92,20 @@ func TestMesh(t *testing.T) {
 		}
 	})
 
+	t.Run("TLS passes through to the original pods", func(t *testing.T) {
+		// A TLS client's header cannot be read: even with the mark, the original pods answer.
+		r := inCluster(t, "/testapp get -H 'version: dev1' https://web:80/tls")
+		if !strings.Contains(r.Stdout, "tls=true echo from web-") {
+			t.Errorf("TLS with the mark: %s", r)
+		}
+		if !strings.Contains(dev1.Output(), "TLS connections cannot be routed by header") {
+			t.Errorf("mesh did not say that TLS passes through:\n%s", dev1.Output())
+		}
+		if r := inCluster(t, "/testapp get -H 'version: dev1' http://web:80/plain"); !strings.Contains(r.Stdout, "tls=false echo from laptop-dev1") {
+			t.Errorf("plain HTTP with the mark on the same port: %s", r)
+		}
+	})
+
 	if code := dev1.Stop(syscall.SIGINT, 60*time.Second); code != 0 || !strings.Contains(dev1.Output(), "Restored service") {
 		t.Errorf("last developer leaving (exit %d):\n%s", code, dev1.Output())
 	}

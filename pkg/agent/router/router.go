@@ -35,8 +35,9 @@ type Router struct {
 	mu      sync.RWMutex
 	members []wire.MeshMember
 
-	h1 *http.Transport
-	h2 *http2.Transport
+	pool pool // idle HTTP/1.1 upstream connections
+	h1   *http.Transport
+	h2   *http2.Transport
 }
 
 // New returns a router that sends unmarked requests to origin.
@@ -96,8 +97,11 @@ func (r *Router) Handler(port int) http.Handler {
 			pr.Out.Host = pr.In.Host
 			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"] // leave as the client sent it
 		},
-		Transport:     transport{r},
-		FlushInterval: -1, // stream: server-sent events, gRPC streams
+		Transport: transport{r},
+		// FlushInterval 0: ReverseProxy flushes at once anyway for responses of unknown length
+		// (chunked, gRPC, WebSocket) and for text/event-stream; a response of known length goes
+		// out in one write instead of one per header, body chunk and end.
+		FlushInterval: 0,
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
 			klog.V(1).InfoS("router: upstream failed", "port", port, "err", err)
 			w.WriteHeader(http.StatusBadGateway)
@@ -106,8 +110,10 @@ func (r *Router) Handler(port int) http.Handler {
 	return h2c.NewHandler(rp, &http2.Server{})
 }
 
-// Serve accepts on l: TLS connections pass through to the origin untouched, the rest are
-// served as HTTP.
+const http2Preface = "PRI * HTTP/2.0"
+
+// Serve accepts on l: TLS connections pass through to the origin untouched, HTTP/2 with prior
+// knowledge goes to net/http's server (h2c), and the rest is proxied as HTTP/1.1.
 func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
 	hs := &http.Server{Handler: r.Handler(port), ReadHeaderTimeout: 30 * time.Second}
 	pl := &peekListener{Listener: l, conns: make(chan net.Conn), done: make(chan struct{})}
@@ -122,18 +128,25 @@ func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
 				br := bufio.NewReader(c)
 				c.SetReadDeadline(time.Now().Add(30 * time.Second))
 				b, err := br.Peek(1)
-				c.SetReadDeadline(time.Time{})
 				if err != nil {
 					c.Close()
 					return
 				}
-				pc := &peekedConn{Conn: c, r: br}
+				var pre []byte
+				if b[0] != 0x16 {
+					pre, _ = br.Peek(len(http2Preface))
+				}
+				c.SetReadDeadline(time.Time{})
 				if b[0] == 0x16 { // a TLS handshake record
-					r.passthrough(pc, port)
+					r.passthrough(&peekedConn{Conn: c, r: br}, port)
 					return
 				}
-				select {
-				case pl.conns <- pc:
+				if string(pre) != http2Preface {
+					r.serveH1(c, br, port)
+					return
+				}
+				select { // HTTP/2 with prior knowledge (gRPC): net/http's server
+				case pl.conns <- &peekedConn{Conn: c, r: br}:
 				case <-pl.done:
 					c.Close()
 				}

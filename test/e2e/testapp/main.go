@@ -1,7 +1,8 @@
 // Command testapp is the e2e tests' workload: an HTTP server (echo, sized downloads, streaming,
 // WebSocket echo), a UDP echo server, and a sleeper that client pods run as PID 1.
 //
-//	testapp serve [-http :8080[,:8081]] [-udp :9090] [-name NAME]
+//	testapp serve [-http :8080[,:8081]] [-udp :9090] [-name NAME]   (HTTP and HTTPS on each port)
+//	testapp get [-H 'NAME: VALUE'] URL   (prints "tls=BOOL " and the body; certificates unchecked)
 //	testapp wsclient HOST:PORT [-H=NAME:VALUE]... MESSAGE...   (prints each echoed message)
 //	testapp load -url URL [-n N] [-c C] [-newconn] [-get-bytes]   (prints one JSON line)
 //	testapp sleep
@@ -46,6 +47,8 @@ func main() {
 		grpcCheck(os.Args[2:])
 	case "load":
 		load(os.Args[2:])
+	case "get":
+		get(os.Args[2:])
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
@@ -65,10 +68,14 @@ func serve(args []string) {
 		*name, _ = os.Hostname()
 	}
 	h := handler(*name)
+	tlsCfg := selfSigned()
 	for _, a := range strings.Split(*httpAddr, ",") {
-		a := a
-		go func() { log.Fatal(http.ListenAndServe(a, h)) }()
-		log.Printf("testapp %s: http on %s", *name, a)
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			log.Fatal(err)
+		}
+		go func() { log.Fatal(http.Serve(sniffListener{l, tlsCfg}, h)) }()
+		log.Printf("testapp %s: http and https on %s", *name, a)
 	}
 	if *udpAddr != "" {
 		pc, err := net.ListenPacket("udp", *udpAddr)
@@ -288,13 +295,15 @@ func wsClient(hostport string, msgs []string) error {
 }
 
 // load sends n requests to url with c workers and prints latency percentiles and throughput
-// as JSON. -newconn opens a new TCP connection for every request.
+// as JSON. -newconn opens a new TCP connection for every request; -rate paces the requests
+// (all workers together) so that latency is measured below saturation.
 func load(args []string) {
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
 	url := fs.String("url", "", "URL")
 	n := fs.Int("n", 200, "requests")
 	c := fs.Int("c", 1, "concurrent workers")
 	newConn := fs.Bool("newconn", false, "a new connection per request")
+	rate := fs.Int("rate", 0, "requests per second, all workers together (0: as fast as they go)")
 	fs.Parse(args)
 	tr := &http.Transport{DisableKeepAlives: *newConn, MaxIdleConnsPerHost: *c, DisableCompression: true}
 	hc := &http.Client{Transport: tr, Timeout: 5 * time.Minute}
@@ -304,10 +313,22 @@ func load(args []string) {
 		err   error
 	}
 	jobs := make(chan int, *n)
-	for i := 0; i < *n; i++ {
-		jobs <- i
+	if *rate > 0 {
+		go func() {
+			t := time.NewTicker(time.Second / time.Duration(*rate))
+			defer t.Stop()
+			for i := 0; i < *n; i++ {
+				<-t.C
+				jobs <- i
+			}
+			close(jobs)
+		}()
+	} else {
+		for i := 0; i < *n; i++ {
+			jobs <- i
+		}
+		close(jobs)
 	}
-	close(jobs)
 	results := make(chan res, *n)
 	t0 := time.Now()
 	var wg sync.WaitGroup
@@ -355,6 +376,6 @@ func load(args []string) {
 		}
 		return float64(ds[int(p*float64(len(ds)-1))].Microseconds()) / 1000
 	}
-	fmt.Printf(`{"n":%d,"errors":%d,"p50_ms":%.3f,"p99_ms":%.3f,"seconds":%.3f,"mib_per_s":%.2f,"first_error":%q}`+"\n",
-		len(ds), errs, pct(0.5), pct(0.99), total.Seconds(), float64(bytes)/(1<<20)/total.Seconds(), firstErr)
+	fmt.Printf(`{"n":%d,"errors":%d,"p50_ms":%.3f,"p99_ms":%.3f,"seconds":%.3f,"mib_per_s":%.2f,"req_per_s":%.1f,"first_error":%q}`+"\n",
+		len(ds), errs, pct(0.5), pct(0.99), total.Seconds(), float64(bytes)/(1<<20)/total.Seconds(), float64(len(ds))/total.Seconds(), firstErr)
 }

@@ -1,0 +1,271 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+)
+
+// HTTP/1.1 is proxied on the client connection's own goroutine, with upstream connections
+// taken from a shared pool for each request and put back as soon as the response is read. A
+// request so costs no hand-over between goroutines (http.Transport's read and write loops),
+// which on an idle node is most of a proxy's added latency. Headers pass as the client sent them.
+
+const (
+	idleTimeout = 5 * time.Minute
+	// A response up to this size is read whole, so that its upstream connection is free for
+	// the next request before the client has it; a larger or open-ended one is streamed.
+	maxBuffered = 64 << 10
+)
+
+type upstream struct {
+	addr string
+	conn net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	used bool      // a request went through: an error on the next one may be a stale connection
+	idle time.Time // when it went back to the pool
+}
+
+// Idle upstream connections are kept for the next client connection, so that a client that
+// opens a connection per request does not cost a new upstream connection per request too.
+const (
+	maxIdlePerBackend = 64
+	maxIdleTime       = 30 * time.Second // below common servers' keep-alive timeouts
+)
+
+type pool struct {
+	mu   sync.Mutex
+	idle map[string][]*upstream
+}
+
+func (p *pool) get(addr string) *upstream {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for l := p.idle[addr]; len(l) > 0; l = p.idle[addr] {
+		u := l[len(l)-1]
+		p.idle[addr] = l[:len(l)-1]
+		if time.Since(u.idle) < maxIdleTime && u.open() {
+			return u
+		}
+		u.close()
+	}
+	return nil
+}
+
+func (p *pool) put(u *upstream) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.idle == nil {
+		p.idle = map[string][]*upstream{}
+	}
+	l := p.idle[u.addr]
+	if len(l) >= maxIdlePerBackend {
+		l[0].close()
+		l = l[1:]
+	}
+	u.idle = time.Now()
+	p.idle[u.addr] = append(l, u)
+}
+
+func (u *upstream) close() { u.conn.Close() }
+
+// open tells, without waiting, whether an idle connection is still open: the server may have
+// closed it meanwhile (its keep-alive timeout), which a read shows at once.
+func (u *upstream) open() bool {
+	u.conn.SetReadDeadline(time.Now())
+	_, err := u.r.Peek(1)
+	u.conn.SetReadDeadline(time.Time{})
+	return isTimeout(err)
+}
+
+// serveH1 serves one client connection whose first bytes are in br.
+func (r *Router) serveH1(c net.Conn, br *bufio.Reader, port int) {
+	defer c.Close()
+	bw := bufio.NewWriterSize(c, 16<<10)
+	for {
+		c.SetReadDeadline(time.Now().Add(idleTimeout))
+		req, err := http.ReadRequest(br)
+		c.SetReadDeadline(time.Time{})
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
+				writeStatus(bw, http.StatusBadRequest)
+			}
+			return
+		}
+		if strings.EqualFold(req.Header.Get("Upgrade"), "h2c") {
+			// An upgrade to cleartext HTTP/2 is optional for the server: stay on HTTP/1.1.
+			req.Header.Del("Upgrade")
+			req.Header.Del("Http2-Settings")
+		}
+		if _, ok := req.Header["User-Agent"]; !ok {
+			req.Header["User-Agent"] = []string{""} // Request.Write adds Go's own otherwise
+		}
+		if req.Header.Get("Expect") == "100-continue" {
+			// Answer it here: the client sends the body only then, and we forward it at once.
+			req.Header.Del("Expect")
+			if req.ContentLength != 0 {
+				io.WriteString(bw, "HTTP/1.1 100 Continue\r\n\r\n")
+				bw.Flush()
+			}
+		}
+		addr, _ := r.backend(req.Header, port)
+		u, resp, err := r.roundTrip(addr, req)
+		if err != nil {
+			klog.V(1).InfoS("router: upstream failed", "port", port, "backend", addr, "err", err)
+			writeStatus(bw, http.StatusBadGateway)
+			return
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			if err := resp.Write(bw); err != nil || bw.Flush() != nil {
+				u.close()
+				return
+			}
+			splice(c, br, u)
+			return
+		}
+		if resp.ContentLength >= 0 && resp.ContentLength <= maxBuffered && !resp.Close {
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				u.close()
+				return
+			}
+			r.pool.put(u)
+			resp.Body = io.NopCloser(bytes.NewReader(body))
+			if writeResponse(bw, resp) != nil {
+				return
+			}
+		} else {
+			err := writeResponse(bw, resp)
+			resp.Body.Close()
+			if err != nil || resp.Close {
+				u.close() // the rest of the response may still be on its way
+			} else {
+				r.pool.put(u)
+			}
+			if err != nil {
+				return
+			}
+		}
+		if req.Close || resp.Close {
+			return // the response said "Connection: close", or ends when the connection does
+		}
+	}
+}
+
+// roundTrip sends req on a pooled or new connection to addr and reads the final response; a
+// request without a body is retried once on a new connection when a kept one turns out closed.
+func (r *Router) roundTrip(addr string, req *http.Request) (*upstream, *http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		var u *upstream
+		if attempt == 0 {
+			u = r.pool.get(addr)
+		}
+		if u == nil {
+			conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+			if err != nil {
+				return nil, nil, err
+			}
+			u = &upstream{addr: addr, conn: conn, r: bufio.NewReaderSize(conn, 16<<10), w: bufio.NewWriterSize(conn, 16<<10)}
+		}
+		resp, err := u.exchange(req)
+		if err == nil {
+			u.used = true
+			return u, resp, nil
+		}
+		u.close()
+		if !u.used || attempt > 0 || (req.Body != nil && req.Body != http.NoBody) {
+			return nil, nil, err
+		}
+	}
+}
+
+func (u *upstream) exchange(req *http.Request) (*http.Response, error) {
+	if err := req.Write(u.w); err != nil {
+		return nil, err
+	}
+	if err := u.w.Flush(); err != nil {
+		return nil, err
+	}
+	for {
+		resp, err := http.ReadResponse(u.r, req)
+		if err != nil {
+			return nil, err
+		}
+		// Other 1xx responses are informational (103 Early Hints) and optional: drop them; the
+		// final response follows on the same connection.
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			resp.Body.Close()
+			continue
+		}
+		return resp, nil
+	}
+}
+
+// writeResponse writes resp; a response of unknown length (chunked: gRPC-Web, server-sent
+// events, streams) is flushed as each piece arrives, one of known length in one go.
+func writeResponse(bw *bufio.Writer, resp *http.Response) error {
+	var w io.Writer = bw
+	if resp.ContentLength < 0 {
+		w = flushWriter{bw}
+	}
+	if err := resp.Write(w); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+type flushWriter struct{ w *bufio.Writer }
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.w.Flush()
+	}
+	return n, err
+}
+
+// splice copies both ways after a protocol switch (WebSocket), buffered bytes first.
+func splice(c net.Conn, cr *bufio.Reader, u *upstream) {
+	defer u.close()
+	done := make(chan struct{}, 2)
+	go func() {
+		io.Copy(u.conn, cr)
+		closeWrite(u.conn)
+		done <- struct{}{}
+	}()
+	go func() {
+		io.Copy(c, u.r)
+		closeWrite(c)
+		done <- struct{}{}
+	}()
+	<-done
+	<-done
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
+}
+
+func writeStatus(bw *bufio.Writer, code int) {
+	io.WriteString(bw, "HTTP/1.1 "+strconv.Itoa(code)+" "+http.StatusText(code)+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	bw.Flush()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,260 @@
+package router
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// backends starts an "origin" on 127.0.0.1 and a developer's "shadow" on 127.0.0.2, on one
+// port (the router sends to backend:port), and a router for them; it returns the router's address.
+func backends(t *testing.T, h func(name string) http.Handler) (string, *Router) {
+	t.Helper()
+	ol, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ol.Addr().(*net.TCPAddr).Port
+	sl, err := net.Listen("tcp", "127.0.0.2:"+strconv.Itoa(port))
+	if err != nil {
+		t.Skipf("no 127.0.0.2 on this machine: %v", err)
+	}
+	for name, l := range map[string]net.Listener{"origin": ol, "shadow": sl} {
+		s := &http.Server{Handler: h2c.NewHandler(h(name), &http2.Server{})}
+		go s.Serve(l)
+		t.Cleanup(func() { s.Close() })
+	}
+	r := New("127.0.0.1")
+	r.SetMembers([]wire.MeshMember{{Key: "version", Value: "dev1", Shadow: "127.0.0.2", Owner: "me"}})
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go r.Serve(ctx, rl, port)
+	return rl.Addr().String(), r
+}
+
+func echoName(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %s ua=%q body=%q", name, r.Method, r.URL.Path, r.UserAgent(), body)
+	})
+}
+
+func get(t *testing.T, c *http.Client, url string, hdr ...string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func TestRoutesEachRequestOnAKeptConnection(t *testing.T) {
+	addr, _ := backends(t, echoName)
+	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}} // one client connection
+	for i := 0; i < 5; i++ {
+		if got := get(t, c, "http://"+addr+"/a"); !strings.HasPrefix(got, "origin GET /a") {
+			t.Fatalf("unmarked request reached %q", got)
+		}
+		if got := get(t, c, "http://"+addr+"/b", "Version", "dev1"); !strings.HasPrefix(got, "shadow GET /b") {
+			t.Fatalf("marked request reached %q", got)
+		}
+		if got := get(t, c, "http://"+addr+"/c", "Version", "other"); !strings.HasPrefix(got, "origin") {
+			t.Fatalf("request with another value reached %q", got)
+		}
+	}
+}
+
+func TestHeadersAndBodiesPassAsSent(t *testing.T) {
+	addr, _ := backends(t, echoName)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	// No User-Agent: none must be added. A chunked body, then Expect: 100-continue.
+	io.WriteString(conn, "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if want := `origin POST /p ua="" body="abc"`; string(b) != want {
+		t.Fatalf("got %q, want %q", b, want)
+	}
+	io.WriteString(conn, "PUT /q HTTP/1.1\r\nHost: x\r\nVersion: dev1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusContinue {
+		t.Fatalf("want 100 Continue before the body, got %v %v", resp, err)
+	}
+	io.WriteString(conn, "hi")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	if want := `shadow PUT /q ua="" body="hi"`; string(b) != want {
+		t.Fatalf("got %q, want %q", b, want)
+	}
+}
+
+func TestStreamingResponseIsFlushedAsItComes(t *testing.T) {
+	release := make(chan struct{})
+	addr, _ := backends(t, func(string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: first\n\n")
+			w.(http.Flusher).Flush()
+			<-release
+			io.WriteString(w, "data: second\n\n")
+		})
+	})
+	resp, err := http.Get("http://" + addr + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	close(release)
+	if err != nil || line != "data: first\n" {
+		t.Fatalf("first event did not arrive before the stream ended: %q %v", line, err)
+	}
+}
+
+func TestUpgradeSplicesBothWays(t *testing.T) {
+	addr, _ := backends(t, func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+			line, _ := brw.ReadString('\n')
+			io.WriteString(c, name+":"+line)
+		})
+	})
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nVersion: dev1\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nping\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("want 101, got %v %v", resp, err)
+	}
+	line, err := br.ReadString('\n')
+	if err != nil || line != "shadow:ping\n" {
+		t.Fatalf("got %q %v", line, err)
+	}
+}
+
+func TestStaleUpstreamConnectionIsRetried(t *testing.T) {
+	addr, _ := backends(t, func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/close" {
+				// Answer, then drop the kept connection without saying so.
+				w.Header().Set("Content-Length", "2")
+				io.WriteString(w, "ok")
+				w.(http.Flusher).Flush()
+				c, _, _ := http.NewResponseController(w).Hijack()
+				c.Close()
+				return
+			}
+			io.WriteString(w, name)
+		})
+	})
+	c := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	if got := get(t, c, "http://"+addr+"/close"); got != "ok" {
+		t.Fatalf("got %q", got)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := get(t, c, "http://"+addr+"/again"); got != "origin" {
+		t.Fatalf("after the upstream dropped its connection: %q", got)
+	}
+}
+
+func TestBadGatewayWhenTheBackendIsDown(t *testing.T) {
+	addr, r := backends(t, echoName)
+	r.SetMembers([]wire.MeshMember{{Key: "version", Value: "dev1", Shadow: "127.0.0.9", Owner: "me"}})
+	resp, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("origin: %d", resp.StatusCode)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+	req.Header.Set("version", "dev1")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("a member whose shadow is gone: got %d, want 502", resp.StatusCode)
+	}
+}
+
+func TestHTTP2PriorKnowledgeIsRoutedPerRequest(t *testing.T) {
+	addr, _ := backends(t, func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "%s %s", name, r.Proto) })
+	})
+	c := &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
+		return net.Dial(n, a)
+	}}}
+	if got := get(t, c, "http://"+addr+"/"); got != "origin HTTP/2.0" {
+		t.Fatalf("got %q", got)
+	}
+	if got := get(t, c, "http://"+addr+"/", "Version", "dev1"); got != "shadow HTTP/2.0" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestTLSPassesThroughToTheOrigin(t *testing.T) {
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "tls origin") }))
+	ts.StartTLS()
+	defer ts.Close()
+	host, port, _ := net.SplitHostPort(ts.Listener.Addr().String())
+	p, _ := strconv.Atoi(port)
+	r := New(host)
+	r.SetMembers([]wire.MeshMember{{Key: "version", Value: "dev1", Shadow: "127.0.0.2", Owner: "me"}})
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Serve(ctx, rl, p)
+	c := ts.Client()
+	if got := get(t, c, "https://"+rl.Addr().String()+"/", "Version", "dev1"); got != "tls origin" {
+		t.Fatalf("got %q", got)
+	}
+}
