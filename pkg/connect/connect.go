@@ -31,6 +31,7 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/dns"
+	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/netstack"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/session"
@@ -73,11 +74,17 @@ type Config struct {
 	TUNName                string
 	MTU                    int
 
+	// Admin makes the changes that need root (default: netadmin.ForUser, which asks sudo
+	// when not root).
+	Admin netadmin.Admin
+
+	In          io.Reader
 	Out, ErrOut io.Writer
 }
 
 type connector struct {
 	cfg     Config
+	admin   netadmin.Admin
 	sess    atomic.Pointer[session.Session]
 	dialer  *TunnelDialer
 	lock    *Lock
@@ -91,12 +98,23 @@ func (c *connector) agent() PortDialer { return c.sess.Load() }
 // ctx ends returns nil.
 func Run(ctx context.Context, cfg Config) (err error) {
 	log := klog.FromContext(ctx)
-	c := &connector{cfg: cfg}
+	c := &connector{cfg: cfg, admin: cfg.Admin}
 	c.dialer = &TunnelDialer{Agent: c.agent}
 	server := cfg.RESTConfig.Host
+	if c.admin == nil {
+		c.admin = netadmin.ForUser(netadmin.HelperOptions{
+			Paths: []string{cfg.ResolvConf, cfg.HostsFile}, Stdin: cfg.In, Stdout: cfg.ErrOut, Stderr: cfg.ErrOut,
+			Notice: "Setting up the TUN device, routes and DNS as root through sudo (only that; the rest runs as you)",
+		})
+	}
+	defer func() {
+		if aerr := c.admin.Close(); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+	}()
 
 	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
-	lock, recovered, err := Acquire(server)
+	lock, recovered, err := Acquire(server, c.admin)
 	if err != nil {
 		return err
 	}
@@ -226,7 +244,7 @@ func (c *connector) startTUN(ctx context.Context, routes []netip.Prefix, undo *c
 	if mtu == 0 {
 		mtu = tun.DefaultMTU
 	}
-	dev, err := tun.Create(name, mtu)
+	dev, err := c.admin.CreateTUN(name, mtu)
 	if err != nil {
 		return err
 	}
@@ -244,7 +262,7 @@ func (c *connector) startTUN(ctx context.Context, routes []netip.Prefix, undo *c
 		}
 	}
 	if !c.cfg.DisableTunRoute {
-		if err := dev.AddRoutes(routes); err != nil {
+		if err := c.admin.AddRoutes(dev.Name(), routes); err != nil {
 			return err
 		}
 		for _, r := range routes {
@@ -267,7 +285,7 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *c
 		}
 		c.state.Hosts = c.cfg.HostsFile
 		c.save()
-		h := &hostsWriter{client: c.cfg.Client, path: c.cfg.HostsFile, namespaces: nss, current: c.cfg.Namespace, domain: domain}
+		h := &hostsWriter{client: c.cfg.Client, admin: c.admin, path: c.cfg.HostsFile, namespaces: nss, current: c.cfg.Namespace, domain: domain}
 		if err := h.sync(ctx); err != nil {
 			return "", err
 		}
@@ -277,7 +295,7 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *c
 		undo.Push("remove the hosts block", func(context.Context) error {
 			cancel()
 			<-done
-			return dns.RemoveHostsBlock(c.cfg.HostsFile)
+			return c.admin.RemoveHostsBlock(c.cfg.HostsFile)
 		})
 		return fmt.Sprintf("hosts (%s, namespaces %s)", c.cfg.HostsFile, strings.Join(nss, ",")), nil
 	}
@@ -322,19 +340,21 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *c
 			srv.Sources = append(srv.Sources, dns.Source{Name: addr, Exchange: dns.Upstream(addr), FinalNX: true})
 		}
 	}
-	if err := srv.Listen(c.cfg.DNSListen); err != nil {
+	pc, l, err := c.admin.ListenDNS(c.cfg.DNSListen)
+	if err != nil {
 		return "", err
 	}
+	srv.Serve(pc, l)
 	undo.Push("stop the local DNS server", func(context.Context) error { srv.Close(); return nil })
 	c.state.ResolvConf, c.state.ResolvOrig = c.cfg.ResolvConf, orig
 	if err := c.save(); err != nil {
 		return "", err
 	}
 	search := []string{c.cfg.Namespace + ".svc." + domain, "svc." + domain, domain}
-	if _, err := dns.ApplyResolvConf(c.cfg.ResolvConf, listenHost, search, os.Getpid()); err != nil {
+	if _, err := c.admin.ApplyResolvConf(c.cfg.ResolvConf, listenHost, search, os.Getpid()); err != nil {
 		return "", err
 	}
-	undo.Push("restore "+c.cfg.ResolvConf, func(context.Context) error { return dns.RestoreResolvConf(c.cfg.ResolvConf, orig) })
+	undo.Push("restore "+c.cfg.ResolvConf, func(context.Context) error { return c.admin.RestoreResolvConf(c.cfg.ResolvConf, orig) })
 	return fmt.Sprintf("localDNS on %s (%s edited; order %s; upstream %s)", c.cfg.DNSListen, c.cfg.ResolvConf, strings.Join(order, ","), strings.Join(upstreams, ",")), nil
 }
 

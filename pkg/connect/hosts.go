@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubectl-kt/kt/pkg/dns"
+	"github.com/kubectl-kt/kt/pkg/netadmin"
 )
 
 // hostsWriter keeps kt's block in the hosts file equal to the Services of some namespaces:
@@ -19,6 +20,7 @@ import (
 // pods of headless Services by their hostnames (StatefulSet pods).
 type hostsWriter struct {
 	client     kubernetes.Interface
+	admin      netadmin.Admin
 	path       string
 	namespaces []string
 	current    string
@@ -82,7 +84,7 @@ func (h *hostsWriter) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return dns.WriteHostsBlock(h.path, e)
+	return h.admin.WriteHostsBlock(h.path, e)
 }
 
 // run resyncs whenever a Service or EndpointSlice in the namespaces changes.

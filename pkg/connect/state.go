@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kubectl-kt/kt/pkg/dns"
+	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/tun"
 )
 
@@ -79,9 +80,9 @@ func (e *ErrRunning) Error() string {
 		e.State.PID, e.State.Started.Local().Format(time.Kitchen), e.State.Shadow, e.State.Server)
 }
 
-// Acquire takes the lock for server. A state file left by a crashed connect is undone first;
-// recovered reports what was cleaned up.
-func Acquire(server string) (l *Lock, recovered *State, err error) {
+// Acquire takes the lock for server. A state file left by a crashed connect is undone first,
+// through admin; recovered reports what was cleaned up.
+func Acquire(server string, admin netadmin.Admin) (l *Lock, recovered *State, err error) {
 	if err := os.MkdirAll(StateDir(), 0o700); err != nil {
 		return nil, nil, err
 	}
@@ -102,7 +103,7 @@ func Acquire(server string) (l *Lock, recovered *State, err error) {
 	if len(b) > 0 {
 		var st State
 		if json.Unmarshal(b, &st) == nil {
-			if err := Undo(&st); err != nil {
+			if err := Undo(&st, admin); err != nil {
 				l.Release()
 				return nil, nil, fmt.Errorf("undo the leftovers of a crashed connect (pid %d): %w", st.PID, err)
 			}
@@ -132,21 +133,23 @@ func (l *Lock) Release() {
 	l.f.Close()
 }
 
-// Undo reverts what st records: resolv.conf, the hosts block, a TUN device still present.
-func Undo(st *State) error {
+// Undo reverts what st records and is still there: resolv.conf, the hosts block, a TUN
+// device. Only what is left asks admin (and so perhaps sudo) for anything.
+func Undo(st *State, admin netadmin.Admin) error {
+	netadmin.Allow(admin, st.ResolvConf, st.Hosts)
 	var errs []error
-	if st.ResolvConf != "" && st.ResolvOrig != nil {
-		if err := dns.RestoreResolvConf(st.ResolvConf, st.ResolvOrig); err != nil {
+	if st.ResolvConf != "" && st.ResolvOrig != nil && dns.HasMarker(st.ResolvConf) {
+		if err := admin.RestoreResolvConf(st.ResolvConf, st.ResolvOrig); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if st.Hosts != "" {
-		if err := dns.RemoveHostsBlock(st.Hosts); err != nil {
+	if st.Hosts != "" && dns.HasHostsBlock(st.Hosts) {
+		if err := admin.RemoveHostsBlock(st.Hosts); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if st.TUN != "" && tun.Exists(st.TUN) {
-		if err := tun.Remove(st.TUN); err != nil {
+		if err := admin.RemoveTUN(st.TUN); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -155,7 +158,7 @@ func Undo(st *State) error {
 
 // CleanLocal undoes every crashed connect's leftovers in this network namespace and
 // reports them; running connects are left alone.
-func CleanLocal(dryRun bool) ([]State, []State, error) {
+func CleanLocal(dryRun bool, admin netadmin.Admin) ([]State, []State, error) {
 	files, _ := filepath.Glob(filepath.Join(StateDir(), "connect-"+NetNS()+"-*.json"))
 	var cleaned, running []State
 	for _, p := range files {
@@ -172,7 +175,7 @@ func CleanLocal(dryRun bool) ([]State, []State, error) {
 			continue
 		}
 		if !dryRun {
-			if err := Undo(&st); err != nil {
+			if err := Undo(&st, admin); err != nil {
 				f.Close()
 				return cleaned, running, err
 			}

@@ -62,6 +62,12 @@ func ApplyResolvConf(path, server string, search []string, pid int) ([]byte, err
 	return orig, nil
 }
 
+// HasMarker reports whether the file holds kt's settings.
+func HasMarker(path string) bool {
+	cur, err := os.ReadFile(path)
+	return err == nil && bytes.Contains(cur, []byte(Marker))
+}
+
 // RestoreResolvConf writes orig back, unless someone replaced kt's content meanwhile.
 func RestoreResolvConf(path string, orig []byte) error {
 	cur, err := os.ReadFile(path)

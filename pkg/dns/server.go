@@ -49,7 +49,6 @@ type cacheEntry struct {
 
 // Listen serves UDP and TCP on addr (host:port) until Close.
 func (s *Server) Listen(addr string) error {
-	s.cache = map[cacheKey]cacheEntry{}
 	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		return fmt.Errorf("local DNS server on %s: %w", addr, err)
@@ -59,11 +58,17 @@ func (s *Server) Listen(addr string) error {
 		pc.Close()
 		return fmt.Errorf("local DNS server on %s: %w", addr, err)
 	}
+	s.Serve(pc, l)
+	return nil
+}
+
+// Serve answers on sockets opened elsewhere (by a privileged helper, for port 53).
+func (s *Server) Serve(pc net.PacketConn, l net.Listener) {
+	s.cache = map[cacheKey]cacheEntry{}
 	s.srvs = []*mdns.Server{{PacketConn: pc, Handler: s}, {Listener: l, Handler: s}}
 	for _, srv := range s.srvs {
 		go srv.ActivateAndServe()
 	}
-	return nil
 }
 
 // Close stops the server.

@@ -125,8 +125,9 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	if err != nil {
 		return nil, err
 	}
-	s.undo.Push("delete shadow pod "+o.Namespace+"/"+pod.Name, func(ctx context.Context) error {
-		return cluster.DeleteShadow(ctx, client, o.Namespace, pod.Name)
+	podName := pod.Name // pod is reassigned below, to nil when the wait fails
+	s.undo.Push("delete shadow pod "+o.Namespace+"/"+podName, func(ctx context.Context) error {
+		return cluster.DeleteShadow(ctx, client, o.Namespace, podName)
 	})
 	fmt.Fprintf(o.Progress, "Created shadow pod %s/%s; waiting for it to run\n", o.Namespace, pod.Name)
 	if pod, err = cluster.WaitRunning(ctx, client, o.Namespace, pod.Name, o.Pod.PodCreationTimeout, false); err != nil {

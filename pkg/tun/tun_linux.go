@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
@@ -40,9 +41,31 @@ func Create(name string, mtu int) (*Device, error) {
 	return &Device{Device: dev, name: real}, nil
 }
 
+// File is the device's file, to hand to another process (see FromFile).
+func (d *Device) File() *os.File { return d.Device.File() }
+
+// FromFile makes a Device of a TUN file that another process created and brought up (a
+// privileged helper): it needs no privileges, as it sets nothing on the interface.
+func FromFile(f *os.File) (*Device, error) {
+	fd, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	dev, name, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TUN device from the helper: %w", err)
+	}
+	return &Device{Device: dev, name: name}, nil
+}
+
 // AddRoutes routes each prefix into the device.
-func (d *Device) AddRoutes(prefixes []netip.Prefix) error {
-	link, err := netlink.LinkByName(d.name)
+func (d *Device) AddRoutes(prefixes []netip.Prefix) error { return AddRoutes(d.name, prefixes) }
+
+// AddRoutes routes each prefix into the named device.
+func AddRoutes(name string, prefixes []netip.Prefix) error {
+	link, err := netlink.LinkByName(name)
 	if err != nil {
 		return err
 	}
@@ -50,7 +73,7 @@ func (d *Device) AddRoutes(prefixes []netip.Prefix) error {
 		ipn := &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipn, Scope: netlink.SCOPE_LINK}
 		if err := netlink.RouteReplace(r); err != nil {
-			return fmt.Errorf("route %s via %s: %w", p, d.name, err)
+			return fmt.Errorf("route %s via %s: %w", p, name, err)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ package tun
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"runtime"
 )
 
@@ -14,7 +15,18 @@ func Create(name string, mtu int) (*Device, error) {
 }
 
 // AddRoutes is not implemented on this system yet.
-func (d *Device) AddRoutes(prefixes []netip.Prefix) error { return fmt.Errorf("not supported") }
+func (d *Device) AddRoutes(prefixes []netip.Prefix) error { return AddRoutes(d.name, prefixes) }
+
+// AddRoutes is not implemented on this system yet.
+func AddRoutes(name string, prefixes []netip.Prefix) error { return fmt.Errorf("not supported") }
+
+// File is not implemented on this system yet.
+func (d *Device) File() *os.File { return nil }
+
+// FromFile is not implemented on this system yet.
+func FromFile(f *os.File) (*Device, error) {
+	return nil, fmt.Errorf("not supported on %s", runtime.GOOS)
+}
 
 // Exists reports false.
 func Exists(name string) bool { return false }

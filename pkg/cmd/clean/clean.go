@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,6 +20,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/connect"
 	"github.com/kubectl-kt/kt/pkg/exchange"
+	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -101,7 +103,7 @@ func (o *Options) Run(ctx context.Context) error {
 	if o.DryRun {
 		verb = "Would clean"
 	}
-	cleaned, running, err := connect.CleanLocal(o.DryRun)
+	cleaned, running, err := connect.CleanLocal(o.DryRun, netadmin.ForUser(netadmin.HelperOptions{Stdin: os.Stdin, Stdout: o.ErrOut, Stderr: o.ErrOut, Notice: "Undoing a crashed connect's TUN, DNS or hosts changes as root through sudo"}))
 	for _, st := range cleaned {
 		fmt.Fprintf(o.Out, "%s local leftovers of connect pid %d (shadow %s, dns %s, tun %s)\n", verb, st.PID, st.Shadow, st.DNSMode, st.TUN)
 	}

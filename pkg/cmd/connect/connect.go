@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/connect"
+	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 )
 
@@ -173,7 +175,17 @@ func (o *Options) Validate() error {
 // Complete builds the clients; it changes nothing.
 func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Command) error {
 	if !o.DisableTUN && os.Geteuid() != 0 {
-		return fmt.Errorf("connect needs root for its TUN device and DNS settings: run it with sudo, or use --disable-tun for a SOCKS5 proxy that needs none")
+		// The TUN device, routes and DNS are set up by a helper started through sudo.
+		if _, err := exec.LookPath("sudo"); err != nil {
+			return fmt.Errorf("connect needs root for its TUN device, routes and DNS, and sudo is not installed: run it as root, or use --disable-tun for a SOCKS5 proxy that needs none")
+		}
+		edits := o.ResolvConf
+		if strings.HasPrefix(o.DNSMode, connect.DNSHosts) {
+			edits = o.HostsFile
+		}
+		if err := netadmin.CheckPaths(edits); err != nil && !strings.HasPrefix(o.DNSMode, connect.DNSNone) {
+			return err
+		}
 	}
 	ns, rc, client, err := kube.Clients(f)
 	if err != nil {
@@ -195,7 +207,7 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Comm
 	o.cfg.DisablePodIP, o.cfg.DisableTunRoute, o.cfg.DisableTUN = o.DisablePodIP, o.DisableTunRoute, o.DisableTUN
 	o.cfg.ProxyAddr, o.cfg.ProxyPort = o.ProxyAddr, o.ProxyPort
 	o.cfg.TUNName, o.cfg.MTU = o.TUNName, o.MTU
-	o.cfg.Out, o.cfg.ErrOut = o.Out, o.ErrOut
+	o.cfg.In, o.cfg.Out, o.cfg.ErrOut = o.In, o.Out, o.ErrOut
 	return nil
 }
 

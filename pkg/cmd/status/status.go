@@ -16,6 +16,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/connect"
+	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/tun"
 )
 
@@ -50,7 +51,7 @@ func NewCmdStatus(f genericclioptions.RESTClientGetter, streams genericiooptions
 			cmd.SilenceUsage = true
 			ctx := cmd.Context()
 			var rep Report
-			cleaned, running, _ := connect.CleanLocal(true)
+			cleaned, running, _ := connect.CleanLocal(true, netadmin.Direct{})
 			var client kubernetes.Interface
 			ns, _, _ := f.ToRawKubeConfigLoader().Namespace()
 			if rc, err := f.ToRESTConfig(); err == nil {
