@@ -21,6 +21,7 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
@@ -126,7 +127,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	case <-ctx.Done():
 		return nil
 	}
+	wait := progress.Start(cfg.ErrOut, "Waiting for the shadow to be ready")
 	readyPod, err := cluster.WaitRunning(ctx, cfg.Client, ns, sess.Pod.Name, cfg.Pod.PodCreationTimeout, true)
+	wait.Stop()
 	if err != nil {
 		return err
 	}
@@ -144,7 +147,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		})
 	}
-	if err := cluster.WaitEndpoints(ctx, cfg.Client, ns, svcName, []string{readyPod.Status.PodIP}, 60*time.Second); err != nil {
+	wait = progress.Start(cfg.ErrOut, "Waiting for service "+ns+"/"+svcName+" to send its traffic to the shadow")
+	err = cluster.WaitEndpoints(ctx, cfg.Client, ns, svcName, []string{readyPod.Status.PodIP}, 60*time.Second)
+	wait.Stop()
+	if err != nil {
 		return err
 	}
 	var desc []string
@@ -332,6 +338,8 @@ func setWorkload(ctx context.Context, client kubernetes.Interface, ns string, w 
 
 func waitReady(ctx context.Context, client kubernetes.Interface, ns string, w *Workload, timeout time.Duration, out io.Writer) error {
 	deadline := time.Now().Add(timeout)
+	wait := progress.Start(out, fmt.Sprintf("Waiting for %s/%s to have %d ready pods again", w.Kind, w.Name, w.Replicas))
+	defer wait.Stop()
 	for {
 		var ready int32
 		if w.Kind == "Deployment" {
@@ -351,6 +359,7 @@ func waitReady(ctx context.Context, client kubernetes.Interface, ns string, w *W
 			return nil
 		}
 		if time.Now().After(deadline) {
+			wait.Stop()
 			fmt.Fprintf(out, "warning: %s/%s has %d of %d pods ready after %s; it keeps starting without kt\n", w.Kind, w.Name, ready, w.Replicas, timeout)
 			return nil
 		}

@@ -30,6 +30,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/exchange"
 	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
@@ -215,7 +216,10 @@ func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
 	}
 	// Pushed last, so it runs first on exit: leave, and restore everything if nobody is left.
 	undo.Push("leave the mesh of "+m.svc.Name, func(ctx context.Context) error { return m.leave(ctx) })
-	if err := m.waitRouted(ctx); err != nil {
+	wait := progress.Start(m.cfg.ErrOut, "Waiting for the router to route '"+m.cfg.Key+": "+m.cfg.Value+"' here")
+	err = m.waitRouted(ctx)
+	wait.Stop()
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(m.cfg.ErrOut, "Meshed service %s/%s: requests with header '%s: %s' go to this machine (%s); all others go to the original pods. Ctrl-C to stop.\n",
@@ -375,14 +379,19 @@ func (m *mesher) join(ctx context.Context, undo *cluster.Undo) (created bool, er
 		return fail(cluster.Explain(err, "create", "pods", m.ns))
 	}
 	sr.OwnBy(ctx, pod)
+	wait := progress.Start(m.cfg.ErrOut, "Waiting for mesh router "+m.ns+"/"+routerName+" to be ready")
 	rp, err := cluster.WaitRunning(ctx, m.cfg.Client, m.ns, routerName, m.cfg.Pod.PodCreationTimeout, true)
+	wait.Stop()
 	if err != nil {
 		return fail(err)
 	}
 	if err := cluster.RedirectService(ctx, m.cfg.Client, m.ns, m.svc.Name, meshID, map[string]string{wire.ExchangeLabel: meshID}); err != nil {
 		return fail(err)
 	}
-	if err := cluster.WaitEndpoints(ctx, m.cfg.Client, m.ns, m.svc.Name, []string{rp.Status.PodIP}, 60*time.Second); err != nil {
+	wait = progress.Start(m.cfg.ErrOut, "Waiting for service "+m.ns+"/"+m.svc.Name+" to send its traffic to the router")
+	err = cluster.WaitEndpoints(ctx, m.cfg.Client, m.ns, m.svc.Name, []string{rp.Status.PodIP}, 60*time.Second)
+	wait.Stop()
+	if err != nil {
 		return fail(err)
 	}
 	return true, nil

@@ -23,6 +23,7 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/sshtunnel"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
@@ -129,8 +130,11 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	s.undo.Push("delete shadow pod "+o.Namespace+"/"+podName, func(ctx context.Context) error {
 		return cluster.DeleteShadow(ctx, client, o.Namespace, podName)
 	})
-	fmt.Fprintf(o.Progress, "Created shadow pod %s/%s; waiting for it to run\n", o.Namespace, pod.Name)
-	if pod, err = cluster.WaitRunning(ctx, client, o.Namespace, pod.Name, o.Pod.PodCreationTimeout, false); err != nil {
+	fmt.Fprintf(o.Progress, "Created shadow pod %s/%s\n", o.Namespace, pod.Name)
+	wait := progress.Start(o.Progress, "Waiting for shadow pod "+o.Namespace+"/"+pod.Name+" to run")
+	pod, err = cluster.WaitRunning(ctx, client, o.Namespace, pod.Name, o.Pod.PodCreationTimeout, false)
+	wait.Stop()
+	if err != nil {
 		return nil, err
 	}
 	s.Pod = pod

@@ -102,6 +102,10 @@ func TestConnect(t *testing.T) {
 	}
 
 	p := startConnect(t)
+	// Output goes to a pipe here: the wait is a plain line, without a terminal's spinner codes.
+	if out := p.Output(); !strings.Contains(out, "Waiting for shadow pod "+testNamespace+"/") || strings.ContainsAny(out, "\r\033") {
+		t.Errorf("progress in a pipe should be plain lines:\n%q", out)
+	}
 
 	curl := func(t *testing.T, url, want string) {
 		t.Helper()
