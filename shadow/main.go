@@ -44,6 +44,7 @@ func main() {
 	cfg.PodIP = os.Getenv(wire.EnvPodIP)
 	cfg.RestoreService, cfg.Session = os.Getenv(wire.EnvRestoreService), os.Getenv(wire.EnvSession)
 	cfg.PodName, cfg.PodNamespace = os.Getenv(wire.EnvPodName), os.Getenv(wire.EnvPodNamespace)
+	cfg.Deployment = os.Getenv(wire.EnvDeployment)
 	if cfg.PodIP == "" {
 		cfg.PodIP = "0.0.0.0"
 	}

@@ -38,6 +38,8 @@ type Config struct {
 	// RestoreService (namespace/name) is restored when the client is gone, with Session's
 	// change only; then the pod PodNamespace/PodName deletes itself.
 	RestoreService, Session, PodName, PodNamespace string
+	// Deployment (in PodNamespace) runs this agent; it is deleted when the client is gone.
+	Deployment string
 }
 
 // Status is served on /version and /readyz.

@@ -121,17 +121,29 @@ func restoreService(ctx context.Context, c *inCluster, svcRef, session string) e
 }
 
 // selfRestore runs when the client is gone: it restores the Service the client had changed
-// and deletes the agent's own pod (its service account and role go with it, as the pod owns them).
+// and deletes the agent's own pod (its service account and role go with it, as the pod owns
+// them), or the Deployment that runs the agent.
 func selfRestore(cfg Config) {
-	if cfg.RestoreService == "" {
+	if cfg.RestoreService == "" && cfg.Deployment == "" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := newInCluster()
 	if err != nil {
-		klog.ErrorS(err, "cannot restore the service myself; run 'kubectl kt clean'", "service", cfg.RestoreService)
+		klog.ErrorS(err, "cannot clean up after my client myself; run 'kubectl kt clean'", "service", cfg.RestoreService, "deployment", cfg.Deployment)
 		return
+	}
+	if cfg.Deployment != "" {
+		path := "/apis/apps/v1/namespaces/" + cfg.PodNamespace + "/deployments/" + cfg.Deployment
+		if err := c.do(ctx, http.MethodDelete, path, map[string]any{"propagationPolicy": "Background"}, nil); err != nil {
+			klog.ErrorS(err, "delete my Deployment; run 'kubectl kt clean'", "deployment", cfg.Deployment)
+		} else {
+			klog.InfoS("deleted my Deployment", "deployment", cfg.Deployment)
+		}
+		if cfg.RestoreService == "" {
+			return
+		}
 	}
 	if err := restoreService(ctx, c, cfg.RestoreService, cfg.Session); err != nil {
 		klog.ErrorS(err, "restore failed; run 'kubectl kt clean'", "service", cfg.RestoreService)

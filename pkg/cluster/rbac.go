@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -55,10 +56,44 @@ func CreateSelfRestore(ctx context.Context, client kubernetes.Interface, ns, pod
 	return sr, nil
 }
 
+// CreateSelfDelete creates the identity that lets a shadow Deployment's agent delete that
+// Deployment once its client is gone: a ServiceAccount, Role and RoleBinding named like it.
+func CreateSelfDelete(ctx context.Context, client kubernetes.Interface, ns, name, session string) (*SelfRestore, error) {
+	meta := metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
+		wire.ManagedByLabel: wire.ManagedBy, wire.SessionLabel: session, wire.RoleLabel: "self-delete"}}
+	sr := &SelfRestore{Namespace: ns, Name: name, client: client}
+	if _, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: meta, AutomountServiceAccountToken: ptr.To(true)}, metav1.CreateOptions{}); err != nil {
+		return nil, Explain(err, "create", "serviceaccounts", ns)
+	}
+	role := &rbacv1.Role{ObjectMeta: meta, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, ResourceNames: []string{name}, Verbs: []string{"delete"}},
+	}}
+	if _, err := client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		sr.Delete(context.WithoutCancel(ctx))
+		return nil, Explain(err, "create", "roles", ns)
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: meta,
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}}}
+	if _, err := client.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		sr.Delete(context.WithoutCancel(ctx))
+		return nil, Explain(err, "create", "rolebindings", ns)
+	}
+	return sr, nil
+}
+
+// OwnByDeployment makes the Deployment the owner of the three objects.
+func (sr *SelfRestore) OwnByDeployment(ctx context.Context, d *appsv1.Deployment) error {
+	return sr.own(ctx, fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"apps/v1","kind":"Deployment","name":%q,"uid":%q}]}}`, d.Name, d.UID))
+}
+
 // OwnBy makes the pod the owner of the three objects, so the garbage collector removes them
 // with the pod (also when the agent deletes itself after restoring the Service).
 func (sr *SelfRestore) OwnBy(ctx context.Context, pod *corev1.Pod) error {
-	patch := fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"Pod","name":%q,"uid":%q}]}}`, pod.Name, pod.UID)
+	return sr.own(ctx, fmt.Sprintf(`{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"Pod","name":%q,"uid":%q}]}}`, pod.Name, pod.UID))
+}
+
+func (sr *SelfRestore) own(ctx context.Context, patch string) error {
 	var errs []error
 	_, err := sr.client.CoreV1().ServiceAccounts(sr.Namespace).Patch(ctx, sr.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 	errs = append(errs, err)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,7 +47,11 @@ type ShadowSpec struct {
 	OwnerRef *metav1.OwnerReference
 	// Labels are added to kt's own (a Service's selector, for exchange).
 	Labels map[string]string
-	Opts   *PodOptions
+	// Deployment runs the shadow from a Deployment of the same name (ShadowDeployment), whose
+	// pods restart and are replaced; the agent deletes the Deployment once its client is gone,
+	// as the ServiceAccount of the same name allows (CreateSelfDelete).
+	Deployment bool
+	Opts       *PodOptions
 }
 
 // NewSession returns a random session id: 6 characters of [a-z0-9].
@@ -142,6 +147,12 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 			corev1.EnvVar{Name: wire.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 		)
 	}
+	if s.Deployment {
+		c.Env = append(c.Env,
+			corev1.EnvVar{Name: wire.EnvDeployment, Value: ShadowName(s.Role, s.Session)},
+			corev1.EnvVar{Name: wire.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+		)
+	}
 	if len(s.ForwardPorts) > 0 {
 		// Ready only once the client's remote forwards listen: a Service sends traffic to
 		// the shadow no earlier.
@@ -172,7 +183,7 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 			Containers:                    []corev1.Container{c},
 			RestartPolicy:                 corev1.RestartPolicyNever,
 			ServiceAccountName:            s.Opts.ServiceAccount,
-			AutomountServiceAccountToken:  ptr.To(s.RestoreService != ""),
+			AutomountServiceAccountToken:  ptr.To(s.RestoreService != "" || s.Deployment),
 			NodeSelector:                  s.Opts.NodeSelector,
 			SecurityContext:               psc,
 			TerminationGracePeriodSeconds: ptr.To[int64](2),
@@ -182,6 +193,10 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 	if s.ServiceAccount != "" {
 		pod.Spec.ServiceAccountName = s.ServiceAccount
 	}
+	if s.Deployment {
+		pod.Spec.ServiceAccountName = pod.Name
+		pod.Spec.RestartPolicy = corev1.RestartPolicyAlways
+	}
 	if s.OwnerRef != nil {
 		pod.OwnerReferences = []metav1.OwnerReference{*s.OwnerRef}
 	}
@@ -189,6 +204,55 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 		pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: s.Opts.ImagePullSecret}}
 	}
 	return pod, nil
+}
+
+// ShadowDeployment is a Deployment of one replica running pod (from ShadowPod with
+// Deployment set); its pods carry the pod's name as a prefix and its labels.
+func ShadowDeployment(pod *corev1.Pod) *appsv1.Deployment {
+	sel := map[string]string{
+		wire.ManagedByLabel: pod.Labels[wire.ManagedByLabel],
+		wire.RoleLabel:      pod.Labels[wire.RoleLabel],
+		wire.SessionLabel:   pod.Labels[wire.SessionLabel],
+	}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, Labels: pod.Labels, Annotations: pod.Annotations},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: sel},
+			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: pod.Labels, Annotations: pod.Annotations},
+				Spec:       pod.Spec,
+			},
+		},
+	}
+}
+
+// WaitSessionPod waits for a running pod of the session other than skip (a Deployment's
+// pod, or its replacement).
+func WaitSessionPod(ctx context.Context, client kubernetes.Interface, ns, session, skip string, timeout time.Duration) (*corev1.Pod, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		list, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.SessionLabel + "=" + session + "," + wire.ManagedByLabel + "=" + wire.ManagedBy})
+		if err != nil {
+			return nil, waitErr(ctx, err, ns, "of session "+session, timeout)
+		}
+		for i := range list.Items {
+			p := &list.Items[i]
+			if p.Name == skip || p.DeletionTimestamp != nil {
+				continue
+			}
+			if ok, err := podUsable(p, false); ok || err != nil {
+				return p, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, waitErr(ctx, ctx.Err(), ns, "of session "+session, timeout)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // CreateShadow creates the pod and waits until its agent runs.
@@ -287,6 +351,22 @@ func podUsable(p *corev1.Pod, needReady bool) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// DeleteShadowDeployment deletes a shadow Deployment and, at once, its pods.
+func DeleteShadowDeployment(ctx context.Context, client kubernetes.Interface, ns, name string) error {
+	err := client.AppsV1().Deployments(ns).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return Explain(err, "delete", "deployments", ns)
+	}
+	session := name[strings.LastIndex(name, "-")+1:] // ShadowName ends with it
+	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.SessionLabel + "=" + session + "," + wire.ManagedByLabel + "=" + wire.ManagedBy})
+	if err == nil {
+		for _, p := range pods.Items {
+			DeleteShadow(ctx, client, ns, p.Name)
+		}
+	}
+	return nil
 }
 
 // DeleteShadow deletes the pod at once; a missing pod is not an error.

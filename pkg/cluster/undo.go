@@ -48,6 +48,17 @@ func (u *Undo) Run(timeout time.Duration) error {
 	return errors.Join(errs...)
 }
 
+// TakeFrom moves every inverse pending in from onto u (a session handing its teardown over).
+func (u *Undo) TakeFrom(from *Undo) {
+	from.mu.Lock()
+	steps := from.steps
+	from.steps = nil
+	from.mu.Unlock()
+	u.mu.Lock()
+	u.steps = append(u.steps, steps...)
+	u.mu.Unlock()
+}
+
 // Len reports how many inverses are pending.
 func (u *Undo) Len() int {
 	u.mu.Lock()

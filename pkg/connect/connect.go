@@ -34,6 +34,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/netstack"
 	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/tun"
 	"github.com/kubectl-kt/kt/pkg/wire"
@@ -73,6 +74,8 @@ type Config struct {
 	ProxyPort              int
 	TUNName                string
 	MTU                    int
+	// ShadowDeployment runs the shadow from a Deployment, which replaces a lost pod.
+	ShadowDeployment bool
 
 	// Admin makes the changes that need root (default: netadmin.ForUser, which asks sudo
 	// when not root).
@@ -203,7 +206,7 @@ func (c *connector) save() error {
 func (c *connector) startSession(ctx context.Context) (*session.Session, error) {
 	return session.Start(ctx, c.cfg.RESTConfig, c.cfg.Client, session.Options{
 		Namespace: c.cfg.Namespace, Role: wire.RoleConnect, Command: c.cfg.Command,
-		Pod: c.cfg.Pod, Protocol: c.cfg.Protocol, Progress: c.cfg.ErrOut,
+		Pod: c.cfg.Pod, Protocol: c.cfg.Protocol, Progress: c.cfg.ErrOut, Deployment: c.cfg.ShadowDeployment,
 	})
 }
 
@@ -533,8 +536,26 @@ func (c *connector) podUsable(ctx context.Context, pod *corev1.Pod) bool {
 	return err == nil && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning
 }
 
-// recover replaces the session with a new shadow, retrying until it works or ctx ends.
+// recover replaces the session with a new shadow, retrying until it works or ctx ends. A
+// shadow Deployment's replacement pod is used when it comes.
 func (c *connector) recover(ctx context.Context, why string) {
+	if cur := c.sess.Load(); cur.Deployment() != "" {
+		fmt.Fprintf(c.cfg.ErrOut, "Lost the shadow pod (%s); waiting for deployment %s to replace it\n", why, cur.Deployment())
+		wait := progress.Start(c.cfg.ErrOut, "Waiting for the replacement pod")
+		ns, err := cur.NextPod(ctx)
+		wait.Stop()
+		if err == nil {
+			c.sess.Store(ns)
+			go cur.Close()
+			c.stateMu.Lock()
+			c.state.Shadow = c.cfg.Namespace + "/" + ns.Pod.Name
+			c.stateMu.Unlock()
+			c.save()
+			fmt.Fprintf(c.cfg.ErrOut, "Reconnected through shadow %s\n", c.state.Shadow)
+			return
+		}
+		fmt.Fprintf(c.cfg.ErrOut, "warning: no replacement pod: %v\n", err)
+	}
 	fmt.Fprintf(c.cfg.ErrOut, "Lost the shadow (%s); starting a new one\n", why)
 	for delay := 500 * time.Millisecond; ctx.Err() == nil; delay = min(2*delay, 5*time.Second) {
 		ns, err := c.startSession(ctx)

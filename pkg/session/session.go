@@ -45,6 +45,8 @@ type Options struct {
 	OwnerRef       *metav1.OwnerReference
 	Protocol       portforward.Protocol
 	KeepAlive      time.Duration
+	// Deployment runs the shadow from a Deployment, which replaces a deleted pod (NextPod).
+	Deployment bool
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
 }
@@ -55,10 +57,12 @@ type Session struct {
 	Pod    *corev1.Pod
 	Dialer *portforward.Dialer
 
-	opts   Options
-	client kubernetes.Interface
-	signer gossh.Signer
-	undo   cluster.Undo
+	opts       Options
+	config     *rest.Config
+	client     kubernetes.Interface
+	signer     gossh.Signer
+	deployment string
+	undo       cluster.Undo
 
 	mu  sync.Mutex
 	ssh *sshtunnel.Client
@@ -91,7 +95,7 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	if id == "" {
 		id = cluster.NewSession()
 	}
-	sess := &Session{ID: id, opts: o, client: client, signer: signer}
+	sess := &Session{ID: id, opts: o, config: config, client: client, signer: signer}
 	s = sess
 	defer func() {
 		if err != nil { // s is nil by now: tear down through sess
@@ -114,6 +118,7 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		RestoreSession: o.RestoreSession,
 		ServiceAccount: o.ServiceAccount,
 		OwnerRef:       o.OwnerRef,
+		Deployment:     o.Deployment,
 	}
 	for _, p := range o.ForwardPorts {
 		if p.ContainerPort < 1024 {
@@ -122,20 +127,27 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		}
 	}
 	t0 := time.Now()
-	pod, err := cluster.CreateShadow(ctx, client, spec)
-	if err != nil {
-		return nil, err
-	}
-	podName := pod.Name // pod is reassigned below, to nil when the wait fails
-	s.undo.Push("delete shadow pod "+o.Namespace+"/"+podName, func(ctx context.Context) error {
-		return cluster.DeleteShadow(ctx, client, o.Namespace, podName)
-	})
-	fmt.Fprintf(o.Progress, "Created shadow pod %s/%s\n", o.Namespace, pod.Name)
-	wait := progress.Start(o.Progress, "Waiting for shadow pod "+o.Namespace+"/"+pod.Name+" to run")
-	pod, err = cluster.WaitRunning(ctx, client, o.Namespace, pod.Name, o.Pod.PodCreationTimeout, false)
-	wait.Stop()
-	if err != nil {
-		return nil, err
+	var pod *corev1.Pod
+	if o.Deployment {
+		if pod, err = s.startDeployment(ctx, spec); err != nil {
+			return nil, err
+		}
+	} else {
+		pod, err = cluster.CreateShadow(ctx, client, spec)
+		if err != nil {
+			return nil, err
+		}
+		podName := pod.Name // pod is reassigned below, to nil when the wait fails
+		s.undo.Push("delete shadow pod "+o.Namespace+"/"+podName, func(ctx context.Context) error {
+			return cluster.DeleteShadow(ctx, client, o.Namespace, podName)
+		})
+		fmt.Fprintf(o.Progress, "Created shadow pod %s/%s\n", o.Namespace, pod.Name)
+		wait := progress.Start(o.Progress, "Waiting for shadow pod "+o.Namespace+"/"+pod.Name+" to run")
+		pod, err = cluster.WaitRunning(ctx, client, o.Namespace, pod.Name, o.Pod.PodCreationTimeout, false)
+		wait.Stop()
+		if err != nil {
+			return nil, err
+		}
 	}
 	s.Pod = pod
 	s.Dialer = portforward.NewDialer(config, client, o.Namespace, pod.Name)
@@ -150,6 +162,74 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	go s.heartbeat(hctx)
 	fmt.Fprintf(o.Progress, "Shadow pod %s/%s (%s) ready after %s, tunnel over %s\n", o.Namespace, pod.Name, pod.Status.PodIP, time.Since(t0).Round(10*time.Millisecond), s.Dialer.Tunnel())
 	return s, nil
+}
+
+// startDeployment creates the shadow Deployment (with the identity its agent deletes it with)
+// and waits for its pod.
+func (s *Session) startDeployment(ctx context.Context, spec cluster.ShadowSpec) (*corev1.Pod, error) {
+	o, client := s.opts, s.client
+	tmpl, err := cluster.ShadowPod(spec)
+	if err != nil {
+		return nil, err
+	}
+	sd, err := cluster.CreateSelfDelete(ctx, client, o.Namespace, tmpl.Name, s.ID)
+	if err != nil {
+		return nil, fmt.Errorf("a shadow Deployment needs a ServiceAccount and Role to delete itself when you are gone: %w", err)
+	}
+	d, err := client.AppsV1().Deployments(o.Namespace).Create(ctx, cluster.ShadowDeployment(tmpl), metav1.CreateOptions{})
+	if err != nil {
+		sd.Delete(context.WithoutCancel(ctx))
+		return nil, cluster.Explain(err, "create", "deployments", o.Namespace)
+	}
+	s.deployment = d.Name
+	s.undo.Push("delete shadow deployment "+o.Namespace+"/"+d.Name, func(ctx context.Context) error {
+		return cluster.DeleteShadowDeployment(ctx, client, o.Namespace, d.Name)
+	})
+	if err := sd.OwnByDeployment(ctx, d); err != nil {
+		sd.Delete(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	fmt.Fprintf(o.Progress, "Created shadow deployment %s/%s\n", o.Namespace, d.Name)
+	wait := progress.Start(o.Progress, "Waiting for a pod of shadow deployment "+o.Namespace+"/"+d.Name+" to run")
+	defer wait.Stop()
+	return cluster.WaitSessionPod(ctx, client, o.Namespace, s.ID, "", o.Pod.PodCreationTimeout)
+}
+
+// Deployment is the shadow Deployment's name, or "" for a bare shadow pod.
+func (s *Session) Deployment() string { return s.deployment }
+
+// NextPod waits for the shadow Deployment to replace a lost pod and returns a session on the
+// new pod, which takes over this session's teardown; this one is left with nothing to undo
+// but its own port-forward.
+func (s *Session) NextPod(ctx context.Context) (*Session, error) {
+	if s.deployment == "" {
+		return nil, fmt.Errorf("the shadow is a bare pod: nothing replaces it")
+	}
+	pod, err := cluster.WaitSessionPod(ctx, s.client, s.opts.Namespace, s.ID, s.Pod.Name, s.opts.Pod.PodCreationTimeout)
+	if err != nil {
+		return nil, err
+	}
+	n := &Session{ID: s.ID, Pod: pod, opts: s.opts, client: s.client, signer: s.signer, deployment: s.deployment, config: s.config}
+	n.Dialer = portforward.NewDialer(s.config, s.client, s.opts.Namespace, pod.Name)
+	n.Dialer.Protocol = s.opts.Protocol
+	n.Dialer.Timeout = s.opts.Pod.PortForwardTimeout
+	if _, err := n.SSH(ctx); err != nil {
+		n.Dialer.Close()
+		return nil, err
+	}
+	// The teardown moves over: the new session deletes the Deployment; the old one closes only
+	// its port-forward.
+	n.undo.TakeFrom(&s.undo)
+	old := s.Dialer
+	s.undo.Push("close port-forward", func(context.Context) error { return old.Close() })
+	if s.stopHeartbeat != nil {
+		s.stopHeartbeat()
+	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.stopHeartbeat = cancel
+	go n.heartbeat(hctx)
+	n.undo.Push("close port-forward", func(context.Context) error { return n.Dialer.Close() })
+	return n, nil
 }
 
 // Dial opens a connection to one of the agent's ports through the port-forward.

@@ -57,4 +57,5 @@ const (
 	EnvSession        = "KT_SESSION"
 	EnvPodName        = "KT_POD_NAME"
 	EnvPodNamespace   = "KT_POD_NAMESPACE"
+	EnvDeployment     = "KT_DEPLOYMENT" // the Deployment that runs the shadow, deleted by the agent when its client is gone
 )

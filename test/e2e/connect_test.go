@@ -310,3 +310,74 @@ func TestConnectDisableTUNAsNormalUser(t *testing.T) {
 	}
 	stopClean(t, p)
 }
+
+// TestConnectShadowDeployment: with --use-shadow-deployment the shadow runs from a Deployment;
+// a deleted pod is replaced by it and connect moves to the new pod; after SIGKILL the agent
+// deletes its own Deployment (and so its identity) once the client has been gone a while.
+func TestConnectShadowDeployment(t *testing.T) {
+	nothingLeftBehind(t)
+	ctx := context.Background()
+	p := startConnect(t, "--use-shadow-deployment")
+	sel := metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy + "," + wire.RoleLabel + "=" + wire.RoleConnect}
+	deps, err := client.AppsV1().Deployments(testNamespace).List(ctx, sel)
+	if err != nil || len(deps.Items) != 1 {
+		t.Fatalf("want one shadow deployment, got %v (%v)", len(deps.Items), err)
+	}
+	pods, _ := client.CoreV1().Pods(testNamespace).List(ctx, sel)
+	if len(pods.Items) != 1 {
+		t.Fatalf("want one shadow pod, got %d", len(pods.Items))
+	}
+	old := pods.Items[0].Name
+	if r := laptop(t, "curl", "-sS", "-m", "10", "http://web/via-deployment-shadow"); !strings.Contains(r.Stdout, "echo from web-") {
+		t.Fatalf("curl through the deployment's shadow: %s", r)
+	}
+	t0 := time.Now()
+	if r := kubectl(t, "-n", testNamespace, "delete", "pod", old, "--wait=false"); r.Code != 0 {
+		t.Fatal(r)
+	}
+	p.WaitFor("Reconnected through shadow", 10*time.Second)
+	eventually(t, 10*time.Second-time.Since(t0), "new connections through the replacement pod", func() error {
+		r := laptop(t, "curl", "-sS", "-m", "2", "http://web/after-replacement")
+		if !strings.Contains(r.Stdout, "echo from web-") {
+			return fmt.Errorf("%s", r.Stderr)
+		}
+		return nil
+	})
+	t.Logf("the deployment's replacement pod served new connections after %s", time.Since(t0).Round(10*time.Millisecond))
+	if !strings.Contains(p.Output(), "waiting for deployment "+deps.Items[0].Name+" to replace it") {
+		t.Errorf("connect did not say it waits for the Deployment:\n%s", p.Output())
+	}
+	if d, err := client.AppsV1().Deployments(testNamespace).Get(ctx, deps.Items[0].Name, metav1.GetOptions{}); err != nil || d.UID != deps.Items[0].UID {
+		t.Errorf("the same Deployment should carry on: %v", err)
+	}
+
+	p.Kill()
+	r := kt(t, "clean", "--local-only")
+	if r.Code != 0 {
+		t.Errorf("clean --local-only: %s", r)
+	}
+	eventually(t, 90*time.Second, "the agent deletes its own Deployment, and its pods and identity go with it", func() error {
+		for _, what := range []struct {
+			kind string
+			n    func() (int, error)
+		}{
+			{"deployments", func() (int, error) {
+				l, err := client.AppsV1().Deployments(testNamespace).List(ctx, sel)
+				return len(l.Items), err
+			}},
+			{"pods", func() (int, error) {
+				l, err := client.CoreV1().Pods(testNamespace).List(ctx, sel)
+				return len(l.Items), err
+			}},
+			{"service accounts", func() (int, error) {
+				l, err := client.CoreV1().ServiceAccounts(testNamespace).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
+				return len(l.Items), err
+			}},
+		} {
+			if n, err := what.n(); err != nil || n > 0 {
+				return fmt.Errorf("%d kt %s remain (%v)", n, what.kind, err)
+			}
+		}
+		return nil
+	})
+}

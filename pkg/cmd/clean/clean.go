@@ -129,7 +129,16 @@ func (o *Options) Run(ctx context.Context) error {
 		return cluster.Explain(err, "list", "pods", ns)
 	}
 	n := m
+	liveSession := map[string]bool{}
 	for _, p := range pods.Items {
+		if !stale(&p, o.Threshold) {
+			liveSession[p.Labels[wire.SessionLabel]] = true
+		}
+	}
+	for _, p := range pods.Items {
+		if metav1.GetControllerOf(&p) != nil && metav1.GetControllerOf(&p).Kind == "ReplicaSet" {
+			continue // a shadow Deployment's pod: its Deployment is judged below
+		}
 		if live[p.Labels[wire.ExchangeLabel]] || !stale(&p, o.Threshold) {
 			continue // a live exchange's or mesh's pod (a router refreshes no heartbeat of its own)
 		}
@@ -137,6 +146,23 @@ func (o *Options) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Out, "%s pod %s/%s (owner %s, last heartbeat %s)\n", verb, p.Namespace, p.Name, p.Annotations[wire.OwnerAnnotation], p.Annotations[wire.HeartbeatAnnotation])
 		if !o.DryRun {
 			if err := cluster.DeleteShadow(ctx, o.client, p.Namespace, p.Name); err != nil {
+				return err
+			}
+		}
+	}
+	// Shadow Deployments: stale when no pod of theirs has a fresh heartbeat.
+	deps, err := o.client.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
+	if err != nil {
+		return cluster.Explain(err, "list", "deployments", ns)
+	}
+	for _, d := range deps.Items {
+		if liveSession[d.Labels[wire.SessionLabel]] || time.Since(d.CreationTimestamp.Time) <= o.Threshold {
+			continue
+		}
+		n++
+		fmt.Fprintf(o.Out, "%s shadow deployment %s/%s (owner %s)\n", verb, d.Namespace, d.Name, d.Annotations[wire.OwnerAnnotation])
+		if !o.DryRun {
+			if err := cluster.DeleteShadowDeployment(ctx, o.client, d.Namespace, d.Name); err != nil {
 				return err
 			}
 		}

@@ -25,23 +25,24 @@ import (
 
 // Options holds the flags of connect.
 type Options struct {
-	DNSMode         string
-	ClusterDomain   string
-	DNSCacheTTL     time.Duration
-	DNSAddr         string
-	IncludeIPs      string
-	ExcludeIPs      string
-	DisablePodIP    bool
-	DisableTunRoute bool
-	DisableTUN      bool
-	ProxyAddr       string
-	ProxyPort       int
-	TUNName         string
-	MTU             int
-	Protocol        string
-	ResolvConf      string
-	HostsFile       string
-	Pod             *cluster.PodOptions
+	DNSMode          string
+	ClusterDomain    string
+	DNSCacheTTL      time.Duration
+	DNSAddr          string
+	ShadowDeployment bool
+	IncludeIPs       string
+	ExcludeIPs       string
+	DisablePodIP     bool
+	DisableTunRoute  bool
+	DisableTUN       bool
+	ProxyAddr        string
+	ProxyPort        int
+	TUNName          string
+	MTU              int
+	Protocol         string
+	ResolvConf       string
+	HostsFile        string
+	Pod              *cluster.PodOptions
 
 	cfg connect.Config
 	genericiooptions.IOStreams
@@ -95,6 +96,7 @@ Ctrl-C restores every route, DNS setting and file, and deletes the shadow.`,
 	fs.StringVar(&o.DNSMode, "dns-mode", o.DNSMode, "localDNS[:ORDER] (a local DNS server; ORDER like cluster,upstream or upstream,cluster,10.0.0.2), hosts[:NS1,NS2] (a block in /etc/hosts), or none.")
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "The cluster's DNS domain.")
 	cluster.DurationVar(fs, &o.DNSCacheTTL, "dns-cache-ttl", o.DNSCacheTTL, "Longest time the local DNS server caches an answer (never longer than the record's TTL).")
+	fs.BoolVar(&o.ShadowDeployment, "use-shadow-deployment", false, "Run the shadow from a Deployment, which replaces its pod if it is deleted or its node goes away; the shadow deletes the Deployment itself once you are gone.")
 	fs.StringVar(&o.DNSAddr, "dns-addr", o.DNSAddr, "Address of the local DNS server (localDNS mode).")
 	fs.StringVar(&o.IncludeIPs, "include-ips", o.IncludeIPs, "Extra CIDRs or IPs to route to the cluster, comma-separated.")
 	fs.StringVar(&o.ExcludeIPs, "exclude-ips", o.ExcludeIPs, "CIDRs or IPs never to route to the cluster, comma-separated.")
@@ -207,6 +209,7 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Comm
 	o.cfg.DisablePodIP, o.cfg.DisableTunRoute, o.cfg.DisableTUN = o.DisablePodIP, o.DisableTunRoute, o.DisableTUN
 	o.cfg.ProxyAddr, o.cfg.ProxyPort = o.ProxyAddr, o.ProxyPort
 	o.cfg.TUNName, o.cfg.MTU = o.TUNName, o.MTU
+	o.cfg.ShadowDeployment = o.ShadowDeployment
 	o.cfg.In, o.cfg.Out, o.cfg.ErrOut = o.In, o.Out, o.ErrOut
 	return nil
 }
