@@ -45,6 +45,7 @@ func main() {
 	cfg.RestoreService, cfg.Session = os.Getenv(wire.EnvRestoreService), os.Getenv(wire.EnvSession)
 	cfg.PodName, cfg.PodNamespace = os.Getenv(wire.EnvPodName), os.Getenv(wire.EnvPodNamespace)
 	cfg.Deployment = os.Getenv(wire.EnvDeployment)
+	cfg.Shared = os.Getenv(wire.EnvShared) == "true"
 	if cfg.PodIP == "" {
 		cfg.PodIP = "0.0.0.0"
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -40,6 +41,9 @@ type Config struct {
 	RestoreService, Session, PodName, PodNamespace string
 	// Deployment (in PodNamespace) runs this agent; it is deleted when the client is gone.
 	Deployment string
+	// Shared accepts further client keys, registered over the health port (POST /authorize),
+	// which only a port-forward to this pod reaches: a shared connect shadow.
+	Shared bool
 }
 
 // Status is served on /version and /readyz.
@@ -104,7 +108,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	srv := sshd.New(sshd.Config{AuthorizedKey: authorized, HostKey: hostKey, ForwardIP: cfg.PodIP, KeepAlive: cfg.KeepAlive, OnConn: act.Begin})
+	keys := &keySet{}
+	scfg := sshd.Config{AuthorizedKey: authorized, HostKey: hostKey, ForwardIP: cfg.PodIP, KeepAlive: cfg.KeepAlive, OnConn: act.Begin}
+	if cfg.Shared {
+		scfg.Also = keys.has
+		scfg.OnAuth = keys.connected
+	}
+	srv := sshd.New(scfg)
 	closers = append(closers, srv.Close)
 	run("ssh", func() error { return srv.Serve(sshL) })
 
@@ -162,6 +172,39 @@ func Run(ctx context.Context, cfg Config) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(status())
 	})
+	if cfg.Shared {
+		mux.HandleFunc("/authorize", func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost {
+				http.Error(w, "POST an authorized_keys line", http.StatusMethodNotAllowed)
+				return
+			}
+			b, _ := io.ReadAll(io.LimitReader(r.Body, 8<<10))
+			k, _, _, _, err := gossh.ParseAuthorizedKey(b)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			keys.add(k)
+			klog.InfoS("shared shadow: a client joined", "fingerprint", gossh.FingerprintSHA256(k))
+		})
+		// A leaving client learns whether others still use the shadow (then it leaves it be).
+		mux.HandleFunc("/leave", func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost {
+				http.Error(w, "POST an authorized_keys line", http.StatusMethodNotAllowed)
+				return
+			}
+			b, _ := io.ReadAll(io.LimitReader(r.Body, 8<<10))
+			k, _, _, _, err := gossh.ParseAuthorizedKey(b)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			others := keys.leave(k)
+			klog.InfoS("shared shadow: a client left", "fingerprint", gossh.FingerprintSHA256(k), "others", others)
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]int{"others": others})
+		})
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	closers = append(closers, hs.Close)
 	run("health", func() error {
@@ -190,6 +233,67 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+}
+
+// keySet holds the keys of a shared shadow's later clients, and counts the connections each
+// key (the first client's too) has open.
+type keySet struct {
+	mu   sync.Mutex
+	keys map[string]bool
+	open map[string]int
+	left map[string]bool
+}
+
+func (s *keySet) connected(k gossh.PublicKey) func() {
+	id := string(k.Marshal())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open == nil {
+		s.open, s.left = map[string]int{}, map[string]bool{}
+	}
+	s.open[id]++
+	delete(s.left, id)
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.open[id]--; s.open[id] <= 0 {
+			delete(s.open, id)
+		}
+	}
+}
+
+// leave marks k as gone (its connections may take a while to drop) and counts the keys that
+// still have connections open.
+func (s *keySet) leave(k gossh.PublicKey) int {
+	id := string(k.Marshal())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.left == nil {
+		s.open, s.left = map[string]int{}, map[string]bool{}
+	}
+	s.left[id] = true
+	n := 0
+	for other := range s.open {
+		if !s.left[other] {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *keySet) add(k gossh.PublicKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys == nil {
+		s.keys = map[string]bool{}
+	}
+	s.keys[string(k.Marshal())] = true
+}
+
+func (s *keySet) has(k gossh.PublicKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys[string(k.Marshal())]
 }
 
 // trackedListener counts each accepted connection as client activity until it closes.

@@ -36,3 +36,31 @@ func TestRunRejectsBadKey(t *testing.T) {
 		t.Fatal("Run accepted a malformed key")
 	}
 }
+
+func TestSharedKeySetCountsOthersOnLeave(t *testing.T) {
+	gen := func() gossh.PublicKey {
+		pub, _, _ := ed25519.GenerateKey(nil)
+		k, _ := gossh.NewPublicKey(pub)
+		return k
+	}
+	a, b := gen(), gen()
+	var s keySet
+	s.add(b)
+	if !s.has(b) || s.has(a) {
+		t.Fatal("has: want only the added key")
+	}
+	doneA := s.connected(a)
+	doneB := s.connected(b)
+	if n := s.leave(a); n != 1 {
+		t.Errorf("a leaves while b is connected: others = %d, want 1", n)
+	}
+	doneB()
+	if n := s.leave(a); n != 0 {
+		t.Errorf("a leaves, b gone: others = %d, want 0", n)
+	}
+	doneA()
+	s.connected(a) // a returns (a reconnecting client): no longer counted as gone
+	if n := s.leave(b); n != 1 {
+		t.Errorf("b leaves while a is back: others = %d, want 1", n)
+	}
+}

@@ -51,7 +51,9 @@ type ShadowSpec struct {
 	// pods restart and are replaced; the agent deletes the Deployment once its client is gone,
 	// as the ServiceAccount of the same name allows (CreateSelfDelete).
 	Deployment bool
-	Opts       *PodOptions
+	// Shared makes a connect shadow that several clients use (see agent.Config.Shared).
+	Shared bool
+	Opts   *PodOptions
 }
 
 // NewSession returns a random session id: 6 characters of [a-z0-9].
@@ -146,6 +148,9 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 			corev1.EnvVar{Name: wire.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 			corev1.EnvVar{Name: wire.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 		)
+	}
+	if s.Shared {
+		c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvShared, Value: "true"})
 	}
 	if s.Deployment {
 		c.Env = append(c.Env,

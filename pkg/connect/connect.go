@@ -76,6 +76,8 @@ type Config struct {
 	MTU                    int
 	// ShadowDeployment runs the shadow from a Deployment, which replaces a lost pod.
 	ShadowDeployment bool
+	// ShareShadow joins the namespace's shared connect shadow (or starts it).
+	ShareShadow bool
 
 	// Admin makes the changes that need root (default: netadmin.ForUser, which asks sudo
 	// when not root).
@@ -207,6 +209,7 @@ func (c *connector) startSession(ctx context.Context) (*session.Session, error) 
 	return session.Start(ctx, c.cfg.RESTConfig, c.cfg.Client, session.Options{
 		Namespace: c.cfg.Namespace, Role: wire.RoleConnect, Command: c.cfg.Command,
 		Pod: c.cfg.Pod, Protocol: c.cfg.Protocol, Progress: c.cfg.ErrOut, Deployment: c.cfg.ShadowDeployment,
+		Shared: c.cfg.ShareShadow,
 	})
 }
 

@@ -47,6 +47,9 @@ type Options struct {
 	KeepAlive      time.Duration
 	// Deployment runs the shadow from a Deployment, which replaces a deleted pod (NextPod).
 	Deployment bool
+	// Shared joins the namespace's shared shadow of this role, or starts it; the last client
+	// to leave deletes it.
+	Shared bool
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
 }
@@ -62,6 +65,7 @@ type Session struct {
 	client     kubernetes.Interface
 	signer     gossh.Signer
 	deployment string
+	others     int // a shared shadow's other clients, counted on Close
 	undo       cluster.Undo
 
 	mu  sync.Mutex
@@ -92,6 +96,9 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		return nil, err
 	}
 	id := o.ID
+	if o.Shared {
+		id = SharedID
+	}
 	if id == "" {
 		id = cluster.NewSession()
 	}
@@ -119,6 +126,7 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		ServiceAccount: o.ServiceAccount,
 		OwnerRef:       o.OwnerRef,
 		Deployment:     o.Deployment,
+		Shared:         o.Shared,
 	}
 	for _, p := range o.ForwardPorts {
 		if p.ContainerPort < 1024 {
@@ -133,15 +141,27 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 			return nil, err
 		}
 	} else {
-		pod, err = cluster.CreateShadow(ctx, client, spec)
-		if err != nil {
+		joined := false
+		if o.Shared {
+			if pod, joined, err = s.sharedPod(ctx, spec); err != nil {
+				return nil, err
+			}
+		} else if pod, err = cluster.CreateShadow(ctx, client, spec); err != nil {
 			return nil, err
 		}
 		podName := pod.Name // pod is reassigned below, to nil when the wait fails
 		s.undo.Push("delete shadow pod "+o.Namespace+"/"+podName, func(ctx context.Context) error {
+			if o.Shared && s.othersRemain() {
+				return nil // the others keep it; the last one out deletes it
+			}
 			return cluster.DeleteShadow(ctx, client, o.Namespace, podName)
 		})
-		fmt.Fprintf(o.Progress, "Created shadow pod %s/%s\n", o.Namespace, pod.Name)
+		if joined {
+			s.others = 1 // until counted on Close: never delete what others may use
+			fmt.Fprintf(o.Progress, "Joining shared shadow pod %s/%s\n", o.Namespace, pod.Name)
+		} else {
+			fmt.Fprintf(o.Progress, "Created shadow pod %s/%s\n", o.Namespace, pod.Name)
+		}
 		wait := progress.Start(o.Progress, "Waiting for shadow pod "+o.Namespace+"/"+pod.Name+" to run")
 		pod, err = cluster.WaitRunning(ctx, client, o.Namespace, pod.Name, o.Pod.PodCreationTimeout, false)
 		wait.Stop()
@@ -154,6 +174,11 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	s.Dialer.Protocol = o.Protocol
 	s.Dialer.Timeout = o.Pod.PortForwardTimeout
 	s.undo.Push("close port-forward", func(context.Context) error { return s.Dialer.Close() })
+	if o.Shared {
+		if err := s.authorize(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := s.SSH(ctx); err != nil {
 		return nil, err
 	}
@@ -295,6 +320,9 @@ func (s *Session) heartbeat(ctx context.Context) {
 func (s *Session) Close() error {
 	if s.stopHeartbeat != nil {
 		s.stopHeartbeat()
+	}
+	if s.opts.Shared && s.Dialer != nil {
+		s.others = s.countOthers()
 	}
 	s.mu.Lock()
 	if s.ssh != nil {

@@ -57,5 +57,6 @@ const (
 	EnvSession        = "KT_SESSION"
 	EnvPodName        = "KT_POD_NAME"
 	EnvPodNamespace   = "KT_POD_NAMESPACE"
+	EnvShared         = "KT_SHARED"     // "true": a shared connect shadow, which takes further client keys
 	EnvDeployment     = "KT_DEPLOYMENT" // the Deployment that runs the shadow, deleted by the agent when its client is gone
 )

@@ -381,3 +381,46 @@ func TestConnectShadowDeployment(t *testing.T) {
 		return nil
 	})
 }
+
+// TestConnectShareShadow: two developers (here root with a TUN device, and a normal user with
+// the SOCKS5 proxy) share one shadow; the one who started it leaves first and the other keeps
+// working; the last one out removes it.
+func TestConnectShareShadow(t *testing.T) {
+	nothingLeftBehind(t)
+	ctx := context.Background()
+	first := startConnect(t, "--share-shadow")
+	if !strings.Contains(first.Output(), "Created shadow pod "+testNamespace+"/kt-connect-shared") {
+		t.Fatalf("the first developer should start the shared shadow:\n%s", first.Output())
+	}
+	home := userHome(t)
+	second := startProc(t, "ip", asUser(home, "-n", testNamespace, "connect", "--share-shadow", "--disable-tun", "--proxy-port", "12224", "--shadow-expire-after", "15s")...)
+	second.WaitFor("export ALL_PROXY=socks5h://127.0.0.1:12224", 60*time.Second)
+	if !strings.Contains(second.Output(), "Joining shared shadow pod "+testNamespace+"/kt-connect-shared") {
+		t.Errorf("the second developer should join the shared shadow:\n%s", second.Output())
+	}
+	pods, err := client.CoreV1().Pods(testNamespace).List(ctx, metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + wire.RoleConnect})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("want one connect shadow for both, got %d (%v)", len(pods.Items), err)
+	}
+	viaSOCKS := func(path string) result {
+		return laptop(t, "curl", "-sS", "-m", "10", "--socks5-hostname", "127.0.0.1:12224", "http://web."+testNamespace+path)
+	}
+	if r := laptop(t, "curl", "-sS", "-m", "10", "http://web/first"); !strings.Contains(r.Stdout, "echo from web-") {
+		t.Errorf("first developer (TUN): %s", r)
+	}
+	if r := viaSOCKS("/second"); !strings.Contains(r.Stdout, "echo from web-") {
+		t.Errorf("second developer (SOCKS5): %s", r)
+	}
+
+	stopClean(t, first)
+	if _, err := client.CoreV1().Pods(testNamespace).Get(ctx, "kt-connect-shared", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the shared shadow went away while the second developer still uses it: %v", err)
+	}
+	if r := viaSOCKS("/second-after-first-left"); !strings.Contains(r.Stdout, "echo from web-") {
+		t.Errorf("second developer after the first left: %s", r)
+	}
+	stopClean(t, second)
+	if _, err := client.CoreV1().Pods(testNamespace).Get(ctx, "kt-connect-shared", metav1.GetOptions{}); err == nil {
+		t.Errorf("the last developer to leave should remove the shared shadow")
+	}
+}

@@ -37,7 +37,14 @@ type Config struct {
 	KeepAlive time.Duration
 	// OnConn is called for each accepted connection; the returned func when it ends.
 	OnConn func() (done func())
+	// Also, when set, accepts further keys (a shared shadow's other clients).
+	Also func(gossh.PublicKey) bool
+	// OnAuth is called once per connection that logs in, with its key; the returned func when
+	// the connection ends.
+	OnAuth func(gossh.PublicKey) (done func())
 }
+
+type authedKey struct{}
 
 // Server is the SSH server.
 type Server struct {
@@ -55,7 +62,12 @@ func New(cfg Config) *Server {
 	s.srv = &ssh.Server{
 		Version: fmt.Sprintf("kt-shadow_%d", wire.ProtocolVersion),
 		PublicKeyHandler: func(ctx ssh.Context, key ssh.PublicKey) bool {
-			ok := ssh.KeysEqual(key, cfg.AuthorizedKey)
+			ok := ssh.KeysEqual(key, cfg.AuthorizedKey) || cfg.Also != nil && cfg.Also(key)
+			if ok && cfg.OnAuth != nil && ctx.Value(authedKey{}) == nil {
+				ctx.SetValue(authedKey{}, true)
+				done := cfg.OnAuth(key)
+				go func() { <-ctx.Done(); done() }()
+			}
 			if !ok {
 				klog.V(1).InfoS("ssh: rejected key", "remote", ctx.RemoteAddr(), "fingerprint", gossh.FingerprintSHA256(key))
 			}

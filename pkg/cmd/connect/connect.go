@@ -30,6 +30,7 @@ type Options struct {
 	DNSCacheTTL      time.Duration
 	DNSAddr          string
 	ShadowDeployment bool
+	ShareShadow      bool
 	IncludeIPs       string
 	ExcludeIPs       string
 	DisablePodIP     bool
@@ -96,6 +97,7 @@ Ctrl-C restores every route, DNS setting and file, and deletes the shadow.`,
 	fs.StringVar(&o.DNSMode, "dns-mode", o.DNSMode, "localDNS[:ORDER] (a local DNS server; ORDER like cluster,upstream or upstream,cluster,10.0.0.2), hosts[:NS1,NS2] (a block in /etc/hosts), or none.")
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "The cluster's DNS domain.")
 	cluster.DurationVar(fs, &o.DNSCacheTTL, "dns-cache-ttl", o.DNSCacheTTL, "Longest time the local DNS server caches an answer (never longer than the record's TTL).")
+	fs.BoolVar(&o.ShareShadow, "share-shadow", false, "Use the namespace's shared shadow (kt-connect-shared) with other developers, starting it if needed; the last one to leave removes it. Anyone who may port-forward to it can use it.")
 	fs.BoolVar(&o.ShadowDeployment, "use-shadow-deployment", false, "Run the shadow from a Deployment, which replaces its pod if it is deleted or its node goes away; the shadow deletes the Deployment itself once you are gone.")
 	fs.StringVar(&o.DNSAddr, "dns-addr", o.DNSAddr, "Address of the local DNS server (localDNS mode).")
 	fs.StringVar(&o.IncludeIPs, "include-ips", o.IncludeIPs, "Extra CIDRs or IPs to route to the cluster, comma-separated.")
@@ -168,6 +170,9 @@ func (o *Options) Validate() error {
 	default:
 		return fmt.Errorf("--port-forward-protocol %q: use websocket or spdy, or leave it out", o.Protocol)
 	}
+	if o.ShareShadow && o.ShadowDeployment {
+		return fmt.Errorf("--share-shadow and --use-shadow-deployment cannot be combined yet; choose one")
+	}
 	if o.MTU != 0 && (o.MTU < 1280 || o.MTU > 65535) {
 		return fmt.Errorf("--mtu %d: use a value from 1280 to 65535", o.MTU)
 	}
@@ -209,7 +214,7 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Comm
 	o.cfg.DisablePodIP, o.cfg.DisableTunRoute, o.cfg.DisableTUN = o.DisablePodIP, o.DisableTunRoute, o.DisableTUN
 	o.cfg.ProxyAddr, o.cfg.ProxyPort = o.ProxyAddr, o.ProxyPort
 	o.cfg.TUNName, o.cfg.MTU = o.TUNName, o.MTU
-	o.cfg.ShadowDeployment = o.ShadowDeployment
+	o.cfg.ShadowDeployment, o.cfg.ShareShadow = o.ShadowDeployment, o.ShareShadow
 	o.cfg.In, o.cfg.Out, o.cfg.ErrOut = o.In, o.Out, o.ErrOut
 	return nil
 }

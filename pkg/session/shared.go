@@ -1,0 +1,136 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// SharedID is the session id, and so the name suffix, of a namespace's shared shadow.
+const SharedID = "shared"
+
+// A shared shadow serves every client that can port-forward to it: a later client registers
+// its own key over the agent's loopback health port (only a port-forward reaches it), so no
+// private key is ever stored in the cluster. The last client to leave deletes the pod; if it
+// was killed, the agent expires and `kubectl kt clean` removes the pod.
+
+// sharedPod returns the running shared shadow, or creates it; joined tells which.
+func (s *Session) sharedPod(ctx context.Context, spec cluster.ShadowSpec) (*corev1.Pod, bool, error) {
+	pods := s.client.CoreV1().Pods(spec.Namespace)
+	name := cluster.ShadowName(spec.Role, SharedID)
+	for attempt := 0; attempt < 5; attempt++ {
+		p, err := pods.Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case err == nil && p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed:
+			return p, true, nil
+		case err == nil:
+			// Finished or going away: make room for a new one.
+			cluster.DeleteShadow(ctx, s.client, spec.Namespace, name)
+			if err := waitGone(ctx, s, spec.Namespace, name); err != nil {
+				return nil, false, err
+			}
+		case !apierrors.IsNotFound(err):
+			return nil, false, cluster.Explain(err, "get", "pods", spec.Namespace)
+		}
+		p, err = cluster.CreateShadow(ctx, s.client, spec)
+		if err == nil {
+			return p, false, nil
+		}
+		if !apierrors.IsAlreadyExists(err) && !strings.Contains(err.Error(), "already exists") {
+			return nil, false, err
+		}
+		// Another client created it meanwhile: join it.
+	}
+	return nil, false, fmt.Errorf("could not create or join the shared shadow %s/%s", spec.Namespace, name)
+}
+
+func waitGone(ctx context.Context, s *Session, ns, name string) error {
+	for i := 0; i < 100; i++ {
+		if _, err := s.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the old shared shadow %s/%s is still being deleted", ns, name)
+}
+
+// agentHTTP is an HTTP client to the agent's health port through the port-forward d.
+func agentHTTP(d *portforward.Dialer) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.Dial(ctx, wire.HealthPort)
+		},
+	}}
+}
+
+// authorize registers this session's key with a shared agent (retrying while it starts).
+func (s *Session) authorize(ctx context.Context) error {
+	key := gossh.MarshalAuthorizedKey(s.signer.PublicKey())
+	deadline := time.Now().Add(s.opts.Pod.PortForwardTimeout)
+	var lastErr error
+	for delay := 50 * time.Millisecond; time.Now().Before(deadline) && ctx.Err() == nil; delay = min(2*delay, time.Second) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/authorize", strings.NewReader(string(key)))
+		resp, err := agentHTTP(s.Dialer).Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+			if resp.StatusCode == http.StatusNotFound {
+				return fmt.Errorf("shadow %s/%s is not a shared shadow (%v); stop the connect that made it, or run 'kubectl kt clean'", s.opts.Namespace, s.Pod.Name, err)
+			}
+		}
+		lastErr = err
+		time.Sleep(delay)
+	}
+	return fmt.Errorf("join the shared shadow %s/%s: %v", s.opts.Namespace, s.Pod.Name, lastErr)
+}
+
+// countOthers tells the shared agent that this session leaves, and how many other clients it
+// still serves (an unreachable agent serves nobody).
+func (s *Session) countOthers() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	key := gossh.MarshalAuthorizedKey(s.signer.PublicKey())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/leave", strings.NewReader(string(key)))
+	resp, err := agentHTTP(s.Dialer).Do(req)
+	if err != nil {
+		klog.V(1).InfoS("shared shadow: leave", "err", err)
+		return 0
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Others int `json:"others"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return 1 // cannot tell: leave it to the others, its expiry and clean
+	}
+	klog.V(1).InfoS("shared shadow: leaving", "others", st.Others)
+	return st.Others
+}
+
+// othersRemain reports whether other clients still use the shared shadow.
+func (s *Session) othersRemain() bool { return s.others > 0 }
