@@ -352,11 +352,18 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *c
 	}
 	srv.Serve(pc, l)
 	undo.Push("stop the local DNS server", func(context.Context) error { srv.Close(); return nil })
+	search := []string{c.cfg.Namespace + ".svc." + domain, "svc." + domain, domain}
+	if c.cfg.ResolvConf == "/etc/resolv.conf" && os.Getenv("KT_NO_RESOLVED") == "" && dns.ResolvedRunning(orig) {
+		// systemd-resolved: split DNS on the TUN device; it goes with the device.
+		if err := c.admin.SetLinkDNS(c.state.TUN, listenHost, search, cls.Namespaces()); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("localDNS on %s (systemd-resolved sends %s and the namespaces' names over %s; order %s)", c.cfg.DNSListen, domain, c.state.TUN, strings.Join(order, ",")), nil
+	}
 	c.state.ResolvConf, c.state.ResolvOrig = c.cfg.ResolvConf, orig
 	if err := c.save(); err != nil {
 		return "", err
 	}
-	search := []string{c.cfg.Namespace + ".svc." + domain, "svc." + domain, domain}
 	if _, err := c.admin.ApplyResolvConf(c.cfg.ResolvConf, listenHost, search, os.Getpid()); err != nil {
 		return "", err
 	}

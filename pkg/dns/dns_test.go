@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -125,5 +126,20 @@ func TestHostsBlock(t *testing.T) {
 	RemoveHostsBlock(p)
 	if b, _ := os.ReadFile(p); string(b) != orig {
 		t.Errorf("after removal:\n%q", b)
+	}
+}
+
+func TestResolvedCommandsSplitClusterNamesOntoTheLink(t *testing.T) {
+	got := ResolvedCommands("kt0", "127.0.0.153", []string{"ns.svc.cluster.local", "svc.cluster.local", "cluster.local"}, []string{"ns", "other"})
+	want := [][]string{
+		{"dns", "kt0", "127.0.0.153"},
+		{"domain", "kt0", "ns.svc.cluster.local", "svc.cluster.local", "cluster.local", "~ns", "~other"},
+		{"default-route", "kt0", "false"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+	if ResolvedRunning([]byte("nameserver 10.0.0.1\n")) {
+		t.Error("a plain resolv.conf is not systemd-resolved's")
 	}
 }

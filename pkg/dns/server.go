@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -212,6 +213,18 @@ func (c *Classifier) SetNamespaces(ns []string) {
 	c.mu.Lock()
 	c.ns = m
 	c.mu.Unlock()
+}
+
+// Namespaces returns the known namespaces, sorted.
+func (c *Classifier) Namespaces() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out []string
+	for n := range c.ns {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // IsCluster reports whether name may be a cluster name: under the cluster domain, a single

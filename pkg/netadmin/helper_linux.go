@@ -40,6 +40,7 @@ type request struct {
 	PID     int             `json:"pid,omitempty"`
 	Orig    []byte          `json:"orig,omitempty"`
 	Entries []dns.HostEntry `json:"entries,omitempty"`
+	NSs     []string        `json:"namespaces,omitempty"`
 }
 
 type response struct {
@@ -218,6 +219,11 @@ func (h *Helper) RestoreResolvConf(path string, orig []byte) error {
 
 func (h *Helper) WriteHostsBlock(path string, entries []dns.HostEntry) error {
 	_, _, err := h.call(request{Op: "write-hosts", Path: path, Entries: entries}, 0)
+	return err
+}
+
+func (h *Helper) SetLinkDNS(link, server string, search, namespaces []string) error {
+	_, _, err := h.call(request{Op: "link-dns", Name: link, Server: server, Search: search, NSs: namespaces}, 0)
 	return err
 }
 
@@ -426,6 +432,19 @@ func (s *server) handle(req request) (response, []*os.File, error) {
 		}
 		s.hosts[req.Path] = true
 		return response{}, nil, d.WriteHostsBlock(req.Path, req.Entries)
+	case "link-dns":
+		if !s.tuns[req.Name] {
+			return response{}, nil, fmt.Errorf("per-link DNS goes only on the TUN device this helper made, not %q", req.Name)
+		}
+		if ap, err := netip.ParseAddr(req.Server); err != nil || !ap.IsLoopback() {
+			return response{}, nil, fmt.Errorf("the DNS server of the link must be a loopback address, not %q", req.Server)
+		}
+		for _, n := range append(append([]string{}, req.Search...), req.NSs...) {
+			if !validName(n) {
+				return response{}, nil, fmt.Errorf("bad domain %q", n)
+			}
+		}
+		return response{}, nil, d.SetLinkDNS(req.Name, req.Server, req.Search, req.NSs)
 	case "remove-hosts":
 		if err := s.allowed(req.Path); err != nil {
 			return response{}, nil, err

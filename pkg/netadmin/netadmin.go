@@ -50,6 +50,8 @@ type Admin interface {
 	RestoreResolvConf(path string, orig []byte) error
 	WriteHostsBlock(path string, entries []dns.HostEntry) error
 	RemoveHostsBlock(path string) error
+	// SetLinkDNS gives the TUN device per-link DNS in systemd-resolved (dns.ResolvedCommands).
+	SetLinkDNS(link, server string, search, namespaces []string) error
 	// Close ends the helper, if any, once its work is undone.
 	Close() error
 }
@@ -82,7 +84,10 @@ func (Direct) WriteHostsBlock(path string, entries []dns.HostEntry) error {
 	return dns.WriteHostsBlock(path, entries)
 }
 func (Direct) RemoveHostsBlock(path string) error { return dns.RemoveHostsBlock(path) }
-func (Direct) Close() error                       { return nil }
+func (Direct) SetLinkDNS(link, server string, search, namespaces []string) error {
+	return dns.ApplyResolved(dns.ResolvedCommands(link, server, search, namespaces))
+}
+func (Direct) Close() error { return nil }
 
 // HelperOptions configures the sudo'd helper.
 type HelperOptions struct {
@@ -202,6 +207,13 @@ func (l *lazy) RemoveHostsBlock(path string) error {
 		return err
 	}
 	return h.RemoveHostsBlock(path)
+}
+func (l *lazy) SetLinkDNS(link, server string, search, namespaces []string) error {
+	h, err := l.get()
+	if err != nil {
+		return err
+	}
+	return h.SetLinkDNS(link, server, search, namespaces)
 }
 func (l *lazy) Close() error {
 	l.mu.Lock()
