@@ -306,7 +306,7 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *c
 		return fmt.Sprintf("hosts (%s, namespaces %s)", c.cfg.HostsFile, strings.Join(nss, ",")), nil
 	}
 	orig, err := os.ReadFile(c.cfg.ResolvConf)
-	if err != nil {
+	if err != nil && !dns.SplitDNSSupported() { // Windows has none; only cluster names come here
 		return "", fmt.Errorf("read %s: %w", c.cfg.ResolvConf, err)
 	}
 	listenHost, _, _ := net.SplitHostPort(c.cfg.DNSListen)
@@ -353,6 +353,19 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *c
 	srv.Serve(pc, l)
 	undo.Push("stop the local DNS server", func(context.Context) error { srv.Close(); return nil })
 	search := []string{c.cfg.Namespace + ".svc." + domain, "svc." + domain, domain}
+	if dns.SplitDNSSupported() {
+		// macOS and Windows: per-domain entries for the cluster domain and each namespace
+		// (svc.ns); bare Service names need --dns-mode hosts there.
+		domains := append([]string{domain}, cls.Namespaces()...)
+		c.state.SplitDNS = true
+		c.save()
+		if err := dns.SplitDNS(c.cfg.DNSListen, domains, os.Getpid()); err != nil {
+			dns.RemoveSplitDNS()
+			return "", err
+		}
+		undo.Push("remove the per-domain DNS entries", func(context.Context) error { return dns.RemoveSplitDNS() })
+		return fmt.Sprintf("localDNS on %s (per-domain DNS for %s and %d namespaces)", c.cfg.DNSListen, domain, len(domains)-1), nil
+	}
 	if c.cfg.ResolvConf == "/etc/resolv.conf" && os.Getenv("KT_NO_RESOLVED") == "" && dns.ResolvedRunning(orig) {
 		// systemd-resolved: split DNS on the TUN device; it goes with the device.
 		if err := c.admin.SetLinkDNS(c.state.TUN, listenHost, search, cls.Namespaces()); err != nil {

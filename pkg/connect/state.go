@@ -33,6 +33,7 @@ type State struct {
 	ResolvConf string    `json:"resolvConf,omitempty"` // path edited
 	ResolvOrig []byte    `json:"resolvOrig,omitempty"` // its original content
 	Hosts      string    `json:"hosts,omitempty"`      // hosts file holding kt's block
+	SplitDNS   bool      `json:"splitDNS,omitempty"`   // per-domain DNS entries (macOS, Windows)
 	Proxy      string    `json:"proxy,omitempty"`      // SOCKS5 address with --disable-tun
 }
 
@@ -145,6 +146,11 @@ func Undo(st *State, admin netadmin.Admin) error {
 	}
 	if st.Hosts != "" && dns.HasHostsBlock(st.Hosts) {
 		if err := admin.RemoveHostsBlock(st.Hosts); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if st.SplitDNS {
+		if err := dns.RemoveSplitDNS(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -105,7 +106,7 @@ type HelperOptions struct {
 // ForUser returns Direct as root, and otherwise an Admin that starts the sudo'd helper on
 // first use (so nothing asks for a password unless a change is needed).
 func ForUser(opts HelperOptions) Admin {
-	if os.Geteuid() == 0 {
+	if os.Geteuid() == 0 || runtime.GOOS == "windows" { // Windows: Wintun says when not Administrator
 		return Direct{}
 	}
 	return &lazy{opts: opts}

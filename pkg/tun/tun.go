@@ -20,9 +20,5 @@ func (d *Device) Name() string { return d.name }
 // Offset is the headroom each packet buffer needs in front of the packet.
 const Offset = 16
 
-// DefaultMTU lets the kernel hand the stack large segments (there is no wire to fragment
-// for) while keeping the per-packet buffers, the client's main memory under load, small.
-const DefaultMTU = 16384
-
 // Route is one destination routed into the device.
 type Route = netip.Prefix

@@ -13,6 +13,10 @@ import (
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
+// DefaultMTU lets the kernel hand the stack large segments (there is no wire to fragment
+// for) while keeping the per-packet buffers, the client's main memory under load, small.
+const DefaultMTU = 16384
+
 // Create makes and brings up a TUN device. A name ending in "%d" picks the first free number.
 func Create(name string, mtu int) (*Device, error) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {

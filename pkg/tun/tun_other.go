@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux && !darwin && !windows
 
 package tun
 
@@ -8,6 +8,9 @@ import (
 	"os"
 	"runtime"
 )
+
+// DefaultMTU is the MTU of a TUN device.
+const DefaultMTU = 1500
 
 // Create is not implemented on this system yet.
 func Create(name string, mtu int) (*Device, error) {

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -51,7 +53,14 @@ type Options struct {
 
 // NewOptions returns the defaults.
 func NewOptions(streams genericiooptions.IOStreams) *Options {
-	hosts := "/etc/hosts"
+	hosts, dnsAddr := "/etc/hosts", "127.0.0.153:53"
+	switch runtime.GOOS {
+	case "darwin":
+		dnsAddr = "127.0.0.1:10053" // /etc/resolver files name the port; 127.0.0.1 is lo0's only address
+	case "windows":
+		hosts = filepath.Join(os.Getenv("SystemRoot"), "System32", "drivers", "etc", "hosts")
+		dnsAddr = "127.0.0.1:53" // NRPT rules reach port 53 only
+	}
 	if p := os.Getenv("HOSTS_PATH"); p != "" {
 		hosts = p
 	}
@@ -59,7 +68,7 @@ func NewOptions(streams genericiooptions.IOStreams) *Options {
 		DNSMode:       connect.DNSLocal,
 		ClusterDomain: "cluster.local",
 		DNSCacheTTL:   60 * time.Second,
-		DNSAddr:       "127.0.0.153:53",
+		DNSAddr:       dnsAddr,
 		ProxyAddr:     "127.0.0.1",
 		ProxyPort:     2223,
 		ResolvConf:    "/etc/resolv.conf",
@@ -181,7 +190,7 @@ func (o *Options) Validate() error {
 
 // Complete builds the clients; it changes nothing.
 func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Command) error {
-	if !o.DisableTUN && os.Geteuid() != 0 {
+	if !o.DisableTUN && os.Geteuid() != 0 && runtime.GOOS == "linux" {
 		// The TUN device, routes and DNS are set up by a helper started through sudo.
 		if _, err := exec.LookPath("sudo"); err != nil {
 			return fmt.Errorf("connect needs root for its TUN device, routes and DNS, and sudo is not installed: run it as root, or use --disable-tun for a SOCKS5 proxy that needs none")
