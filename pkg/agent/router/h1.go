@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,6 +119,13 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, port int) {
 				bw.Flush()
 			}
 		}
+		// Connection management is per hop: the client's "Connection: close" ends the client's
+		// connection, not the pooled upstream one. An upgrade keeps its headers.
+		clientClose := req.Close
+		if !isUpgrade(req.Header) {
+			dropHopByHop(req.Header)
+			req.Close = false
+		}
 		addr, _ := r.backend(req.Header, port)
 		u, resp, err := r.roundTrip(addr, req)
 		if err != nil {
@@ -133,7 +141,12 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, port int) {
 			splice(c, br, u)
 			return
 		}
-		if resp.ContentLength >= 0 && resp.ContentLength <= maxBuffered && !resp.Close {
+		upstreamClose := resp.Close
+		dropHopByHop(resp.Header)
+		resp.Close = clientClose
+		// A body that ends with the connection (no length, not chunked) ends the client's too.
+		closeClient := clientClose || resp.ContentLength < 0 && !slices.Contains(resp.TransferEncoding, "chunked") && !bodyless(req, resp)
+		if resp.ContentLength >= 0 && resp.ContentLength <= maxBuffered && !upstreamClose {
 			body, err := io.ReadAll(resp.Body)
 			if err != nil {
 				u.close()
@@ -147,7 +160,7 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, port int) {
 		} else {
 			err := writeResponse(bw, resp)
 			resp.Body.Close()
-			if err != nil || resp.Close {
+			if err != nil || upstreamClose {
 				u.close() // the rest of the response may still be on its way
 			} else {
 				r.pool.put(u)
@@ -156,8 +169,8 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, port int) {
 				return
 			}
 		}
-		if req.Close || resp.Close {
-			return // the response said "Connection: close", or ends when the connection does
+		if closeClient {
+			return // the client asked to close, or the body ends with the connection
 		}
 	}
 }
@@ -258,6 +271,38 @@ func closeWrite(c net.Conn) {
 		return
 	}
 	c.Close()
+}
+
+// hopByHop are the headers that concern one connection only (RFC 9110, 7.6.1).
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Upgrade"}
+
+func dropHopByHop(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
+}
+
+func isUpgrade(h http.Header) bool {
+	for _, f := range h.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			if strings.EqualFold(strings.TrimSpace(name), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// bodyless reports a response that has no body whatever its headers say.
+func bodyless(req *http.Request, resp *http.Response) bool {
+	return req.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified || resp.StatusCode < 200
 }
 
 func writeStatus(bw *bufio.Writer, code int) {

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -256,5 +257,54 @@ func TestTLSPassesThroughToTheOrigin(t *testing.T) {
 	c := ts.Client()
 	if got := get(t, c, "https://"+rl.Addr().String()+"/", "Version", "dev1"); got != "tls origin" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+func TestClientsConnectionCloseDoesNotCloseTheUpstream(t *testing.T) {
+	var conns atomic.Int32
+	ol, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "origin") }),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		},
+	}
+	go origin.Serve(ol)
+	defer origin.Close()
+	r := New("127.0.0.1")
+	rl, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Serve(ctx, rl, ol.Addr().(*net.TCPAddr).Port)
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}} // "Connection: close" each time
+	for i := 0; i < 10; i++ {
+		if got := get(t, c, "http://"+rl.Addr().String()+"/"); got != "origin" {
+			t.Fatalf("got %q", got)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("10 requests, each on a new client connection, opened %d upstream connections; want 1 (pooled)", n)
+	}
+}
+
+func TestBodyEndingWithTheConnectionEndsTheClients(t *testing.T) {
+	addr, _ := backends(t, func(string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+			c.Close()
+		})
+	})
+	c := &http.Client{Timeout: 5 * time.Second}
+	if got := get(t, c, "http://"+addr+"/"); got != "until the end" {
+		t.Errorf("got %q", got)
 	}
 }
