@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
@@ -19,9 +20,115 @@ type PortDialer interface {
 }
 
 // TunnelDialer carries the netstack's flows to the cluster through the agent: TCP with SOCKS5
-// CONNECT, UDP with the framed relay. Each flow is one port-forward stream.
+// CONNECT, UDP with the framed relay. Each flow is one port-forward stream. A few SOCKS5
+// streams are opened ahead of need, so that a new connection does not wait for a new stream
+// (a round trip through the API server and the kubelet) before its own round trip to the agent.
 type TunnelDialer struct {
 	Agent func() PortDialer // the current session, which may be replaced on recovery
+
+	mu      sync.Mutex
+	warm    []warmConn
+	filling bool
+}
+
+// warmStreams is how many idle SOCKS5 streams the dialer keeps open.
+const warmStreams = 4
+
+type warmConn struct {
+	agent PortDialer
+	conn  net.Conn
+}
+
+// refusedError is the agent's answer that the destination refused or is unreachable.
+type refusedError struct{ msg string }
+
+func (e *refusedError) Error() string { return e.msg }
+
+// socksStream returns a SOCKS5 stream to the current agent, warm if one is ready.
+func (d *TunnelDialer) socksStream(ctx context.Context, allowWarm bool) (c net.Conn, warm bool, err error) {
+	a := d.Agent()
+	d.mu.Lock()
+	for allowWarm && len(d.warm) > 0 {
+		w := d.warm[len(d.warm)-1]
+		d.warm = d.warm[:len(d.warm)-1]
+		if w.agent == a {
+			c, warm = w.conn, true
+			break
+		}
+		w.conn.Close() // a replaced session's
+	}
+	d.mu.Unlock()
+	d.refill(a)
+	if warm {
+		return c, true, nil
+	}
+	c, err = a.Dial(ctx, wire.SOCKSPort)
+	return c, false, err
+}
+
+// refill opens streams in the background until warmStreams are ready.
+func (d *TunnelDialer) refill(a PortDialer) {
+	d.mu.Lock()
+	if d.filling || len(d.warm) >= warmStreams {
+		d.mu.Unlock()
+		return
+	}
+	d.filling = true
+	d.mu.Unlock()
+	go func() {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			c, err := a.Dial(ctx, wire.SOCKSPort)
+			cancel()
+			d.mu.Lock()
+			if err != nil || d.Agent() != a {
+				d.filling = false
+				d.mu.Unlock()
+				if c != nil {
+					c.Close()
+				}
+				return
+			}
+			d.warm = append(d.warm, warmConn{a, c})
+			if len(d.warm) >= warmStreams {
+				d.filling = false
+				d.mu.Unlock()
+				return
+			}
+			d.mu.Unlock()
+		}
+	}()
+}
+
+// Close closes the idle streams.
+func (d *TunnelDialer) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, w := range d.warm {
+		w.conn.Close()
+	}
+	d.warm = nil
+}
+
+// socks dials hostport through the agent. A warm stream that turns out dead (its port-forward
+// dropped) is replaced by a new one, once.
+func (d *TunnelDialer) socks(ctx context.Context, hostport string) (net.Conn, error) {
+	for attempt := 0; ; attempt++ {
+		c, warm, err := d.socksStream(ctx, attempt == 0)
+		if err != nil {
+			return nil, err
+		}
+		err = socksConnect(ctx, c, hostport)
+		if err == nil {
+			return c, nil
+		}
+		c.Close()
+		var refused *refusedError
+		if !warm || attempt > 0 || errors.As(err, &refused) || ctx.Err() != nil {
+			return nil, err
+		}
+		d.Close() // the others were opened the same way: likely dead too
+	}
 }
 
 var socksErrors = map[byte]string{
@@ -32,28 +139,12 @@ var socksErrors = map[byte]string{
 // DialTCP connects to dst through the agent's SOCKS5 proxy. The greeting and the request are
 // sent together, saving a round trip; the agent's reply carries its dial result.
 func (d *TunnelDialer) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
-	c, err := d.Agent().Dial(ctx, wire.SOCKSPort)
-	if err != nil {
-		return nil, err
-	}
-	if err := socksConnect(ctx, c, dst.String()); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
+	return d.socks(ctx, dst.String())
 }
 
 // DialHost connects to host:port (a name the cluster resolves) through the agent.
 func (d *TunnelDialer) DialHost(ctx context.Context, hostport string) (net.Conn, error) {
-	c, err := d.Agent().Dial(ctx, wire.SOCKSPort)
-	if err != nil {
-		return nil, err
-	}
-	if err := socksConnect(ctx, c, hostport); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
+	return d.socks(ctx, hostport)
 }
 
 func socksConnect(ctx context.Context, c net.Conn, hostport string) error {
@@ -105,7 +196,7 @@ func socksConnect(ctx context.Context, c net.Conn, hostport string) error {
 			if msg == "" {
 				msg = fmt.Sprintf("code %d", resp[1])
 			}
-			done <- fmt.Errorf("connect %s from the cluster: %s", hostport, msg)
+			done <- &refusedError{fmt.Sprintf("connect %s from the cluster: %s", hostport, msg)}
 			return
 		}
 		var skip int

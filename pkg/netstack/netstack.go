@@ -117,9 +117,9 @@ func New(dev Device, d Dialer, opts Options) (*Stack, error) {
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
 	// The far side of the stack is the local kernel: a small window fills the pipe, and the
 	// buffers are the client's main memory cost under load.
-	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 256 << 10, Max: 1 << 20}
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 512 << 10}
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv)
-	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 256 << 10, Max: 1 << 20}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 512 << 10}
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
 	mod := tcpip.TCPModerateReceiveBufferOption(true)
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &mod)
