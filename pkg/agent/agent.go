@@ -174,14 +174,8 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	if cfg.Shared {
 		mux.HandleFunc("/authorize", func(w http.ResponseWriter, r *http.Request) {
-			if r.Method != http.MethodPost {
-				http.Error(w, "POST an authorized_keys line", http.StatusMethodNotAllowed)
-				return
-			}
-			b, _ := io.ReadAll(io.LimitReader(r.Body, 8<<10))
-			k, _, _, _, err := gossh.ParseAuthorizedKey(b)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
+			k, ok := postedKey(w, r)
+			if !ok {
 				return
 			}
 			keys.add(k)
@@ -189,14 +183,8 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 		// A leaving client learns whether others still use the shadow (then it leaves it be).
 		mux.HandleFunc("/leave", func(w http.ResponseWriter, r *http.Request) {
-			if r.Method != http.MethodPost {
-				http.Error(w, "POST an authorized_keys line", http.StatusMethodNotAllowed)
-				return
-			}
-			b, _ := io.ReadAll(io.LimitReader(r.Body, 8<<10))
-			k, _, _, _, err := gossh.ParseAuthorizedKey(b)
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
+			k, ok := postedKey(w, r)
+			if !ok {
 				return
 			}
 			others := keys.leave(k)
@@ -233,6 +221,21 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+}
+
+// postedKey reads the authorized_keys line a client POSTed, or answers why not.
+func postedKey(w http.ResponseWriter, r *http.Request) (gossh.PublicKey, bool) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST an authorized_keys line", http.StatusMethodNotAllowed)
+		return nil, false
+	}
+	b, _ := io.ReadAll(io.LimitReader(r.Body, 8<<10))
+	k, _, _, _, err := gossh.ParseAuthorizedKey(b)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return nil, false
+	}
+	return k, true
 }
 
 // keySet holds the keys of a shared shadow's later clients, and counts the connections each

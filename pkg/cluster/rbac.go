@@ -29,46 +29,33 @@ type SelfRestore struct {
 // Lacking permission to create Roles, it returns an error the caller may treat as a warning.
 // deletable names Services the shadow may also delete (a mesh router's origin Service).
 func CreateSelfRestore(ctx context.Context, client kubernetes.Interface, ns, podName, svc, session string, deletable ...string) (*SelfRestore, error) {
-	meta := metav1.ObjectMeta{Name: podName, Namespace: ns, Labels: map[string]string{
-		wire.ManagedByLabel: wire.ManagedBy, wire.SessionLabel: session, wire.RoleLabel: "self-restore"}}
-	sr := &SelfRestore{Namespace: ns, Name: podName, client: client}
-	if _, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: meta, AutomountServiceAccountToken: ptr.To(true)}, metav1.CreateOptions{}); err != nil {
-		return nil, Explain(err, "create", "serviceaccounts", ns)
-	}
-	role := &rbacv1.Role{ObjectMeta: meta, Rules: []rbacv1.PolicyRule{
+	rules := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: []string{svc}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{""}, Resources: []string{"pods"}, ResourceNames: []string{podName}, Verbs: []string{"delete"}},
-	}}
+	}
 	if len(deletable) > 0 {
-		role.Rules = append(role.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: deletable, Verbs: []string{"delete"}})
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: deletable, Verbs: []string{"delete"}})
 	}
-	if _, err := client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
-		sr.Delete(context.WithoutCancel(ctx))
-		return nil, Explain(err, "create", "roles", ns)
-	}
-	rb := &rbacv1.RoleBinding{ObjectMeta: meta,
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: podName},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: podName, Namespace: ns}}}
-	if _, err := client.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
-		sr.Delete(context.WithoutCancel(ctx))
-		return nil, Explain(err, "create", "rolebindings", ns)
-	}
-	return sr, nil
+	return createIdentity(ctx, client, ns, podName, session, "self-restore", rules)
 }
 
 // CreateSelfDelete creates the identity that lets a shadow Deployment's agent delete that
 // Deployment once its client is gone: a ServiceAccount, Role and RoleBinding named like it.
 func CreateSelfDelete(ctx context.Context, client kubernetes.Interface, ns, name, session string) (*SelfRestore, error) {
+	return createIdentity(ctx, client, ns, name, session, "self-delete", []rbacv1.PolicyRule{
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, ResourceNames: []string{name}, Verbs: []string{"delete"}},
+	})
+}
+
+// createIdentity creates a ServiceAccount, and a Role with rules bound to it, all named name.
+func createIdentity(ctx context.Context, client kubernetes.Interface, ns, name, session, role string, rules []rbacv1.PolicyRule) (*SelfRestore, error) {
 	meta := metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
-		wire.ManagedByLabel: wire.ManagedBy, wire.SessionLabel: session, wire.RoleLabel: "self-delete"}}
+		wire.ManagedByLabel: wire.ManagedBy, wire.SessionLabel: session, wire.RoleLabel: role}}
 	sr := &SelfRestore{Namespace: ns, Name: name, client: client}
 	if _, err := client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: meta, AutomountServiceAccountToken: ptr.To(true)}, metav1.CreateOptions{}); err != nil {
 		return nil, Explain(err, "create", "serviceaccounts", ns)
 	}
-	role := &rbacv1.Role{ObjectMeta: meta, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, ResourceNames: []string{name}, Verbs: []string{"delete"}},
-	}}
-	if _, err := client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+	if _, err := client.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: meta, Rules: rules}, metav1.CreateOptions{}); err != nil {
 		sr.Delete(context.WithoutCancel(ctx))
 		return nil, Explain(err, "create", "roles", ns)
 	}

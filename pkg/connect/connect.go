@@ -567,6 +567,17 @@ func (c *connector) podUsable(ctx context.Context, pod *corev1.Pod) bool {
 	return err == nil && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning
 }
 
+// use makes ns the session, closes the one it replaces and records the new shadow.
+func (c *connector) use(ns *session.Session) {
+	old := c.sess.Swap(ns)
+	go old.Close()
+	c.stateMu.Lock()
+	c.state.Shadow = c.cfg.Namespace + "/" + ns.Pod.Name
+	c.stateMu.Unlock()
+	c.save()
+	fmt.Fprintf(c.cfg.ErrOut, "Reconnected through shadow %s\n", c.state.Shadow)
+}
+
 // recover replaces the session with a new shadow, retrying until it works or ctx ends. A
 // shadow Deployment's replacement pod is used when it comes.
 func (c *connector) recover(ctx context.Context, why string) {
@@ -576,13 +587,7 @@ func (c *connector) recover(ctx context.Context, why string) {
 		ns, err := cur.NextPod(ctx)
 		wait.Stop()
 		if err == nil {
-			c.sess.Store(ns)
-			go cur.Close()
-			c.stateMu.Lock()
-			c.state.Shadow = c.cfg.Namespace + "/" + ns.Pod.Name
-			c.stateMu.Unlock()
-			c.save()
-			fmt.Fprintf(c.cfg.ErrOut, "Reconnected through shadow %s\n", c.state.Shadow)
+			c.use(ns)
 			return
 		}
 		fmt.Fprintf(c.cfg.ErrOut, "warning: no replacement pod: %v\n", err)
@@ -591,13 +596,7 @@ func (c *connector) recover(ctx context.Context, why string) {
 	for delay := 500 * time.Millisecond; ctx.Err() == nil; delay = min(2*delay, 5*time.Second) {
 		ns, err := c.startSession(ctx)
 		if err == nil {
-			old := c.sess.Swap(ns)
-			go old.Close()
-			c.stateMu.Lock()
-			c.state.Shadow = c.cfg.Namespace + "/" + ns.Pod.Name
-			c.stateMu.Unlock()
-			c.save()
-			fmt.Fprintf(c.cfg.ErrOut, "Reconnected through shadow %s\n", c.state.Shadow)
+			c.use(ns)
 			return
 		}
 		fmt.Fprintf(c.cfg.ErrOut, "warning: new shadow failed: %v; retrying in %s\n", err, delay)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/dns"
+	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/tun"
 	"github.com/kubectl-kt/kt/pkg/version"
 )
@@ -149,7 +151,15 @@ func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		d.warn("no /dev/net/tun: connect needs the tun module (sudo modprobe tun), or use connect --disable-tun")
 	} else if os.Geteuid() != 0 {
-		d.warn("not root: connect needs sudo for its TUN device (or use connect --disable-tun); other commands do not")
+		exe, _ := os.Executable()
+		switch sudo, err := exec.LookPath("sudo"); {
+		case err != nil:
+			d.warn("not root and no sudo: connect's TUN device needs one of them (or use connect --disable-tun); other commands do not")
+		case exec.Command(sudo, "-n", "-l", exe, netadmin.HelperCommand).Run() == nil:
+			d.ok("not root: connect runs its network helper through sudo without a password")
+		default:
+			d.ok("not root: connect asks sudo (with your password) for its network helper once; to skip the prompt allow '%s %s *' in sudoers", exe, netadmin.HelperCommand)
+		}
 	} else {
 		d.ok("TUN device available and running as root")
 	}
