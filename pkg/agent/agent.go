@@ -109,7 +109,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	keys := &keySet{}
+	reverse := &reversePool{}
 	scfg := sshd.Config{AuthorizedKey: authorized, HostKey: hostKey, ForwardIP: cfg.PodIP, KeepAlive: cfg.KeepAlive, OnConn: act.Begin}
+	scfg.Reverse = reverse.take
 	if cfg.Shared {
 		scfg.Also = keys.has
 		scfg.OnAuth = keys.connected
@@ -140,6 +142,14 @@ func Run(ctx context.Context, cfg Config) error {
 	dnsSrv := &dns.Server{Listener: trackedListener{dnsL, act}, Net: "tcp", Handler: fwd, ReadTimeout: 30 * time.Second, IdleTimeout: func() time.Duration { return 2 * time.Minute }}
 	closers = append(closers, dnsSrv.Shutdown)
 	run("dns", dnsSrv.ActivateAndServe)
+
+	// Reverse streams for remote forwards
+	reverseL, err := listen(wire.ReversePort)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, reverseL.Close, func() error { reverse.flush(); return nil })
+	run("reverse streams", func() error { return reverse.serve(reverseL) })
 
 	// UDP relay
 	relayL, err := listen(wire.UDPRelayPort)

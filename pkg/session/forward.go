@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubectl-kt/kt/pkg/netstack"
+	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
 // Forward sends connections arriving at Remote on the shadow pod's IP to Local on this machine.
@@ -28,6 +29,7 @@ func (s *Session) ServeForwards(ctx context.Context, fwds []Forward, warn io.Wri
 	if err != nil {
 		return err
 	}
+	w := &warner{w: warn}
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -40,7 +42,15 @@ func (s *Session) ServeForwards(ctx context.Context, fwds []Forward, warn io.Wri
 			return fmt.Errorf("listen on port %d in shadow pod %s: %w", f.Remote, s.Pod.Name, err)
 		}
 		ls = append(ls, l)
-		go serve(ctx, l, f, warn)
+		go serve(ctx, l, f, w)
+	}
+	// Connections also come back on port-forward streams of their own (faster than inside
+	// SSH); these workers keep a few open, and stop with this call.
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	gen := uint64(time.Now().UnixNano())
+	for i := 0; i < reverseStreams; i++ {
+		go s.reverseWorker(rctx, gen, fwds, w)
 	}
 	if ready != nil {
 		ready()
@@ -53,8 +63,23 @@ func (s *Session) ServeForwards(ctx context.Context, fwds []Forward, warn io.Wri
 	}
 }
 
-func serve(ctx context.Context, l net.Listener, f Forward, warn io.Writer) {
-	var lastWarn time.Time
+// warner prints a warning at most every 5 seconds.
+type warner struct {
+	w    io.Writer
+	mu   sync.Mutex
+	last time.Time
+}
+
+func (w *warner) printf(format string, a ...any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if time.Since(w.last) > 5*time.Second {
+		w.last = time.Now()
+		fmt.Fprintf(w.w, format, a...)
+	}
+}
+
+func serve(ctx context.Context, l net.Listener, f Forward, warn *warner) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -65,14 +90,57 @@ func serve(ctx context.Context, l net.Listener, f Forward, warn io.Writer) {
 			local, err := d.DialContext(ctx, "tcp", f.Local)
 			if err != nil {
 				c.Close()
-				if time.Since(lastWarn) > 5*time.Second {
-					lastWarn = time.Now()
-					fmt.Fprintf(warn, "warning: a request for port %d arrived, but nothing listens on %s: %v\n", f.Remote, f.Local, err)
-				}
+				warn.printf("warning: a request for port %d arrived, but nothing listens on %s: %v\n", f.Remote, f.Local, err)
 				return
 			}
 			klog.FromContext(ctx).V(4).Info("forwarded connection", "remote", f.Remote, "local", f.Local)
 			netstack.Relay(c, local)
+		}()
+	}
+}
+
+// reverseStreams is how many idle reverse streams a session keeps open to its agent.
+const reverseStreams = 4
+
+// reverseWorker keeps one reverse stream open and relays each connection the agent hands it
+// to the forward's local address.
+func (s *Session) reverseWorker(ctx context.Context, gen uint64, fwds []Forward, warn *warner) {
+	local := map[int]string{}
+	for _, f := range fwds {
+		local[f.Remote] = f.Local
+	}
+	for backoff := 100 * time.Millisecond; ctx.Err() == nil; {
+		c, err := s.Dialer.Dial(ctx, wire.ReversePort)
+		if err == nil {
+			err = wire.WriteReverseHello(c, gen)
+		}
+		var port int
+		if err == nil {
+			stop := context.AfterFunc(ctx, func() { c.Close() })
+			port, err = wire.ReadReverseGo(c) // waits, possibly for hours, until a connection comes
+			stop()
+		}
+		if err != nil {
+			if c != nil {
+				c.Close()
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		go func() {
+			var d net.Dialer
+			lc, err := d.DialContext(ctx, "tcp", local[port])
+			if err != nil {
+				c.Close()
+				warn.printf("warning: a request for port %d arrived, but nothing listens on %s: %v\n", port, local[port], err)
+				return
+			}
+			netstack.Relay(c, lc)
 		}()
 	}
 }

@@ -13,6 +13,7 @@ const (
 	SOCKSPort    = 2080 // SOCKS5 CONNECT proxy
 	DNSPort      = 2053 // DNS forwarder, TCP (queries arrive through the tunnel)
 	UDPRelayPort = 2054 // framed UDP relay, see relay.go
+	ReversePort  = 2055 // reverse streams for remote forwards, see reverse.go
 	HealthPort   = 2081 // HTTP /readyz and /version
 )
 

@@ -42,6 +42,9 @@ type Config struct {
 	// OnAuth is called once per connection that logs in, with its key; the returned func when
 	// the connection ends.
 	OnAuth func(gossh.PublicKey) (done func())
+	// Reverse, when set, may return a stream of the client's that takes a connection arriving
+	// on a forwarded port (see wire/reverse.go); nil sends it over SSH.
+	Reverse func(port int) net.Conn
 }
 
 type authedKey struct{}
@@ -58,7 +61,7 @@ func New(cfg Config) *Server {
 		cfg.KeepAlive = 10 * time.Second
 	}
 	s := &Server{cfg: cfg}
-	fwd := &forwarder{ip: cfg.ForwardIP, listeners: map[string]net.Listener{}}
+	fwd := &forwarder{ip: cfg.ForwardIP, listeners: map[string]net.Listener{}, reverse: cfg.Reverse}
 	s.srv = &ssh.Server{
 		Version: fmt.Sprintf("kt-shadow_%d", wire.ProtocolVersion),
 		PublicKeyHandler: func(ctx ssh.Context, key ssh.PublicKey) bool {
@@ -183,6 +186,26 @@ func directTCPIP(_ *ssh.Server, _ *gossh.ServerConn, nc gossh.NewChannel, ctx ss
 	Pipe(ch, c.(*net.TCPConn))
 }
 
+// relay copies between two connections until both directions end, passing half-closes on.
+func relay(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		io.Copy(dst, src)
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		} else {
+			dst.Close()
+		}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
 // Pipe copies between an SSH channel and a TCP connection until both directions end,
 // passing each side's EOF on as a half-close.
 func Pipe(ch gossh.Channel, c *net.TCPConn) {
@@ -221,6 +244,7 @@ type lastErrKey struct{}
 // asked for, since the point is that cluster traffic to the pod reaches the client.
 type forwarder struct {
 	ip        string
+	reverse   func(port int) net.Conn
 	mu        sync.Mutex
 	listeners map[string]net.Listener
 }
@@ -279,6 +303,12 @@ func (f *forwarder) handle(ctx ssh.Context, srv *ssh.Server, req *gossh.Request)
 				return
 			}
 			go func() {
+				if f.reverse != nil {
+					if rc := f.reverse(int(r.BindPort)); rc != nil {
+						relay(c, rc)
+						return
+					}
+				}
 				orig := c.RemoteAddr().(*net.TCPAddr)
 				payload := gossh.Marshal(&forwardedTCPPayload{
 					Addr: r.BindAddr, Port: r.BindPort,
