@@ -22,7 +22,7 @@ TOOLS      := $(KT_ROOT)/tools
 GORELEASER := $(TOOLS)/goreleaser
 KREW       := $(TOOLS)/krew
 
-.PHONY: all build tools release-snapshot image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
+.PHONY: resolved all build tools release-snapshot image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
 
 all: build image
 
@@ -88,9 +88,12 @@ release-snapshot: tools
 	$(GORELEASER) release --snapshot --clean
 	hack/krew-manifest.sh $$(sed -n 's/.*"version":"\([^"]*\)".*/\1/p' dist/release/metadata.json) dist/release > plugins/krew.yaml
 
-test-e2e: cluster-up build bin/testapp release-snapshot
+test-e2e: cluster-up build bin/testapp release-snapshot resolved
 	KT_BIN=$(CURDIR)/bin/kubectl-kt KT_IMAGE=$(IMAGE) KT_TESTAPP=$(TESTAPP) \
 	  go test -tags e2e -count=1 -timeout 40m -v ./test/e2e 2>&1 | tee $(KT_ROOT)/logs/e2e.log | hack/summarize-go-test.sh
+
+resolved:
+	hack/resolved.sh
 
 demo: cluster-up build
 	hack/demo.sh

@@ -86,6 +86,9 @@ func (Direct) WriteHostsBlock(path string, entries []dns.HostEntry) error {
 }
 func (Direct) RemoveHostsBlock(path string) error { return dns.RemoveHostsBlock(path) }
 func (Direct) SetLinkDNS(link, server string, search, namespaces []string) error {
+	if err := tun.AddAddress(link); err != nil { // resolved ignores a link without one
+		return err
+	}
 	return dns.ApplyResolved(dns.ResolvedCommands(link, server, search, namespaces))
 }
 func (Direct) Close() error { return nil }

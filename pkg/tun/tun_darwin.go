@@ -68,6 +68,9 @@ func FromFile(f *os.File) (*Device, error) {
 	return nil, fmt.Errorf("a TUN device from another process is not supported on macOS")
 }
 
+// AddAddress does nothing: the device got its address when it was made.
+func AddAddress(name string) error { return nil }
+
 // Exists reports whether an interface of that name exists.
 func Exists(name string) bool {
 	_, err := net.InterfaceByName(name)

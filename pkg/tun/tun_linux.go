@@ -83,6 +83,24 @@ func AddRoutes(name string, prefixes []netip.Prefix) error {
 	return nil
 }
 
+// LinkAddress is the address a TUN device gets when something needs it to have one:
+// systemd-resolved gives a link a DNS scope only if it has an address. It is from
+// 198.18.0.0/15, the benchmarking range no network uses, and goes with the device.
+var LinkAddress = netip.MustParsePrefix("198.18.0.1/32")
+
+// AddAddress gives the named device LinkAddress.
+func AddAddress(name string) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: LinkAddress.Addr().AsSlice(), Mask: net.CIDRMask(LinkAddress.Bits(), 32)}, Scope: int(netlink.SCOPE_UNIVERSE)} // resolved ignores link-scope ones
+	if err := netlink.AddrReplace(link, a); err != nil {
+		return fmt.Errorf("address %s on %s: %w", LinkAddress, name, err)
+	}
+	return nil
+}
+
 // Exists reports whether an interface of that name exists.
 func Exists(name string) bool {
 	_, err := netlink.LinkByName(name)

@@ -31,6 +31,9 @@ func FromFile(f *os.File) (*Device, error) {
 	return nil, fmt.Errorf("not supported on %s", runtime.GOOS)
 }
 
+// AddAddress is not needed on this system.
+func AddAddress(name string) error { return nil }
+
 // Exists reports false.
 func Exists(name string) bool { return false }
 

@@ -81,6 +81,9 @@ func FromFile(f *os.File) (*Device, error) {
 	return nil, fmt.Errorf("a TUN device from another process is not supported on Windows")
 }
 
+// AddAddress does nothing: the adapter got its address when it was made.
+func AddAddress(name string) error { return nil }
+
 // Exists reports whether an adapter of that name exists.
 func Exists(name string) bool {
 	_, err := net.InterfaceByName(name)
