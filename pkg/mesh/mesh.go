@@ -185,8 +185,12 @@ func (m *mesher) manual(ctx context.Context, undo *cluster.Undo) error {
 	fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s carries the labels of service %s plus %s=%s; route to pods labelled %s=%s with your service mesh (e.g. an Istio DestinationRule subset). Ctrl-C to stop.\n",
 		m.ns, sess.Pod.Name, m.svc.Name, m.cfg.Key, m.cfg.Value, m.cfg.Key, m.cfg.Value)
 	m.goodbye = "Deleted the shadow"
-	<-ctx.Done()
-	return nil
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-sess.Lost():
+		return sess.LostError()
+	}
 }
 
 // auto joins (or creates) the Service's mesh.
@@ -231,6 +235,8 @@ func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-sess.Lost():
+			return sess.LostError()
 		case <-hb.C:
 			err := m.update(ctx, func(st *wire.MeshState) error {
 				for i := range st.Members {

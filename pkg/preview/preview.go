@@ -123,6 +123,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		kind = "LoadBalancer"
 	}
 	fmt.Fprintf(cfg.ErrOut, "Previewing: service %s/%s (%s) sends its traffic to this machine: reach it in the cluster as %s.%s.svc. Ctrl-C to remove it.\n", cfg.Namespace, cfg.Name, kind, cfg.Name, cfg.Namespace)
-	<-ctx.Done()
-	return nil
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-sess.Lost():
+		return sess.LostError()
+	}
 }

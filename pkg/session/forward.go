@@ -149,7 +149,8 @@ func (s *Session) reverseWorker(ctx context.Context, gen uint64, fwds []Forward,
 func LocalAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
 // KeepForwarding serves fwds until ctx ends, reconnecting whenever the tunnel drops. The
-// returned channel is closed once the forwards first listen.
+// returned channel is closed once the forwards first listen; Lost is closed if the shadow pod
+// goes away (deleted, or its agent exited), after which nothing can reconnect.
 func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Writer) <-chan struct{} {
 	ready := make(chan struct{})
 	var once sync.Once
@@ -157,6 +158,10 @@ func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Wr
 		for ctx.Err() == nil {
 			err := s.ServeForwards(ctx, fwds, warn, func() { once.Do(func() { close(ready) }) })
 			if ctx.Err() != nil {
+				return
+			}
+			if s.podGone(ctx) {
+				close(s.lost)
 				return
 			}
 			fmt.Fprintf(warn, "Tunnel to the shadow dropped (%v); reconnecting\n", err)

@@ -15,6 +15,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -65,7 +66,8 @@ type Session struct {
 	client     kubernetes.Interface
 	signer     gossh.Signer
 	deployment string
-	others     int // a shared shadow's other clients, counted on Close
+	others     int           // a shared shadow's other clients, counted on Close
+	lost       chan struct{} // closed when KeepForwarding finds the pod gone
 	undo       cluster.Undo
 
 	mu  sync.Mutex
@@ -102,7 +104,7 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	if id == "" {
 		id = cluster.NewSession()
 	}
-	sess := &Session{ID: id, opts: o, config: config, client: client, signer: signer}
+	sess := &Session{ID: id, opts: o, config: config, client: client, signer: signer, lost: make(chan struct{})}
 	s = sess
 	defer func() {
 		if err != nil { // s is nil by now: tear down through sess
@@ -220,6 +222,23 @@ func (s *Session) startDeployment(ctx context.Context, spec cluster.ShadowSpec) 
 	return cluster.WaitSessionPod(ctx, client, o.Namespace, s.ID, "", o.Pod.PodCreationTimeout)
 }
 
+// Lost is closed when KeepForwarding finds the shadow pod gone.
+func (s *Session) Lost() <-chan struct{} { return s.lost }
+
+// LostError says what to do after Lost.
+func (s *Session) LostError() error {
+	return fmt.Errorf("shadow pod %s/%s is gone (deleted, or its node went away); run the command again to start a new one", s.opts.Namespace, s.Pod.Name)
+}
+
+// podGone reports whether the shadow pod is deleted, being deleted, or finished.
+func (s *Session) podGone(ctx context.Context) bool {
+	p, err := s.client.CoreV1().Pods(s.opts.Namespace).Get(ctx, s.Pod.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return true
+	}
+	return err == nil && (p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed)
+}
+
 // Deployment is the shadow Deployment's name, or "" for a bare shadow pod.
 func (s *Session) Deployment() string { return s.deployment }
 
@@ -234,7 +253,7 @@ func (s *Session) NextPod(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Session{ID: s.ID, Pod: pod, opts: s.opts, client: s.client, signer: s.signer, deployment: s.deployment, config: s.config}
+	n := &Session{ID: s.ID, Pod: pod, opts: s.opts, client: s.client, signer: s.signer, deployment: s.deployment, config: s.config, lost: make(chan struct{})}
 	n.Dialer = portforward.NewDialer(s.config, s.client, s.opts.Namespace, pod.Name)
 	n.Dialer.Protocol = s.opts.Protocol
 	n.Dialer.Timeout = s.opts.Pod.PortForwardTimeout

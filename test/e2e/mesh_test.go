@@ -245,3 +245,37 @@ func TestForward(t *testing.T) {
 		t.Errorf("bad local port: %s", r)
 	}
 }
+
+// TestShadowDeletedUnderPreviewAndMesh: when the shadow of a preview or a manual mesh is
+// deleted, the command says so and exits non-zero, cleaning up, instead of retrying forever.
+func TestShadowDeletedUnderPreviewAndMesh(t *testing.T) {
+	nothingLeftBehind(t)
+	laptopServer(t, "laptop-lost", "127.0.0.1:8080")
+	for _, c := range []struct {
+		name  string
+		args  []string
+		ready string
+		role  string
+	}{
+		{"preview", []string{"preview", "web-lost", "--expose", "8080:80"}, "Previewing", wire.RolePreview},
+		{"mesh manual", []string{"mesh", "web", "--expose", "8080:80", "--mode", "manual", "--version-mark", "version:lost"}, "Ctrl-C to stop", wire.RoleMesh},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := startKt(t, append([]string{"-n", testNamespace}, c.args...)...)
+			p.WaitFor(c.ready, 60*time.Second)
+			pods, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + c.role})
+			if err != nil || len(pods.Items) != 1 {
+				t.Fatalf("want one %s shadow, got %d (%v)", c.role, len(pods.Items), err)
+			}
+			kubectl(t, "-n", testNamespace, "delete", "pod", pods.Items[0].Name, "--wait=false")
+			select {
+			case <-p.done:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("%s kept running after its shadow was deleted:\n%s", c.name, p.Output())
+			}
+			if code := p.cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(p.Output(), "is gone") {
+				t.Errorf("%s after its shadow was deleted: exit %d\n%s", c.name, code, p.Output())
+			}
+		})
+	}
+}
