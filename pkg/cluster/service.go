@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -112,6 +113,44 @@ func HeartbeatService(ctx context.Context, client kubernetes.Interface, ns, name
 		return true, nil
 	})
 	return err
+}
+
+// KubeProxySync is how long kube-proxy takes to follow an endpoint change (its sync period
+// is about a second); nothing in the API shows when it has.
+const KubeProxySync = 1500 * time.Millisecond
+
+// DrainEndpoint waits until no endpoint of the Service is ip (a shadow or router about to be
+// deleted) and then for kube-proxy to follow, so that no new connection is sent to a pod
+// that is gone (its SYN would vanish and the client hang). It gives up quietly after timeout.
+func DrainEndpoint(ctx context.Context, client kubernetes.Interface, ns, name, ip string, timeout time.Duration) {
+	if ip == "" {
+		return
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		eps, err := client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + name})
+		if err != nil {
+			return
+		}
+		found := false
+		for _, s := range eps.Items {
+			for _, ep := range s.Endpoints {
+				found = found || slices.Contains(ep.Addresses, ip)
+			}
+		}
+		if !found {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(KubeProxySync):
+	}
 }
 
 // WaitEndpoints waits until the Service's ready endpoints are exactly the given pod IPs, so

@@ -144,6 +144,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		undo.Push("restore service "+svcName, func(ctx context.Context) error {
 			_, err := cluster.RestoreService(ctx, cfg.Client, ns, svcName, lockID)
+			if err == nil { // then delete the shadow only once no new connection goes to it
+				cluster.DrainEndpoint(ctx, cfg.Client, ns, svcName, x.current().Pod.Status.PodIP, 10*time.Second)
+			}
 			return err
 		})
 	}

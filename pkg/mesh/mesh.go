@@ -455,6 +455,9 @@ func (m *mesher) leave(ctx context.Context) error {
 		return err
 	}
 	m.goodbye = fmt.Sprintf("Restored service %s/%s (the last developer left the mesh) and removed its router", m.ns, m.svc.Name)
+	if rp, err := m.cfg.Client.CoreV1().Pods(m.ns).Get(ctx, last.Router, metav1.GetOptions{}); err == nil {
+		cluster.DrainEndpoint(ctx, m.cfg.Client, m.ns, m.svc.Name, rp.Status.PodIP, 10*time.Second)
+	}
 	var errs []error
 	if err := m.cfg.Client.CoreV1().Services(m.ns).Delete(ctx, last.Origin, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		errs = append(errs, err)
