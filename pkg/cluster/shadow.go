@@ -358,13 +358,13 @@ func podUsable(p *corev1.Pod, needReady bool) (bool, error) {
 	return false, nil
 }
 
-// DeleteShadowDeployment deletes a shadow Deployment and, at once, its pods.
-func DeleteShadowDeployment(ctx context.Context, client kubernetes.Interface, ns, name string) error {
+// DeleteShadowDeployment deletes a shadow Deployment and, at once, its pods (those of its
+// session).
+func DeleteShadowDeployment(ctx context.Context, client kubernetes.Interface, ns, name, session string) error {
 	err := client.AppsV1().Deployments(ns).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: ptr.To(metav1.DeletePropagationBackground)})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return Explain(err, "delete", "deployments", ns)
 	}
-	session := name[strings.LastIndex(name, "-")+1:] // ShadowName ends with it
 	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.SessionLabel + "=" + session + "," + wire.ManagedByLabel + "=" + wire.ManagedBy})
 	if err == nil {
 		for _, p := range pods.Items {

@@ -530,7 +530,7 @@ func (c *connector) supervise(ctx context.Context) {
 			return
 		case <-sc.Done():
 			log.V(1).Info("tunnel to the shadow dropped; reconnecting")
-			if !c.podUsable(ctx, sess.Pod) {
+			if sess.PodGone(ctx) {
 				c.recover(ctx, "shadow pod gone")
 			}
 		case <-gone:
@@ -560,11 +560,6 @@ func (c *connector) watchPod(ctx context.Context, pod *corev1.Pod) <-chan struct
 		}
 	}()
 	return ch
-}
-
-func (c *connector) podUsable(ctx context.Context, pod *corev1.Pod) bool {
-	p, err := c.cfg.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-	return err == nil && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning
 }
 
 // use makes ns the session, closes the one it replaces and records the new shadow.

@@ -22,7 +22,7 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/connect"
-	"github.com/kubectl-kt/kt/pkg/netstack"
+	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/wire"
@@ -83,7 +83,7 @@ func serve(ctx context.Context, l net.Listener, dial func(context.Context) (net.
 				c.Close()
 				return
 			}
-			netstack.Relay(c, up)
+			pipe.Conns(c, up)
 		}()
 	}
 }

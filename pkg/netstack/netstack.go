@@ -29,7 +29,10 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
 	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/pipe"
 )
 
 // Device is packet I/O: wireguard-go's tun.Device satisfies it, and tests use in-memory ones.
@@ -267,35 +270,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	defer s.track(c)()
 	defer s.track(up)()
 	klog.V(4).InfoS("netstack: tcp flow", "src", addrPort(id.RemoteAddress, id.RemotePort), "dst", dst)
-	Relay(c, up)
-}
-
-type closeWriter interface{ CloseWrite() error }
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
-
-// Relay copies both ways until both directions end, passing a half-close on. A failing
-// write on one side closes both.
-func Relay(a, b net.Conn) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	cp := func(dst, src net.Conn) {
-		defer wg.Done()
-		bp := bufPool.Get().(*[]byte)
-		_, err := io.CopyBuffer(dst, src, *bp)
-		bufPool.Put(bp)
-		if cw, ok := dst.(closeWriter); ok && err == nil {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-			src.Close()
-		}
-	}
-	go cp(a, b)
-	go cp(b, a)
-	wg.Wait()
-	a.Close()
-	b.Close()
+	pipe.Conns(c, up)
 }
 
 func (s *Stack) handleUDP(r *udp.ForwarderRequest) {

@@ -11,7 +11,7 @@ import (
 
 	"k8s.io/klog/v2"
 
-	"github.com/kubectl-kt/kt/pkg/netstack"
+	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -85,18 +85,21 @@ func serve(ctx context.Context, l net.Listener, f Forward, warn *warner) {
 		if err != nil {
 			return
 		}
-		go func() {
-			var d net.Dialer
-			local, err := d.DialContext(ctx, "tcp", f.Local)
-			if err != nil {
-				c.Close()
-				warn.printf("warning: a request for port %d arrived, but nothing listens on %s: %v\n", f.Remote, f.Local, err)
-				return
-			}
-			klog.FromContext(ctx).V(4).Info("forwarded connection", "remote", f.Remote, "local", f.Local)
-			netstack.Relay(c, local)
-		}()
+		go toLocal(ctx, c, f.Remote, f.Local, warn)
 	}
+}
+
+// toLocal relays a connection that arrived on the shadow's port remote to local.
+func toLocal(ctx context.Context, c net.Conn, remote int, local string, warn *warner) {
+	var d net.Dialer
+	lc, err := d.DialContext(ctx, "tcp", local)
+	if err != nil {
+		c.Close()
+		warn.printf("warning: a request for port %d arrived, but nothing listens on %s: %v\n", remote, local, err)
+		return
+	}
+	klog.FromContext(ctx).V(4).Info("forwarded connection", "remote", remote, "local", local)
+	pipe.Conns(c, lc)
 }
 
 // reverseStreams is how many idle reverse streams a session keeps open to its agent.
@@ -132,16 +135,7 @@ func (s *Session) reverseWorker(ctx context.Context, gen uint64, fwds []Forward,
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		go func() {
-			var d net.Dialer
-			lc, err := d.DialContext(ctx, "tcp", local[port])
-			if err != nil {
-				c.Close()
-				warn.printf("warning: a request for port %d arrived, but nothing listens on %s: %v\n", port, local[port], err)
-				return
-			}
-			netstack.Relay(c, lc)
-		}()
+		go toLocal(ctx, c, port, local[port], warn)
 	}
 }
 
@@ -160,7 +154,7 @@ func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Wr
 			if ctx.Err() != nil {
 				return
 			}
-			if s.podGone(ctx) {
+			if s.PodGone(ctx) {
 				close(s.lost)
 				return
 			}

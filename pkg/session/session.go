@@ -172,9 +172,7 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		}
 	}
 	s.Pod = pod
-	s.Dialer = portforward.NewDialer(config, client, o.Namespace, pod.Name)
-	s.Dialer.Protocol = o.Protocol
-	s.Dialer.Timeout = o.Pod.PortForwardTimeout
+	s.Dialer = s.dialer(pod)
 	s.undo.Push("close port-forward", func(context.Context) error { return s.Dialer.Close() })
 	if o.Shared {
 		if err := s.authorize(ctx); err != nil {
@@ -210,7 +208,7 @@ func (s *Session) startDeployment(ctx context.Context, spec cluster.ShadowSpec) 
 	}
 	s.deployment = d.Name
 	s.undo.Push("delete shadow deployment "+o.Namespace+"/"+d.Name, func(ctx context.Context) error {
-		return cluster.DeleteShadowDeployment(ctx, client, o.Namespace, d.Name)
+		return cluster.DeleteShadowDeployment(ctx, client, o.Namespace, d.Name, s.ID)
 	})
 	if err := sd.OwnByDeployment(ctx, d); err != nil {
 		sd.Delete(context.WithoutCancel(ctx))
@@ -222,6 +220,13 @@ func (s *Session) startDeployment(ctx context.Context, spec cluster.ShadowSpec) 
 	return cluster.WaitSessionPod(ctx, client, o.Namespace, s.ID, "", o.Pod.PodCreationTimeout)
 }
 
+// dialer is a port-forward to pod with the session's protocol and timeout.
+func (s *Session) dialer(pod *corev1.Pod) *portforward.Dialer {
+	d := portforward.NewDialer(s.config, s.client, s.opts.Namespace, pod.Name)
+	d.Protocol, d.Timeout = s.opts.Protocol, s.opts.Pod.PortForwardTimeout
+	return d
+}
+
 // Lost is closed when KeepForwarding finds the shadow pod gone.
 func (s *Session) Lost() <-chan struct{} { return s.lost }
 
@@ -230,8 +235,8 @@ func (s *Session) LostError() error {
 	return fmt.Errorf("shadow pod %s/%s is gone (deleted, or its node went away); run the command again to start a new one", s.opts.Namespace, s.Pod.Name)
 }
 
-// podGone reports whether the shadow pod is deleted, being deleted, or finished.
-func (s *Session) podGone(ctx context.Context) bool {
+// PodGone reports whether the shadow pod is deleted, being deleted, or finished.
+func (s *Session) PodGone(ctx context.Context) bool {
 	p, err := s.client.CoreV1().Pods(s.opts.Namespace).Get(ctx, s.Pod.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return true
@@ -254,9 +259,7 @@ func (s *Session) NextPod(ctx context.Context) (*Session, error) {
 		return nil, err
 	}
 	n := &Session{ID: s.ID, Pod: pod, opts: s.opts, client: s.client, signer: s.signer, deployment: s.deployment, config: s.config, lost: make(chan struct{})}
-	n.Dialer = portforward.NewDialer(s.config, s.client, s.opts.Namespace, pod.Name)
-	n.Dialer.Protocol = s.opts.Protocol
-	n.Dialer.Timeout = s.opts.Pod.PortForwardTimeout
+	n.Dialer = n.dialer(pod)
 	if _, err := n.SSH(ctx); err != nil {
 		n.Dialer.Close()
 		return nil, err
@@ -341,7 +344,7 @@ func (s *Session) Close() error {
 		s.stopHeartbeat()
 	}
 	if s.opts.Shared && s.Dialer != nil {
-		s.others = s.countOthers()
+		s.others = s.leaveShared()
 	}
 	s.mu.Lock()
 	if s.ssh != nil {

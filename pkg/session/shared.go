@@ -109,9 +109,9 @@ func (s *Session) authorize(ctx context.Context) error {
 	return fmt.Errorf("join the shared shadow %s/%s: %v", s.opts.Namespace, s.Pod.Name, lastErr)
 }
 
-// countOthers tells the shared agent that this session leaves, and how many other clients it
-// still serves (an unreachable agent serves nobody).
-func (s *Session) countOthers() int {
+// leaveShared tells the shared agent that this session leaves, and returns how many other
+// clients it still serves (an unreachable agent serves nobody).
+func (s *Session) leaveShared() int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	key := gossh.MarshalAuthorizedKey(s.signer.PublicKey())

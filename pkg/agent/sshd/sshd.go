@@ -18,6 +18,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 	"k8s.io/klog/v2"
 
+	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -186,26 +187,6 @@ func directTCPIP(_ *ssh.Server, _ *gossh.ServerConn, nc gossh.NewChannel, ctx ss
 	Pipe(ch, c.(*net.TCPConn))
 }
 
-// relay copies between two connections until both directions end, passing half-closes on.
-func relay(a, b net.Conn) {
-	var wg sync.WaitGroup
-	wg.Add(2)
-	cp := func(dst, src net.Conn) {
-		defer wg.Done()
-		io.Copy(dst, src)
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
-	go cp(a, b)
-	go cp(b, a)
-	wg.Wait()
-	a.Close()
-	b.Close()
-}
-
 // Pipe copies between an SSH channel and a TCP connection until both directions end,
 // passing each side's EOF on as a half-close.
 func Pipe(ch gossh.Channel, c *net.TCPConn) {
@@ -305,7 +286,7 @@ func (f *forwarder) handle(ctx ssh.Context, srv *ssh.Server, req *gossh.Request)
 			go func() {
 				if f.reverse != nil {
 					if rc := f.reverse(int(r.BindPort)); rc != nil {
-						relay(c, rc)
+						pipe.Conns(c, rc)
 						return
 					}
 				}

@@ -162,7 +162,7 @@ func (o *Options) Run(ctx context.Context) error {
 		n++
 		fmt.Fprintf(o.Out, "%s shadow deployment %s/%s (owner %s)\n", verb, d.Namespace, d.Name, d.Annotations[wire.OwnerAnnotation])
 		if !o.DryRun {
-			if err := cluster.DeleteShadowDeployment(ctx, o.client, d.Namespace, d.Name); err != nil {
+			if err := cluster.DeleteShadowDeployment(ctx, o.client, d.Namespace, d.Name, d.Labels[wire.SessionLabel]); err != nil {
 				return err
 			}
 		}

@@ -1,0 +1,37 @@
+// Package pipe joins two connections. It has no dependencies beyond the standard library, so
+// that the client and the shadow agent share it.
+package pipe
+
+import (
+	"io"
+	"net"
+	"sync"
+)
+
+type closeWriter interface{ CloseWrite() error }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// Conns copies both ways until both directions end, passing a half-close on. A failing
+// write on one side closes both.
+func Conns(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		bp := bufPool.Get().(*[]byte)
+		_, err := io.CopyBuffer(dst, src, *bp)
+		bufPool.Put(bp)
+		if cw, ok := dst.(closeWriter); ok && err == nil {
+			cw.CloseWrite()
+		} else {
+			dst.Close()
+			src.Close()
+		}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
