@@ -108,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	keys := &keySet{}
+	keys := newKeySet()
 	reverse := &reversePool{}
 	scfg := sshd.Config{AuthorizedKey: authorized, HostKey: hostKey, ForwardIP: cfg.PodIP, KeepAlive: cfg.KeepAlive, OnConn: act.Begin}
 	scfg.Reverse = reverse.take
@@ -257,13 +257,14 @@ type keySet struct {
 	left map[string]bool
 }
 
+func newKeySet() *keySet {
+	return &keySet{keys: map[string]bool{}, open: map[string]int{}, left: map[string]bool{}}
+}
+
 func (s *keySet) connected(k gossh.PublicKey) func() {
 	id := string(k.Marshal())
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.open == nil {
-		s.open, s.left = map[string]int{}, map[string]bool{}
-	}
 	s.open[id]++
 	delete(s.left, id)
 	return func() {
@@ -281,9 +282,6 @@ func (s *keySet) leave(k gossh.PublicKey) int {
 	id := string(k.Marshal())
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.left == nil {
-		s.open, s.left = map[string]int{}, map[string]bool{}
-	}
 	s.left[id] = true
 	n := 0
 	for other := range s.open {
@@ -297,9 +295,6 @@ func (s *keySet) leave(k gossh.PublicKey) int {
 func (s *keySet) add(k gossh.PublicKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.keys == nil {
-		s.keys = map[string]bool{}
-	}
 	s.keys[string(k.Marshal())] = true
 }
 

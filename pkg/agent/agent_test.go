@@ -44,7 +44,7 @@ func TestSharedKeySetCountsOthersOnLeave(t *testing.T) {
 		return k
 	}
 	a, b := gen(), gen()
-	var s keySet
+	s := newKeySet()
 	s.add(b)
 	if !s.has(b) || s.has(a) {
 		t.Fatal("has: want only the added key")

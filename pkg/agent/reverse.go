@@ -83,17 +83,18 @@ func (p *reversePool) flush() {
 // tunnel on every connection, and a stream of the current generation is dead only when the
 // whole tunnel is, which the SSH keepalive notices.
 func (p *reversePool) take(port int) net.Conn {
-	for c := p.pop(); c != nil; c = p.pop() {
-		c.SetWriteDeadline(time.Now().Add(writeTimeout))
-		err := wire.WriteReverseGo(c, port)
-		c.SetWriteDeadline(time.Time{})
-		if err == nil {
-			return c
-		}
-		klog.V(1).InfoS("reverse stream gone; dropping the idle ones", "err", err)
-		c.Close()
-		p.flush() // opened with it, so as dead as it
+	c := p.pop()
+	if c == nil {
 		return nil
 	}
+	c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	err := wire.WriteReverseGo(c, port)
+	c.SetWriteDeadline(time.Time{})
+	if err == nil {
+		return c
+	}
+	klog.V(1).InfoS("reverse stream gone; dropping the idle ones", "err", err)
+	c.Close()
+	p.flush() // opened with it, so as dead as it
 	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,14 +60,14 @@ type Helper struct {
 
 // StartHelper runs the helper through sudo and waits until it is connected.
 func StartHelper(opts HelperOptions) (*Helper, error) {
+	if err := CheckPaths(opts.Paths...); err != nil {
+		return nil, err
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	sudo := opts.Sudo
-	if sudo == "" {
-		sudo = "sudo"
-	}
+	const sudo = "sudo"
 	sudoPath, err := exec.LookPath(sudo)
 	if err != nil {
 		return nil, fmt.Errorf("connect needs root for its TUN device, routes and DNS, and %q was not found: run it as root, install sudo, or use --disable-tun for a SOCKS5 proxy", sudo)
@@ -84,9 +83,6 @@ func StartHelper(opts HelperOptions) (*Helper, error) {
 		return nil, err
 	}
 	defer l.Close()
-	if err := CheckPaths(opts.Paths...); err != nil {
-		return nil, err
-	}
 	cmd := exec.Command(sudoPath, "--", exe, HelperCommand, "--socket", sock, "--uid", strconv.Itoa(os.Getuid()))
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = opts.Stdin, opts.Stdout, opts.Stderr
 	if err := cmd.Start(); err != nil {
@@ -320,10 +316,10 @@ type server struct {
 }
 
 func (s *server) allowed(path string) error {
-	if !slices.Contains(helperPaths, path) {
-		return fmt.Errorf("the helper edits only %s, not %s", strings.Join(helperPaths, " and "), path)
+	if path == "" {
+		return fmt.Errorf("no file named")
 	}
-	return nil
+	return CheckPaths(path)
 }
 
 // validName is a DNS name or an interface name: no spaces, no line breaks, nothing else to

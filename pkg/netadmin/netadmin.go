@@ -97,8 +97,6 @@ func (Direct) Close() error { return nil }
 type HelperOptions struct {
 	// Paths are the only files the helper may edit (resolv.conf, the hosts file).
 	Paths []string
-	// Sudo is the command that elevates (default "sudo").
-	Sudo string
 	// Stdin, Stdout and Stderr are sudo's, so that it can ask for a password.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
