@@ -95,6 +95,12 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, port int) {
 	bw := bufio.NewWriterSize(c, 16<<10)
 	for {
 		c.SetReadDeadline(time.Now().Add(idleTimeout))
+		if handled, keep := r.serveRaw(br, bw, port); handled {
+			if !keep {
+				return
+			}
+			continue
+		}
 		req, err := http.ReadRequest(br)
 		c.SetReadDeadline(time.Time{})
 		if err != nil {
@@ -141,38 +147,45 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, port int) {
 			splice(c, br, u)
 			return
 		}
-		upstreamClose := resp.Close
-		dropHopByHop(resp.Header)
-		resp.Close = clientClose
-		// A body that ends with the connection (no length, not chunked) ends the client's too.
-		closeClient := clientClose || resp.ContentLength < 0 && !slices.Contains(resp.TransferEncoding, "chunked") && !bodyless(req, resp)
-		if resp.ContentLength >= 0 && resp.ContentLength <= maxBuffered && !upstreamClose {
-			body, err := io.ReadAll(resp.Body)
-			if err != nil {
-				u.close()
-				return
-			}
-			r.pool.put(u)
-			resp.Body = io.NopCloser(bytes.NewReader(body))
-			if writeResponse(bw, resp) != nil {
-				return
-			}
-		} else {
-			err := writeResponse(bw, resp)
-			resp.Body.Close()
-			if err != nil || upstreamClose {
-				u.close() // the rest of the response may still be on its way
-			} else {
-				r.pool.put(u)
-			}
-			if err != nil {
-				return
-			}
-		}
-		if closeClient {
-			return // the client asked to close, or the body ends with the connection
+		if !r.relayParsed(bw, u, resp, req, clientClose) {
+			return
 		}
 	}
+}
+
+// relayParsed writes a parsed response to the client and frees or closes its upstream
+// connection; it reports whether the client's connection goes on.
+func (r *Router) relayParsed(bw *bufio.Writer, u *upstream, resp *http.Response, req *http.Request, clientClose bool) bool {
+	upstreamClose := resp.Close
+	dropHopByHop(resp.Header)
+	resp.Close = clientClose
+	// A body that ends with the connection (no length, not chunked) ends the client's too.
+	closeClient := clientClose || resp.ContentLength < 0 && !slices.Contains(resp.TransferEncoding, "chunked") && !bodyless(req, resp)
+	if resp.ContentLength >= 0 && resp.ContentLength <= maxBuffered && !upstreamClose {
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			u.close()
+			return false
+		}
+		r.pool.put(u)
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		if writeResponse(bw, resp) != nil {
+			return false
+		}
+	} else {
+		err := writeResponse(bw, resp)
+		resp.Body.Close()
+		if err != nil || upstreamClose {
+			u.close() // the rest of the response may still be on its way
+		} else {
+			r.pool.put(u)
+		}
+		if err != nil {
+			return false
+		}
+	}
+	// The client asked to close, or the body ends with the connection.
+	return !closeClient
 }
 
 // roundTrip sends req on a pooled or new connection to addr and reads the final response; a
@@ -209,13 +222,17 @@ func (u *upstream) exchange(req *http.Request) (*http.Response, error) {
 	if err := u.w.Flush(); err != nil {
 		return nil, err
 	}
+	return readFinal(u.r, req)
+}
+
+// readFinal reads the final response to req: other 1xx responses than 101 are informational
+// (103 Early Hints) and optional, so they are dropped; the final one follows.
+func readFinal(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 	for {
-		resp, err := http.ReadResponse(u.r, req)
+		resp, err := http.ReadResponse(br, req)
 		if err != nil {
 			return nil, err
 		}
-		// Other 1xx responses are informational (103 Early Hints) and optional: drop them; the
-		// final response follows on the same connection.
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			resp.Body.Close()
 			continue

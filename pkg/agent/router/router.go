@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -36,8 +37,10 @@ type Router struct {
 	members []wire.MeshMember
 
 	pool pool // idle HTTP/1.1 upstream connections
-	h1   *http.Transport
-	h2   *http2.Transport
+	// rawRequests counts the requests relayed without parsing (see serveRaw).
+	rawRequests atomic.Int64
+	h1          *http.Transport
+	h2          *http2.Transport
 }
 
 // New returns a router that sends unmarked requests to origin.
