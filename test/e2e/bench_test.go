@@ -196,23 +196,64 @@ func BenchmarkExchange(b *testing.B) {
 func f1(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
 func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
 
+// relayYAML is a plain TCP relay in front of the web Service (testapp relay), reached through
+// a Service of its own: the same path as the mesh router's, with nothing parsed.
+const relayYAML = `
+apiVersion: v1
+kind: Pod
+metadata: {name: relay, namespace: kt-e2e, labels: {app: relay}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: relay
+    image: TESTAPP
+    imagePullPolicy: IfNotPresent
+    args: [relay, -listen, ":8080", -to, "web:80"]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: relay, namespace: kt-e2e}
+spec:
+  selector: {app: relay}
+  ports: [{port: 80, targetPort: 8080}]
+`
+
 // BenchmarkMesh measures what developers who are not meshing pay: requests without the mark
 // through the router, against the same requests to the Service before the mesh. Latency is
 // measured below saturation (new connections one at a time; 8 keep-alive workers paced at
 // 1000 requests/s in all), since on a saturated 2-core node latency only mirrors the CPU spent
-// per request; that cost shows in the saturated throughput row.
+// per request; that cost shows in the saturated throughput row. Beside them, in the same run,
+// the same keep-alive requests through a plain TCP relay pod: what a hop that parses nothing costs.
 func BenchmarkMesh(b *testing.B) {
 	scale(b, "deploy", "web", 1)
 	laptopServer(b, "laptop", "127.0.0.1:8080")
 	p99 := func(l loadResult) float64 { return l.P99 }
 	rps := func(l loadResult) float64 { return l.ReqPerS }
-	measure := func() (newConn, paced, saturated loadResult) {
+	paced := func(url string) loadResult {
+		return median3(func() loadResult { return podLoad(b, url, "-n", "3000", "-c", "8", "-rate", "1000") }, p99)
+	}
+	measure := func() (newConn, pacedKA, saturated loadResult) {
 		newConn = median3(func() loadResult { return podLoad(b, "http://web/", "-n", "300", "-newconn") }, p99)
-		paced = median3(func() loadResult { return podLoad(b, "http://web/", "-n", "3000", "-c", "8", "-rate", "1000") }, p99)
+		pacedKA = paced("http://web/")
 		saturated = median3(func() loadResult { return podLoad(b, "http://web/", "-n", "3000", "-c", "8") }, rps)
 		return
 	}
 	d0, k0, s0 := measure()
+	if r := runCmdStdin(b, strings.ReplaceAll(relayYAML, "TESTAPP", testapp), "kubectl", "--kubeconfig", hostKubeconfig, "apply", "-f", "-"); r.Code != 0 {
+		b.Fatalf("relay: %s", r)
+	}
+	b.Cleanup(func() {
+		kubectl(b, "-n", testNamespace, "delete", "pod,svc", "relay", "--grace-period=0", "--force", "--ignore-not-found")
+	})
+	kubectl(b, "-n", testNamespace, "wait", "--for=condition=Ready", "pod/relay", "--timeout=60s")
+	eventually(b, 30*time.Second, "relay Service answering", func() error {
+		if r := inCluster(b, "timeout 5 wget -qO- http://relay/ready"); !strings.Contains(r.Stdout, "echo from") {
+			return fmt.Errorf("%s", r)
+		}
+		return nil
+	})
+	r0 := paced("http://relay/")
 	p := startMesh(b, "web", "--expose", "8080:80", "--version-mark", "version:bench")
 	d1, k1, s1 := measure()
 	routers, _ := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "kubectl-kt.io/role=router"})
@@ -228,6 +269,8 @@ func BenchmarkMesh(b *testing.B) {
 	t.add("new-connection request p99, ms", f2(d1.P99), f2(d0.P99), f2(d1.P99/d0.P99), "≤ 1.3")
 	t.add("keep-alive, 8 workers at 1000 req/s, p50, ms", f2(k1.P50), f2(k0.P50), f2(k1.P50/k0.P50), "≤ 1.3")
 	t.add("keep-alive, 8 workers at 1000 req/s, p99, ms", f2(k1.P99), f2(k0.P99), f2(k1.P99/k0.P99), "≤ 1.3")
+	t.add("the same through a plain TCP relay pod (io.Copy each way), p50, ms", f2(r0.P50), f2(k0.P50), f2(r0.P50/k0.P50), "")
+	t.add("the same through a plain TCP relay pod (io.Copy each way), p99, ms", f2(r0.P99), f2(k0.P99), f2(r0.P99/k0.P99), "")
 	t.add("saturated keep-alive throughput (8 workers), req/s", f1(s1.ReqPerS), f1(s0.ReqPerS), f2(s1.ReqPerS/s0.ReqPerS), "")
 	t.add("router peak RSS under that load, MiB", f1(rss), "", "", "")
 	t.print(b)

@@ -5,6 +5,7 @@
 //	testapp get [-H 'NAME: VALUE'] URL   (prints "tls=BOOL " and the body; certificates unchecked)
 //	testapp wsclient HOST:PORT [-H=NAME:VALUE]... MESSAGE...   (prints each echoed message)
 //	testapp load -url URL [-n N] [-c C] [-newconn] [-get-bytes]   (prints one JSON line)
+//	testapp relay -listen :8080 -to HOST:PORT   (a plain TCP relay, for benchmarks)
 //	testapp sleep
 package main
 
@@ -49,6 +50,8 @@ func main() {
 		load(os.Args[2:])
 	case "get":
 		get(os.Args[2:])
+	case "relay":
+		relay(os.Args[2:])
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
@@ -378,4 +381,45 @@ func load(args []string) {
 	}
 	fmt.Printf(`{"n":%d,"errors":%d,"p50_ms":%.3f,"p99_ms":%.3f,"seconds":%.3f,"mib_per_s":%.2f,"req_per_s":%.1f,"first_error":%q}`+"\n",
 		len(ds), errs, pct(0.5), pct(0.99), total.Seconds(), float64(bytes)/(1<<20)/total.Seconds(), float64(len(ds))/total.Seconds(), firstErr)
+}
+
+// relay copies each connection to -to and back, byte for byte, with nothing parsed: a hop
+// through a pod in its plainest form, to set the mesh router's latency beside.
+// -to is resolved once, as the router dials its origin by address.
+func relay(args []string) {
+	fs := flag.NewFlagSet("relay", flag.ExitOnError)
+	listen := fs.String("listen", ":8080", "address to listen on")
+	to := fs.String("to", "", "HOST:PORT to relay to")
+	fs.Parse(args)
+	addr, err := net.ResolveTCPAddr("tcp", *to)
+	if err != nil {
+		log.Fatal(err)
+	}
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			log.Fatal(err)
+		}
+		go func() {
+			defer c.Close()
+			u, err := net.DialTCP("tcp", nil, addr)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			done := make(chan struct{})
+			go func() {
+				io.Copy(u, c)
+				u.CloseWrite()
+				close(done)
+			}()
+			io.Copy(c, u)
+			c.(*net.TCPConn).CloseWrite()
+			<-done
+		}()
+	}
 }
