@@ -54,6 +54,20 @@ func podLoad(tb testing.TB, url string, args ...string) loadResult {
 	return parseLoad(tb, inCluster(tb, "/testapp load -url '"+url+"' "+strings.Join(args, " ")))
 }
 
+// sideBySide runs kt and base in turn, three times each, and returns the median of each by
+// key: taking them in turn keeps a slow drift of the shared machine out of their ratio.
+func sideBySide(kt, base func() loadResult, key func(loadResult) float64) (k, b loadResult) {
+	var ks, bs []loadResult
+	for range 3 {
+		ks, bs = append(ks, kt()), append(bs, base())
+	}
+	med := func(rs []loadResult) loadResult {
+		sort.Slice(rs, func(i, j int) bool { return key(rs[i]) < key(rs[j]) })
+		return rs[1]
+	}
+	return med(ks), med(bs)
+}
+
 // median3 runs f three times and returns the median by key.
 func median3(f func() loadResult, key func(loadResult) float64) loadResult {
 	rs := []loadResult{f(), f(), f()}
@@ -128,19 +142,20 @@ func BenchmarkConnect(b *testing.B) {
 	kt := "http://" + podIP + ":8080"
 	const single = 512 << 20
 	tput := func(l loadResult) float64 { return l.MiBPerS }
-	s1 := median3(func() loadResult { return laptopLoad(b, fmt.Sprintf("%s/bytes?n=%d", kt, single), "-n", "1") }, tput)
-	s0 := median3(func() loadResult { return laptopLoad(b, fmt.Sprintf("%s/bytes?n=%d", pf, single), "-n", "1") }, tput)
-	p8 := median3(func() loadResult {
-		return laptopLoad(b, fmt.Sprintf("%s/bytes?n=%d", kt, 128<<20), "-n", "8", "-c", "8")
-	}, tput)
+	download := func(base string, size int, flows string) func() loadResult {
+		return func() loadResult {
+			return laptopLoad(b, fmt.Sprintf("%s/bytes?n=%d", base, size), "-n", flows, "-c", flows)
+		}
+	}
+	s1, s0 := sideBySide(download(kt, single, "1"), download(pf, single, "1"), tput)
+	p8, p80 := sideBySide(download(kt, 128<<20, "8"), download(pf, 128<<20, "8"), tput)
 	rss := vmKiB(b, p.cmd.Process.Pid, "VmRSS")
 	hwm := vmKiB(b, p.cmd.Process.Pid, "VmHWM")
-	p80 := median3(func() loadResult {
-		return laptopLoad(b, fmt.Sprintf("%s/bytes?n=%d", pf, 128<<20), "-n", "8", "-c", "8")
-	}, tput)
 	p99 := func(l loadResult) float64 { return l.P99 }
-	l1 := median3(func() loadResult { return laptopLoad(b, kt+"/", "-n", "300", "-newconn") }, p99)
-	l0 := median3(func() loadResult { return laptopLoad(b, pf+"/", "-n", "300", "-newconn") }, p99)
+	newConns := func(base string) func() loadResult {
+		return func() loadResult { return laptopLoad(b, base+"/", "-n", "1000", "-newconn") }
+	}
+	l1, l0 := sideBySide(newConns(kt), newConns(pf), p99)
 	stopClean(b, p)
 
 	t := &table{title: "connect vs kubectl port-forward"}

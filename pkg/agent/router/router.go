@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -25,6 +24,7 @@ import (
 	"golang.org/x/net/http2/h2c"
 	"k8s.io/klog/v2"
 
+	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -164,19 +164,14 @@ func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
 	return err
 }
 
-// passthrough copies a connection to the origin byte for byte.
+// passthrough copies a connection to the origin byte for byte, half-closes included.
 func (r *Router) passthrough(c net.Conn, port int) {
-	defer c.Close()
 	up, err := net.DialTimeout("tcp", net.JoinHostPort(r.Origin, strconv.Itoa(port)), 10*time.Second)
 	if err != nil {
+		c.Close()
 		return
 	}
-	defer up.Close()
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
-	go func() { io.Copy(c, up); done <- struct{}{} }()
-	<-done
-	<-done
+	pipe.Conns(c, up)
 }
 
 type peekListener struct {
@@ -200,6 +195,14 @@ type peekedConn struct {
 }
 
 func (c *peekedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite passes a half-close on to the connection underneath.
+func (c *peekedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
 
 // String describes the routes, for logs.
 func (r *Router) String() string {

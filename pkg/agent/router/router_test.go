@@ -308,3 +308,41 @@ func TestBodyEndingWithTheConnectionEndsTheClients(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// TestPassthroughPassesTheOriginsCloseOn: when the origin ends a passed-through connection,
+// the client sees the end too, while it is still sending nothing.
+func TestPassthroughPassesTheOriginsCloseOn(t *testing.T) {
+	ol, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ol.Close()
+	go func() {
+		c, err := ol.Accept()
+		if err != nil {
+			return
+		}
+		c.Read(make([]byte, 16))
+		io.WriteString(c, "bye")
+		c.Close()
+	}()
+	r := New("127.0.0.1")
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Serve(ctx, rl, ol.Addr().(*net.TCPAddr).Port)
+	c, err := net.Dial("tcp", rl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte{0x16, 3, 1}) // the start of a TLS record
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "bye" {
+		t.Fatalf("got %q, %v: want the origin's bytes, then its close", got, err)
+	}
+}
