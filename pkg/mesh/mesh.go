@@ -145,11 +145,12 @@ func (m *mesher) forwards() ([]session.Forward, []corev1.ContainerPort) {
 	return fwds, cps
 }
 
-// shadow starts this developer's shadow and serves its forwards in the background.
-func (m *mesher) shadow(ctx context.Context, undo *cluster.Undo, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, error) {
+// shadow starts this developer's shadow and serves its forwards in the background. The first
+// one is named for the session, a replacement for an id of its own.
+func (m *mesher) shadow(ctx context.Context, undo *cluster.Undo, id string, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, error) {
 	fwds, cps := m.forwards()
 	sess, err := session.Start(ctx, m.cfg.RESTConfig, m.cfg.Client, session.Options{
-		ID: m.session, Namespace: m.ns, Role: wire.RoleMesh, Command: m.cfg.Command, Pod: m.cfg.Pod,
+		ID: id, Namespace: m.ns, Role: wire.RoleMesh, Command: m.cfg.Command, Pod: m.cfg.Pod,
 		Protocol: m.cfg.Protocol, Progress: m.cfg.ErrOut, ForwardPorts: cps, Labels: labels, OwnerRef: owner,
 	})
 	if err != nil {
@@ -170,6 +171,26 @@ func (m *mesher) shadow(ctx context.Context, undo *cluster.Undo, labels map[stri
 	return sess, nil
 }
 
+// replace starts a shadow in place of lost, retrying until one runs or ctx ends.
+func (m *mesher) replace(ctx context.Context, undo *cluster.Undo, lost *session.Session, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, error) {
+	fmt.Fprintf(m.cfg.ErrOut, "Lost the shadow pod %s; starting a new one\n", lost.Pod.Name)
+	for delay := 500 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		sess, err := m.shadow(ctx, undo, cluster.NewSession(), labels, owner)
+		if err == nil {
+			return sess, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		fmt.Fprintf(m.cfg.ErrOut, "warning: new shadow failed: %v; retrying in %s\n", err, delay)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
 // manual starts a shadow that carries the workload's labels plus KEY=VALUE, for a service
 // mesh's routing rules to select; the Service is not changed.
 func (m *mesher) manual(ctx context.Context, undo *cluster.Undo) error {
@@ -178,18 +199,24 @@ func (m *mesher) manual(ctx context.Context, undo *cluster.Undo) error {
 		labels[k] = v
 	}
 	owner := &metav1.OwnerReference{APIVersion: "v1", Kind: "Service", Name: m.svc.Name, UID: m.svc.UID, Controller: ptr.To(true)}
-	sess, err := m.shadow(ctx, undo, labels, owner)
+	sess, err := m.shadow(ctx, undo, m.session, labels, owner)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s carries the labels of service %s plus %s=%s; route to pods labelled %s=%s with your service mesh (e.g. an Istio DestinationRule subset). Ctrl-C to stop.\n",
 		m.ns, sess.Pod.Name, m.svc.Name, m.cfg.Key, m.cfg.Value, m.cfg.Key, m.cfg.Value)
 	m.goodbye = "Deleted the shadow"
-	select {
-	case <-ctx.Done():
-		return nil
-	case <-sess.Lost():
-		return sess.LostError()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sess.Lost():
+			// The replacement carries the same labels: the mesh's rules select it unchanged.
+			if sess, err = m.replace(ctx, undo, sess, labels, owner); err != nil {
+				return nil // ctx ended
+			}
+			fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s took over, with the same labels\n", m.ns, sess.Pod.Name)
+		}
 	}
 }
 
@@ -202,7 +229,7 @@ func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
 	if created {
 		fmt.Fprintf(m.cfg.ErrOut, "Started mesh router for service %s/%s\n", m.ns, m.svc.Name)
 	}
-	sess, err := m.shadow(ctx, undo, nil, nil)
+	sess, err := m.shadow(ctx, undo, m.session, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -229,6 +256,21 @@ func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
 	fmt.Fprintf(m.cfg.ErrOut, "Meshed service %s/%s: requests with header '%s: %s' go to this machine (%s); all others go to the original pods. Ctrl-C to stop.\n",
 		m.ns, m.svc.Name, m.cfg.Key, m.cfg.Value, describe(m.ports))
 	fmt.Fprintln(m.cfg.ErrOut, "note: TLS connections cannot be routed by header; the router passes them through to the original pods")
+	// beat refreshes this member's heartbeat and shadow address; a member dropped while we
+	// were unreachable joins again.
+	beat := func() error {
+		return m.update(ctx, func(st *wire.MeshState) error {
+			member.Shadow, member.Heartbeat = sess.Pod.Status.PodIP, time.Now().UTC()
+			for i := range st.Members {
+				if st.Members[i].Session == m.session {
+					st.Members[i].Shadow, st.Members[i].Heartbeat = member.Shadow, member.Heartbeat
+					return nil
+				}
+			}
+			st.Members = append(st.Members, member)
+			return nil
+		})
+	}
 	hb := time.NewTicker(10 * time.Second)
 	defer hb.Stop()
 	for {
@@ -236,20 +278,18 @@ func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
 		case <-ctx.Done():
 			return nil
 		case <-sess.Lost():
-			return sess.LostError()
-		case <-hb.C:
-			err := m.update(ctx, func(st *wire.MeshState) error {
-				for i := range st.Members {
-					if st.Members[i].Session == m.session {
-						st.Members[i].Heartbeat = time.Now().UTC()
-						st.Members[i].Shadow = sess.Pod.Status.PodIP
-						return nil
-					}
+			if sess, err = m.replace(ctx, undo, sess, nil, nil); err != nil {
+				return nil // ctx ended
+			}
+			if err := beat(); err != nil {
+				if ctx.Err() == nil {
+					fmt.Fprintf(m.cfg.ErrOut, "warning: route to the new shadow: %v (tried again with the next heartbeat)\n", err)
 				}
-				st.Members = append(st.Members, member) // dropped while we were unreachable: rejoin
-				return nil
-			})
-			if err != nil && ctx.Err() == nil {
+				continue
+			}
+			fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s took over: requests with header '%s: %s' come here again\n", m.ns, sess.Pod.Name, m.cfg.Key, m.cfg.Value)
+		case <-hb.C:
+			if err := beat(); err != nil && ctx.Err() == nil {
 				fmt.Fprintf(m.cfg.ErrOut, "warning: heartbeat: %v\n", err)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-kt/kt/pkg/wire"
@@ -246,36 +247,101 @@ func TestForward(t *testing.T) {
 	}
 }
 
-// TestShadowDeletedUnderPreviewAndMesh: when the shadow of a preview or a manual mesh is
-// deleted, the command says so and exits non-zero, cleaning up, instead of retrying forever.
-func TestShadowDeletedUnderPreviewAndMesh(t *testing.T) {
+// TestShadowDeletedUnderPreview: preview's Service belongs to its shadow pod (so that it goes
+// when the pod does), so a deleted shadow ends the preview: it says so and exits non-zero,
+// having cleaned up.
+func TestShadowDeletedUnderPreview(t *testing.T) {
 	nothingLeftBehind(t)
 	laptopServer(t, "laptop-lost", "127.0.0.1:8080")
-	for _, c := range []struct {
-		name  string
-		args  []string
-		ready string
-		role  string
-	}{
-		{"preview", []string{"preview", "web-lost", "--expose", "8080:80"}, "Previewing", wire.RolePreview},
-		{"mesh manual", []string{"mesh", "web", "--expose", "8080:80", "--mode", "manual", "--version-mark", "version:lost"}, "Ctrl-C to stop", wire.RoleMesh},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			p := startKt(t, append([]string{"-n", testNamespace}, c.args...)...)
-			p.WaitFor(c.ready, 60*time.Second)
-			pods, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + c.role})
-			if err != nil || len(pods.Items) != 1 {
-				t.Fatalf("want one %s shadow, got %d (%v)", c.role, len(pods.Items), err)
-			}
-			kubectl(t, "-n", testNamespace, "delete", "pod", pods.Items[0].Name, "--wait=false")
-			select {
-			case <-p.done:
-			case <-time.After(30 * time.Second):
-				t.Fatalf("%s kept running after its shadow was deleted:\n%s", c.name, p.Output())
-			}
-			if code := p.cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(p.Output(), "is gone") {
-				t.Errorf("%s after its shadow was deleted: exit %d\n%s", c.name, code, p.Output())
-			}
-		})
+	p := startKt(t, "-n", testNamespace, "preview", "web-lost", "--expose", "8080:80")
+	p.WaitFor("Previewing", 60*time.Second)
+	deleteShadow(t, wire.RolePreview)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("preview kept running after its shadow was deleted:\n%s", p.Output())
 	}
+	if code := p.cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(p.Output(), "is gone") {
+		t.Errorf("preview after its shadow was deleted: exit %d\n%s", code, p.Output())
+	}
+}
+
+// TestMeshReplacesADeletedShadow: mesh starts a new shadow when its shadow pod is deleted;
+// in auto mode the router is pointed at it, in manual mode it carries the same labels.
+func TestMeshReplacesADeletedShadow(t *testing.T) {
+	nothingLeftBehind(t)
+	scale(t, "deploy", "web", 1)
+	laptopServer(t, "laptop-phoenix", "127.0.0.1:8080")
+	t.Run("auto", func(t *testing.T) {
+		p := startMesh(t, "web", "--expose", "8080:80", "--version-mark", "version:phoenix")
+		old := deleteShadow(t, wire.RoleMesh)
+		p.WaitFor("took over", 60*time.Second)
+		eventually(t, 20*time.Second, "marked requests reaching the laptop through the new shadow", func() error {
+			if got := withHeader(t, "version: phoenix", "http://web/again"); !strings.Contains(got, "echo from laptop-phoenix") {
+				return fmt.Errorf("marked request: %q", got)
+			}
+			return nil
+		})
+		if got := withHeader(t, "", "http://web/unmarked"); !strings.Contains(got, "echo from web-") {
+			t.Errorf("unmarked request: %q", got)
+		}
+		if now := shadowPod(t, wire.RoleMesh); now.Name == old {
+			t.Errorf("the shadow was not replaced: %s", old)
+		}
+		if code := p.Stop(syscall.SIGINT, 60*time.Second); code != 0 {
+			t.Errorf("mesh exit %d:\n%s", code, p.Output())
+		}
+	})
+	t.Run("manual", func(t *testing.T) {
+		p := startKt(t, "-n", testNamespace, "mesh", "web", "--expose", "8080:80", "--mode", "manual", "--version-mark", "version:phoenix")
+		p.WaitFor("Ctrl-C to stop", 60*time.Second)
+		old := deleteShadow(t, wire.RoleMesh)
+		p.WaitFor("took over", 60*time.Second)
+		now := shadowPod(t, wire.RoleMesh)
+		if now.Name == old || now.Labels["version"] != "phoenix" || now.Labels["app"] != "web" {
+			t.Fatalf("replacement shadow %s labels %v (old %s)", now.Name, now.Labels, old)
+		}
+		eventually(t, 20*time.Second, "the new shadow forwarding to the laptop", func() error {
+			if got := withHeader(t, "", "http://"+now.Status.PodIP+":8080/direct"); !strings.Contains(got, "echo from laptop-phoenix") {
+				return fmt.Errorf("request to the new shadow: %q", got)
+			}
+			return nil
+		})
+		if code := p.Stop(syscall.SIGINT, 60*time.Second); code != 0 {
+			t.Errorf("mesh exit %d:\n%s", code, p.Output())
+		}
+	})
+}
+
+// shadowPod returns the one running shadow pod of role in the test namespace.
+func shadowPod(t *testing.T, role string) corev1.Pod {
+	t.Helper()
+	var pod corev1.Pod
+	eventually(t, 30*time.Second, "one running "+role+" shadow", func() error {
+		pods, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + role})
+		if err != nil {
+			return err
+		}
+		var running []corev1.Pod
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
+				running = append(running, p)
+			}
+		}
+		if len(running) != 1 {
+			return fmt.Errorf("%d running", len(running))
+		}
+		pod = running[0]
+		return nil
+	})
+	return pod
+}
+
+// deleteShadow deletes the one shadow pod of role, as a user or an eviction would, and
+// returns its name.
+func deleteShadow(t *testing.T, role string) string {
+	t.Helper()
+	p := shadowPod(t, role)
+	kubectl(t, "-n", testNamespace, "delete", "pod", p.Name, "--wait=false")
+	return p.Name
 }
