@@ -55,8 +55,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}
 	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
-	id := cluster.NewSession()
-	podName := cluster.ShadowName(wire.RolePreview, id)
+	pv := &previewer{cfg: cfg, id: cluster.NewSession()}
 	var undo cluster.Undo
 	defer func() {
 		if uerr := undo.Run(30 * time.Second); uerr != nil {
@@ -65,10 +64,68 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			fmt.Fprintf(cfg.ErrOut, "Removed preview service %s/%s and its shadow\n", cfg.Namespace, cfg.Name)
 		}
 	}()
+	sess, err := pv.shadow(ctx, &undo, pv.id)
+	if err != nil {
+		return err
+	}
+	if err := pv.ensureService(ctx, sess); err != nil {
+		return err
+	}
+	undo.Push("delete preview service "+cfg.Name, func(ctx context.Context) error {
+		err := cfg.Client.CoreV1().Services(cfg.Namespace).Delete(ctx, cfg.Name, metav1.DeleteOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	})
+	kind := "ClusterIP"
+	if cfg.External {
+		kind = "LoadBalancer"
+	}
+	fmt.Fprintf(cfg.ErrOut, "Previewing: service %s/%s (%s) sends its traffic to this machine: reach it in the cluster as %s.%s.svc. Ctrl-C to remove it.\n", cfg.Namespace, cfg.Name, kind, cfg.Name, cfg.Namespace)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sess.Lost():
+		}
+		// The Service belonged to the lost pod, so the garbage collector removes it too: the
+		// new shadow gets it back (the same name, maybe a new ClusterIP).
+		fmt.Fprintf(cfg.ErrOut, "Lost the shadow pod %s; starting a new one\n", sess.Pod.Name)
+		for delay := 500 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+			if sess, err = pv.shadow(ctx, &undo, cluster.NewSession()); err == nil {
+				err = pv.ensureService(ctx, sess)
+			}
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			fmt.Fprintf(cfg.ErrOut, "warning: new shadow failed: %v; retrying in %s\n", err, delay)
+			select {
+			case <-ctx.Done():
+			case <-time.After(delay):
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		fmt.Fprintf(cfg.ErrOut, "Shadow %s/%s took over: service %s sends its traffic here again\n", cfg.Namespace, sess.Pod.Name, cfg.Name)
+	}
+}
+
+type previewer struct {
+	cfg Config
+	id  string // the preview's: the Service selects the shadow by it
+}
+
+// shadow starts a shadow for the preview (also in place of a lost one), with the identity to
+// delete itself after a crashed client, and serves its forwards in the background.
+func (pv *previewer) shadow(ctx context.Context, undo *cluster.Undo, id string) (*session.Session, error) {
+	cfg := pv.cfg
+	podName := cluster.ShadowName(wire.RolePreview, id)
 	// The shadow may delete itself after a crashed client; the Service is owned by the pod and goes with it.
 	sr, srErr := cluster.CreateSelfRestore(ctx, cfg.Client, cfg.Namespace, podName, cfg.Name, id)
 	opts := session.Options{ID: id, Namespace: cfg.Namespace, Role: wire.RolePreview, Command: cfg.Command, Pod: cfg.Pod,
-		Protocol: cfg.Protocol, Progress: cfg.ErrOut, Labels: map[string]string{wire.ExchangeLabel: id}}
+		Protocol: cfg.Protocol, Progress: cfg.ErrOut, Labels: map[string]string{wire.ExchangeLabel: pv.id}}
 	if srErr == nil {
 		opts.ServiceAccount, opts.RestoreService, opts.RestoreSession = sr.Name, cfg.Namespace+"/"+cfg.Name, id
 		undo.Push("delete the shadow's service account", sr.Delete)
@@ -80,53 +137,70 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	sess, err := session.Start(ctx, cfg.RESTConfig, cfg.Client, opts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	undo.Push("delete shadow "+sess.Pod.Name, func(context.Context) error { return sess.Close() })
 	if sr != nil {
 		sr.OwnBy(ctx, sess.Pod)
 	}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: cfg.Name, Namespace: cfg.Namespace,
-			Labels:          map[string]string{wire.ManagedByLabel: wire.ManagedBy, wire.RoleLabel: wire.RolePreview, wire.SessionLabel: id},
-			Annotations:     map[string]string{wire.OwnerAnnotation: cluster.Owner(), wire.CommandAnnotation: cfg.Command},
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: sess.Pod.Name, UID: sess.Pod.UID, Controller: ptr.To(true)}}},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{wire.ExchangeLabel: id}},
+	select {
+	case <-sess.KeepForwarding(ctx, fwds, cfg.ErrOut):
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	if cfg.External {
-		svc.Spec.Type = corev1.ServiceTypeLoadBalancer
+	p, err := cluster.WaitRunning(ctx, cfg.Client, cfg.Namespace, sess.Pod.Name, cfg.Pod.PodCreationTimeout, true)
+	if err != nil {
+		return nil, err
 	}
-	for _, p := range cfg.Ports {
-		svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: fmt.Sprintf("port-%d", p.Remote), Port: int32(p.Remote), TargetPort: intstr.FromInt32(int32(p.Remote))})
-	}
-	if _, err := cfg.Client.CoreV1().Services(cfg.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		return cluster.Explain(err, "create", "services", cfg.Namespace)
-	}
-	undo.Push("delete preview service "+cfg.Name, func(ctx context.Context) error {
-		err := cfg.Client.CoreV1().Services(cfg.Namespace).Delete(ctx, cfg.Name, metav1.DeleteOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
+	sess.Pod = p
+	return sess, nil
+}
+
+// ensureService makes the preview Service exist and belong to sess's pod: it creates it, or
+// moves an existing one (still there after its old pod was deleted) to the new pod.
+func (pv *previewer) ensureService(ctx context.Context, sess *session.Session) error {
+	cfg := pv.cfg
+	owner := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: sess.Pod.Name, UID: sess.Pod.UID, Controller: ptr.To(true)}}
+	svcs := cfg.Client.CoreV1().Services(cfg.Namespace)
+	for {
+		old, err := svcs.Get(ctx, cfg.Name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			svc := &corev1.Service{
+				ObjectMeta: metav1.ObjectMeta{Name: cfg.Name, Namespace: cfg.Namespace,
+					Labels:          map[string]string{wire.ManagedByLabel: wire.ManagedBy, wire.RoleLabel: wire.RolePreview, wire.SessionLabel: pv.id},
+					Annotations:     map[string]string{wire.OwnerAnnotation: cluster.Owner(), wire.CommandAnnotation: cfg.Command},
+					OwnerReferences: owner},
+				Spec: corev1.ServiceSpec{Selector: map[string]string{wire.ExchangeLabel: pv.id}},
+			}
+			if cfg.External {
+				svc.Spec.Type = corev1.ServiceTypeLoadBalancer
+			}
+			for _, p := range cfg.Ports {
+				svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: fmt.Sprintf("port-%d", p.Remote), Port: int32(p.Remote), TargetPort: intstr.FromInt32(int32(p.Remote))})
+			}
+			_, err = svcs.Create(ctx, svc, metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
+			return cluster.Explain(err, "create", "services", cfg.Namespace)
+		case err != nil:
+			return cluster.Explain(err, "get", "services", cfg.Namespace)
+		case old.Labels[wire.SessionLabel] != pv.id:
+			return fmt.Errorf("service %s/%s now belongs to someone else; the preview cannot take it back", cfg.Namespace, cfg.Name)
+		case old.DeletionTimestamp != nil:
+			select { // the garbage collector is removing it with the old pod: wait, then create
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		default:
+			old.OwnerReferences = owner
+			_, err = svcs.Update(ctx, old, metav1.UpdateOptions{})
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				continue
+			}
+			return cluster.Explain(err, "update", "services", cfg.Namespace)
 		}
-		return err
-	})
-	ready := sess.KeepForwarding(ctx, fwds, cfg.ErrOut)
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		return nil
-	}
-	if _, err := cluster.WaitRunning(ctx, cfg.Client, cfg.Namespace, sess.Pod.Name, cfg.Pod.PodCreationTimeout, true); err != nil {
-		return err
-	}
-	kind := "ClusterIP"
-	if cfg.External {
-		kind = "LoadBalancer"
-	}
-	fmt.Fprintf(cfg.ErrOut, "Previewing: service %s/%s (%s) sends its traffic to this machine: reach it in the cluster as %s.%s.svc. Ctrl-C to remove it.\n", cfg.Namespace, cfg.Name, kind, cfg.Name, cfg.Namespace)
-	select {
-	case <-ctx.Done():
-		return nil
-	case <-sess.Lost():
-		return sess.LostError()
 	}
 }

@@ -230,11 +230,6 @@ func (s *Session) dialer(pod *corev1.Pod) *portforward.Dialer {
 // Lost is closed when KeepForwarding finds the shadow pod gone.
 func (s *Session) Lost() <-chan struct{} { return s.lost }
 
-// LostError says what to do after Lost.
-func (s *Session) LostError() error {
-	return fmt.Errorf("shadow pod %s/%s is gone (deleted, or its node went away); run the command again to start a new one", s.opts.Namespace, s.Pod.Name)
-}
-
 // PodGone reports whether the shadow pod is deleted, being deleted, or finished.
 func (s *Session) PodGone(ctx context.Context) bool {
 	p, err := s.client.CoreV1().Pods(s.opts.Namespace).Get(ctx, s.Pod.Name, metav1.GetOptions{})

@@ -247,22 +247,26 @@ func TestForward(t *testing.T) {
 	}
 }
 
-// TestShadowDeletedUnderPreview: preview's Service belongs to its shadow pod (so that it goes
-// when the pod does), so a deleted shadow ends the preview: it says so and exits non-zero,
-// having cleaned up.
-func TestShadowDeletedUnderPreview(t *testing.T) {
+// TestPreviewReplacesADeletedShadow: the preview Service belongs to its shadow pod, so both
+// go when the pod is deleted; preview starts a new shadow and gives the Service back.
+func TestPreviewReplacesADeletedShadow(t *testing.T) {
 	nothingLeftBehind(t)
 	laptopServer(t, "laptop-lost", "127.0.0.1:8080")
 	p := startKt(t, "-n", testNamespace, "preview", "web-lost", "--expose", "8080:80")
 	p.WaitFor("Previewing", 60*time.Second)
-	deleteShadow(t, wire.RolePreview)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("preview kept running after its shadow was deleted:\n%s", p.Output())
+	old := deleteShadow(t, wire.RolePreview)
+	p.WaitFor("took over", 60*time.Second)
+	if now := shadowPod(t, wire.RolePreview); now.Name == old {
+		t.Errorf("the shadow was not replaced: %s", old)
 	}
-	if code := p.cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(p.Output(), "is gone") {
-		t.Errorf("preview after its shadow was deleted: exit %d\n%s", code, p.Output())
+	eventually(t, 40*time.Second, "the preview answering by its DNS name again", func() error {
+		if got := withHeader(t, "", "http://web-lost."+testNamespace+"/again"); !strings.Contains(got, "echo from laptop-lost") {
+			return fmt.Errorf("request: %q", got)
+		}
+		return nil
+	})
+	if code := p.Stop(syscall.SIGINT, 60*time.Second); code != 0 || !strings.Contains(p.Output(), "Removed preview service") {
+		t.Errorf("preview exit %d:\n%s", code, p.Output())
 	}
 }
 
