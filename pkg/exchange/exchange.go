@@ -282,18 +282,7 @@ func (x *exchanger) serve(ctx context.Context, fwds []session.Forward, ready fun
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
-		fmt.Fprintf(x.cfg.ErrOut, "Lost the shadow pod %s; starting a new one\n", sess.Pod.Name)
-		for delay := 500 * time.Millisecond; ctx.Err() == nil; delay = min(2*delay, 5*time.Second) {
-			if _, err := x.newShadow(ctx, &extra); err == nil {
-				break
-			} else {
-				fmt.Fprintf(x.cfg.ErrOut, "warning: new shadow failed: %v; retrying in %s\n", err, delay)
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(delay):
-			}
-		}
+		session.Replace(ctx, x.cfg.ErrOut, sess.Pod.Name, func() (*session.Session, error) { return x.newShadow(ctx, &extra) })
 	}
 	return nil
 }

@@ -173,22 +173,9 @@ func (m *mesher) shadow(ctx context.Context, undo *cluster.Undo, id string, labe
 
 // replace starts a shadow in place of lost, retrying until one runs or ctx ends.
 func (m *mesher) replace(ctx context.Context, undo *cluster.Undo, lost *session.Session, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, error) {
-	fmt.Fprintf(m.cfg.ErrOut, "Lost the shadow pod %s; starting a new one\n", lost.Pod.Name)
-	for delay := 500 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
-		sess, err := m.shadow(ctx, undo, cluster.NewSession(), labels, owner)
-		if err == nil {
-			return sess, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		fmt.Fprintf(m.cfg.ErrOut, "warning: new shadow failed: %v; retrying in %s\n", err, delay)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
-	}
+	return session.Replace(ctx, m.cfg.ErrOut, lost.Pod.Name, func() (*session.Session, error) {
+		return m.shadow(ctx, undo, cluster.NewSession(), labels, owner)
+	})
 }
 
 // manual starts a shadow that carries the workload's labels plus KEY=VALUE, for a service

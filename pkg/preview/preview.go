@@ -91,22 +91,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		// The Service belonged to the lost pod, so the garbage collector removes it too: the
 		// new shadow gets it back (the same name, maybe a new ClusterIP).
-		fmt.Fprintf(cfg.ErrOut, "Lost the shadow pod %s; starting a new one\n", sess.Pod.Name)
-		for delay := 500 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
-			if sess, err = pv.shadow(ctx, &undo, cluster.NewSession()); err == nil {
-				err = pv.ensureService(ctx, sess)
+		sess, err = session.Replace(ctx, cfg.ErrOut, sess.Pod.Name, func() (*session.Session, error) {
+			s, err := pv.shadow(ctx, &undo, cluster.NewSession())
+			if err == nil {
+				if err = pv.ensureService(ctx, s); err != nil {
+					s.Close() // the next try starts another
+				}
 			}
-			if err == nil || ctx.Err() != nil {
-				break
-			}
-			fmt.Fprintf(cfg.ErrOut, "warning: new shadow failed: %v; retrying in %s\n", err, delay)
-			select {
-			case <-ctx.Done():
-			case <-time.After(delay):
-			}
-		}
-		if ctx.Err() != nil {
-			return nil
+			return s, err
+		})
+		if err != nil {
+			return nil // ctx ended
 		}
 		fmt.Fprintf(cfg.ErrOut, "Shadow %s/%s took over: service %s sends its traffic here again\n", cfg.Namespace, sess.Pod.Name, cfg.Name)
 	}

@@ -1,0 +1,29 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Replace starts a shadow in place of the lost pod with start, trying again after a growing
+// delay until one runs; it returns ctx's error once ctx ends.
+func Replace(ctx context.Context, w io.Writer, lostPod string, start func() (*Session, error)) (*Session, error) {
+	fmt.Fprintf(w, "Lost the shadow pod %s; starting a new one\n", lostPod)
+	for delay := 500 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		sess, err := start()
+		if err == nil {
+			return sess, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		fmt.Fprintf(w, "warning: new shadow failed: %v; retrying in %s\n", err, delay)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
