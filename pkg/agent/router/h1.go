@@ -191,6 +191,18 @@ func (r *Router) relayParsed(bw *bufio.Writer, u *upstream, resp *http.Response,
 // roundTrip sends req on a pooled or new connection to addr and reads the final response; a
 // request without a body is retried once on a new connection when a kept one turns out closed.
 func (r *Router) roundTrip(addr string, req *http.Request) (*upstream, *http.Response, error) {
+	var resp *http.Response
+	u, err := r.upstreamDo(addr, req.Body == nil || req.Body == http.NoBody, func(u *upstream) (err error) {
+		resp, err = u.exchange(req)
+		return err
+	})
+	return u, resp, err
+}
+
+// upstreamDo runs do on a pooled connection to addr, or a new one. When do fails on a kept
+// connection (the server may have closed it meanwhile) and retry allows, it runs once more on
+// a new connection.
+func (r *Router) upstreamDo(addr string, retry bool, do func(*upstream) error) (*upstream, error) {
 	for attempt := 0; ; attempt++ {
 		var u *upstream
 		if attempt == 0 {
@@ -199,18 +211,18 @@ func (r *Router) roundTrip(addr string, req *http.Request) (*upstream, *http.Res
 		if u == nil {
 			conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 			if err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			u = &upstream{addr: addr, conn: conn, r: bufio.NewReaderSize(conn, 16<<10), w: bufio.NewWriterSize(conn, 16<<10)}
 		}
-		resp, err := u.exchange(req)
+		err := do(u)
 		if err == nil {
 			u.used = true
-			return u, resp, nil
+			return u, nil
 		}
 		u.close()
-		if !u.used || attempt > 0 || (req.Body != nil && req.Body != http.NoBody) {
-			return nil, nil, err
+		if !u.used || attempt > 0 || !retry {
+			return nil, err
 		}
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"time"
 
 	"k8s.io/klog/v2"
 )
@@ -194,28 +193,13 @@ type respHead struct {
 // response is plain, it returns its head, still unread in u.r; otherwise the response as the
 // parser reads it. A kept connection that turns out closed is replaced once: req is whole.
 func (r *Router) rawRoundTrip(addr string, req []byte) (*upstream, *respHead, *http.Response, error) {
-	for attempt := 0; ; attempt++ {
-		var u *upstream
-		if attempt == 0 {
-			u = r.pool.get(addr)
-		}
-		if u == nil {
-			conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			u = &upstream{addr: addr, conn: conn, r: bufio.NewReaderSize(conn, 16<<10), w: bufio.NewWriterSize(conn, 16<<10)}
-		}
-		rh, resp, err := u.rawExchange(req)
-		if err == nil {
-			u.used = true
-			return u, rh, resp, nil
-		}
-		u.close()
-		if !u.used || attempt > 0 {
-			return nil, nil, nil, err
-		}
-	}
+	var rh *respHead
+	var resp *http.Response
+	u, err := r.upstreamDo(addr, true, func(u *upstream) (err error) {
+		rh, resp, err = u.rawExchange(req)
+		return err
+	})
+	return u, rh, resp, err
 }
 
 func (u *upstream) rawExchange(req []byte) (*respHead, *http.Response, error) {
