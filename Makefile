@@ -83,10 +83,11 @@ $(KREW):
 	GOBIN=$(TOOLS) GOFLAGS= go install sigs.k8s.io/krew/cmd/krew@v0.4.3 sigs.k8s.io/krew/cmd/validate-krew-manifest@v0.4.3
 
 # A full release build without publishing: archives for 3 OSes x 2 arches, checksums, the shadow
-# images for linux/amd64 and arm64, and plugins/krew.yaml generated from the archives.
+# images for linux/amd64 and arm64, and a krew manifest generated from the archives
+# (dist/release/krew.yaml; a release writes plugins/krew.yaml the same way).
 release-snapshot: tools
 	$(GORELEASER) release --snapshot --clean
-	hack/krew-manifest.sh $$(sed -n 's/.*"version":"\([^"]*\)".*/\1/p' dist/release/metadata.json) dist/release > plugins/krew.yaml
+	hack/krew-manifest.sh $$(sed -n 's/.*"version":"\([^"]*\)".*/\1/p' dist/release/metadata.json) dist/release > dist/release/krew.yaml
 
 test-e2e: cluster-up build bin/testapp release-snapshot resolved
 	KT_BIN=$(CURDIR)/bin/kubectl-kt KT_IMAGE=$(IMAGE) KT_TESTAPP=$(TESTAPP) \

@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// TestKrewInstall installs the snapshot release for real with krew, from plugins/krew.yaml
-// (generated from the release's checksums by make release-snapshot), then runs kubectl kt
+// TestKrewInstall installs the snapshot release for real with krew, from the manifest that
+// make release-snapshot generates from the archives' checksums (dist/release/krew.yaml, made
+// as a release makes plugins/krew.yaml), then runs kubectl kt
 // version and connect through kubectl's plugin mechanism.
 func TestKrewInstall(t *testing.T) {
 	nothingLeftBehind(t)
@@ -23,7 +24,7 @@ func TestKrewInstall(t *testing.T) {
 		t.Fatalf("want one snapshot archive for linux/%s in dist/release (run make release-snapshot), got %v", runtime.GOARCH, archives)
 	}
 	archive, _ := filepath.Abs(archives[0])
-	manifest, _ := filepath.Abs("../../plugins/krew.yaml")
+	manifest, _ := filepath.Abs("../../dist/release/krew.yaml")
 	// krew's validator wants the file named after the plugin; it installs for real below
 	dir := t.TempDir()
 	b, err := os.ReadFile(manifest)
