@@ -81,13 +81,8 @@ func (p *pool) put(u *upstream) {
 func (u *upstream) close() { u.conn.Close() }
 
 // open tells, without waiting, whether an idle connection is still open: the server may have
-// closed it meanwhile (its keep-alive timeout), which a read shows at once.
-func (u *upstream) open() bool {
-	u.conn.SetReadDeadline(time.Now())
-	_, err := u.r.Peek(1)
-	u.conn.SetReadDeadline(time.Time{})
-	return isTimeout(err)
-}
+// closed it meanwhile (its keep-alive timeout).
+func (u *upstream) open() bool { return u.r.Buffered() == 0 && connAlive(u.conn) }
 
 // serveH1 serves one client connection whose first bytes are in br.
 func (r *Router) serveH1(c net.Conn, br *bufio.Reader, port int) {
@@ -189,14 +184,27 @@ func (r *Router) relayParsed(bw *bufio.Writer, u *upstream, resp *http.Response,
 }
 
 // roundTrip sends req on a pooled or new connection to addr and reads the final response; a
-// request without a body is retried once on a new connection when a kept one turns out closed.
+// request that may be repeated, without a body, is retried once on a new connection when a
+// kept one turns out closed.
 func (r *Router) roundTrip(addr string, req *http.Request) (*upstream, *http.Response, error) {
 	var resp *http.Response
-	u, err := r.upstreamDo(addr, req.Body == nil || req.Body == http.NoBody, func(u *upstream) (err error) {
+	retry := (req.Body == nil || req.Body == http.NoBody) && repeatable(req.Method, req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != "")
+	u, err := r.upstreamDo(addr, retry, func(u *upstream) (err error) {
 		resp, err = u.exchange(req)
 		return err
 	})
 	return u, resp, err
+}
+
+// repeatable is what net/http's transport sends again after a kept connection failed under
+// it: a request idempotent by its method, or one whose client says it may be repeated. Others
+// may have been carried out before the connection broke.
+func repeatable(method string, idempotencyKey bool) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return idempotencyKey
 }
 
 // upstreamDo runs do on a pooled connection to addr, or a new one. When do fails on a kept

@@ -126,6 +126,9 @@ func (r *Router) serveRaw(br *bufio.Reader, bw *bufio.Writer, port int) (handled
 	}
 	r.rawRequests.Add(1)
 	addr := r.rawBackend(&h, port)
+	_, key := h.get("Idempotency-Key")
+	_, xkey := h.get("X-Idempotency-Key")
+	retry := repeatable(method, key || xkey)
 	req := make([]byte, len(head), len(head)+int(max(h.length, 0)))
 	copy(req, head)
 	br.Discard(len(head))
@@ -135,7 +138,7 @@ func (r *Router) serveRaw(br *bufio.Reader, bw *bufio.Writer, port int) (handled
 			return true, false
 		}
 	}
-	u, rh, resp, err := r.rawRoundTrip(addr, req)
+	u, rh, resp, err := r.rawRoundTrip(addr, req, retry)
 	if err == nil && resp != nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		u.close() // a protocol switch nobody asked for
 		err = errors.New("101 Switching Protocols without an Upgrade request")
@@ -191,11 +194,11 @@ type respHead struct {
 
 // rawRoundTrip sends req (a whole request) on a pooled or new connection to addr. If the
 // response is plain, it returns its head, still unread in u.r; otherwise the response as the
-// parser reads it. A kept connection that turns out closed is replaced once: req is whole.
-func (r *Router) rawRoundTrip(addr string, req []byte) (*upstream, *respHead, *http.Response, error) {
+// parser reads it. A kept connection that turns out closed is replaced once if retry allows.
+func (r *Router) rawRoundTrip(addr string, req []byte, retry bool) (*upstream, *respHead, *http.Response, error) {
 	var rh *respHead
 	var resp *http.Response
-	u, err := r.upstreamDo(addr, true, func(u *upstream) (err error) {
+	u, err := r.upstreamDo(addr, retry, func(u *upstream) (err error) {
 		rh, resp, err = u.rawExchange(req)
 		return err
 	})

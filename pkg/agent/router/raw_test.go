@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -117,5 +119,86 @@ func TestBareLineFeedsDoNotStall(t *testing.T) {
 	}
 	if b, _ := io.ReadAll(resp.Body); !bytes.HasPrefix(b, []byte("shadow GET /lf")) {
 		t.Fatalf("got %q", b)
+	}
+}
+
+// TestIdleConnectionClosedByTheServerIsNotReused: the pool checks, without waiting, that a
+// kept connection is still open before it hands it out.
+func TestIdleConnectionClosedByTheServerIsNotReused(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	conn, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &upstream{addr: l.Addr().String(), conn: conn, r: bufio.NewReader(conn), w: bufio.NewWriter(conn)}
+	if !u.open() {
+		t.Fatal("an open connection reported closed")
+	}
+	(<-accepted).Close()
+	time.Sleep(50 * time.Millisecond)
+	if u.open() {
+		t.Fatal("a connection the server closed reported open")
+	}
+	var p pool
+	u.idle = time.Now()
+	p.put(u)
+	if got := p.get(u.addr); got != nil {
+		t.Fatal("the pool handed out a closed connection")
+	}
+}
+
+// TestOnlyRepeatableRequestsAreRetried: when a kept upstream connection breaks under a
+// request, a GET is sent again on a new connection, a POST is not (the server may have acted
+// on it): the client gets 502 Bad Gateway.
+func TestOnlyRepeatableRequestsAreRetried(t *testing.T) {
+	var drop atomic.Bool
+	addr, _ := backends(t, func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.ReadAll(r.Body)
+			if r.URL.Path == "/drop" && drop.CompareAndSwap(true, false) {
+				c, _, _ := http.NewResponseController(w).Hijack()
+				c.Close() // read the request, answer nothing
+				return
+			}
+			io.WriteString(w, "ok")
+		})
+	})
+	for _, tc := range []struct {
+		method    string
+		keepAlive bool // a kept client connection takes the raw path, "Connection: close" the parser
+		want      int
+	}{
+		{"GET", true, http.StatusOK}, {"POST", true, http.StatusBadGateway},
+		{"GET", false, http.StatusOK}, {"POST", false, http.StatusBadGateway},
+	} {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: !tc.keepAlive}}
+		if got := get(t, c, "http://"+addr+"/warm"); got != "ok" { // leaves a kept upstream connection
+			t.Fatalf("warm-up: %q", got)
+		}
+		drop.Store(true)
+		var body io.Reader
+		if tc.method == "POST" {
+			body = strings.NewReader("x")
+		}
+		req, _ := http.NewRequest(tc.method, "http://"+addr+"/drop", body)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s (client keep-alive %v) on a kept connection that broke: %d, want %d", tc.method, tc.keepAlive, resp.StatusCode, tc.want)
+		}
 	}
 }
