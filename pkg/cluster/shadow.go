@@ -324,6 +324,11 @@ func waitErr(ctx context.Context, err error, ns, name string, timeout time.Durat
 	return fmt.Errorf("wait for shadow pod %s/%s: %w", ns, name, err)
 }
 
+// PodEnding reports a pod that is being deleted or has finished: it will not serve again.
+func PodEnding(p *corev1.Pod) bool {
+	return p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
 // podUsable reports whether the pod is running, or why it never will.
 func podUsable(p *corev1.Pod, needReady bool) (bool, error) {
 	ref := p.Namespace + "/" + p.Name

@@ -157,17 +157,9 @@ func (m *mesher) shadow(ctx context.Context, undo *cluster.Undo, id string, labe
 		return nil, err
 	}
 	undo.Push("delete shadow "+sess.Pod.Name, func(context.Context) error { return sess.Close() })
-	ready := sess.KeepForwarding(ctx, fwds, m.cfg.ErrOut)
-	select {
-	case <-ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	p, err := cluster.WaitRunning(ctx, m.cfg.Client, m.ns, sess.Pod.Name, m.cfg.Pod.PodCreationTimeout, true)
-	if err != nil {
+	if err := sess.KeepForwarding(ctx, fwds, m.cfg.ErrOut); err != nil {
 		return nil, err
 	}
-	sess.Pod = p
 	return sess, nil
 }
 

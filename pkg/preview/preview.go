@@ -138,16 +138,9 @@ func (pv *previewer) shadow(ctx context.Context, undo *cluster.Undo, id string) 
 	if sr != nil {
 		sr.OwnBy(ctx, sess.Pod)
 	}
-	select {
-	case <-sess.KeepForwarding(ctx, fwds, cfg.ErrOut):
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	p, err := cluster.WaitRunning(ctx, cfg.Client, cfg.Namespace, sess.Pod.Name, cfg.Pod.PodCreationTimeout, true)
-	if err != nil {
+	if err := sess.KeepForwarding(ctx, fwds, cfg.ErrOut); err != nil {
 		return nil, err
 	}
-	sess.Pod = p
 	return sess, nil
 }
 

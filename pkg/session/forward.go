@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
@@ -142,10 +143,11 @@ func (s *Session) reverseWorker(ctx context.Context, gen uint64, fwds []Forward,
 // LocalAddr is the address a local port is reached on.
 func LocalAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-// KeepForwarding serves fwds until ctx ends, reconnecting whenever the tunnel drops. The
-// returned channel is closed once the forwards first listen; Lost is closed if the shadow pod
-// goes away (deleted, or its agent exited), after which nothing can reconnect.
-func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Writer) <-chan struct{} {
+// KeepForwarding serves fwds in the background until ctx ends, reconnecting whenever the
+// tunnel drops, and returns once the forwards listen and the pod is ready (its readiness probe
+// is the first forwarded port). Lost is closed if the shadow pod goes away (deleted, or its
+// agent exited), after which nothing can reconnect.
+func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Writer) error {
 	ready := make(chan struct{})
 	var once sync.Once
 	go func() {
@@ -162,7 +164,13 @@ func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Wr
 			time.Sleep(500 * time.Millisecond)
 		}
 	}()
-	return ready
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	_, err := cluster.WaitRunning(ctx, s.client, s.opts.Namespace, s.Pod.Name, s.opts.Pod.PodCreationTimeout, true)
+	return err
 }
 
 // CheckLocal fails unless something listens on localhost:port.

@@ -236,7 +236,7 @@ func (s *Session) PodGone(ctx context.Context) bool {
 	if apierrors.IsNotFound(err) {
 		return true
 	}
-	return err == nil && (p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed)
+	return err == nil && cluster.PodEnding(p)
 }
 
 // Deployment is the shadow Deployment's name, or "" for a bare shadow pod.

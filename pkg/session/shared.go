@@ -37,7 +37,7 @@ func (s *Session) sharedPod(ctx context.Context, spec cluster.ShadowSpec) (*core
 	for attempt := 0; attempt < 5; attempt++ {
 		p, err := pods.Get(ctx, name, metav1.GetOptions{})
 		switch {
-		case err == nil && p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed:
+		case err == nil && !cluster.PodEnding(p):
 			return p, true, nil
 		case err == nil:
 			// Finished or going away: make room for a new one.
