@@ -134,6 +134,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return act.serve(socksL, func(c net.Conn) { proxy.ServeConn(c) })
 	})
 
+	// TCP flows on mux sessions, and the streams large downloads move to
+	fl := NewFlows()
+	for port, serve := range map[int]func(net.Conn){wire.MuxPort: fl.ServeSession, wire.MovePort: fl.ServeMove} {
+		l, err := listen(port)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, l.Close)
+		run("flows", func() error { return act.serve(l, serve) })
+	}
+
 	// DNS over TCP
 	dnsL, err := listen(wire.DNSPort)
 	if err != nil {

@@ -2,6 +2,7 @@ package connect
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kubectl-kt/kt/pkg/mux"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -20,23 +22,28 @@ type PortDialer interface {
 }
 
 // TunnelDialer carries the netstack's flows to the cluster through the agent: TCP with SOCKS5
-// CONNECT, UDP with the framed relay. Each flow is one port-forward stream. A few SOCKS5
-// streams are opened ahead of need, so that a new connection does not wait for a new stream
-// (a round trip through the API server and the kubelet) before its own round trip to the agent.
+// CONNECT, UDP with the framed relay. TCP flows share a few mux sessions, each one port-forward
+// stream: a new connection costs one round trip to the agent, where a stream of its own would
+// first cost a round trip through the API server, the kubelet and the container runtime, and
+// work there that slows the flows already running. A flow that turns into a large download
+// moves to a stream of its own, which the agent splices (pkg/wire/flows.go).
 type TunnelDialer struct {
 	Agent func() PortDialer // the current session, which may be replaced on recovery
 
-	mu      sync.Mutex
-	warm    []warmConn
-	filling bool
+	mu       sync.Mutex
+	agent    PortDialer // whose sessions these are
+	sessions [muxSessions]*muxSession
+	next     int
 }
 
-// warmStreams is how many idle SOCKS5 streams the dialer keeps open.
-const warmStreams = 4
+// muxSessions is how many mux sessions the dialer spreads flows over: parallel flows then
+// travel on more than one stream through the kubelet and the runtime.
+const muxSessions = 2
 
-type warmConn struct {
+type muxSession struct {
+	*mux.Session
 	agent PortDialer
-	conn  net.Conn
+	token [wire.TokenLen]byte
 }
 
 // refusedError is the agent's answer that the destination refused or is unreachable.
@@ -44,91 +51,170 @@ type refusedError struct{ msg string }
 
 func (e *refusedError) Error() string { return e.msg }
 
-// socksStream returns a SOCKS5 stream to the current agent, warm if one is ready.
-func (d *TunnelDialer) socksStream(ctx context.Context, allowWarm bool) (c net.Conn, warm bool, err error) {
+// session returns a running mux session to the current agent, in turn, opening one where the
+// slot is empty or its session ended. A stale session (one that just failed a dial) is replaced
+// in its slot by a new one, which is returned.
+func (d *TunnelDialer) session(ctx context.Context, stale *muxSession) (*muxSession, error) {
 	a := d.Agent()
 	d.mu.Lock()
-	for allowWarm && len(d.warm) > 0 {
-		w := d.warm[len(d.warm)-1]
-		d.warm = d.warm[:len(d.warm)-1]
-		if w.agent == a {
-			c, warm = w.conn, true
-			break
+	defer d.mu.Unlock()
+	if d.agent != a {
+		d.closeLocked() // a replaced session's
+		d.agent = a
+	}
+	i := -1
+	for j, s := range d.sessions {
+		if stale != nil && s == stale {
+			i = j
+			s.Close()
 		}
-		w.conn.Close() // a replaced session's
 	}
-	d.mu.Unlock()
-	d.refill(a)
-	if warm {
-		return c, true, nil
+	if i < 0 {
+		i = d.next
+		d.next = (d.next + 1) % muxSessions
+		if s := d.sessions[i]; s != nil && s.Err() == nil {
+			return s, nil
+		}
 	}
-	c, err = a.Dial(ctx, wire.SOCKSPort)
-	return c, false, err
+	d.sessions[i] = nil
+	s := &muxSession{agent: a}
+	if _, err := rand.Read(s.token[:]); err != nil {
+		return nil, err
+	}
+	c, err := a.Dial(ctx, wire.MuxPort)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write(s.token[:]); err != nil {
+		c.Close()
+		return nil, err
+	}
+	s.Session = mux.Client(c)
+	d.sessions[i] = s
+	return s, nil
 }
 
-// refill opens streams in the background until warmStreams are ready.
-func (d *TunnelDialer) refill(a PortDialer) {
-	d.mu.Lock()
-	if d.filling || len(d.warm) >= warmStreams {
-		d.mu.Unlock()
-		return
-	}
-	d.filling = true
-	d.mu.Unlock()
-	go func() {
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			c, err := a.Dial(ctx, wire.SOCKSPort)
-			cancel()
-			d.mu.Lock()
-			if err != nil || d.Agent() != a {
-				d.filling = false
-				d.mu.Unlock()
-				if c != nil {
-					c.Close()
-				}
-				return
-			}
-			d.warm = append(d.warm, warmConn{a, c})
-			if len(d.warm) >= warmStreams {
-				d.filling = false
-				d.mu.Unlock()
-				return
-			}
-			d.mu.Unlock()
+func (d *TunnelDialer) closeLocked() {
+	for i, s := range d.sessions {
+		if s != nil {
+			s.Close()
+			d.sessions[i] = nil
 		}
-	}()
+	}
 }
 
-// Close closes the idle streams.
+// Close ends the mux sessions and the flows on them.
 func (d *TunnelDialer) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, w := range d.warm {
-		w.conn.Close()
-	}
-	d.warm = nil
+	d.closeLocked()
 }
 
-// socks dials hostport through the agent. A warm stream that turns out dead (its port-forward
+// socks dials hostport through the agent. A session that turns out dead (its port-forward
 // dropped) is replaced by a new one, once.
 func (d *TunnelDialer) socks(ctx context.Context, hostport string) (net.Conn, error) {
+	var stale *muxSession
 	for attempt := 0; ; attempt++ {
-		c, warm, err := d.socksStream(ctx, attempt == 0)
+		s, err := d.session(ctx, stale)
 		if err != nil {
 			return nil, err
 		}
-		err = socksConnect(ctx, c, hostport)
+		st, err := s.OpenDeferred()
 		if err == nil {
-			return c, nil
+			err = socksConnect(ctx, st, hostport)
+			if err == nil {
+				return &flow{Stream: st, session: s, ready: make(chan struct{})}, nil
+			}
+			st.Close()
 		}
-		c.Close()
 		var refused *refusedError
-		if !warm || attempt > 0 || errors.As(err, &refused) || ctx.Err() != nil {
+		if attempt > 0 || errors.As(err, &refused) || ctx.Err() != nil {
 			return nil, err
 		}
-		d.Close() // the others were opened the same way: likely dead too
+		stale = s
 	}
+}
+
+// flow is a TCP flow through the agent: a mux stream, and after wire.MoveAfter bytes received,
+// for the rest of what it receives, a port-forward stream of its own.
+type flow struct {
+	*mux.Stream
+	session *muxSession
+
+	// Read's own
+	received int64
+	asked    bool // the move was asked for
+	moved    bool // reads come from own
+
+	ready chan struct{} // closed when the move was asked for: own is set, or it failed
+
+	mu     sync.Mutex
+	own    net.Conn // the flow's own stream
+	closed bool
+}
+
+func (f *flow) Read(p []byte) (int, error) {
+	if f.moved {
+		return f.own.Read(p)
+	}
+	n, err := f.Stream.Read(p)
+	f.received += int64(n)
+	if !f.asked && f.received >= wire.MoveAfter {
+		f.asked = true
+		go f.move()
+	}
+	if !errors.Is(err, mux.ErrMoved) {
+		return n, err
+	}
+	if !f.asked {
+		return 0, errors.New("the agent moved a flow nobody asked it to move")
+	}
+	<-f.ready
+	f.mu.Lock()
+	own := f.own
+	f.mu.Unlock()
+	if own == nil {
+		return 0, errors.New("the agent moved the flow to a stream that failed")
+	}
+	f.moved = true
+	if _, err := own.Write([]byte{1}); err != nil { // go on: see wire/flows.go
+		return 0, err
+	}
+	return own.Read(p)
+}
+
+// move opens the flow's own stream and asks the agent to send the rest there.
+func (f *flow) move() {
+	defer close(f.ready)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := f.session.agent.Dial(ctx, wire.MovePort)
+	if err != nil {
+		return // the flow stays on the mux
+	}
+	req := wire.MoveRequest{Token: f.session.token, Stream: f.Stream.ID()}
+	if _, err := c.Write(req.Append(nil)); err != nil {
+		c.Close()
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		c.Close()
+		return
+	}
+	f.own = c
+}
+
+func (f *flow) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	own := f.own
+	f.mu.Unlock()
+	if own != nil {
+		own.Close()
+	}
+	return f.Stream.Close()
 }
 
 var socksErrors = map[byte]string{

@@ -1,44 +1,52 @@
 package connect
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	socks5 "github.com/armon/go-socks5"
+	"github.com/kubectl-kt/kt/pkg/agent"
+	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
-// fakeAgent serves SOCKS5 on in-memory pipes, as the agent does at the end of a port-forward
-// stream, and counts the streams opened. kill closes every stream opened so far.
+// fakeAgent runs the agent's flow server on in-memory pipes, as the agent does at the end of
+// port-forward streams, and counts the streams opened to each port. kill closes every stream
+// opened so far.
 type fakeAgent struct {
-	srv   *socks5.Server
-	dials atomic.Int32
+	flows *agent.Flows
+	dials atomic.Int32 // to the mux port
+	moves atomic.Int32 // to the move port
 	mu    sync.Mutex
 	conns []net.Conn
 }
 
 func newFakeAgent(t *testing.T) *fakeAgent {
-	srv, err := socks5.New(&socks5.Config{Logger: log.New(io.Discard, "", 0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fakeAgent{srv: srv}
+	return &fakeAgent{flows: agent.NewFlows()}
 }
 
 func (a *fakeAgent) Dial(ctx context.Context, port uint16) (net.Conn, error) {
-	a.dials.Add(1)
 	c, s := net.Pipe()
+	switch port {
+	case wire.MuxPort:
+		a.dials.Add(1)
+		go a.flows.ServeSession(s)
+	case wire.MovePort:
+		a.moves.Add(1)
+		go a.flows.ServeMove(s)
+	default:
+		return nil, fmt.Errorf("fake agent: port %d not served", port)
+	}
 	a.mu.Lock()
 	a.conns = append(a.conns, c, s)
 	a.mu.Unlock()
-	go a.srv.ServeConn(s)
 	return c, nil
 }
 
@@ -68,71 +76,110 @@ func echoServer(t *testing.T) netip.AddrPort {
 	return netip.MustParseAddrPort(l.Addr().String())
 }
 
-func waitWarm(t *testing.T, d *TunnelDialer, n int) {
+func echo(t *testing.T, c net.Conn) {
 	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		d.mu.Lock()
-		got := len(d.warm)
-		d.mu.Unlock()
-		if got == n {
-			return
-		}
-	}
-	t.Fatalf("want %d warm streams", n)
-}
-
-func TestDialerUsesWarmStreamsAndRefillsThem(t *testing.T) {
-	agent := newFakeAgent(t)
-	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
-	defer d.Close()
-	dst := echoServer(t)
-	c, err := d.DialTCP(context.Background(), dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	waitWarm(t, d, warmStreams)
-	before := agent.dials.Load()
-	c, err = d.DialTCP(context.Background(), dst)
-	if err != nil {
-		t.Fatal(err)
-	}
 	io.WriteString(c, "ping")
 	b := make([]byte, 4)
 	if _, err := io.ReadFull(c, b); err != nil || string(b) != "ping" {
-		t.Fatalf("echo through a warm stream: %q %v", b, err)
-	}
-	c.Close()
-	waitWarm(t, d, warmStreams)
-	if got := agent.dials.Load() - before; got != 1 {
-		t.Errorf("a dial with warm streams ready opened %d streams, want 1 (the refill)", got)
+		t.Fatalf("echo through the tunnel: %q %v", b, err)
 	}
 }
 
-func TestDialerReplacesDeadWarmStreamsButNotRefusals(t *testing.T) {
+func TestDialerSpreadsFlowsOverAFewSessions(t *testing.T) {
 	agent := newFakeAgent(t)
 	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
 	defer d.Close()
 	dst := echoServer(t)
-	if c, err := d.DialTCP(context.Background(), dst); err == nil {
+	var conns []net.Conn
+	for range 10 {
+		c, err := d.DialTCP(context.Background(), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(t, c)
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
 		c.Close()
 	}
-	waitWarm(t, d, warmStreams)
-	agent.kill() // the port-forward dropped: every warm stream is dead
-	c, err := d.DialTCP(context.Background(), dst)
-	if err != nil {
-		t.Fatalf("a dead warm stream must be replaced by a new one: %v", err)
+	if got := agent.dials.Load(); got != muxSessions {
+		t.Errorf("10 flows opened %d port-forward streams, want %d", got, muxSessions)
 	}
-	c.Close()
-	closed := netip.MustParseAddrPort("127.0.0.1:1")
-	waitWarm(t, d, warmStreams) // the refill after the replacement has settled: count from here
+}
+
+func TestDialerReplacesDeadSessionsButDoesNotRetryRefusals(t *testing.T) {
+	agent := newFakeAgent(t)
+	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
+	defer d.Close()
+	dst := echoServer(t)
+	for range muxSessions {
+		c, err := d.DialTCP(context.Background(), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	agent.kill() // the port-forward dropped: every session is dead
+	for range 2 * muxSessions {
+		c, err := d.DialTCP(context.Background(), dst)
+		if err != nil {
+			t.Fatalf("a dead session must be replaced by a new one: %v", err)
+		}
+		echo(t, c)
+		c.Close()
+	}
 	before := agent.dials.Load()
-	_, err = d.DialTCP(context.Background(), closed)
+	_, err := d.DialTCP(context.Background(), netip.MustParseAddrPort("127.0.0.1:1"))
 	if err == nil || !strings.Contains(err.Error(), "from the cluster") {
 		t.Fatalf("a refused destination: %v", err)
 	}
-	waitWarm(t, d, warmStreams)
-	if n := agent.dials.Load() - before; n != 1 { // the refill of the stream it used, no retry
-		t.Errorf("a refusal was retried: %d streams opened, want 1 (the refill)", n)
+	if n := agent.dials.Load() - before; n != 0 {
+		t.Errorf("a refusal opened %d new streams, want 0: it must not be retried", n)
+	}
+}
+
+// byteServer sends n random bytes to every connection, then closes it; it returns what it sends.
+func byteServer(t *testing.T, n int) (netip.AddrPort, []byte) {
+	data := make([]byte, n)
+	rand.Read(data)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { c.Write(data); c.Close() }()
+		}
+	}()
+	return netip.MustParseAddrPort(l.Addr().String()), data
+}
+
+func TestDialerMovesLargeDownloadsToAStreamOfTheirOwn(t *testing.T) {
+	agent := newFakeAgent(t)
+	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
+	defer d.Close()
+	for _, tc := range []struct {
+		size  int
+		moves int32
+	}{{wire.MoveAfter / 2, 0}, {5 * wire.MoveAfter, 1}} {
+		dst, want := byteServer(t, tc.size)
+		before := agent.moves.Load()
+		c, err := d.DialTCP(context.Background(), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: got %d intact=%v, err %v", tc.size, len(got), bytes.Equal(got, want), err)
+		}
+		if n := agent.moves.Load() - before; n != tc.moves {
+			t.Errorf("%d bytes: %d moves, want %d", tc.size, n, tc.moves)
+		}
 	}
 }

@@ -4,13 +4,15 @@ package wire
 
 // ProtocolVersion changes whenever client and agent stop understanding each other. The
 // agent reports it in its SSH version string and on its readiness endpoint.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // Ports of the agent. All but the remote forwards listen on the pod's loopback only: they
 // are reached through the API server's port-forward, so no other pod can use them.
 const (
 	SSHPort      = 2022 // gliderlabs SSH server: direct-tcpip and tcpip-forward
 	SOCKSPort    = 2080 // SOCKS5 CONNECT proxy
+	MuxPort      = 2082 // mux sessions (pkg/mux) whose every stream is a SOCKS5 CONNECT, see flows.go
+	MovePort     = 2083 // a flow's own stream, for the rest of a large download, see flows.go
 	DNSPort      = 2053 // DNS forwarder, TCP (queries arrive through the tunnel)
 	UDPRelayPort = 2054 // framed UDP relay, see relay.go
 	ReversePort  = 2055 // reverse streams for remote forwards, see reverse.go

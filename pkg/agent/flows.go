@@ -1,0 +1,275 @@
+package agent
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/kubectl-kt/kt/pkg/mux"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// Flows serves the client's TCP flows: mux sessions on wire.MuxPort whose streams each carry a
+// SOCKS5 CONNECT, and the streams of their own that large downloads move to on wire.MovePort
+// (see pkg/wire/flows.go).
+type Flows struct {
+	dialTimeout time.Duration
+
+	mu       sync.Mutex
+	sessions map[[wire.TokenLen]byte]*flowSession
+}
+
+type flowSession struct {
+	mu    sync.Mutex
+	moves map[uint32]chan net.Conn // the flows that can move, by stream id
+}
+
+// NewFlows returns a Flows that dials with a 10 s timeout.
+func NewFlows() *Flows {
+	return &Flows{dialTimeout: 10 * time.Second, sessions: map[[wire.TokenLen]byte]*flowSession{}}
+}
+
+// ServeSession runs one mux session on c until it ends.
+func (f *Flows) ServeSession(c net.Conn) {
+	defer c.Close()
+	var token [wire.TokenLen]byte
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(c, token[:]); err != nil {
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	fs := &flowSession{moves: map[uint32]chan net.Conn{}}
+	f.mu.Lock()
+	f.sessions[token] = fs
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.sessions, token)
+		f.mu.Unlock()
+	}()
+	s := mux.Server(c)
+	defer s.Close()
+	for {
+		st, err := s.Accept()
+		if err != nil {
+			return
+		}
+		go f.serveFlow(fs, st)
+	}
+}
+
+// ServeMove hands a flow's own stream to the flow it names, or closes it.
+func (f *Flows) ServeMove(c net.Conn) {
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	req, err := wire.ReadMoveRequest(c)
+	c.SetReadDeadline(time.Time{})
+	if err != nil {
+		c.Close()
+		return
+	}
+	f.mu.Lock()
+	fs := f.sessions[req.Token]
+	f.mu.Unlock()
+	if fs == nil {
+		c.Close()
+		return
+	}
+	fs.mu.Lock()
+	ch := fs.moves[req.Stream]
+	fs.mu.Unlock()
+	if ch == nil {
+		c.Close()
+		return
+	}
+	select {
+	case ch <- c:
+	default:
+		c.Close() // asked twice
+	}
+}
+
+// serveFlow answers the stream's SOCKS5 CONNECT and relays it.
+func (f *Flows) serveFlow(fs *flowSession, st *mux.Stream) {
+	defer st.Close()
+	target, err := f.connect(st)
+	if err != nil {
+		return
+	}
+	defer target.Close()
+	move := make(chan net.Conn, 1)
+	fs.mu.Lock()
+	fs.moves[st.ID()] = move
+	fs.mu.Unlock()
+	defer func() {
+		fs.mu.Lock()
+		delete(fs.moves, st.ID())
+		fs.mu.Unlock()
+		select {
+		case c := <-move:
+			c.Close()
+		default:
+		}
+	}()
+
+	up := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(target, st)
+		if err == nil {
+			target.CloseWrite()
+		}
+		up <- err
+	}()
+	downErr := download(st, target, move)
+	if downErr != nil {
+		return // the deferred closes end the other direction too
+	}
+	if err := <-up; err != nil && !errors.Is(err, mux.ErrMoved) {
+		return
+	}
+}
+
+// download copies the target's data to the client: on the mux stream, until the client sends a
+// stream of the flow's own, then there, where the kernel splices it.
+func download(st *mux.Stream, target *net.TCPConn, move <-chan net.Conn) error {
+	buf := make([]byte, 64<<10)
+	for {
+		select {
+		case c := <-move:
+			defer c.Close()
+			if err := st.Move(); err != nil {
+				return err
+			}
+			// Nothing goes on the new stream before the client read the mux stream to its end
+			// and says so: the port-forward connection would hold the new stream's data, and
+			// the mux stream's behind it, until someone read it.
+			var goByte [1]byte
+			if _, err := io.ReadFull(c, goByte[:]); err != nil {
+				return err
+			}
+			if _, err := io.Copy(c, target); err != nil {
+				return err
+			}
+			if cw, ok := c.(interface{ CloseWrite() error }); ok {
+				return cw.CloseWrite()
+			}
+			return nil
+		default:
+		}
+		n, err := target.Read(buf)
+		if n > 0 {
+			if _, werr := st.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return st.CloseWrite()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// SOCKS5 reply codes.
+const (
+	socksOK          = 0
+	socksFailure     = 1
+	socksNetUnreach  = 3
+	socksHostUnreach = 4
+	socksRefused     = 5
+	socksNoCommand   = 7
+	socksNoAddrType  = 8
+)
+
+// connect reads a SOCKS5 greeting and CONNECT request, dials, and answers both in one write.
+func (f *Flows) connect(st *mux.Stream) (*net.TCPConn, error) {
+	var b [262]byte
+	if _, err := io.ReadFull(st, b[:2]); err != nil {
+		return nil, err
+	}
+	if b[0] != 5 {
+		return nil, fmt.Errorf("socks version %d", b[0])
+	}
+	if _, err := io.ReadFull(st, b[:b[1]]); err != nil { // the methods: kt offers "none"
+		return nil, err
+	}
+	if _, err := io.ReadFull(st, b[:4]); err != nil {
+		return nil, err
+	}
+	reply := func(code byte) []byte {
+		return []byte{5, 0, 5, code, 0, 1, 0, 0, 0, 0, 0, 0}
+	}
+	if b[1] != 1 {
+		st.Write(reply(socksNoCommand))
+		return nil, errors.New("socks: only CONNECT")
+	}
+	var host string
+	switch b[3] {
+	case 1:
+		if _, err := io.ReadFull(st, b[:4]); err != nil {
+			return nil, err
+		}
+		host = net.IP(b[:4]).String()
+	case 4:
+		if _, err := io.ReadFull(st, b[:16]); err != nil {
+			return nil, err
+		}
+		host = net.IP(b[:16]).String()
+	case 3:
+		if _, err := io.ReadFull(st, b[:1]); err != nil {
+			return nil, err
+		}
+		n := int(b[0])
+		if _, err := io.ReadFull(st, b[:n]); err != nil {
+			return nil, err
+		}
+		host = string(b[:n])
+	default:
+		st.Write(reply(socksNoAddrType))
+		return nil, errors.New("socks: address type")
+	}
+	if _, err := io.ReadFull(st, b[:2]); err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(int(binary.BigEndian.Uint16(b[:2]))))
+	c, err := net.DialTimeout("tcp", addr, f.dialTimeout)
+	if err != nil {
+		st.Write(reply(dialErrorCode(err)))
+		return nil, err
+	}
+	tc := c.(*net.TCPConn)
+	r := reply(socksOK)
+	if la, ok := tc.LocalAddr().(*net.TCPAddr); ok {
+		if ip4 := la.IP.To4(); ip4 != nil {
+			copy(r[6:10], ip4)
+		}
+		binary.BigEndian.PutUint16(r[10:12], uint16(la.Port))
+	}
+	if _, err := st.Write(r); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+func dialErrorCode(err error) byte {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return socksRefused
+	case errors.Is(err, syscall.ENETUNREACH):
+		return socksNetUnreach
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		return socksHostUnreach
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return socksHostUnreach
+	}
+	return socksFailure
+}
