@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -181,5 +182,42 @@ func TestDialerMovesLargeDownloadsToAStreamOfTheirOwn(t *testing.T) {
 		if n := agent.moves.Load() - before; n != tc.moves {
 			t.Errorf("%d bytes: %d moves, want %d", tc.size, n, tc.moves)
 		}
+	}
+}
+
+func TestDialerCarriesALargeUploadAndTheHalfClose(t *testing.T) {
+	agent := newFakeAgent(t)
+	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
+	defer d.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() { // answers with the digest of everything up to the client's half-close
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		h := sha256.New()
+		io.Copy(h, c)
+		c.Write(h.Sum(nil))
+		c.Close()
+	}()
+	data := make([]byte, 3*wire.MoveAfter+777)
+	rand.Read(data)
+	c, err := d.DialTCP(context.Background(), netip.MustParseAddrPort(l.Addr().String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	c.(interface{ CloseWrite() error }).CloseWrite()
+	got, err := io.ReadAll(c)
+	want := sha256.Sum256(data)
+	if err != nil || !bytes.Equal(got, want[:]) {
+		t.Fatalf("digest %x, err %v; want %x", got, err, want)
 	}
 }
