@@ -35,7 +35,7 @@ const (
 	maxPayload = 64 << 10
 	// Window is the bytes in flight per stream and direction: enough for about 25 MiB/s at a
 	// 20 ms round trip. Memory is only held while a reader falls behind.
-	Window = 512 << 10
+	Window = 256 << 10
 	// grantEvery is how much a reader consumes before it tells the sender.
 	grantEvery = Window / 4
 	// acceptBacklog is how many opened streams may wait for Accept before new ones are refused.

@@ -119,10 +119,11 @@ func New(dev Device, d Dialer, opts Options) (*Stack, error) {
 	sack := tcpip.TCPSACKEnabled(true)
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &sack)
 	// The far side of the stack is the local kernel: a small window fills the pipe, and the
-	// buffers are the client's main memory cost under load.
-	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 512 << 10}
+	// buffers are the client's main memory cost under load (512 KiB per flow cost 5 MiB more
+	// at the peak of eight downloads than 256 KiB, for no measurable speed).
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 256 << 10}
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &rcv)
-	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 512 << 10}
+	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 128 << 10, Max: 256 << 10}
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
 	mod := tcpip.TCPModerateReceiveBufferOption(true)
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &mod)

@@ -24,7 +24,7 @@ import (
 const TokenLen = 16
 
 // MoveAfter is how many bytes a flow receives on its mux stream before the client moves it.
-const MoveAfter = 256 << 10
+const MoveAfter = 128 << 10
 
 // MoveRequest is what the client sends first on a MovePort stream.
 type MoveRequest struct {

@@ -89,6 +89,13 @@ func vmKiB(tb testing.TB, pid int, field string) float64 {
 	return 0
 }
 
+// resetPeakRSS starts the process's VmHWM afresh from its current RSS (proc(5), clear_refs).
+func resetPeakRSS(tb testing.TB, pid int) {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 type table struct {
 	title string
 	rows  [][]string
@@ -148,9 +155,13 @@ func BenchmarkConnect(b *testing.B) {
 		}
 	}
 	s1, s0 := sideBySide(download(kt, single, "1"), download(pf, single, "1"), tput)
+	pid := p.cmd.Process.Pid
+	lifePeak := vmKiB(b, pid, "VmHWM")
+	resetPeakRSS(b, pid) // from here VmHWM is the peak under the 8-flow load
 	p8, p80 := sideBySide(download(kt, 128<<20, "8"), download(pf, 128<<20, "8"), tput)
-	rss := vmKiB(b, p.cmd.Process.Pid, "VmRSS")
-	hwm := vmKiB(b, p.cmd.Process.Pid, "VmHWM")
+	rss := vmKiB(b, pid, "VmRSS")
+	hwm := vmKiB(b, pid, "VmHWM")
+	lifePeak = max(lifePeak, hwm)
 	p99 := func(l loadResult) float64 { return l.P99 }
 	newConns := func(base string) func() loadResult {
 		return func() loadResult { return laptopLoad(b, base+"/", "-n", "1000", "-newconn") }
@@ -164,7 +175,8 @@ func BenchmarkConnect(b *testing.B) {
 	t.add("new-connection request p50, ms", f2(l1.P50), f2(l0.P50), f2(l1.P50/l0.P50), "≤ 1.2")
 	t.add("new-connection request p99, ms", f2(l1.P99), f2(l0.P99), f2(l1.P99/l0.P99), "≤ 1.2")
 	t.add("connect to first successful request, s", f2(firstReq.Seconds()), "", "", "≤ 3")
-	t.add("client RSS after 8-flow load (peak), MiB", fmt.Sprintf("%s (%s)", f1(rss/1024), f1(hwm/1024)), "", "", "≤ 60")
+	t.add("client RSS under the 8-flow load: peak (after), MiB", fmt.Sprintf("%s (%s)", f1(hwm/1024), f1(rss/1024)), "", "", "≤ 60")
+	t.add("client RSS, peak of the whole run (startup included), MiB", f1(lifePeak/1024), "", "", "")
 	t.print(b)
 	b.ReportMetric(s1.MiBPerS/s0.MiBPerS, "single-flow-ratio")
 	b.ReportMetric(p8.MiBPerS/p80.MiBPerS, "8-flow-ratio")
