@@ -16,7 +16,6 @@ import (
 	"sync"
 	"time"
 
-	socks5 "github.com/armon/go-socks5"
 	"github.com/miekg/dns"
 	gossh "golang.org/x/crypto/ssh"
 	"k8s.io/klog/v2"
@@ -119,20 +118,6 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := sshd.New(scfg)
 	closers = append(closers, srv.Close)
 	run("ssh", func() error { return srv.Serve(sshL) })
-
-	// SOCKS5 CONNECT
-	socksL, err := listen(wire.SOCKSPort)
-	if err != nil {
-		return err
-	}
-	closers = append(closers, socksL.Close)
-	proxy, err := socks5.New(&socks5.Config{Logger: klogLogger()})
-	if err != nil {
-		return err
-	}
-	run("socks5", func() error {
-		return act.serve(socksL, func(c net.Conn) { proxy.ServeConn(c) })
-	})
 
 	// TCP flows on mux sessions, and the streams large downloads move to
 	fl := NewFlows()
@@ -337,11 +322,4 @@ type trackedConn struct {
 func (c *trackedConn) Close() error {
 	c.end()
 	return c.Conn.Close()
-}
-
-type logWriter struct{}
-
-func (logWriter) Write(p []byte) (int, error) {
-	klog.V(4).InfoS("socks5", "msg", string(p))
-	return len(p), nil
 }

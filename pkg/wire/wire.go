@@ -10,7 +10,6 @@ const ProtocolVersion = 2
 // are reached through the API server's port-forward, so no other pod can use them.
 const (
 	SSHPort      = 2022 // gliderlabs SSH server: direct-tcpip and tcpip-forward
-	SOCKSPort    = 2080 // SOCKS5 CONNECT proxy
 	MuxPort      = 2082 // mux sessions (pkg/mux) whose every stream is a SOCKS5 CONNECT, see flows.go
 	MovePort     = 2083 // a flow's own stream, for the rest of a large download, see flows.go
 	DNSPort      = 2053 // DNS forwarder, TCP (queries arrive through the tunnel)

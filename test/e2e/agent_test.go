@@ -14,28 +14,22 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/proxy"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubectl-kt/kt/pkg/connect"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
-type dialerFunc func(network, addr string) (net.Conn, error)
-
-func (f dialerFunc) Dial(network, addr string) (net.Conn, error) { return f(network, addr) }
-
-// socksHTTP returns an HTTP client whose connections go through the agent's SOCKS5 proxy.
+// socksHTTP returns an HTTP client whose connections go through the agent's flow server (mux
+// sessions of SOCKS5 CONNECTs), as connect's and forward's do; host names are resolved in the pod.
 func socksHTTP(t *testing.T, s *session.Session) *http.Client {
 	t.Helper()
-	d, err := proxy.SOCKS5("tcp", "agent", nil, dialerFunc(func(_, _ string) (net.Conn, error) {
-		return s.Dial(context.Background(), wire.SOCKSPort)
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Dial: d.Dial}}
+	d := &connect.TunnelDialer{Agent: func() connect.PortDialer { return s }}
+	t.Cleanup(d.Close)
+	dial := func(ctx context.Context, _, addr string) (net.Conn, error) { return d.DialHost(ctx, addr) }
+	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: dial}}
 }
 
 func TestAgentSOCKS(t *testing.T) {
