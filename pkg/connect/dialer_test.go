@@ -25,6 +25,7 @@ type fakeAgent struct {
 	flows *agent.Flows
 	dials atomic.Int32 // to the mux port
 	moves atomic.Int32 // to the move port
+	moved atomic.Int64 // bytes the agent sent on move-port streams
 	mu    sync.Mutex
 	conns []net.Conn
 }
@@ -41,7 +42,7 @@ func (a *fakeAgent) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 		go a.flows.ServeSession(s)
 	case wire.MovePort:
 		a.moves.Add(1)
-		go a.flows.ServeMove(s)
+		go a.flows.ServeMove(&countingConn{Conn: s, n: &a.moved})
 	default:
 		return nil, fmt.Errorf("fake agent: port %d not served", port)
 	}
@@ -49,6 +50,17 @@ func (a *fakeAgent) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 	a.conns = append(a.conns, c, s)
 	a.mu.Unlock()
 	return c, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func (a *fakeAgent) kill() {
@@ -59,7 +71,9 @@ func (a *fakeAgent) kill() {
 	}
 }
 
-func echoServer(t *testing.T) netip.AddrPort {
+// tcpServer runs handle for every connection to a new loopback listener.
+func tcpServer(t *testing.T, handle func(net.Conn)) netip.AddrPort {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -71,10 +85,14 @@ func echoServer(t *testing.T) netip.AddrPort {
 			if err != nil {
 				return
 			}
-			go func() { io.Copy(c, c); c.Close() }()
+			go func() { handle(c); c.Close() }()
 		}
 	}()
 	return netip.MustParseAddrPort(l.Addr().String())
+}
+
+func echoServer(t *testing.T) netip.AddrPort {
+	return tcpServer(t, func(c net.Conn) { io.Copy(c, c) })
 }
 
 func echo(t *testing.T, c net.Conn) {
@@ -143,21 +161,7 @@ func TestDialerReplacesDeadSessionsButDoesNotRetryRefusals(t *testing.T) {
 func byteServer(t *testing.T, n int) (netip.AddrPort, []byte) {
 	data := make([]byte, n)
 	rand.Read(data)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { c.Write(data); c.Close() }()
-		}
-	}()
-	return netip.MustParseAddrPort(l.Addr().String()), data
+	return tcpServer(t, func(c net.Conn) { c.Write(data) }), data
 }
 
 func TestDialerMovesLargeDownloadsToAStreamOfTheirOwn(t *testing.T) {
@@ -169,7 +173,7 @@ func TestDialerMovesLargeDownloadsToAStreamOfTheirOwn(t *testing.T) {
 		moves int32
 	}{{wire.MoveAfter / 2, 0}, {5 * wire.MoveAfter, 1}} {
 		dst, want := byteServer(t, tc.size)
-		before := agent.moves.Load()
+		before, movedBefore := agent.moves.Load(), agent.moved.Load()
 		c, err := d.DialTCP(context.Background(), dst)
 		if err != nil {
 			t.Fatal(err)
@@ -182,6 +186,9 @@ func TestDialerMovesLargeDownloadsToAStreamOfTheirOwn(t *testing.T) {
 		if n := agent.moves.Load() - before; n != tc.moves {
 			t.Errorf("%d bytes: %d moves, want %d", tc.size, n, tc.moves)
 		}
+		if moved := agent.moved.Load() - movedBefore; (moved > 0) != (tc.moves > 0) {
+			t.Errorf("%d bytes: %d of them came on the flow's own stream", tc.size, moved)
+		}
 	}
 }
 
@@ -189,24 +196,14 @@ func TestDialerCarriesALargeUploadAndTheHalfClose(t *testing.T) {
 	agent := newFakeAgent(t)
 	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
 	defer d.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() { // answers with the digest of everything up to the client's half-close
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
+	dst := tcpServer(t, func(c net.Conn) { // answers with the digest of all up to the half-close
 		h := sha256.New()
 		io.Copy(h, c)
 		c.Write(h.Sum(nil))
-		c.Close()
-	}()
+	})
 	data := make([]byte, 3*wire.MoveAfter+777)
 	rand.Read(data)
-	c, err := d.DialTCP(context.Background(), netip.MustParseAddrPort(l.Addr().String()))
+	c, err := d.DialTCP(context.Background(), dst)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,22 @@ func pair(t *testing.T) (*Session, *Session) {
 	return client, server
 }
 
+// streamPair opens a stream on a new session and returns both of its ends.
+func streamPair(t *testing.T) (*Stream, *Stream) {
+	t.Helper()
+	client, server := pair(t)
+	accepted := make(chan *Stream, 1)
+	go func() {
+		st, _ := server.Accept()
+		accepted <- st
+	}()
+	st, err := client.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, <-accepted
+}
+
 // serveEcho answers every stream with what it read, after the reader's half-close.
 func serveEcho(s *Session) {
 	for {
@@ -115,22 +131,12 @@ func TestLargeTransferThroughReadFromKeepsOrder(t *testing.T) {
 }
 
 func TestWriterWaitsForTheReadersWindow(t *testing.T) {
-	client, server := pair(t)
-	accepted := make(chan *Stream, 1)
-	go func() {
-		st, _ := server.Accept()
-		accepted <- st
-	}()
-	st, err := client.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, peer := streamPair(t)
 	wrote := make(chan int, 1)
 	go func() {
 		n, _ := st.Write(make([]byte, Window+maxPayload))
 		wrote <- n
 	}()
-	peer := <-accepted
 	select {
 	case n := <-wrote:
 		t.Fatalf("a write of more than the window finished (%d bytes) while nobody read", n)
@@ -150,17 +156,7 @@ func TestWriterWaitsForTheReadersWindow(t *testing.T) {
 }
 
 func TestCloseWithUnreadDataResetsThePeer(t *testing.T) {
-	client, server := pair(t)
-	accepted := make(chan *Stream, 1)
-	go func() {
-		st, _ := server.Accept()
-		accepted <- st
-	}()
-	st, err := client.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := <-accepted
+	st, peer := streamPair(t)
 	peer.Write([]byte("a response nobody reads"))
 	for {
 		st.mu.Lock()
@@ -194,18 +190,8 @@ func TestCloseWithUnreadDataResetsThePeer(t *testing.T) {
 }
 
 func TestCloseWithNothingUnreadEndsThenResetsLateWrites(t *testing.T) {
-	client, server := pair(t)
-	accepted := make(chan *Stream, 1)
-	go func() {
-		st, _ := server.Accept()
-		accepted <- st
-	}()
-	st, err := client.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, peer := streamPair(t)
 	st.Write([]byte("request"))
-	peer := <-accepted
 	st.Close()
 	if b, err := io.ReadAll(peer); err != nil || string(b) != "request" {
 		t.Fatalf("peer read %q, %v; want the request, then the end", b, err)
