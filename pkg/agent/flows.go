@@ -21,18 +21,13 @@ import (
 type Flows struct {
 	dialTimeout time.Duration
 
-	mu       sync.Mutex
-	sessions map[[wire.TokenLen]byte]*flowSession
-}
-
-type flowSession struct {
 	mu    sync.Mutex
-	moves map[uint32]chan net.Conn // the flows that can move, by stream id
+	moves map[wire.MoveRequest]chan net.Conn // the flows that can move, by session and stream
 }
 
 // NewFlows returns a Flows that dials with a 10 s timeout.
 func NewFlows() *Flows {
-	return &Flows{dialTimeout: 10 * time.Second, sessions: map[[wire.TokenLen]byte]*flowSession{}}
+	return &Flows{dialTimeout: 10 * time.Second, moves: map[wire.MoveRequest]chan net.Conn{}}
 }
 
 // ServeSession runs one mux session on c until it ends.
@@ -44,15 +39,6 @@ func (f *Flows) ServeSession(c net.Conn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
-	fs := &flowSession{moves: map[uint32]chan net.Conn{}}
-	f.mu.Lock()
-	f.sessions[token] = fs
-	f.mu.Unlock()
-	defer func() {
-		f.mu.Lock()
-		delete(f.sessions, token)
-		f.mu.Unlock()
-	}()
 	s := mux.Server(c)
 	defer s.Close()
 	for {
@@ -60,7 +46,7 @@ func (f *Flows) ServeSession(c net.Conn) {
 		if err != nil {
 			return
 		}
-		go f.serveFlow(fs, st)
+		go f.serveFlow(token, st)
 	}
 }
 
@@ -74,42 +60,32 @@ func (f *Flows) ServeMove(c net.Conn) {
 		return
 	}
 	f.mu.Lock()
-	fs := f.sessions[req.Token]
+	ch := f.moves[req]
 	f.mu.Unlock()
-	if fs == nil {
-		c.Close()
-		return
-	}
-	fs.mu.Lock()
-	ch := fs.moves[req.Stream]
-	fs.mu.Unlock()
-	if ch == nil {
-		c.Close()
-		return
-	}
 	select {
-	case ch <- c:
+	case ch <- c: // a nil ch (no such flow) is never ready
 	default:
-		c.Close() // asked twice
+		c.Close() // no such flow, or asked twice
 	}
 }
 
 // serveFlow answers the stream's SOCKS5 CONNECT and relays it.
-func (f *Flows) serveFlow(fs *flowSession, st *mux.Stream) {
+func (f *Flows) serveFlow(token [wire.TokenLen]byte, st *mux.Stream) {
 	defer st.Close()
 	target, err := f.connect(st)
 	if err != nil {
 		return
 	}
 	defer target.Close()
+	key := wire.MoveRequest{Token: token, Stream: st.ID()}
 	move := make(chan net.Conn, 1)
-	fs.mu.Lock()
-	fs.moves[st.ID()] = move
-	fs.mu.Unlock()
+	f.mu.Lock()
+	f.moves[key] = move
+	f.mu.Unlock()
 	defer func() {
-		fs.mu.Lock()
-		delete(fs.moves, st.ID())
-		fs.mu.Unlock()
+		f.mu.Lock()
+		delete(f.moves, key)
+		f.mu.Unlock()
 		select {
 		case c := <-move:
 			c.Close()
@@ -117,20 +93,15 @@ func (f *Flows) serveFlow(fs *flowSession, st *mux.Stream) {
 		}
 	}()
 
-	up := make(chan error, 1)
+	up := make(chan struct{})
 	go func() {
-		_, err := io.Copy(target, st)
-		if err == nil {
+		defer close(up)
+		if _, err := io.Copy(target, st); err == nil {
 			target.CloseWrite()
 		}
-		up <- err
 	}()
-	downErr := download(st, target, move)
-	if downErr != nil {
-		return // the deferred closes end the other direction too
-	}
-	if err := <-up; err != nil && !errors.Is(err, mux.ErrMoved) {
-		return
+	if download(st, target, move) == nil {
+		<-up // wait for the client's end; on an error the deferred closes end that direction too
 	}
 }
 
