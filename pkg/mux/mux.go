@@ -181,31 +181,23 @@ func (s *Session) write(typ byte, id, length uint32, payload []byte) error {
 func (s *Session) writeOpening(open bool, typ byte, id, length uint32, payload []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	b := s.wbuf[:headerLen+len(payload)]
+	b := s.wbuf[:0]
 	if open {
-		b = s.wbuf[:2*headerLen+len(payload)]
-		putHeader(b, frameOpen, id, 0)
-		b = b[headerLen:]
+		b = appendHeader(b, frameOpen, id, 0)
 	}
-	copy(b[headerLen:], payload)
-	putHeader(b, typ, id, length)
-	if open {
-		b = s.wbuf[:2*headerLen+len(payload)]
-	}
+	b = append(appendHeader(b, typ, id, length), payload...)
 	return s.writeLocked(b)
 }
 
-func putHeader(b []byte, typ byte, id, length uint32) {
-	b[0] = typ
-	binary.BigEndian.PutUint32(b[1:5], id)
-	binary.BigEndian.PutUint32(b[5:9], length)
+func appendHeader(b []byte, typ byte, id, length uint32) []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(append(b, typ), id), length)
 }
 
 // writeFrame sends b, whose first headerLen bytes are free for the header.
 func (s *Session) writeFrame(typ byte, id uint32, b []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	putHeader(b, typ, id, uint32(len(b)-headerLen))
+	appendHeader(b[:0], typ, id, uint32(len(b)-headerLen))
 	return s.writeLocked(b)
 }
 
@@ -445,13 +437,6 @@ func (st *Stream) Read(p []byte) (int, error) {
 // ID is the stream's number in its session.
 func (st *Stream) ID() uint32 { return st.id }
 
-// Buffered is how many received bytes wait to be read.
-func (st *Stream) Buffered() int {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.queued
-}
-
 // reserve waits until the other side can take at least one byte and returns how many, up to limit.
 func (st *Stream) reserve(limit int) (int, error) {
 	st.mu.Lock()
@@ -563,7 +548,7 @@ func (st *Stream) Close() error {
 	st.closed = true
 	var send byte
 	switch {
-	case st.err != nil, st.unopened: // the other side never heard of it
+	case st.err != nil, st.unopened: // already reset or ended; or never heard of
 	case st.queued > 0:
 		send = frameRst
 	case !st.finSent:
