@@ -123,7 +123,7 @@ func (d *TunnelDialer) socks(ctx context.Context, hostport string) (net.Conn, er
 		if err == nil {
 			err = socksConnect(ctx, st, hostport)
 			if err == nil {
-				return &flow{Stream: st, session: s, ready: make(chan struct{})}, nil
+				return &flow{Stream: st, session: s}, nil
 			}
 			st.Close()
 		}
@@ -146,7 +146,7 @@ type flow struct {
 	asked    bool // the move was asked for
 	moved    bool // reads come from own
 
-	ready chan struct{} // closed when the move was asked for: own is set, or it failed
+	ready chan struct{} // made when the move is asked for, closed when own is set or failed
 
 	mu     sync.Mutex
 	own    net.Conn // the flow's own stream
@@ -161,6 +161,7 @@ func (f *flow) Read(p []byte) (int, error) {
 	f.received += int64(n)
 	if !f.asked && f.received >= wire.MoveAfter {
 		f.asked = true
+		f.ready = make(chan struct{})
 		go f.move()
 	}
 	if !errors.Is(err, mux.ErrMoved) {
