@@ -2,8 +2,8 @@ package wire
 
 // TCP flows from connect and forward travel as streams of mux sessions to MuxPort: a new
 // connection then costs one round trip to the agent, not a new port-forward stream through the
-// API server, the kubelet and the container runtime. A session starts with the client's
-// SessionToken, after which both sides speak pkg/mux. Every stream starts with a SOCKS5
+// API server, the kubelet and the container runtime. A session starts with TokenLen random
+// bytes from the client, its token, after which both sides speak pkg/mux. Every stream starts with a SOCKS5
 // greeting and CONNECT request, sent together; the agent answers both in one write.
 //
 // A mux stream costs the agent a copy that a port-forward stream of its own does not (there it
