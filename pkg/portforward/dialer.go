@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,10 +19,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
+	pfconstants "k8s.io/apimachinery/pkg/util/portforward"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+	"k8s.io/client-go/transport/websocket"
 	"k8s.io/klog/v2"
 )
 
@@ -46,10 +49,25 @@ type Dialer struct {
 	client kubernetes.Interface
 
 	mu        sync.Mutex
-	conn      httpstream.Connection
+	tun       tunnel
 	protocol  string // negotiated
 	requestID atomic.Int64
 	closed    bool
+}
+
+// tunnel is one connection to the kubelet's port-forward server: kt's own SPDY session
+// over the WebSocket tunnel, or spdystream over a plain SPDY upgrade.
+type tunnel interface {
+	open(port uint16, requestID string) (data, errs stream, err error)
+	alive() bool
+	Close() error
+}
+
+// stream is one direction pair of a port-forward stream.
+type stream interface {
+	io.ReadWriter
+	CloseWrite() error // FIN
+	Close() error      // drop what is unread and release the stream
 }
 
 // NewDialer returns a Dialer for ns/pod.
@@ -65,30 +83,28 @@ func (d *Dialer) Tunnel() string {
 }
 
 // connection returns the current tunnel, dialling a new one when there is none or the old one closed.
-func (d *Dialer) connection(ctx context.Context) (httpstream.Connection, error) {
+func (d *Dialer) connection(ctx context.Context) (tunnel, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
 		return nil, net.ErrClosed
 	}
-	if d.conn != nil {
-		select {
-		case <-d.conn.CloseChan():
-			klog.FromContext(ctx).V(1).Info("port-forward tunnel closed; redialling", "pod", d.Namespace+"/"+d.Pod)
-			d.conn = nil
-		default:
-			return d.conn, nil
+	if d.tun != nil {
+		if d.tun.alive() {
+			return d.tun, nil
 		}
+		klog.FromContext(ctx).V(1).Info("port-forward tunnel closed; redialling", "pod", d.Namespace+"/"+d.Pod)
+		d.tun = nil
 	}
 	type result struct {
-		conn  httpstream.Connection
+		tun   tunnel
 		proto string
 		err   error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		c, p, err := d.dial()
-		ch <- result{c, p, err}
+		t, p, err := d.dial()
+		ch <- result{t, p, err}
 	}()
 	timeout := d.Timeout
 	if timeout <= 0 {
@@ -101,42 +117,33 @@ func (d *Dialer) connection(ctx context.Context) (httpstream.Connection, error) 
 		if r.err != nil {
 			return nil, fmt.Errorf("port-forward to pod %s/%s: %w", d.Namespace, d.Pod, r.err)
 		}
-		d.conn, d.protocol = r.conn, r.proto
+		d.tun, d.protocol = r.tun, r.proto
 		klog.FromContext(ctx).V(2).Info("port-forward tunnel up", "pod", d.Namespace+"/"+d.Pod, "protocol", r.proto)
-		return d.conn, nil
+		return d.tun, nil
 	case <-t.C:
 		go func() {
-			if r := <-ch; r.conn != nil {
-				r.conn.Close()
+			if r := <-ch; r.tun != nil {
+				r.tun.Close()
 			}
 		}()
 		return nil, fmt.Errorf("port-forward to pod %s/%s: no tunnel after %s; raise --port-forward-timeout or check that the API server allows pods/portforward", d.Namespace, d.Pod, timeout)
 	case <-ctx.Done():
 		go func() {
-			if r := <-ch; r.conn != nil {
-				r.conn.Close()
+			if r := <-ch; r.tun != nil {
+				r.tun.Close()
 			}
 		}()
 		return nil, ctx.Err()
 	}
 }
 
-func (d *Dialer) dial() (httpstream.Connection, string, error) {
+func (d *Dialer) dial() (tunnel, string, error) {
 	u := d.client.CoreV1().RESTClient().Post().
 		Resource("pods").Namespace(d.Namespace).Name(d.Pod).SubResource("portforward").URL()
-	transport, upgrader, err := spdy.RoundTripperFor(d.config)
-	if err != nil {
-		return nil, "", err
-	}
-	spdyDialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u)
 	if d.Protocol != ProtocolSPDY {
-		ws, err := portforward.NewSPDYOverWebsocketDialer(u, d.config)
-		if err != nil {
-			return nil, "", err
-		}
-		conn, _, err := ws.Dial(portforward.PortForwardProtocolV1Name)
+		t, err := d.dialWebSocket(u)
 		if err == nil {
-			return conn, string(ProtocolWebSocket), nil
+			return t, string(ProtocolWebSocket), nil
 		}
 		// Fall back as client-go's FallbackDialer does: only when the server or a proxy
 		// refused the upgrade, not on every error.
@@ -144,60 +151,71 @@ func (d *Dialer) dial() (httpstream.Connection, string, error) {
 			return nil, "", err
 		}
 	}
-	conn, _, err := spdyDialer.Dial(portforward.PortForwardProtocolV1Name)
+	transport, upgrader, err := spdy.RoundTripperFor(d.config)
 	if err != nil {
 		return nil, "", err
 	}
-	return conn, string(ProtocolSPDY), nil
+	conn, _, err := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u).Dial(portforward.PortForwardProtocolV1Name)
+	if err != nil {
+		return nil, "", err
+	}
+	return spdystreamTunnel{conn}, string(ProtocolSPDY), nil
+}
+
+// dialWebSocket opens the API server's WebSocket tunnel, as client-go's
+// NewSPDYOverWebsocketDialer does, and runs kt's SPDY session over it.
+func (d *Dialer) dialWebSocket(u *url.URL) (tunnel, error) {
+	rt, holder, err := websocket.RoundTripperFor(d.config)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequest(http.MethodGet, u.String(), nil) // WebSocket requires GET (RFC 6455 4.1)
+	if err != nil {
+		return nil, err
+	}
+	ws, err := websocket.Negotiate(rt, holder, req, pfconstants.WebsocketsSPDYTunnelingPrefix+portforward.PortForwardProtocolV1Name)
+	if err != nil {
+		return nil, err
+	}
+	return newSession(portforward.NewTunnelingConnection("client", ws))
 }
 
 // Dial opens a connection to port of the pod.
 func (d *Dialer) Dial(ctx context.Context, port uint16) (net.Conn, error) {
-	conn, err := d.connection(ctx)
+	tun, err := d.connection(ctx)
 	if err != nil {
 		return nil, err
 	}
-	c, err := d.openStreams(conn, port)
+	c, err := d.open(tun, port)
 	if err != nil {
 		// A tunnel that can no longer create streams is dead: drop it and retry once.
-		conn.Close()
+		tun.Close()
 		d.mu.Lock()
-		if d.conn == conn {
-			d.conn = nil
+		if d.tun == tun {
+			d.tun = nil
 		}
 		d.mu.Unlock()
-		if conn, err = d.connection(ctx); err != nil {
+		if tun, err = d.connection(ctx); err != nil {
 			return nil, err
 		}
-		return d.openStreams(conn, port)
+		return d.open(tun, port)
 	}
 	return c, nil
 }
 
-func (d *Dialer) openStreams(conn httpstream.Connection, port uint16) (net.Conn, error) {
+func (d *Dialer) open(tun tunnel, port uint16) (net.Conn, error) {
 	id := strconv.FormatInt(d.requestID.Add(1), 10)
-	headers := http.Header{}
-	headers.Set(corev1.StreamType, corev1.StreamTypeError)
-	headers.Set(corev1.PortHeader, strconv.Itoa(int(port)))
-	headers.Set(corev1.PortForwardRequestIDHeader, id)
-	errStream, err := conn.CreateStream(headers)
+	data, errs, err := tun.open(port, id)
 	if err != nil {
-		return nil, fmt.Errorf("port-forward to pod %s/%s port %d: create error stream: %w", d.Namespace, d.Pod, port, err)
-	}
-	errStream.Close() // nothing is written to it
-	headers.Set(corev1.StreamType, corev1.StreamTypeData)
-	data, err := conn.CreateStream(headers)
-	if err != nil {
-		conn.RemoveStreams(errStream)
-		return nil, fmt.Errorf("port-forward to pod %s/%s port %d: create data stream: %w", d.Namespace, d.Pod, port, err)
+		return nil, fmt.Errorf("port-forward to pod %s/%s port %d: %w", d.Namespace, d.Pod, port, err)
 	}
 	c := &Conn{
-		data: data, errStream: errStream, conn: conn, errc: make(chan error, 1),
+		data: data, errs: errs, errc: make(chan error, 1),
 		local:  addr(fmt.Sprintf("port-forward/%s", id)),
 		remote: addr(fmt.Sprintf("%s/%s:%d", d.Namespace, d.Pod, port)),
 	}
 	go func() {
-		msg, err := io.ReadAll(errStream)
+		msg, err := io.ReadAll(errs)
 		switch {
 		case err != nil:
 			c.errc <- err
@@ -209,13 +227,60 @@ func (d *Dialer) openStreams(conn httpstream.Connection, port uint16) (net.Conn,
 	return c, nil
 }
 
+// spdystreamTunnel is the SPDY fallback: client-go's connection, on spdystream.
+type spdystreamTunnel struct{ conn httpstream.Connection }
+
+func (t spdystreamTunnel) alive() bool {
+	select {
+	case <-t.conn.CloseChan():
+		return false
+	default:
+		return true
+	}
+}
+
+func (t spdystreamTunnel) Close() error { return t.conn.Close() }
+
+func (t spdystreamTunnel) open(port uint16, requestID string) (stream, stream, error) {
+	headers := http.Header{}
+	headers.Set(corev1.StreamType, corev1.StreamTypeError)
+	headers.Set(corev1.PortHeader, strconv.Itoa(int(port)))
+	headers.Set(corev1.PortForwardRequestIDHeader, requestID)
+	errs, err := t.conn.CreateStream(headers)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create error stream: %w", err)
+	}
+	errs.Close() // nothing is written to it
+	headers.Set(corev1.StreamType, corev1.StreamTypeData)
+	data, err := t.conn.CreateStream(headers)
+	if err != nil {
+		t.conn.RemoveStreams(errs)
+		return nil, nil, fmt.Errorf("create data stream: %w", err)
+	}
+	return spdystreamStream{data, t.conn}, spdystreamStream{errs, t.conn}, nil
+}
+
+// spdystreamStream maps spdystream's Close (FIN) and Reset onto CloseWrite and Close.
+type spdystreamStream struct {
+	httpstream.Stream
+	conn httpstream.Connection
+}
+
+func (s spdystreamStream) CloseWrite() error { return s.Stream.Close() }
+
+func (s spdystreamStream) Close() error {
+	err := s.Reset()
+	s.conn.RemoveStreams(s.Stream)
+	return err
+}
+
 // Close closes the tunnel; open connections end with it.
 func (d *Dialer) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closed = true
-	if d.conn != nil {
-		return d.conn.Close()
+	if d.tun != nil {
+		return d.tun.Close()
 	}
 	return nil
 }
@@ -228,40 +293,63 @@ func (a addr) String() string  { return string(a) }
 // Conn is one port-forwarded connection. CloseWrite half-closes it. Deadlines are not
 // supported by the underlying streams: the Set*Deadline methods are no-ops.
 type Conn struct {
-	data, errStream httpstream.Stream
-	conn            httpstream.Connection
-	errc            chan error
-	local, remote   net.Addr
-	closeOnce       sync.Once
+	data, errs    stream
+	errc          chan error
+	local, remote net.Addr
+	closeOnce     sync.Once
 }
 
 // Read reads from the pod. When the pod side failed (for instance nothing listens on the
 // port), the error carries the kubelet's message.
 func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.data.Read(p)
-	if err == io.EOF && n == 0 {
-		select {
-		case e, ok := <-c.errc:
-			if ok && e != nil {
-				return 0, fmt.Errorf("port-forward %s: %w", c.remote, e)
-			}
-		case <-time.After(50 * time.Millisecond):
+	if err != nil && n == 0 {
+		err = c.why(err)
+	}
+	return n, err
+}
+
+// WriteTo copies what the pod sends to w, without a copy of its own where the stream allows.
+func (c *Conn) WriteTo(w io.Writer) (int64, error) {
+	wt, ok := c.data.(io.WriterTo)
+	if !ok {
+		return io.Copy(w, struct{ io.Reader }{c})
+	}
+	n, err := wt.WriteTo(w)
+	if n == 0 {
+		if err == nil {
+			err = io.EOF
+		}
+		if err = c.why(err); err == io.EOF {
+			err = nil
 		}
 	}
 	return n, err
 }
 
+// why replaces the end of a stream that carried nothing with the kubelet's message, if it
+// sent one.
+func (c *Conn) why(err error) error {
+	select {
+	case e, ok := <-c.errc:
+		if ok && e != nil {
+			return fmt.Errorf("port-forward %s: %w", c.remote, e)
+		}
+	case <-time.After(50 * time.Millisecond):
+	}
+	return err
+}
+
 func (c *Conn) Write(p []byte) (int, error) { return c.data.Write(p) }
 
 // CloseWrite tells the pod side that no more data follows.
-func (c *Conn) CloseWrite() error { return c.data.Close() }
+func (c *Conn) CloseWrite() error { return c.data.CloseWrite() }
 
 // Close discards unsent data and releases the streams.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
-		c.data.Reset()
-		c.errStream.Reset()
-		c.conn.RemoveStreams(c.data, c.errStream)
+		c.data.Close()
+		c.errs.Close()
 	})
 	return nil
 }

@@ -1,0 +1,580 @@
+package portforward
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/moby/spdystream/spdy"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// session is the client end of a SPDY/3.1 connection to the kubelet's port-forward
+// server, over any byte stream (the API server's WebSocket tunnel). It replaces spdystream
+// on the data path: a data frame is read straight into a pooled buffer and handed to the
+// stream's reader, where spdystream allocates every frame and passes it through two
+// goroutines. Control frames (their header blocks share one zlib context per direction) go
+// through spdystream's Framer.
+//
+// SPDY has no flow control that the kubelet honours: a stream whose reader falls behind
+// by streamBuffer bytes holds up the whole connection, as it does with spdystream.
+type session struct {
+	conn net.Conn
+	br   *bufio.Reader
+
+	framer *spdy.Framer
+	feed   feeder       // what the framer reads: one control frame at a time
+	wbuf   bytes.Buffer // what it writes
+
+	wmu    sync.Mutex // one frame per conn.Write; stream ids in the order they are written
+	nextID uint32
+
+	mu      sync.Mutex
+	streams map[uint32]*spdyStream
+	err     error // why the session ended
+	done    chan struct{}
+}
+
+const (
+	frameHeaderLen = 8
+	maxDataFrame   = 32 << 10  // the kubelet writes frames of up to 32 KiB; so do we
+	streamBuffer   = 512 << 10 // received, unread bytes per stream before the session waits
+	replyTimeout   = 30 * time.Second
+	pingPeriod     = 10 * time.Second // as client-go's tunnel: keeps proxies from closing an idle connection
+)
+
+var (
+	errSessionClosed = errors.New("port-forward tunnel closed")
+	errStreamReset   = errors.New("the kubelet refused the stream")
+)
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, maxDataFrame); return &b }}
+
+func newSession(conn net.Conn) (*session, error) {
+	s := &session{
+		conn:    conn,
+		br:      bufio.NewReaderSize(conn, 16<<10),
+		nextID:  1,
+		streams: make(map[uint32]*spdyStream),
+		done:    make(chan struct{}),
+	}
+	f, err := spdy.NewFramer(&s.wbuf, &s.feed)
+	if err != nil {
+		return nil, err
+	}
+	s.framer = f
+	go s.readLoop()
+	go s.ping()
+	return s, nil
+}
+
+// feeder hands the framer the control frame that the read loop has just read.
+type feeder struct{ b []byte }
+
+func (f *feeder) Read(p []byte) (int, error) {
+	if len(f.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, f.b)
+	f.b = f.b[n:]
+	return n, nil
+}
+
+// alive reports whether the session can still open streams.
+func (s *session) alive() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Close ends the session and every stream on it.
+func (s *session) Close() error {
+	s.fail(errSessionClosed)
+	return nil
+}
+
+func (s *session) fail(err error) {
+	s.mu.Lock()
+	if s.err != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.err = err
+	streams := s.streams
+	s.streams = map[uint32]*spdyStream{}
+	close(s.done)
+	s.mu.Unlock()
+	s.conn.Close()
+	if err == io.EOF {
+		err = errSessionClosed
+	}
+	for _, st := range streams {
+		st.remoteEnd(err) // a transfer cut short must not look complete
+	}
+}
+
+// open creates the error and data streams of one port-forward connection to port and
+// waits for the kubelet's reply to the data stream. Both stream frames go out in one write;
+// the error stream is half-closed from its first frame (nothing is ever written to it).
+func (s *session) open(port uint16, requestID string) (stream, stream, error) {
+	h := http.Header{}
+	h.Set(corev1.StreamType, corev1.StreamTypeError)
+	h.Set(corev1.PortHeader, strconv.Itoa(int(port)))
+	h.Set(corev1.PortForwardRequestIDHeader, requestID)
+	hd := h.Clone()
+	hd.Set(corev1.StreamType, corev1.StreamTypeData)
+
+	s.wmu.Lock()
+	errs, data := s.newStream(s.nextID), s.newStream(s.nextID+2)
+	errs.localFin = true
+	s.nextID += 4
+	if err := s.add(errs, data); err != nil {
+		s.wmu.Unlock()
+		return nil, nil, err
+	}
+	s.wbuf.Reset()
+	err := s.framer.WriteFrame(&spdy.SynStreamFrame{StreamId: spdy.StreamId(errs.id), Headers: h, CFHeader: spdy.ControlFrameHeader{Flags: spdy.ControlFlagFin}})
+	if err == nil {
+		err = s.framer.WriteFrame(&spdy.SynStreamFrame{StreamId: spdy.StreamId(data.id), Headers: hd})
+	}
+	if err == nil {
+		_, err = s.conn.Write(s.wbuf.Bytes())
+	}
+	s.wmu.Unlock()
+	if err != nil {
+		s.fail(err)
+		return nil, nil, err
+	}
+	t := time.NewTimer(replyTimeout)
+	defer t.Stop()
+	select {
+	case <-data.replied:
+		if err := data.resetErr(); err != nil {
+			s.remove(errs, data)
+			return nil, nil, err
+		}
+		return data, errs, nil
+	case <-s.done:
+		return nil, nil, s.closedErr()
+	case <-t.C:
+		data.Close()
+		errs.Close()
+		return nil, nil, fmt.Errorf("no reply to a new stream in %s", replyTimeout)
+	}
+}
+
+func (s *session) newStream(id uint32) *spdyStream {
+	return &spdyStream{s: s, id: id, replied: make(chan struct{}), readable: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+}
+
+func (s *session) add(sts ...*spdyStream) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	for _, st := range sts {
+		s.streams[st.id] = st
+	}
+	return nil
+}
+
+func (s *session) remove(sts ...*spdyStream) {
+	s.mu.Lock()
+	for _, st := range sts {
+		if s.streams[st.id] == st {
+			delete(s.streams, st.id)
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *session) stream(id uint32) *spdyStream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streams[id]
+}
+
+func (s *session) closedErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// writeData sends p on stream id in frames of at most maxDataFrame, each in one write.
+func (s *session) writeData(id uint32, p []byte, fin bool) (int, error) {
+	bp := framePool.Get().(*[]byte)
+	defer framePool.Put(bp)
+	buf := (*bp)[:cap(*bp)]
+	n := 0
+	for {
+		chunk := min(len(p)-n, len(buf)-frameHeaderLen)
+		last := n+chunk == len(p)
+		var flags byte
+		if last && fin {
+			flags = byte(spdy.DataFlagFin)
+		}
+		putDataHeader(buf, id, flags, chunk)
+		copy(buf[frameHeaderLen:], p[n:n+chunk])
+		s.wmu.Lock()
+		_, err := s.conn.Write(buf[:frameHeaderLen+chunk])
+		s.wmu.Unlock()
+		if err != nil {
+			s.fail(err)
+			return n, err
+		}
+		n += chunk
+		if last {
+			return n, nil
+		}
+	}
+}
+
+func putDataHeader(b []byte, id uint32, flags byte, n int) {
+	binary.BigEndian.PutUint32(b, id&0x7fffffff)
+	binary.BigEndian.PutUint32(b[4:], uint32(flags)<<24|uint32(n))
+}
+
+// writeControl sends one control frame.
+func (s *session) writeControl(f spdy.Frame) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.wbuf.Reset()
+	if err := s.framer.WriteFrame(f); err != nil {
+		return err
+	}
+	_, err := s.conn.Write(s.wbuf.Bytes())
+	return err
+}
+
+func (s *session) readLoop() {
+	var hdr [frameHeaderLen]byte
+	for {
+		if _, err := io.ReadFull(s.br, hdr[:]); err != nil {
+			s.fail(err)
+			return
+		}
+		word := binary.BigEndian.Uint32(hdr[:])
+		flagsLen := binary.BigEndian.Uint32(hdr[4:])
+		n := int(flagsLen & 0xffffff)
+		if word&0x80000000 != 0 {
+			if err := s.readControl(hdr, n); err != nil {
+				s.fail(err)
+				return
+			}
+			continue
+		}
+		if err := s.readData(word&0x7fffffff, byte(flagsLen>>24), n); err != nil {
+			s.fail(err)
+			return
+		}
+	}
+}
+
+func (s *session) readData(id uint32, flags byte, n int) error {
+	var bp *[]byte
+	if n > 0 {
+		if n <= maxDataFrame {
+			bp = framePool.Get().(*[]byte)
+			*bp = (*bp)[:n]
+		} else {
+			b := make([]byte, n)
+			bp = &b
+		}
+		if _, err := io.ReadFull(s.br, *bp); err != nil {
+			return err
+		}
+	}
+	st := s.stream(id)
+	if st == nil {
+		putFrame(bp)
+		return nil
+	}
+	st.deliver(bp, flags&byte(spdy.DataFlagFin) != 0)
+	return nil
+}
+
+func putFrame(bp *[]byte) {
+	if bp != nil && cap(*bp) == maxDataFrame {
+		framePool.Put(bp)
+	}
+}
+
+func (s *session) readControl(hdr [frameHeaderLen]byte, n int) error {
+	b := make([]byte, frameHeaderLen+n)
+	copy(b, hdr[:])
+	if _, err := io.ReadFull(s.br, b[frameHeaderLen:]); err != nil {
+		return err
+	}
+	s.feed.b = b
+	f, err := s.framer.ReadFrame()
+	if err != nil {
+		return fmt.Errorf("SPDY control frame: %w", err)
+	}
+	switch f := f.(type) {
+	case *spdy.SynReplyFrame:
+		if st := s.stream(uint32(f.StreamId)); st != nil {
+			st.reply(f.CFHeader.Flags&spdy.ControlFlagFin != 0)
+		}
+	case *spdy.RstStreamFrame:
+		if st := s.stream(uint32(f.StreamId)); st != nil {
+			s.remove(st)
+			st.remoteEnd(io.EOF) // as spdystream: the error stream says why, if anything went wrong
+		}
+	case *spdy.PingFrame:
+		if f.Id%2 == 0 { // the server's: echo it (ours are odd, and their echo needs nothing)
+			go s.writeControl(f) //nolint:errcheck // a failed write ends the session via the read side
+		}
+	case *spdy.GoAwayFrame:
+		return errSessionClosed
+	}
+	return nil // SETTINGS, WINDOW_UPDATE, HEADERS: nothing to do
+}
+
+func (s *session) ping() {
+	t := time.NewTicker(pingPeriod)
+	defer t.Stop()
+	for id := uint32(1); ; id += 2 {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			if err := s.writeControl(&spdy.PingFrame{Id: id}); err != nil {
+				s.fail(err)
+				return
+			}
+		}
+	}
+}
+
+// spdyStream is one SPDY stream. Received frames wait in q for the reader; the read loop
+// waits when more than streamBuffer bytes wait.
+type spdyStream struct {
+	s       *session
+	id      uint32
+	replied chan struct{}
+
+	mu        sync.Mutex
+	q         []*[]byte // received frames; the first is read from off
+	off       int
+	queued    int
+	remoteFin bool
+	reset     bool  // reset by the peer, or the session ended (err says which)
+	closed    bool  // closed here: what arrives is dropped
+	localFin  bool  // FIN sent
+	err       error // what Read returns once the queue is empty after a reset
+	gotReply  bool
+
+	readable chan struct{} // a frame or the end arrived
+	space    chan struct{} // the reader took data
+}
+
+func (st *spdyStream) reply(fin bool) {
+	st.mu.Lock()
+	if !st.gotReply {
+		st.gotReply = true
+		close(st.replied)
+	}
+	if fin {
+		st.remoteFin = true
+		signal(st.readable)
+	}
+	st.mu.Unlock()
+}
+
+// resetErr says why a stream was reset before it could be used, or nil.
+func (st *spdyStream) resetErr() error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch {
+	case !st.reset:
+		return nil
+	case st.err == io.EOF:
+		return errStreamReset
+	default:
+		return st.err
+	}
+}
+
+func (st *spdyStream) remoteEnd(err error) {
+	st.mu.Lock()
+	st.reset, st.err = true, err
+	if !st.gotReply {
+		st.gotReply = true
+		close(st.replied)
+	}
+	st.mu.Unlock()
+	signal(st.readable)
+	signal(st.space)
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// deliver queues a received frame (bp may be nil: an empty frame that carries FIN) and
+// waits while the reader is more than streamBuffer behind.
+func (st *spdyStream) deliver(bp *[]byte, fin bool) {
+	st.mu.Lock()
+	if st.closed || st.reset {
+		st.mu.Unlock()
+		putFrame(bp)
+		return
+	}
+	if bp != nil {
+		st.q = append(st.q, bp)
+		st.queued += len(*bp)
+	}
+	if fin {
+		st.remoteFin = true
+	}
+	signal(st.readable)
+	for st.queued > streamBuffer && !st.closed && !st.reset {
+		st.mu.Unlock()
+		select {
+		case <-st.space:
+		case <-st.s.done:
+			return
+		}
+		st.mu.Lock()
+	}
+	st.mu.Unlock()
+}
+
+// wait blocks until there is data or the stream ended; it returns with st.mu held.
+func (st *spdyStream) wait() error {
+	st.mu.Lock()
+	for len(st.q) == 0 {
+		switch {
+		case st.closed:
+			st.mu.Unlock()
+			return net.ErrClosed
+		case st.remoteFin:
+			st.mu.Unlock()
+			return io.EOF
+		case st.reset:
+			err := st.err
+			st.mu.Unlock()
+			return err
+		}
+		st.mu.Unlock()
+		<-st.readable
+		st.mu.Lock()
+	}
+	return nil
+}
+
+// take removes the first queued frame's unread part.
+func (st *spdyStream) take() (*[]byte, []byte) {
+	bp := st.q[0]
+	b := (*bp)[st.off:]
+	st.q[0] = nil
+	st.q = st.q[1:]
+	st.off = 0
+	st.queued -= len(b)
+	return bp, b
+}
+
+func (st *spdyStream) Read(p []byte) (int, error) {
+	if err := st.wait(); err != nil {
+		return 0, err
+	}
+	n := copy(p, (*st.q[0])[st.off:])
+	st.off += n
+	st.queued -= n
+	if st.off == len(*st.q[0]) {
+		putFrame(st.q[0])
+		st.q[0] = nil
+		st.q = st.q[1:]
+		st.off = 0
+	}
+	st.mu.Unlock()
+	signal(st.space)
+	return n, nil
+}
+
+// WriteTo hands each received frame to w as it is, without copying it into a read buffer.
+func (st *spdyStream) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if err := st.wait(); err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return total, err
+		}
+		bp, b := st.take()
+		st.mu.Unlock()
+		signal(st.space)
+		n, err := w.Write(b)
+		putFrame(bp)
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func (st *spdyStream) Write(p []byte) (int, error) {
+	st.mu.Lock()
+	bad := st.closed || st.localFin || st.reset
+	st.mu.Unlock()
+	if bad {
+		return 0, net.ErrClosed
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	return st.s.writeData(st.id, p, false)
+}
+
+// CloseWrite sends FIN.
+func (st *spdyStream) CloseWrite() error {
+	st.mu.Lock()
+	if st.closed || st.localFin || st.reset {
+		st.mu.Unlock()
+		return nil
+	}
+	st.localFin = true
+	st.mu.Unlock()
+	_, err := st.s.writeData(st.id, nil, true)
+	return err
+}
+
+// Close drops what was received and not read, and resets the stream unless both sides
+// have already finished it.
+func (st *spdyStream) Close() error {
+	st.mu.Lock()
+	if st.closed {
+		st.mu.Unlock()
+		return nil
+	}
+	st.closed = true
+	for _, bp := range st.q {
+		putFrame(bp)
+	}
+	st.q, st.queued = nil, 0
+	done := st.reset || (st.localFin && st.remoteFin)
+	st.mu.Unlock()
+	signal(st.readable)
+	signal(st.space)
+	st.s.remove(st)
+	if done {
+		return nil
+	}
+	return st.s.writeControl(&spdy.RstStreamFrame{StreamId: spdy.StreamId(st.id), Status: spdy.Cancel})
+}

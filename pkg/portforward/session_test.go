@@ -1,0 +1,219 @@
+package portforward
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moby/spdystream"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// kubelet is the server end that the tests talk to: spdystream, as the kubelet's and the
+// container runtime's port-forward servers use, pairing each data stream with its error
+// stream by request id. serve gets the pair once both have arrived.
+type kubelet struct {
+	conn  *spdystream.Connection
+	mu    sync.Mutex
+	errs  map[string]chan *spdystream.Stream
+	refus bool // refuse data streams
+}
+
+// errStream returns the channel that carries request id's error stream: spdystream hands
+// a pair's two streams to different workers, so either may come first.
+func (k *kubelet) errStream(id string) chan *spdystream.Stream {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.errs[id] == nil {
+		k.errs[id] = make(chan *spdystream.Stream, 1)
+	}
+	return k.errs[id]
+}
+
+func startKubelet(t *testing.T, serve func(data, errs *spdystream.Stream)) (*kubelet, *session) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := spdystream.NewConnection(server, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &kubelet{conn: sc, errs: map[string]chan *spdystream.Stream{}}
+	go sc.Serve(func(st *spdystream.Stream) {
+		h := st.Headers()
+		id := h.Get(corev1.PortForwardRequestIDHeader)
+		if h.Get(corev1.StreamType) == corev1.StreamTypeError {
+			st.SendReply(http.Header{}, false)
+			k.errStream(id) <- st
+			return
+		}
+		if k.refus {
+			st.Refuse()
+			return
+		}
+		st.SendReply(http.Header{}, false)
+		go func() { serve(st, <-k.errStream(id)) }() // not in spdystream's worker, which the error stream may queue behind
+	})
+	s, err := newSession(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); sc.Close() })
+	return k, s
+}
+
+func dialOn(t *testing.T, s *session) *Conn {
+	t.Helper()
+	d := &Dialer{Namespace: "ns", Pod: "pod"}
+	c, err := d.open(s, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*Conn)
+}
+
+// echo copies what comes to what goes and ends with FIN.
+func echo(data, _ *spdystream.Stream) {
+	io.Copy(data, data)
+	data.Close()
+}
+
+func TestSessionEchoBothWaysWithHalfClose(t *testing.T) {
+	_, s := startKubelet(t, echo)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := dialOn(t, s)
+			payload := make([]byte, 1<<20+i*4097) // frames of every size, the last one short
+			rand.New(rand.NewSource(int64(i))).Read(payload)
+			go func() {
+				c.Write(payload)
+				c.CloseWrite()
+			}()
+			var got bytes.Buffer
+			if i%2 == 0 {
+				_, err := c.WriteTo(&got)
+				if err != nil {
+					t.Error(err)
+				}
+			} else if _, err := io.Copy(&got, struct{ io.Reader }{c}); err != nil { // Read only
+				t.Error(err)
+			}
+			if sha256.Sum256(got.Bytes()) != sha256.Sum256(payload) {
+				t.Errorf("stream %d: %d bytes back of %d, or different ones", i, got.Len(), len(payload))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestSessionRefusedStream(t *testing.T) {
+	k, s := startKubelet(t, echo)
+	k.refus = true
+	d := &Dialer{Namespace: "ns", Pod: "pod"}
+	if _, err := d.open(s, 8080); !errors.Is(err, errStreamReset) {
+		t.Fatalf("open on a refusing kubelet: %v, want %v", err, errStreamReset)
+	}
+	if !s.alive() {
+		t.Fatal("a refused stream ended the session")
+	}
+}
+
+func TestSessionKubeletMessage(t *testing.T) {
+	_, s := startKubelet(t, func(data, errs *spdystream.Stream) {
+		errs.Write([]byte("failed to connect to localhost:8080 inside namespace: connection refused"))
+		errs.Close()
+		data.Close()
+	})
+	c := dialOn(t, s)
+	_, err := c.Read(make([]byte, 10))
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("Read: %v, want the kubelet's message", err)
+	}
+}
+
+// A tunnel that drops mid-transfer must not look like a transfer that ended.
+func TestSessionEndIsNotEOF(t *testing.T) {
+	k, s := startKubelet(t, func(data, _ *spdystream.Stream) {
+		data.Write(make([]byte, 100000))
+	})
+	c := dialOn(t, s)
+	if _, err := io.ReadFull(c, make([]byte, 100000)); err != nil {
+		t.Fatal(err)
+	}
+	k.conn.Close() // spdystream sends GOAWAY and closes
+	s.conn.Close()
+	_, err := io.Copy(io.Discard, c)
+	if err == nil {
+		t.Fatal("a dropped tunnel read as a clean end of stream")
+	}
+	if s.alive() {
+		t.Fatal("session alive after its connection closed")
+	}
+	d := &Dialer{Namespace: "ns", Pod: "pod"}
+	if _, err := d.open(s, 8080); err == nil {
+		t.Fatal("a stream opened on a dead session")
+	}
+}
+
+func TestSessionAnswersServerPing(t *testing.T) {
+	k, _ := startKubelet(t, echo)
+	done := make(chan error, 1)
+	go func() { _, err := k.conn.Ping(); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer to the server's ping")
+	}
+}
+
+// A reader that stops holds its stream's frames, up to streamBuffer, and then the session;
+// Close releases them.
+func TestSessionCloseReleasesAStalledReader(t *testing.T) {
+	_, s := startKubelet(t, func(data, _ *spdystream.Stream) {
+		for range 4 * streamBuffer / maxDataFrame { // in frames of the kubelet's size
+			if _, err := data.Write(make([]byte, maxDataFrame)); err != nil {
+				return
+			}
+		}
+	})
+	c := dialOn(t, s)
+	time.Sleep(200 * time.Millisecond)
+	st := c.data.(*spdyStream)
+	st.mu.Lock()
+	queued := st.queued
+	st.mu.Unlock()
+	if queued <= 0 || queued > streamBuffer+maxDataFrame {
+		t.Fatalf("%d bytes queued for a stalled reader; want some, at most %d", queued, streamBuffer+maxDataFrame)
+	}
+	c.Close()
+	c2 := dialOn(t, s) // the read loop runs again: the new stream gets its data
+	if _, err := io.ReadFull(c2, make([]byte, 3*streamBuffer)); err != nil {
+		t.Fatal(err)
+	}
+}
