@@ -34,6 +34,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/dns"
 	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/netstack"
+	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
@@ -109,6 +110,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		// Go's default and keep the heap close to what is live (mostly TCP buffers).
 		debug.SetGCPercent(50)
 	}
+	pipe.OneProcessor()
 	c := &connector{cfg: cfg, admin: cfg.Admin}
 	c.dialer = &TunnelDialer{Agent: c.agent}
 	server := cfg.RESTConfig.Host

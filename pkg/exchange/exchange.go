@@ -20,6 +20,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
@@ -55,6 +56,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.Role == "" {
 		cfg.Role = wire.RoleExchange
 	}
+	pipe.OneProcessor()
 	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	t, err := Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
 	if err != nil {

@@ -54,6 +54,7 @@ func IsAddress(target string) bool {
 
 // Run forwards until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
+	pipe.OneProcessor()
 	if IsAddress(cfg.Target) {
 		return runAddress(ctx, cfg)
 	}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/exchange"
+	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
@@ -94,6 +95,7 @@ func ParseVersionMark(s string) (key, value string, err error) {
 
 // Run meshes until ctx ends.
 func Run(ctx context.Context, cfg Config) (err error) {
+	pipe.OneProcessor()
 	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	t, err := exchange.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
 	if err != nil {

@@ -5,6 +5,8 @@ package pipe
 import (
 	"io"
 	"net"
+	"os"
+	"runtime"
 	"sync"
 )
 
@@ -34,4 +36,15 @@ func Conns(a, b net.Conn) {
 	wg.Wait()
 	a.Close()
 	b.Close()
+}
+
+// OneProcessor runs the Go scheduler on one processor (GOMAXPROCS=1) unless the user set
+// GOMAXPROCS. A relay is a chain of hand-offs (tunnel reader, connection, TCP stack,
+// device writer): on one processor each is a goroutine switch, on several most are a
+// thread wake-up on another core. On one processor kt moved more data with a quarter less
+// CPU (docs/benchmarks.md), and it leaves the other cores to the user's IDE and build.
+func OneProcessor() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 }

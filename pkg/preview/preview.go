@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/wire"
@@ -41,6 +42,7 @@ type Config struct {
 
 // Run creates the Service and its shadow, serves until ctx ends, and removes both.
 func Run(ctx context.Context, cfg Config) (err error) {
+	pipe.OneProcessor()
 	if _, err := cfg.Client.CoreV1().Services(cfg.Namespace).Get(ctx, cfg.Name, metav1.GetOptions{}); err == nil {
 		return fmt.Errorf("service %s/%s already exists; choose another name for the preview", cfg.Namespace, cfg.Name)
 	} else if !apierrors.IsNotFound(err) {
