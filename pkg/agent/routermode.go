@@ -16,7 +16,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubectl-kt/kt/pkg/agent/router"
-	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -36,7 +35,6 @@ type RouterConfig struct {
 
 // RunRouter routes the Service's traffic until the last developer is gone.
 func RunRouter(ctx context.Context, cfg RouterConfig) error {
-	pipe.OneProcessor()
 	ns, name, ok := strings.Cut(cfg.Service, "/")
 	if !ok {
 		return fmt.Errorf("--service %q: want namespace/name", cfg.Service)
