@@ -478,15 +478,18 @@ func (st *spdyStream) wait() error {
 	return nil
 }
 
-// take removes the first queued frame's unread part.
-func (st *spdyStream) take() (*[]byte, []byte) {
-	bp := st.q[0]
-	b := (*bp)[st.off:]
-	st.q[0] = nil
-	st.q = st.q[1:]
-	st.off = 0
-	st.queued -= len(b)
-	return bp, b
+// consume marks n more bytes of the first queued frame read. Once the frame is read to its
+// end it leaves the queue and is returned, for the caller to put back in the pool.
+func (st *spdyStream) consume(n int) (done *[]byte) {
+	st.off += n
+	st.queued -= n
+	if bp := st.q[0]; st.off == len(*bp) {
+		st.q[0] = nil
+		st.q = st.q[1:]
+		st.off = 0
+		return bp
+	}
+	return nil
 }
 
 func (st *spdyStream) Read(p []byte) (int, error) {
@@ -494,14 +497,7 @@ func (st *spdyStream) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n := copy(p, (*st.q[0])[st.off:])
-	st.off += n
-	st.queued -= n
-	if st.off == len(*st.q[0]) {
-		putFrame(st.q[0])
-		st.q[0] = nil
-		st.q = st.q[1:]
-		st.off = 0
-	}
+	putFrame(st.consume(n))
 	st.mu.Unlock()
 	signal(st.space)
 	return n, nil
@@ -517,7 +513,8 @@ func (st *spdyStream) WriteTo(w io.Writer) (int64, error) {
 			}
 			return total, err
 		}
-		bp, b := st.take()
+		b := (*st.q[0])[st.off:]
+		bp := st.consume(len(b))
 		st.mu.Unlock()
 		signal(st.space)
 		n, err := w.Write(b)
