@@ -105,6 +105,9 @@ func (s *session) Close() error {
 }
 
 func (s *session) fail(err error) {
+	if err == io.EOF {
+		err = errSessionClosed // a transfer cut short must not look complete
+	}
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
@@ -116,11 +119,8 @@ func (s *session) fail(err error) {
 	close(s.done)
 	s.mu.Unlock()
 	s.conn.Close()
-	if err == io.EOF {
-		err = errSessionClosed
-	}
 	for _, st := range streams {
-		st.remoteEnd(err) // a transfer cut short must not look complete
+		st.remoteEnd(err)
 	}
 }
 
@@ -143,14 +143,9 @@ func (s *session) open(port uint16, requestID string) (stream, stream, error) {
 		s.wmu.Unlock()
 		return nil, nil, err
 	}
-	s.wbuf.Reset()
-	err := s.framer.WriteFrame(&spdy.SynStreamFrame{StreamId: spdy.StreamId(errs.id), Headers: h, CFHeader: spdy.ControlFrameHeader{Flags: spdy.ControlFlagFin}})
-	if err == nil {
-		err = s.framer.WriteFrame(&spdy.SynStreamFrame{StreamId: spdy.StreamId(data.id), Headers: hd})
-	}
-	if err == nil {
-		_, err = s.conn.Write(s.wbuf.Bytes())
-	}
+	err := s.writeControlLocked(
+		&spdy.SynStreamFrame{StreamId: spdy.StreamId(errs.id), Headers: h, CFHeader: spdy.ControlFrameHeader{Flags: spdy.ControlFlagFin}},
+		&spdy.SynStreamFrame{StreamId: spdy.StreamId(data.id), Headers: hd})
 	s.wmu.Unlock()
 	if err != nil {
 		s.fail(err)
@@ -250,9 +245,16 @@ func putDataHeader(b []byte, id uint32, flags byte, n int) {
 func (s *session) writeControl(f spdy.Frame) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	return s.writeControlLocked(f)
+}
+
+// writeControlLocked sends control frames in one write; s.wmu is held.
+func (s *session) writeControlLocked(fs ...spdy.Frame) error {
 	s.wbuf.Reset()
-	if err := s.framer.WriteFrame(f); err != nil {
-		return err
+	for _, f := range fs {
+		if err := s.framer.WriteFrame(f); err != nil {
+			return err
+		}
 	}
 	_, err := s.conn.Write(s.wbuf.Bytes())
 	return err
