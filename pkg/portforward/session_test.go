@@ -21,6 +21,7 @@ import (
 // container runtime's port-forward servers use, pairing each data stream with its error
 // stream by request id. serve gets the pair once both have arrived.
 type kubelet struct {
+	raw   net.Conn
 	conn  *spdystream.Connection
 	mu    sync.Mutex
 	errs  map[string]chan *spdystream.Stream
@@ -57,7 +58,7 @@ func startKubelet(t *testing.T, serve func(data, errs *spdystream.Stream)) (*kub
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := &kubelet{conn: sc, errs: map[string]chan *spdystream.Stream{}}
+	k := &kubelet{raw: server, conn: sc, errs: map[string]chan *spdystream.Stream{}}
 	go sc.Serve(func(st *spdystream.Stream) {
 		h := st.Headers()
 		id := h.Get(corev1.PortForwardRequestIDHeader)
@@ -154,27 +155,34 @@ func TestSessionKubeletMessage(t *testing.T) {
 	}
 }
 
-// A tunnel that drops mid-transfer must not look like a transfer that ended.
+// A tunnel that drops mid-transfer must not look like a transfer that ended: neither when
+// the server says GOAWAY nor when its connection just ends between two frames.
 func TestSessionEndIsNotEOF(t *testing.T) {
-	k, s := startKubelet(t, func(data, _ *spdystream.Stream) {
-		data.Write(make([]byte, 100000))
-	})
-	c := dialOn(t, s)
-	if _, err := io.ReadFull(c, make([]byte, 100000)); err != nil {
-		t.Fatal(err)
-	}
-	k.conn.Close() // spdystream sends GOAWAY and closes
-	s.conn.Close()
-	_, err := io.Copy(io.Discard, c)
-	if err == nil {
-		t.Fatal("a dropped tunnel read as a clean end of stream")
-	}
-	if s.alive() {
-		t.Fatal("session alive after its connection closed")
-	}
-	d := &Dialer{Namespace: "ns", Pod: "pod"}
-	if _, err := d.open(s, 8080); err == nil {
-		t.Fatal("a stream opened on a dead session")
+	for name, drop := range map[string]func(*kubelet, *session){
+		"goaway":    func(k *kubelet, s *session) { k.conn.Close(); s.conn.Close() },
+		"tcp close": func(k *kubelet, _ *session) { k.raw.Close() },
+	} {
+		t.Run(name, func(t *testing.T) {
+			k, s := startKubelet(t, func(data, _ *spdystream.Stream) {
+				data.Write(make([]byte, 100000))
+			})
+			c := dialOn(t, s)
+			if _, err := io.ReadFull(c, make([]byte, 100000)); err != nil {
+				t.Fatal(err)
+			}
+			drop(k, s)
+			_, err := io.Copy(io.Discard, c)
+			if err == nil {
+				t.Fatal("a dropped tunnel read as a clean end of stream")
+			}
+			if s.alive() {
+				t.Fatal("session alive after its connection closed")
+			}
+			d := &Dialer{Namespace: "ns", Pod: "pod"}
+			if _, err := d.open(s, 8080); err == nil {
+				t.Fatal("a stream opened on a dead session")
+			}
+		})
 	}
 }
 
