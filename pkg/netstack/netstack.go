@@ -43,6 +43,31 @@ type Device interface {
 	Close() error
 }
 
+// OffloadDevice is a Device that also takes a TCP packet of up to OffloadMaxSize bytes whole,
+// leaving its segmentation and its checksum to the kernel (Linux's TUN with virtio-net
+// headers, pkg/tun). The stack then sends large packets with only the pseudo-header sum in
+// their checksum, and writes each straight from its buffers: no copy into a batch, no
+// coalescing by the device, no checksum over the payload.
+type OffloadDevice interface {
+	Device
+	// Offload reports whether WriteOffload works on this device.
+	Offload() bool
+	OffloadMaxSize() int
+	// WriteOffload writes one IP packet in pieces. A TCP payload longer than mss (0: none)
+	// is cut into segments; csumOffset (0: none) asks for the checksum at csumStart+csumOffset
+	// to be completed.
+	WriteOffload(pkt [][]byte, ipv6 bool, hdrLen, mss, csumStart, csumOffset uint16) error
+}
+
+// gsoEndpoint is the channel endpoint with the host's segmentation offload, up to max bytes.
+type gsoEndpoint struct {
+	*channel.Endpoint
+	max uint32
+}
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (e *gsoEndpoint) GSOMaxSize() uint32 { return e.max }
+
 // Dialer carries the flows on.
 type Dialer interface {
 	// DialTCP connects to dst. An error makes the stack reset the client's connection.
@@ -68,6 +93,7 @@ type Options struct {
 type Stack struct {
 	opts   Options
 	dev    Device
+	off    OffloadDevice // dev, when it takes whole TCP packets
 	dialer Dialer
 	stack  *stack.Stack
 	ep     *channel.Endpoint
@@ -106,7 +132,15 @@ func New(dev Device, d Dialer, opts Options) (*Stack, error) {
 	ep := channel.New(512, uint32(opts.MTU), "")
 	// Packets come from the local kernel: their checksums need no second check.
 	ep.LinkEPCapabilities |= stack.CapabilityRXChecksumOffload
-	if err := st.CreateNIC(nicID, ep); err != nil {
+	var link stack.LinkEndpoint = ep
+	off, _ := dev.(OffloadDevice)
+	if off != nil && off.Offload() {
+		ep.SupportedGSOKind = stack.HostGSOSupported
+		link = &gsoEndpoint{Endpoint: ep, max: uint32(off.OffloadMaxSize())}
+	} else {
+		off = nil
+	}
+	if err := st.CreateNIC(nicID, link); err != nil {
 		return nil, fmt.Errorf("create NIC: %s", err)
 	}
 	// Accept packets for any address and answer from it: the stack stands in for the cluster.
@@ -129,7 +163,7 @@ func New(dev Device, d Dialer, opts Options) (*Stack, error) {
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &mod)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Stack{opts: opts, dev: dev, dialer: d, stack: st, ep: ep, ctx: ctx, cancel: cancel, conns: map[io.Closer]struct{}{}}
+	s := &Stack{opts: opts, dev: dev, off: off, dialer: d, stack: st, ep: ep, ctx: ctx, cancel: cancel, conns: map[io.Closer]struct{}{}}
 	tcpFwd := tcp.NewForwarder(st, 0, 4096, s.handleTCP)
 	st.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
 	udpFwd := udp.NewForwarder(st, s.handleUDP)
@@ -193,6 +227,10 @@ func isClosedFile(err error) bool { return errors.Is(err, os.ErrClosed) }
 // outbound moves packets from the stack to the device, in batches.
 func (s *Stack) outbound() {
 	defer s.wg.Done()
+	if s.off != nil {
+		s.outboundOffload()
+		return
+	}
 	batch := min(max(s.dev.BatchSize(), 1), 64)
 	bufs := make([][]byte, 0, batch)
 	store := make([][]byte, batch)
@@ -219,6 +257,33 @@ func (s *Stack) outbound() {
 			pkt = s.ep.Read()
 		}
 		if _, err := s.dev.Write(bufs, s.opts.Offset); err != nil && s.ctx.Err() == nil {
+			klog.V(4).InfoS("netstack: device write", "err", err)
+		}
+	}
+}
+
+// outboundOffload writes each packet from the stack's own buffers, segmentation and
+// checksum left to the device.
+func (s *Stack) outboundOffload() {
+	for {
+		pkt := s.ep.ReadContext(s.ctx)
+		if pkt == nil {
+			return
+		}
+		g := pkt.GSOOptions
+		var hdrLen, mss, csumStart, csumOffset uint16
+		if g.Type == stack.GSOTCPv4 || g.Type == stack.GSOTCPv6 {
+			hdrLen = uint16(pkt.HeaderSize())
+			if pkt.Data().Size() > int(g.MSS) {
+				mss = g.MSS
+			}
+			if g.NeedsCsum {
+				csumStart, csumOffset = g.L3HdrLen, g.CsumOffset
+			}
+		}
+		err := s.off.WriteOffload(pkt.AsSlices(), pkt.NetworkProtocolNumber == header.IPv6ProtocolNumber, hdrLen, mss, csumStart, csumOffset)
+		pkt.DecRef()
+		if err != nil && s.ctx.Err() == nil {
 			klog.V(4).InfoS("netstack: device write", "err", err)
 		}
 	}

@@ -4,6 +4,7 @@ package tun
 
 import (
 	"net/netip"
+	"syscall"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
@@ -12,6 +13,7 @@ import (
 type Device struct {
 	wgtun.Device
 	name string
+	raw  syscall.RawConn // the device file, for writes that bypass wireguard-go (Linux)
 }
 
 // Name is the interface name.

@@ -42,7 +42,15 @@ func Create(name string, mtu int) (*Device, error) {
 		dev.Close()
 		return nil, fmt.Errorf("bring up %s: %w", real, err)
 	}
-	return &Device{Device: dev, name: real}, nil
+	return newDevice(dev, real), nil
+}
+
+func newDevice(dev wgtun.Device, name string) *Device {
+	d := &Device{Device: dev, name: name}
+	if raw, err := dev.File().SyscallConn(); err == nil {
+		d.raw = raw
+	}
+	return d
 }
 
 // File is the device's file, to hand to another process (see FromFile).
@@ -61,7 +69,7 @@ func FromFile(f *os.File) (*Device, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("TUN device from the helper: %w", err)
 	}
-	return &Device{Device: dev, name: name}, nil
+	return newDevice(dev, name), nil
 }
 
 // AddRoutes routes each prefix into the device.

@@ -1,0 +1,64 @@
+package tun
+
+import (
+	"encoding/binary"
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
+
+// virtio-net header values (linux/virtio_net.h) for a packet written to a TUN device that
+// has IFF_VNET_HDR, as wireguard-go sets it up when the kernel offers TCP offloads.
+const (
+	vnetHdrLen        = 10
+	vnetFlagNeedsCsum = 1
+	vnetGSOTCPv4      = 1
+	vnetGSOTCPv6      = 4
+	maxOffloadIOVecs  = 16
+	offloadMaxPacket  = 65535
+)
+
+// Offload reports whether WriteOffload works: wireguard-go batches (and so has virtio-net
+// headers on the device) only when the kernel granted TCP segmentation offload.
+func (d *Device) Offload() bool { return d.Device.BatchSize() > 1 }
+
+// OffloadMaxSize is the largest packet WriteOffload takes: an IPv4 packet's length field.
+func (d *Device) OffloadMaxSize() int { return offloadMaxPacket }
+
+// WriteOffload writes one IP packet given as slices, with no copy: the kernel cuts a TCP
+// payload longer than mss into segments (mss 0: one packet) and completes a checksum whose
+// pseudo-header sum is in place at csumStart+csumOffset (csumOffset 0: the checksum is done).
+func (d *Device) WriteOffload(pkt [][]byte, ipv6 bool, hdrLen, mss, csumStart, csumOffset uint16) error {
+	var h [vnetHdrLen]byte
+	if csumOffset != 0 {
+		h[0] = vnetFlagNeedsCsum
+		binary.LittleEndian.PutUint16(h[6:], csumStart)
+		binary.LittleEndian.PutUint16(h[8:], csumOffset)
+	}
+	if mss != 0 {
+		h[1] = vnetGSOTCPv4
+		if ipv6 {
+			h[1] = vnetGSOTCPv6
+		}
+		binary.LittleEndian.PutUint16(h[2:], hdrLen)
+		binary.LittleEndian.PutUint16(h[4:], mss)
+	}
+	if len(pkt) >= maxOffloadIOVecs {
+		return errors.New("packet in too many pieces")
+	}
+	var iov [maxOffloadIOVecs][]byte
+	iov[0] = h[:]
+	n := 1 + copy(iov[1:], pkt)
+	if d.raw == nil {
+		return errors.New("no TUN file")
+	}
+	var werr error
+	err := d.raw.Write(func(fd uintptr) bool {
+		_, werr = unix.Writev(int(fd), iov[:n])
+		return werr != unix.EAGAIN
+	})
+	if err != nil {
+		return err
+	}
+	return werr
+}
