@@ -58,6 +58,13 @@ var (
 
 var framePool = sync.Pool{New: func() any { b := make([]byte, maxDataFrame); return &b }}
 
+// maxWriteFrame bounds the frames kt sends. It is larger than the kubelet's: a mux frame
+// (64 KiB and its header) then goes out as one data frame, not as two full ones and a
+// 25-byte third, each of which every hop (API server, kubelet, runtime) handles on its own.
+const maxWriteFrame = 64<<10 + 64
+
+var writePool = sync.Pool{New: func() any { b := make([]byte, frameHeaderLen+maxWriteFrame); return &b }}
+
 func newSession(conn net.Conn) (*session, error) {
 	s := &session{
 		conn:    conn,
@@ -207,10 +214,10 @@ func (s *session) closedErr() error {
 	return s.err
 }
 
-// writeData sends p on stream id in frames of at most maxDataFrame, each in one write.
+// writeData sends p on stream id in frames of at most maxWriteFrame, each in one write.
 func (s *session) writeData(id uint32, p []byte, fin bool) (int, error) {
-	bp := framePool.Get().(*[]byte)
-	defer framePool.Put(bp)
+	bp := writePool.Get().(*[]byte)
+	defer writePool.Put(bp)
 	buf := (*bp)[:cap(*bp)]
 	n := 0
 	for {
