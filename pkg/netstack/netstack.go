@@ -43,16 +43,20 @@ type Device interface {
 	Close() error
 }
 
-// OffloadDevice is a Device that also takes a TCP packet of up to OffloadMaxSize bytes whole,
-// leaving its segmentation and its checksum to the kernel (Linux's TUN with virtio-net
+// OffloadDevice is a Device that also passes TCP packets of up to OffloadMaxSize bytes whole
+// both ways, their segmentation and checksums left to the kernel (Linux's TUN with virtio-net
 // headers, pkg/tun). The stack then sends large packets with only the pseudo-header sum in
-// their checksum, and writes each straight from its buffers: no copy into a batch, no
-// coalescing by the device, no checksum over the payload.
+// their checksum, written straight from its buffers (no copy into a batch, no coalescing by
+// the device, no checksum over the payload), and takes the kernel's large packets as they
+// are instead of cut to the MTU and summed by the device.
 type OffloadDevice interface {
 	Device
-	// Offload reports whether WriteOffload works on this device.
+	// Offload reports whether ReadOffload and WriteOffload work on this device.
 	Offload() bool
 	OffloadMaxSize() int
+	// ReadOffload reads one IP packet into buf (OffloadMaxSize bytes and a little more) and
+	// returns the part of buf that holds it; a TCP checksum may be partial.
+	ReadOffload(buf []byte) ([]byte, error)
 	// WriteOffload writes one IP packet in pieces. A TCP payload longer than mss (0: none)
 	// is cut into segments; csumOffset (0: none) asks for the checksum at csumStart+csumOffset
 	// to be completed.
@@ -185,6 +189,10 @@ func (s *Stack) Stats() Stats {
 // inbound moves packets from the device into the stack.
 func (s *Stack) inbound() {
 	defer s.wg.Done()
+	if s.off != nil {
+		s.inboundOffload()
+		return
+	}
 	batch := min(max(s.dev.BatchSize(), 1), 64)
 	bufs := make([][]byte, batch)
 	for i := range bufs {
@@ -195,31 +203,52 @@ func (s *Stack) inbound() {
 		n, err := s.dev.Read(bufs, sizes, s.opts.Offset)
 		for i := 0; i < n; i++ {
 			pkt := bufs[i][s.opts.Offset : s.opts.Offset+sizes[i]]
-			if len(pkt) == 0 {
-				continue
-			}
-			var proto tcpip.NetworkProtocolNumber
-			switch pkt[0] >> 4 {
-			case 4:
-				proto = header.IPv4ProtocolNumber
-			case 6:
-				proto = header.IPv6ProtocolNumber
-			default:
-				continue
-			}
-			pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-			s.ep.InjectInbound(proto, pb)
-			pb.DecRef()
+			s.inject(pkt)
 		}
-		if err != nil {
-			if s.ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				klog.V(1).InfoS("netstack: device read", "err", err)
-			}
-			if s.ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isClosedFile(err) {
-				return
-			}
+		if err != nil && s.readFailed(err) {
+			return
 		}
 	}
+}
+
+// inboundOffload moves packets from the device into the stack, large TCP ones whole.
+func (s *Stack) inboundOffload() {
+	buf := make([]byte, s.off.OffloadMaxSize()+64)
+	for {
+		pkt, err := s.off.ReadOffload(buf)
+		if err != nil {
+			s.readFailed(err) // a closed device, or one that went away
+			return
+		}
+		s.inject(pkt)
+	}
+}
+
+// inject hands one packet from the device to the stack, which copies it.
+func (s *Stack) inject(pkt []byte) {
+	if len(pkt) == 0 {
+		return
+	}
+	var proto tcpip.NetworkProtocolNumber
+	switch pkt[0] >> 4 {
+	case 4:
+		proto = header.IPv4ProtocolNumber
+	case 6:
+		proto = header.IPv6ProtocolNumber
+	default:
+		return
+	}
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	s.ep.InjectInbound(proto, pb)
+	pb.DecRef()
+}
+
+// readFailed logs a device read error and reports whether the device is gone.
+func (s *Stack) readFailed(err error) bool {
+	if s.ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+		klog.V(1).InfoS("netstack: device read", "err", err)
+	}
+	return s.ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isClosedFile(err)
 }
 
 func isClosedFile(err error) bool { return errors.Is(err, os.ErrClosed) }

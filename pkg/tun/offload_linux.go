@@ -3,6 +3,7 @@ package tun
 import (
 	"encoding/binary"
 	"errors"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,15 +15,17 @@ const (
 	vnetFlagNeedsCsum = 1
 	vnetGSOTCPv4      = 1
 	vnetGSOTCPv6      = 4
+	vnetGSOECN        = 0x80
 	maxOffloadIOVecs  = 16
 	offloadMaxPacket  = 65535
 )
 
 // Offload reports whether WriteOffload works: wireguard-go batches (and so has virtio-net
 // headers on the device) only when the kernel granted TCP segmentation offload.
-func (d *Device) Offload() bool { return d.Device.BatchSize() > 1 }
+func (d *Device) Offload() bool { return d.raw != nil && d.Device.BatchSize() > 1 }
 
-// OffloadMaxSize is the largest packet WriteOffload takes: an IPv4 packet's length field.
+// OffloadMaxSize is the largest packet WriteOffload takes and ReadOffload returns: an IPv4
+// packet's length field.
 func (d *Device) OffloadMaxSize() int { return offloadMaxPacket }
 
 // WriteOffload writes one IP packet given as slices, with no copy: the kernel cuts a TCP
@@ -61,4 +64,53 @@ func (d *Device) WriteOffload(pkt [][]byte, ipv6 bool, hdrLen, mss, csumStart, c
 		return err
 	}
 	return werr
+}
+
+// ReadOffload reads one packet into buf, which holds OffloadMaxSize bytes and a little more,
+// and returns the part of buf that holds it. A TCP packet comes whole, as the kernel's
+// segmentation offload made it (up to 64 KiB, a multiple of the peer's MSS, its checksum
+// possibly partial), not cut to the MTU.
+func (d *Device) ReadOffload(buf []byte) ([]byte, error) {
+	if d.raw == nil {
+		return nil, errors.New("no TUN file")
+	}
+	for {
+		var n int
+		var rerr error
+		err := d.raw.Read(func(fd uintptr) bool {
+			n, rerr = unix.Read(int(fd), buf)
+			return rerr != unix.EAGAIN
+		})
+		if err != nil {
+			return nil, os.ErrClosed // the file is closing
+		}
+		if rerr == unix.EINTR {
+			continue
+		}
+		if rerr != nil {
+			return nil, rerr
+		}
+		if n <= vnetHdrLen {
+			continue
+		}
+		switch buf[1] &^ vnetGSOECN {
+		case 0, vnetGSOTCPv4, vnetGSOTCPv6:
+			return buf[vnetHdrLen:n], nil
+		}
+		// Nothing else is offered to the kernel (see takeOffloads); drop what cannot be read.
+	}
+}
+
+// takeOffloads limits the kernel's offloads to TCP's: wireguard-go also asks for UDP
+// segmentation where the kernel has it, and a UDP packet that carries several datagrams
+// must not reach a stack that reads one.
+func (d *Device) takeOffloads() error {
+	var err error
+	cerr := d.raw.Control(func(fd uintptr) {
+		err = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	return err
 }

@@ -14,3 +14,8 @@ func (d *Device) OffloadMaxSize() int { return 0 }
 func (d *Device) WriteOffload(pkt [][]byte, ipv6 bool, hdrLen, mss, csumStart, csumOffset uint16) error {
 	return errors.New("TUN offload is not supported here")
 }
+
+// ReadOffload is Linux's.
+func (d *Device) ReadOffload(buf []byte) ([]byte, error) {
+	return nil, errors.New("TUN offload is not supported here")
+}

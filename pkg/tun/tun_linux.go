@@ -49,6 +49,9 @@ func newDevice(dev wgtun.Device, name string) *Device {
 	d := &Device{Device: dev, name: name}
 	if raw, err := dev.File().SyscallConn(); err == nil {
 		d.raw = raw
+		if d.Offload() && d.takeOffloads() != nil {
+			d.raw = nil // wireguard-go's own reads and writes, then
+		}
 	}
 	return d
 }
