@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"syscall"
@@ -94,45 +95,78 @@ func (f *Flows) serveFlow(token [wire.TokenLen]byte, st *mux.Stream) {
 	}()
 
 	up := make(chan struct{})
+	own := make(chan net.Conn, 1) // the flow's own stream, once download has read the go-ahead
+	failed := make(chan struct{})
+	var upOwn net.Conn // own, if the upload took it; closed once both directions are done
 	go func() {
 		defer close(up)
-		if _, err := io.Copy(target, st); err == nil {
+		_, err := io.Copy(target, st)
+		if errors.Is(err, mux.ErrMoved) {
+			// The client sends the rest on the flow's own stream, after the go-ahead.
+			select {
+			case upOwn = <-own:
+				_, err = io.Copy(target, upOwn)
+			case <-failed:
+				return
+			}
+		}
+		if err == nil {
 			target.CloseWrite()
 		}
 	}()
-	if download(st, target, move) == nil {
-		<-up // wait for the client's end; on an error the deferred closes end that direction too
+	if download(st, target, move, own) != nil {
+		close(failed) // download closed own, if it got that far; the deferred closes end the rest
+		return
+	}
+	<-up // wait for the client's end
+	if upOwn != nil {
+		upOwn.Close()
+	}
+	select {
+	case c := <-own: // moved, and the upload ended on the mux stream
+		c.Close()
+	default:
 	}
 }
 
 // download copies the target's data to the client: on the mux stream, until the client sends a
-// stream of the flow's own, then there, where the kernel splices it.
-func download(st *mux.Stream, target *net.TCPConn, move <-chan net.Conn) error {
+// stream of the flow's own, then there, where the kernel splices it. It hands that stream to
+// the upload through own once the client's go-ahead is read from it.
+func download(st *mux.Stream, target *net.TCPConn, move <-chan net.Conn, own chan<- net.Conn) error {
+	// A move must not wait for the target to send: an upload's target may send nothing until
+	// it is over. The read in progress is cut short with a deadline in the past, set before the
+	// stream is handed on, so that the loop below clears it after the last time it is set.
+	moved := make(chan net.Conn, 1)
+	stop, watched := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case c := <-move:
+			target.SetReadDeadline(time.Unix(1, 0))
+			moved <- c
+		case <-stop:
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-watched
+		select {
+		case c := <-moved: // came as the download ended
+			c.Close()
+		default:
+		}
+	}()
 	buf := make([]byte, 64<<10)
 	for {
 		select {
-		case c := <-move:
-			defer c.Close()
-			if err := st.Move(); err != nil {
-				return err
-			}
-			// Nothing goes on the new stream before the client read the mux stream to its end
-			// and says so: the port-forward connection would hold the new stream's data, and
-			// the mux stream's behind it, until someone read it.
-			var goByte [1]byte
-			if _, err := io.ReadFull(c, goByte[:]); err != nil {
-				return err
-			}
-			if _, err := io.Copy(c, target); err != nil {
-				return err
-			}
-			if cw, ok := c.(interface{ CloseWrite() error }); ok {
-				return cw.CloseWrite()
-			}
-			return nil
+		case c := <-moved:
+			return moveDownload(st, target, c, own)
 		default:
 		}
 		n, err := target.Read(buf)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return moveDownload(st, target, <-moved, own)
+		}
 		if n > 0 {
 			if _, werr := st.Write(buf[:n]); werr != nil {
 				return werr
@@ -145,6 +179,36 @@ func download(st *mux.Stream, target *net.TCPConn, move <-chan net.Conn) error {
 			return err
 		}
 	}
+}
+
+// moveDownload ends the download on the mux stream and sends the rest on c. On success c
+// stays open for the upload; serveFlow closes it when both directions are done.
+func moveDownload(st *mux.Stream, target *net.TCPConn, c net.Conn, own chan<- net.Conn) (err error) {
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	target.SetReadDeadline(time.Time{})
+	if err := st.Move(); err != nil {
+		return err
+	}
+	// Nothing goes on the new stream before the client read the mux stream to its end and
+	// says so: the port-forward connection would hold the new stream's data, and the mux
+	// stream's behind it, until someone read it.
+	var goByte [1]byte
+	if _, err := io.ReadFull(c, goByte[:]); err != nil {
+		return err
+	}
+	own <- c
+	if _, err := io.Copy(c, target); err != nil {
+		return err
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	c.Close() // no half-close: the end of the download ends the stream
+	return nil
 }
 
 // SOCKS5 reply codes.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kubectl-kt/kt/pkg/mux"
@@ -123,7 +124,7 @@ func (d *TunnelDialer) socks(ctx context.Context, hostport string) (net.Conn, er
 		if err == nil {
 			err = socksConnect(ctx, st, hostport)
 			if err == nil {
-				return &flow{Stream: st, session: s}, nil
+				return newFlow(st, s), nil
 			}
 			st.Close()
 		}
@@ -135,22 +136,45 @@ func (d *TunnelDialer) socks(ctx context.Context, hostport string) (net.Conn, er
 	}
 }
 
-// flow is a TCP flow through the agent: a mux stream, and after wire.MoveAfter bytes received,
-// for the rest of what it receives, a port-forward stream of its own.
+// flow is a TCP flow through the agent: a mux stream, and once wire.MoveAfter bytes went
+// either way, a port-forward stream of its own for the rest, each way (see wire/flows.go).
 type flow struct {
 	*mux.Stream
 	session *muxSession
 
+	asked atomic.Bool   // the move was asked for
+	ready chan struct{} // closed when own is set or the move failed
+
 	// Read's own
 	received int64
-	asked    bool // the move was asked for
 	moved    bool // reads come from own
 
-	ready chan struct{} // made when the move is asked for, closed when own is set or failed
+	// Write's own
+	sent    int64
+	upMoved bool // writes go to own
+
+	goSent atomic.Bool // Read sent the go-ahead on own: Write may move too
 
 	mu     sync.Mutex
 	own    net.Conn // the flow's own stream
 	closed bool
+}
+
+func newFlow(st *mux.Stream, s *muxSession) *flow {
+	return &flow{Stream: st, session: s, ready: make(chan struct{})}
+}
+
+// ask asks for the move once, from whichever direction gets there first.
+func (f *flow) ask() {
+	if f.asked.CompareAndSwap(false, true) {
+		go f.move()
+	}
+}
+
+func (f *flow) ownStream() net.Conn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.own
 }
 
 func (f *flow) Read(p []byte) (int, error) {
@@ -159,21 +183,17 @@ func (f *flow) Read(p []byte) (int, error) {
 	}
 	n, err := f.Stream.Read(p)
 	f.received += int64(n)
-	if !f.asked && f.received >= wire.MoveAfter {
-		f.asked = true
-		f.ready = make(chan struct{})
-		go f.move()
+	if f.received >= wire.MoveAfter {
+		f.ask()
 	}
 	if !errors.Is(err, mux.ErrMoved) {
 		return n, err
 	}
-	if !f.asked {
+	if !f.asked.Load() {
 		return 0, errors.New("the agent moved a flow nobody asked it to move")
 	}
 	<-f.ready
-	f.mu.Lock()
-	own := f.own
-	f.mu.Unlock()
+	own := f.ownStream()
 	if own == nil {
 		return 0, errors.New("the agent moved the flow to a stream that failed")
 	}
@@ -181,7 +201,49 @@ func (f *flow) Read(p []byte) (int, error) {
 	if _, err := own.Write([]byte{1}); err != nil { // go on: see wire/flows.go
 		return 0, err
 	}
+	f.goSent.Store(true)
 	return own.Read(p)
+}
+
+// Write sends on the mux stream until the download has moved (the go-ahead is the first
+// thing on the flow's own stream), then ends the upload there with a Move frame and sends
+// the rest on the flow's own stream.
+func (f *flow) Write(p []byte) (int, error) {
+	if !f.upMoved && f.goSent.Load() {
+		if err := f.Stream.Move(); err != nil {
+			return 0, err
+		}
+		f.upMoved = true
+	}
+	if f.upMoved {
+		return f.ownStream().Write(p)
+	}
+	n, err := f.Stream.Write(p)
+	f.sent += int64(n)
+	if f.sent >= wire.MoveAfter {
+		f.ask()
+	}
+	return n, err
+}
+
+var uploadBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// ReadFrom sends what r yields through Write: the mux stream's own ReadFrom would not move.
+func (f *flow) ReadFrom(r io.Reader) (int64, error) {
+	bp := uploadBufs.Get().(*[]byte)
+	defer uploadBufs.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{f}, struct{ io.Reader }{r}, *bp)
+}
+
+// CloseWrite ends the upload where it goes.
+func (f *flow) CloseWrite() error {
+	if !f.upMoved {
+		return f.Stream.CloseWrite()
+	}
+	if cw, ok := f.ownStream().(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // move opens the flow's own stream and asks the agent to send the rest there.

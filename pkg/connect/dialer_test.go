@@ -18,33 +18,53 @@ import (
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
-// fakeAgent runs the agent's flow server on in-memory pipes, as the agent does at the end of
-// port-forward streams, and counts the streams opened to each port. kill closes every stream
-// opened so far.
+// fakeAgent runs the agent's flow server on loopback TCP connections, as the agent does at
+// the end of port-forward streams, and counts the streams opened to each port. kill closes
+// every stream opened so far.
 type fakeAgent struct {
-	flows *agent.Flows
-	dials atomic.Int32 // to the mux port
-	moves atomic.Int32 // to the move port
-	moved atomic.Int64 // bytes the agent sent on move-port streams
-	mu    sync.Mutex
-	conns []net.Conn
+	flows   *agent.Flows
+	l       net.Listener
+	dials   atomic.Int32 // to the mux port
+	moves   atomic.Int32 // to the move port
+	moved   atomic.Int64 // bytes the agent sent on move-port streams
+	movedUp atomic.Int64 // bytes the agent received on them
+	dialMu  sync.Mutex   // one dial and its accept at a time
+	mu      sync.Mutex
+	conns   []net.Conn
 }
 
 func newFakeAgent(t *testing.T) *fakeAgent {
-	return &fakeAgent{flows: agent.NewFlows()}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return &fakeAgent{flows: agent.NewFlows(), l: l}
 }
 
 func (a *fakeAgent) Dial(ctx context.Context, port uint16) (net.Conn, error) {
-	c, s := net.Pipe()
+	if port != wire.MuxPort && port != wire.MovePort {
+		return nil, fmt.Errorf("fake agent: port %d not served", port)
+	}
+	a.dialMu.Lock()
+	c, err := net.Dial("tcp", a.l.Addr().String())
+	if err != nil {
+		a.dialMu.Unlock()
+		return nil, err
+	}
+	s, err := a.l.Accept()
+	a.dialMu.Unlock()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
 	switch port {
 	case wire.MuxPort:
 		a.dials.Add(1)
 		go a.flows.ServeSession(s)
 	case wire.MovePort:
 		a.moves.Add(1)
-		go a.flows.ServeMove(&countingConn{Conn: s, n: &a.moved})
-	default:
-		return nil, fmt.Errorf("fake agent: port %d not served", port)
+		go a.flows.ServeMove(&countingConn{TCPConn: s.(*net.TCPConn), out: &a.moved, in: &a.movedUp})
 	}
 	a.mu.Lock()
 	a.conns = append(a.conns, c, s)
@@ -52,15 +72,31 @@ func (a *fakeAgent) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 	return c, nil
 }
 
+// countingConn counts what goes through a TCP connection, each way.
 type countingConn struct {
-	net.Conn
-	n *atomic.Int64
+	*net.TCPConn
+	out, in *atomic.Int64
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.n.Add(int64(n))
+	n, err := c.TCPConn.Write(p)
+	c.out.Add(int64(n))
 	return n, err
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.TCPConn.Read(p)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+// ReadFrom and WriteTo hide the TCP connection's own, which would bypass the counts.
+func (c *countingConn) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{c}, r)
+}
+
+func (c *countingConn) WriteTo(w io.Writer) (int64, error) {
+	return io.Copy(w, struct{ io.Reader }{c})
 }
 
 func (a *fakeAgent) kill() {
@@ -171,7 +207,7 @@ func TestDialerMovesLargeDownloadsToAStreamOfTheirOwn(t *testing.T) {
 	for _, tc := range []struct {
 		size  int
 		moves int32
-	}{{wire.MoveAfter / 2, 0}, {5 * wire.MoveAfter, 1}} {
+	}{{wire.MoveAfter / 2, 0}, {32 * wire.MoveAfter, 1}} { // large enough to outlast the move
 		dst, want := byteServer(t, tc.size)
 		before, movedBefore := agent.moves.Load(), agent.moved.Load()
 		c, err := d.DialTCP(context.Background(), dst)
@@ -201,20 +237,46 @@ func TestDialerCarriesALargeUploadAndTheHalfClose(t *testing.T) {
 		io.Copy(h, c)
 		c.Write(h.Sum(nil))
 	})
-	data := make([]byte, 3*wire.MoveAfter+777)
-	rand.Read(data)
-	c, err := d.DialTCP(context.Background(), dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	c.(interface{ CloseWrite() error }).CloseWrite()
-	got, err := io.ReadAll(c)
-	want := sha256.Sum256(data)
-	if err != nil || !bytes.Equal(got, want[:]) {
-		t.Fatalf("digest %x, err %v; want %x", got, err, want)
+	// The server sends nothing before the upload ends: the agent must move the flow without
+	// waiting for a download, and the rest of a large upload goes on the flow's own stream.
+	for _, size := range []int{wire.MoveAfter / 2, 32*wire.MoveAfter + 777} {
+		data := make([]byte, size)
+		rand.Read(data)
+		movedBefore := agent.movedUp.Load()
+		c, err := d.DialTCP(context.Background(), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type result struct {
+			b   []byte
+			err error
+		}
+		read := make(chan result, 1)
+		go func() { // reading all along, as the stack's relay does
+			b, err := io.ReadAll(c)
+			read <- result{b, err}
+		}()
+		for b := data; len(b) > 0; { // in the pieces a stack hands over
+			n := min(len(b), 16<<10)
+			if _, err := c.Write(b[:n]); err != nil {
+				t.Fatal(err)
+			}
+			b = b[n:]
+		}
+		c.(interface{ CloseWrite() error }).CloseWrite()
+		r := <-read
+		got, err := r.b, r.err
+		c.Close()
+		want := sha256.Sum256(data)
+		if err != nil || !bytes.Equal(got, want[:]) {
+			t.Fatalf("%d bytes: digest %x, err %v; want %x", size, got, err, want)
+		}
+		up := agent.movedUp.Load() - movedBefore
+		switch {
+		case size < wire.MoveAfter && up > 0:
+			t.Errorf("%d bytes: %d of them went on a stream of their own; a small upload stays on the mux", size, up)
+		case size > wire.MoveAfter && up < int64(size/2): // the move takes a few round trips
+			t.Errorf("%d bytes: only %d of them went on the flow's own stream", size, up)
+		}
 	}
 }

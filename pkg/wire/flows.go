@@ -7,12 +7,15 @@ package wire
 // greeting and CONNECT request, sent together; the agent answers both in one write.
 //
 // A mux stream costs the agent a copy that a port-forward stream of its own does not (there it
-// splices), so when a flow has received MoveAfter bytes the client opens a stream to MovePort
-// and sends the session's token and the flow's stream id (MoveRequest). The agent then ends the
-// flow's data on the mux stream with a Move frame; the client, having read up to it, sends one
-// byte on the new stream, and the agent sends the rest there. (Data sent on the new stream
-// before the client reads it would stall the whole port-forward connection, the mux stream
-// included.) Data from the client stays on the mux stream.
+// splices), so when a flow has received or sent MoveAfter bytes the client opens a stream to
+// MovePort and sends the session's token and the flow's stream id (MoveRequest). The agent
+// then ends the flow's data on the mux stream with a Move frame (cutting short a read from the
+// target in progress: an upload's target may send nothing until it is over); the client,
+// having read up to it, sends one byte on the new stream, and the agent sends the rest there.
+// (Data sent on the new stream before the client reads it would stall the whole port-forward
+// connection, the mux stream included.) Once that byte is sent the client ends its own data on
+// the mux stream with a Move frame too and sends the rest of it on the new stream, after the
+// byte; the agent reads the mux stream up to the Move, then the new stream.
 
 import (
 	"encoding/binary"
@@ -23,7 +26,8 @@ import (
 // TokenLen is the length of a mux session's token.
 const TokenLen = 16
 
-// MoveAfter is how many bytes a flow receives on its mux stream before the client moves it.
+// MoveAfter is how many bytes a flow receives, or sends, on its mux stream before the client
+// moves it.
 const MoveAfter = 128 << 10
 
 // MoveRequest is what the client sends first on a MovePort stream.
