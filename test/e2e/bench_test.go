@@ -155,6 +155,10 @@ func BenchmarkConnect(b *testing.B) {
 		}
 	}
 	s1, s0 := sideBySide(download(kt, single, "1"), download(pf, single, "1"), tput)
+	upload := func(base string) func() loadResult {
+		return func() loadResult { return laptopLoad(b, base+"/sink", "-n", "1", "-upload", fmt.Sprint(single)) }
+	}
+	u1, u0 := sideBySide(upload(kt), upload(pf), tput)
 	pid := p.cmd.Process.Pid
 	lifePeak := vmKiB(b, pid, "VmHWM")
 	resetPeakRSS(b, pid) // from here VmHWM is the peak under the 8-flow load
@@ -171,6 +175,7 @@ func BenchmarkConnect(b *testing.B) {
 
 	t := &table{title: "connect vs kubectl port-forward"}
 	t.add("single-flow download (512 MiB), MiB/s", f1(s1.MiBPerS), f1(s0.MiBPerS), f2(s1.MiBPerS/s0.MiBPerS), "≥ 1.0")
+	t.add("single-flow upload (512 MiB), MiB/s", f1(u1.MiBPerS), f1(u0.MiBPerS), f2(u1.MiBPerS/u0.MiBPerS), "")
 	t.add("8 parallel flows (8×128 MiB), MiB/s", f1(p8.MiBPerS), f1(p80.MiBPerS), f2(p8.MiBPerS/p80.MiBPerS), "≥ 1.0")
 	t.add("new-connection request p50, ms", f2(l1.P50), f2(l0.P50), f2(l1.P50/l0.P50), "≤ 1.2")
 	t.add("new-connection request p99, ms", f2(l1.P99), f2(l0.P99), f2(l1.P99/l0.P99), "≤ 1.2")
@@ -179,6 +184,7 @@ func BenchmarkConnect(b *testing.B) {
 	t.add("client RSS, peak of the whole run (startup included), MiB", f1(lifePeak/1024), "", "", "")
 	t.print(b)
 	b.ReportMetric(s1.MiBPerS/s0.MiBPerS, "single-flow-ratio")
+	b.ReportMetric(u1.MiBPerS/u0.MiBPerS, "upload-ratio")
 	b.ReportMetric(p8.MiBPerS/p80.MiBPerS, "8-flow-ratio")
 	b.ReportMetric(l1.P99/l0.P99, "p99-latency-ratio")
 }

@@ -165,6 +165,16 @@ func TestConnect(t *testing.T) {
 			t.Errorf("1 GiB download: sha256 %s, want %s\n%s", strings.Fields(r.Stdout + " x")[0], want, r.Stderr)
 		}
 	})
+	t.Run("256 MiB upload intact", func(t *testing.T) {
+		// a large upload moves to a stream of its own, while the server sends nothing back
+		r := laptop(t, "bash", "-o", "pipefail", "-c",
+			"f=$(mktemp) && head -c 268435456 /dev/urandom >$f && sha256sum <$f | cut -c1-64 &&"+
+				" curl -sS -m 240 -T $f -X POST 'http://web/sink?sum=1'; rc=$?; rm -f $f; exit $rc")
+		lines := strings.Fields(r.Stdout)
+		if r.Code != 0 || len(lines) != 3 || lines[1] != "268435456" || lines[2] != lines[0] {
+			t.Errorf("256 MiB upload: want the server to get every byte with our sha256, got %q\n%s", r.Stdout, r.Stderr)
+		}
+	})
 	t.Run("200 concurrent connections", func(t *testing.T) {
 		var urls []string
 		for i := 0; i < 200; i++ {

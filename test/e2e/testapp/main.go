@@ -1,18 +1,21 @@
-// Command testapp is the e2e tests' workload: an HTTP server (echo, sized downloads, streaming,
-// WebSocket echo), a UDP echo server, and a sleeper that client pods run as PID 1.
+// Command testapp is the e2e tests' workload: an HTTP server (echo, sized downloads, an upload
+// sink, streaming, WebSocket echo), a UDP echo server, and a sleeper that client pods run as
+// PID 1.
 //
 //	testapp serve [-http :8080[,:8081]] [-udp :9090] [-name NAME]   (HTTP and HTTPS on each port)
 //	testapp get [-H 'NAME: VALUE'] URL   (prints "tls=BOOL " and the body; certificates unchecked)
 //	testapp wsclient HOST:PORT [-H=NAME:VALUE]... MESSAGE...   (prints each echoed message)
-//	testapp load -url URL [-n N] [-c C] [-newconn] [-get-bytes]   (prints one JSON line)
+//	testapp load -url URL [-n N] [-c C] [-newconn] [-rate R] [-upload BYTES]   (prints one JSON line)
 //	testapp relay -listen :8080 -to HOST:PORT   (a plain TCP relay, for benchmarks)
 //	testapp sleep
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/base64"
 	"flag"
 	"fmt"
@@ -102,6 +105,11 @@ func serve(args []string) {
 	<-ctx.Done()
 }
 
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
 // Pattern returns the deterministic content of /bytes: byte i of a download is Pattern(i).
 func Pattern(i int64) byte { return byte((i*7 + i/251) % 256) }
 
@@ -126,6 +134,25 @@ func handler(name string) http.Handler {
 			}
 			off += m
 		}
+	})
+	mux.HandleFunc("/sink", func(w http.ResponseWriter, r *http.Request) {
+		// an upload: the body is read and dropped; the reply is its length, and with ?sum=1
+		// its SHA-256
+		var dst io.Writer = io.Discard
+		h := sha256.New()
+		if r.URL.Query().Get("sum") == "1" {
+			dst = h
+		}
+		n, err := io.Copy(dst, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		if dst == h {
+			fmt.Fprintf(w, "%d %x\n", n, h.Sum(nil))
+			return
+		}
+		fmt.Fprintf(w, "%d\n", n)
 	})
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
@@ -307,6 +334,7 @@ func load(args []string) {
 	c := fs.Int("c", 1, "concurrent workers")
 	newConn := fs.Bool("newconn", false, "a new connection per request")
 	rate := fs.Int("rate", 0, "requests per second, all workers together (0: as fast as they go)")
+	upload := fs.Int64("upload", 0, "POST this many zero bytes with each request (to /sink) instead of a GET")
 	fs.Parse(args)
 	tr := &http.Transport{DisableKeepAlives: *newConn, MaxIdleConnsPerHost: *c, DisableCompression: true}
 	hc := &http.Client{Transport: tr, Timeout: 5 * time.Minute}
@@ -341,13 +369,31 @@ func load(args []string) {
 			defer wg.Done()
 			for range jobs {
 				s := time.Now()
-				resp, err := hc.Get(*url)
+				var resp *http.Response
+				var err error
+				if *upload > 0 {
+					resp, err = hc.Post(*url, "application/octet-stream", io.LimitReader(zeros{}, *upload))
+				} else {
+					resp, err = hc.Get(*url)
+				}
 				var b int64
 				if err == nil {
-					b, err = io.Copy(io.Discard, resp.Body)
+					var reply bytes.Buffer // the start of the body
+					b, err = io.Copy(&reply, io.LimitReader(resp.Body, 1<<10))
+					if err == nil {
+						var rest int64
+						rest, err = io.Copy(io.Discard, resp.Body)
+						b += rest
+					}
 					resp.Body.Close()
 					if err == nil && resp.StatusCode != 200 {
 						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+					if err == nil && *upload > 0 {
+						if got := strings.TrimSpace(reply.String()); got != strconv.FormatInt(*upload, 10) {
+							err = fmt.Errorf("the server got %q bytes of %d", got, *upload)
+						}
+						b = *upload
 					}
 				}
 				results <- res{time.Since(s), b, err}
