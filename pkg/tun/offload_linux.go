@@ -46,18 +46,15 @@ func (d *Device) WriteOffload(pkt [][]byte, ipv6 bool, hdrLen, mss, csumStart, c
 		binary.LittleEndian.PutUint16(h[2:], hdrLen)
 		binary.LittleEndian.PutUint16(h[4:], mss)
 	}
-	if len(pkt) >= maxOffloadIOVecs {
-		return errors.New("packet in too many pieces")
-	}
-	var iov [maxOffloadIOVecs][]byte
-	iov[0] = h[:]
-	n := 1 + copy(iov[1:], pkt)
+	var small [maxOffloadIOVecs][]byte
+	iov := append(small[:0], h[:])
+	iov = append(iov, pkt...) // on the heap only for a packet in many pieces
 	if d.raw == nil {
 		return errors.New("no TUN file")
 	}
 	var werr error
 	err := d.raw.Write(func(fd uintptr) bool {
-		_, werr = unix.Writev(int(fd), iov[:n])
+		_, werr = unix.Writev(int(fd), iov)
 		return werr != unix.EAGAIN
 	})
 	if err != nil {
