@@ -190,7 +190,7 @@ func moveDownload(st *mux.Stream, target *net.TCPConn, c net.Conn, own chan<- ne
 		}
 	}()
 	target.SetReadDeadline(time.Time{})
-	if err := st.Move(); err != nil {
+	if err := st.Move(wire.MoveTakesUploads); err != nil {
 		return err
 	}
 	// Nothing goes on the new stream before the client read the mux stream to its end and

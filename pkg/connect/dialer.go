@@ -153,7 +153,7 @@ type flow struct {
 	sent    int64
 	upMoved bool // writes go to own
 
-	goSent atomic.Bool // Read sent the go-ahead on own: Write may move too
+	goSent atomic.Bool // Read sent the go-ahead on own, to an agent that takes uploads there: Write may move too
 
 	mu     sync.Mutex
 	own    net.Conn // the flow's own stream
@@ -201,16 +201,18 @@ func (f *flow) Read(p []byte) (int, error) {
 	if _, err := own.Write([]byte{1}); err != nil { // go on: see wire/flows.go
 		return 0, err
 	}
-	f.goSent.Store(true)
+	if f.Stream.MoveArg()&wire.MoveTakesUploads != 0 {
+		f.goSent.Store(true)
+	}
 	return own.Read(p)
 }
 
 // Write sends on the mux stream until the download has moved (the go-ahead is the first
-// thing on the flow's own stream), then ends the upload there with a Move frame and sends
-// the rest on the flow's own stream.
+// thing on the flow's own stream) to an agent that takes uploads there too, then ends the
+// upload on the mux stream with a Move frame and sends the rest on the flow's own stream.
 func (f *flow) Write(p []byte) (int, error) {
 	if !f.upMoved && f.goSent.Load() {
-		if err := f.Stream.Move(); err != nil {
+		if err := f.Stream.Move(0); err != nil {
 			return 0, err
 		}
 		f.upMoved = true

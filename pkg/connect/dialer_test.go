@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -28,6 +29,7 @@ type fakeAgent struct {
 	moves   atomic.Int32 // to the move port
 	moved   atomic.Int64 // bytes the agent sent on move-port streams
 	movedUp atomic.Int64 // bytes the agent received on them
+	older   bool         // its Moves do not offer to take uploads
 	dialMu  sync.Mutex   // one dial and its accept at a time
 	mu      sync.Mutex
 	conns   []net.Conn
@@ -61,6 +63,9 @@ func (a *fakeAgent) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 	switch port {
 	case wire.MuxPort:
 		a.dials.Add(1)
+		if a.older {
+			s = olderMoves{s}
+		}
 		go a.flows.ServeSession(s)
 	case wire.MovePort:
 		a.moves.Add(1)
@@ -228,55 +233,102 @@ func TestDialerMovesLargeDownloadsToAStreamOfTheirOwn(t *testing.T) {
 	}
 }
 
-func TestDialerCarriesALargeUploadAndTheHalfClose(t *testing.T) {
-	agent := newFakeAgent(t)
-	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
-	defer d.Close()
-	dst := tcpServer(t, func(c net.Conn) { // answers with the digest of all up to the half-close
+// digestServer answers every connection with the SHA-256 of all it got up to the half-close,
+// and sends nothing before.
+func digestServer(t *testing.T) netip.AddrPort {
+	return tcpServer(t, func(c net.Conn) {
 		h := sha256.New()
 		io.Copy(h, c)
 		c.Write(h.Sum(nil))
 	})
-	// The server sends nothing before the upload ends: the agent must move the flow without
-	// waiting for a download, and the rest of a large upload goes on the flow's own stream.
-	for _, size := range []int{wire.MoveAfter / 2, 32*wire.MoveAfter + 777} {
-		data := make([]byte, size)
-		rand.Read(data)
-		movedBefore := agent.movedUp.Load()
-		c, err := d.DialTCP(context.Background(), dst)
-		if err != nil {
+}
+
+// upload sends size random bytes through d to dst, a digestServer, reading all along as the
+// stack's relay does, and checks the digest; it returns how many bytes the agent got on
+// move-port streams meanwhile.
+func upload(t *testing.T, d *TunnelDialer, agent *fakeAgent, dst netip.AddrPort, size int) int64 {
+	t.Helper()
+	data := make([]byte, size)
+	rand.Read(data)
+	before := agent.movedUp.Load()
+	c, err := d.DialTCP(context.Background(), dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	type result struct {
+		b   []byte
+		err error
+	}
+	read := make(chan result, 1)
+	go func() {
+		b, err := io.ReadAll(c)
+		read <- result{b, err}
+	}()
+	for b := data; len(b) > 0; { // in the pieces a stack hands over
+		n := min(len(b), 16<<10)
+		if _, err := c.Write(b[:n]); err != nil {
 			t.Fatal(err)
 		}
-		type result struct {
-			b   []byte
-			err error
-		}
-		read := make(chan result, 1)
-		go func() { // reading all along, as the stack's relay does
-			b, err := io.ReadAll(c)
-			read <- result{b, err}
-		}()
-		for b := data; len(b) > 0; { // in the pieces a stack hands over
-			n := min(len(b), 16<<10)
-			if _, err := c.Write(b[:n]); err != nil {
-				t.Fatal(err)
-			}
-			b = b[n:]
-		}
-		c.(interface{ CloseWrite() error }).CloseWrite()
-		r := <-read
-		got, err := r.b, r.err
-		c.Close()
-		want := sha256.Sum256(data)
-		if err != nil || !bytes.Equal(got, want[:]) {
-			t.Fatalf("%d bytes: digest %x, err %v; want %x", size, got, err, want)
-		}
-		up := agent.movedUp.Load() - movedBefore
-		switch {
-		case size < wire.MoveAfter && up > 0:
-			t.Errorf("%d bytes: %d of them went on a stream of their own; a small upload stays on the mux", size, up)
-		case size > wire.MoveAfter && up < int64(size/2): // the move takes a few round trips
-			t.Errorf("%d bytes: only %d of them went on the flow's own stream", size, up)
-		}
+		b = b[n:]
 	}
+	c.(interface{ CloseWrite() error }).CloseWrite()
+	r := <-read
+	if want := sha256.Sum256(data); r.err != nil || !bytes.Equal(r.b, want[:]) {
+		t.Fatalf("%d bytes: digest %x, err %v; want %x", size, r.b, r.err, want)
+	}
+	return agent.movedUp.Load() - before
+}
+
+func TestDialerCarriesALargeUploadAndTheHalfClose(t *testing.T) {
+	agent := newFakeAgent(t)
+	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
+	defer d.Close()
+	dst := digestServer(t)
+	// The server sends nothing before the upload ends: the agent must move the flow without
+	// waiting for a download, and the rest of a large upload goes on the flow's own stream.
+	if up := upload(t, d, agent, dst, wire.MoveAfter/2); up > 0 {
+		t.Errorf("%d bytes of a small upload went on a stream of their own; it stays on the mux", up)
+	}
+	size := 32*wire.MoveAfter + 777
+	if up := upload(t, d, agent, dst, size); up < int64(size/2) { // the move takes a few round trips
+		t.Errorf("only %d of %d bytes went on the flow's own stream", up, size)
+	}
+}
+
+// TestDialerKeepsUploadsOnTheMuxForAnOlderAgent: an agent whose Move does not offer
+// wire.MoveTakesUploads reads nothing after the go-ahead, so the upload stays on the mux.
+func TestDialerKeepsUploadsOnTheMuxForAnOlderAgent(t *testing.T) {
+	agent := newFakeAgent(t)
+	agent.older = true
+	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
+	defer d.Close()
+	size := 32*wire.MoveAfter + 777
+	if up := upload(t, d, agent, digestServer(t), size); up > 32 { // the request and the go-ahead
+		t.Errorf("%d bytes went on the flow's own stream; an older agent reads none of them", up)
+	}
+	if agent.moves.Load() != 1 {
+		t.Errorf("%d moves; want the download's one", agent.moves.Load())
+	}
+}
+
+// olderMoves passes the agent's mux frames on with the argument of every Move cleared, as an
+// agent from before wire.MoveTakesUploads sent them. Each Write holds whole frames (pkg/mux
+// writes a frame, or an open frame and another, at a time); types 2 and 6 are pkg/mux's data
+// and move frames.
+type olderMoves struct{ net.Conn }
+
+func (c olderMoves) Write(p []byte) (int, error) {
+	b := append([]byte(nil), p...)
+	for i := 0; i+9 <= len(b); {
+		n := int(binary.BigEndian.Uint32(b[i+5 : i+9]))
+		switch b[i] {
+		case 6:
+			binary.BigEndian.PutUint32(b[i+5:i+9], 0)
+		case 2:
+			i += n
+		}
+		i += 9
+	}
+	return c.Conn.Write(b)
 }

@@ -27,7 +27,7 @@ const (
 	frameWindow                 // the receiver consumed length more bytes
 	frameFin                    // the sender writes no more
 	frameRst                    // abort: discard, and fail reads and writes
-	frameMove                   // the sender writes no more here: the rest goes another way
+	frameMove                   // the sender writes no more here: the rest goes another way; length is an argument
 )
 
 const (
@@ -287,7 +287,7 @@ func (s *Session) handle(r *bufio.Reader, typ byte, id, n uint32) error {
 		}
 	case frameFin, frameMove:
 		if st := s.stream(id); st != nil {
-			st.finished(typ == frameMove)
+			st.finished(typ == frameMove, n)
 		}
 	case frameRst:
 		if st := s.stream(id); st != nil {
@@ -321,13 +321,14 @@ type Stream struct {
 	cond     sync.Cond
 	queue    []chunk
 	queued   int
-	consumed int  // read since the last grant
-	credit   int  // bytes the other side can still take
-	unopened bool // Open was called, and no frame sent yet
-	finSent  bool // CloseWrite was called
-	finRecv  bool // the other side will send no more
-	moved    bool // ... here: it sent Move
-	closed   bool // Close was called
+	consumed int    // read since the last grant
+	credit   int    // bytes the other side can still take
+	unopened bool   // Open was called, and no frame sent yet
+	finSent  bool   // CloseWrite was called
+	finRecv  bool   // the other side will send no more
+	moved    bool   // ... here: it sent Move
+	moveArg  uint32 // ... with this
+	closed   bool   // Close was called
 	err      error
 }
 
@@ -361,9 +362,9 @@ func (st *Stream) grant(n int) {
 	st.mu.Unlock()
 }
 
-func (st *Stream) finished(moved bool) {
+func (st *Stream) finished(moved bool, arg uint32) {
 	st.mu.Lock()
-	st.finRecv, st.moved = true, moved
+	st.finRecv, st.moved, st.moveArg = true, moved, arg
 	st.cond.Broadcast()
 	st.mu.Unlock()
 }
@@ -515,13 +516,21 @@ func (st *Stream) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // CloseWrite tells the other side that no more data follows; reading goes on.
-func (st *Stream) CloseWrite() error { return st.finish(frameFin) }
+func (st *Stream) CloseWrite() error { return st.finish(frameFin, 0) }
 
 // Move tells the other side that no more data follows on this stream because the rest goes
-// another way: its reads return ErrMoved, not io.EOF, after the data sent so far.
-func (st *Stream) Move() error { return st.finish(frameMove) }
+// another way: its reads return ErrMoved, not io.EOF, after the data sent so far. arg goes
+// with it, for the other side's MoveArg (older peers ignore it).
+func (st *Stream) Move(arg uint32) error { return st.finish(frameMove, arg) }
 
-func (st *Stream) finish(typ byte) error {
+// MoveArg is the argument of the other side's Move, once reads return ErrMoved.
+func (st *Stream) MoveArg() uint32 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.moveArg
+}
+
+func (st *Stream) finish(typ byte, arg uint32) error {
 	st.wmu.Lock()
 	defer st.wmu.Unlock()
 	st.mu.Lock()
@@ -534,7 +543,7 @@ func (st *Stream) finish(typ byte) error {
 	st.unopened = false
 	st.cond.Broadcast()
 	st.mu.Unlock()
-	return st.s.writeOpening(open, typ, st.id, 0, nil)
+	return st.s.writeOpening(open, typ, st.id, arg, nil)
 }
 
 // Close ends the stream as close(2) ends a TCP connection: with unread data the other side sees

@@ -328,7 +328,7 @@ func TestMoveEndsReadsWithErrMovedAfterTheData(t *testing.T) {
 			return
 		}
 		st.Write([]byte("first part"))
-		st.Move()
+		st.Move(7)
 	}()
 	st, err := client.Open()
 	if err != nil {
@@ -337,5 +337,8 @@ func TestMoveEndsReadsWithErrMovedAfterTheData(t *testing.T) {
 	got, err := io.ReadAll(st)
 	if !errors.Is(err, ErrMoved) || string(got) != "first part" {
 		t.Fatalf("read %q, %v; want the data, then ErrMoved", got, err)
+	}
+	if arg := st.MoveArg(); arg != 7 {
+		t.Errorf("move argument %d, want the 7 sent", arg)
 	}
 }

@@ -13,9 +13,10 @@ package wire
 // target in progress: an upload's target may send nothing until it is over); the client,
 // having read up to it, sends one byte on the new stream, and the agent sends the rest there.
 // (Data sent on the new stream before the client reads it would stall the whole port-forward
-// connection, the mux stream included.) Once that byte is sent the client ends its own data on
-// the mux stream with a Move frame too and sends the rest of it on the new stream, after the
-// byte; the agent reads the mux stream up to the Move, then the new stream.
+// connection, the mux stream included.) Once that byte is sent, if the agent's Move offered
+// MoveTakesUploads, the client ends its own data on the mux stream with a Move frame too and
+// sends the rest of it on the new stream, after the byte; the agent reads the mux stream up to
+// the Move, then the new stream.
 
 import (
 	"encoding/binary"
@@ -25,6 +26,11 @@ import (
 
 // TokenLen is the length of a mux session's token.
 const TokenLen = 16
+
+// MoveTakesUploads, in the argument of the agent's Move frame, says that the agent reads the
+// flow's own stream after the go-ahead: only then does the client move its data too. (Agents
+// before it sent 0, and read nothing there.)
+const MoveTakesUploads = 1
 
 // MoveAfter is how many bytes a flow receives, or sends, on its mux stream before the client
 // moves it.
