@@ -119,7 +119,7 @@ func Run(ctx context.Context, cfg Config) error {
 	closers = append(closers, srv.Close)
 	run("ssh", func() error { return srv.Serve(sshL) })
 
-	// TCP flows on mux sessions, and the streams large downloads move to
+	// TCP flows on mux sessions, and the streams large downloads and uploads move to
 	fl := NewFlows()
 	for port, serve := range map[int]func(net.Conn){wire.MuxPort: fl.ServeSession, wire.MovePort: fl.ServeMove} {
 		l, err := listen(port)

@@ -17,8 +17,8 @@ import (
 )
 
 // Flows serves the client's TCP flows: mux sessions on wire.MuxPort whose streams each carry a
-// SOCKS5 CONNECT, and the streams of their own that large downloads move to on wire.MovePort
-// (see pkg/wire/flows.go).
+// SOCKS5 CONNECT, and the streams of their own that large downloads and uploads move to on
+// wire.MovePort (see pkg/wire/flows.go).
 type Flows struct {
 	dialTimeout time.Duration
 

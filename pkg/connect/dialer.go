@@ -27,7 +27,7 @@ type PortDialer interface {
 // stream: a new connection costs one round trip to the agent, where a stream of its own would
 // first cost a round trip through the API server, the kubelet and the container runtime, and
 // work there that slows the flows already running. A flow that turns into a large download
-// moves to a stream of its own, which the agent splices (pkg/wire/flows.go).
+// or upload moves to a stream of its own, which the agent splices (pkg/wire/flows.go).
 type TunnelDialer struct {
 	Agent func() PortDialer // the current session, which may be replaced on recovery
 
@@ -153,7 +153,7 @@ type flow struct {
 	sent    int64
 	upMoved bool // writes go to own
 
-	goSent atomic.Bool // Read sent the go-ahead on own, to an agent that takes uploads there: Write may move too
+	upMayMove atomic.Bool // Read sent the go-ahead on own, to an agent that takes uploads there; own is set
 
 	mu     sync.Mutex
 	own    net.Conn // the flow's own stream
@@ -202,7 +202,7 @@ func (f *flow) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	if f.Stream.MoveArg()&wire.MoveTakesUploads != 0 {
-		f.goSent.Store(true)
+		f.upMayMove.Store(true)
 	}
 	return own.Read(p)
 }
@@ -211,14 +211,14 @@ func (f *flow) Read(p []byte) (int, error) {
 // thing on the flow's own stream) to an agent that takes uploads there too, then ends the
 // upload on the mux stream with a Move frame and sends the rest on the flow's own stream.
 func (f *flow) Write(p []byte) (int, error) {
-	if !f.upMoved && f.goSent.Load() {
+	if !f.upMoved && f.upMayMove.Load() {
 		if err := f.Stream.Move(0); err != nil {
 			return 0, err
 		}
 		f.upMoved = true
 	}
 	if f.upMoved {
-		return f.ownStream().Write(p)
+		return f.own.Write(p) // set before upMayMove, and for good
 	}
 	n, err := f.Stream.Write(p)
 	f.sent += int64(n)
@@ -242,7 +242,7 @@ func (f *flow) CloseWrite() error {
 	if !f.upMoved {
 		return f.Stream.CloseWrite()
 	}
-	if cw, ok := f.ownStream().(interface{ CloseWrite() error }); ok {
+	if cw, ok := f.own.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return nil

@@ -11,7 +11,7 @@ const ProtocolVersion = 2
 const (
 	SSHPort      = 2022 // gliderlabs SSH server: direct-tcpip and tcpip-forward
 	MuxPort      = 2082 // mux sessions (pkg/mux) whose every stream is a SOCKS5 CONNECT, see flows.go
-	MovePort     = 2083 // a flow's own stream, for the rest of a large download, see flows.go
+	MovePort     = 2083 // a flow's own stream, for the rest of a large download or upload, see flows.go
 	DNSPort      = 2053 // DNS forwarder, TCP (queries arrive through the tunnel)
 	UDPRelayPort = 2054 // framed UDP relay, see relay.go
 	ReversePort  = 2055 // reverse streams for remote forwards, see reverse.go
