@@ -73,11 +73,8 @@ func (f *Flows) ServeMove(c net.Conn) {
 // serveFlow answers the stream's SOCKS5 CONNECT and relays it.
 func (f *Flows) serveFlow(token [wire.TokenLen]byte, st *mux.Stream) {
 	defer st.Close()
-	target, err := f.connect(st)
-	if err != nil {
-		return
-	}
-	defer target.Close()
+	// The flow can move from the moment the client has the CONNECT reply: an upload may ask
+	// before this goroutine gets past connect, so the flow is listed before it answers.
 	key := wire.MoveRequest{Token: token, Stream: st.ID()}
 	move := make(chan net.Conn, 1)
 	f.mu.Lock()
@@ -93,6 +90,11 @@ func (f *Flows) serveFlow(token [wire.TokenLen]byte, st *mux.Stream) {
 		default:
 		}
 	}()
+	target, err := f.connect(st)
+	if err != nil {
+		return
+	}
+	defer target.Close()
 
 	up := make(chan struct{})
 	own := make(chan net.Conn, 1) // the flow's own stream, once download has read the go-ahead

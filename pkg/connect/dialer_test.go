@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kubectl-kt/kt/pkg/agent"
 	"github.com/kubectl-kt/kt/pkg/wire"
@@ -245,8 +246,10 @@ func digestServer(t *testing.T) netip.AddrPort {
 
 // upload sends size random bytes through d to dst, a digestServer, reading all along as the
 // stack's relay does, and checks the digest; it returns how many bytes the agent got on
-// move-port streams meanwhile.
-func upload(t *testing.T, d *TunnelDialer, agent *fakeAgent, dst netip.AddrPort, size int) int64 {
+// move-port streams meanwhile. With pauseAt > 0 it waits, once pauseAt bytes are sent, until
+// the flow may move its upload, so that the rest must go on the flow's own stream however
+// slow the move.
+func upload(t *testing.T, d *TunnelDialer, agent *fakeAgent, dst netip.AddrPort, size, pauseAt int) int64 {
 	t.Helper()
 	data := make([]byte, size)
 	rand.Read(data)
@@ -266,6 +269,13 @@ func upload(t *testing.T, d *TunnelDialer, agent *fakeAgent, dst netip.AddrPort,
 		read <- result{b, err}
 	}()
 	for b := data; len(b) > 0; { // in the pieces a stack hands over
+		if pauseAt > 0 && len(data)-len(b) == pauseAt {
+			for deadline := time.Now().Add(10 * time.Second); !c.(*flow).upMayMove.Load(); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d bytes sent, and the flow never got the go-ahead to move its upload", pauseAt)
+				}
+			}
+		}
 		n := min(len(b), 16<<10)
 		if _, err := c.Write(b[:n]); err != nil {
 			t.Fatal(err)
@@ -287,12 +297,12 @@ func TestDialerCarriesALargeUploadAndTheHalfClose(t *testing.T) {
 	dst := digestServer(t)
 	// The server sends nothing before the upload ends: the agent must move the flow without
 	// waiting for a download, and the rest of a large upload goes on the flow's own stream.
-	if up := upload(t, d, agent, dst, wire.MoveAfter/2); up > 0 {
+	if up := upload(t, d, agent, dst, wire.MoveAfter/2, 0); up > 0 {
 		t.Errorf("%d bytes of a small upload went on a stream of their own; it stays on the mux", up)
 	}
-	size := 32*wire.MoveAfter + 777
-	if up := upload(t, d, agent, dst, size); up < int64(size/2) { // the move takes a few round trips
-		t.Errorf("only %d of %d bytes went on the flow's own stream", up, size)
+	size, pauseAt := 32*wire.MoveAfter+777, 2*wire.MoveAfter
+	if up := upload(t, d, agent, dst, size, pauseAt); up < int64(size-pauseAt) {
+		t.Errorf("only %d of %d bytes went on the flow's own stream; want all %d sent after the move", up, size, size-pauseAt)
 	}
 }
 
@@ -304,7 +314,7 @@ func TestDialerKeepsUploadsOnTheMuxForAnOlderAgent(t *testing.T) {
 	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
 	defer d.Close()
 	size := 32*wire.MoveAfter + 777
-	if up := upload(t, d, agent, digestServer(t), size); up > 32 { // the request and the go-ahead
+	if up := upload(t, d, agent, digestServer(t), size, 0); up > 32 { // the request and the go-ahead
 		t.Errorf("%d bytes went on the flow's own stream; an older agent reads none of them", up)
 	}
 	if agent.moves.Load() != 1 {
