@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 )
 
 // inNewNetns runs f on a thread of its own in a new network namespace; the thread ends with
@@ -71,8 +72,8 @@ func TestOffloadRoundTripThroughTheKernel(t *testing.T) {
 			return
 		}
 		buf := make([]byte, d.OffloadMaxSize()+64)
-		deadline := time.Now().Add(5 * time.Second)
-		go func() { time.Sleep(time.Until(deadline)); d.Close() }() // a read that never ends fails the test
+		stop := time.AfterFunc(5*time.Second, func() { d.Close() }) // a read that never ends fails the test
+		defer stop.Stop()
 		for {
 			got, err := d.ReadOffload(buf)
 			if err != nil {
@@ -98,27 +99,12 @@ func icmpEcho(src, dst net.IP, id, seq uint16, payload []byte) []byte {
 	binary.BigEndian.PutUint16(icmp[4:], id)
 	binary.BigEndian.PutUint16(icmp[6:], seq)
 	copy(icmp[8:], payload)
-	binary.BigEndian.PutUint16(icmp[2:], sum(icmp))
+	binary.BigEndian.PutUint16(icmp[2:], ^checksum.Checksum(icmp, 0))
 	ip := make([]byte, 20, 20+len(icmp))
 	ip[0], ip[8], ip[9] = 0x45, 64, unix.IPPROTO_ICMP
 	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(icmp)))
 	copy(ip[12:], src.To4())
 	copy(ip[16:], dst.To4())
-	binary.BigEndian.PutUint16(ip[10:], sum(ip))
+	binary.BigEndian.PutUint16(ip[10:], ^checksum.Checksum(ip, 0))
 	return append(ip, icmp...)
-}
-
-// sum is the Internet checksum of b.
-func sum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return ^uint16(s)
 }
