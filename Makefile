@@ -105,6 +105,8 @@ bench: cluster-up build
 lint:
 	go vet ./...
 	go vet -tags e2e ./test/e2e/...
+	@for t in darwin/amd64 darwin/arm64 windows/amd64 windows/arm64; do GOOS=$${t%/*} GOARCH=$${t#*/} go vet ./cmd/... ./pkg/... || exit 1; done
+	hack/wintun.sh
 	@out=$$(gofmt -l cmd pkg shadow hack test); if [[ -n $$out ]]; then echo "gofmt needed: $$out"; exit 1; fi
 
 clean:

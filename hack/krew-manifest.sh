@@ -46,6 +46,8 @@ for os in linux darwin windows; do
 YAML
     if [[ $os != windows ]]; then
       echo "    - {from: kubectl_complete-kt, to: .}"
+    else
+      echo "    - {from: wintun-LICENSE.txt, to: .}" # the exe carries wintun.dll itself
     fi
   done
 done

@@ -10,10 +10,14 @@ import (
 	"strings"
 
 	wgtun "golang.zx2c4.com/wireguard/tun"
+	"k8s.io/klog/v2"
+
+	"github.com/kubectl-kt/kt/pkg/tun/wintun"
 )
 
-// Windows: a Wintun adapter (wintun.dll must sit next to kubectl-kt.exe), addressed and
-// routed with netsh. Not tested by this project's CI, which runs on Linux only.
+// Windows: a Wintun adapter, addressed and routed with netsh. wintun.dll comes with the
+// binary and is put beside it on first use. Not tested by this project's CI, which runs on
+// Linux only.
 
 // DefaultMTU is the adapter's MTU.
 const DefaultMTU = 1500
@@ -23,7 +27,7 @@ const adapterAddr = "198.18.0.1"
 
 // Create makes a Wintun adapter named name (without a "%d" pattern) and addresses it.
 func Create(name string, mtu int) (*Device, error) {
-	if err := wintunPresent(); err != nil {
+	if err := ensureWintun(); err != nil {
 		return nil, err
 	}
 	name = strings.ReplaceAll(name, "%d", "")
@@ -43,15 +47,22 @@ func Create(name string, mtu int) (*Device, error) {
 	return &Device{Device: dev, name: real}, nil
 }
 
-// wintunPresent checks for wintun.dll beside the executable, where Windows loads it from.
-func wintunPresent() error {
+// ensureWintun puts the embedded wintun.dll beside the executable, where wireguard-go
+// loads it from (the application directory, then System32), unless one is there already.
+func ensureWintun() error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	dll := filepath.Join(filepath.Dir(exe), "wintun.dll")
-	if _, err := os.Stat(dll); err != nil {
-		return fmt.Errorf("%s is missing: connect's TUN device needs Wintun; put wintun.dll (from https://www.wintun.net, the build for this machine's architecture) next to kubectl-kt.exe, or use --disable-tun", dll)
+	if exe, err = filepath.EvalSymlinks(exe); err != nil {
+		return err
+	}
+	path, wrote, err := wintun.Install(filepath.Dir(exe), wintun.Embedded())
+	if err != nil {
+		return err
+	}
+	if wrote {
+		klog.V(1).InfoS("wrote Wintun beside the executable", "path", path, "version", wintun.Version)
 	}
 	return nil
 }

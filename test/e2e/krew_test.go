@@ -3,6 +3,11 @@
 package e2e
 
 import (
+	"archive/tar"
+	"archive/zip"
+	"bytes"
+	"compress/gzip"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -70,4 +75,89 @@ func TestKrewInstall(t *testing.T) {
 	if code := p.Stop(syscall.SIGINT, 30*time.Second); code != 0 {
 		t.Errorf("connect exit %d:\n%s", code, p.Output())
 	}
+}
+
+// TestReleaseCarriesWintun checks the snapshot release's archives: each Windows binary embeds
+// the pinned wintun.dll of its own architecture (and not the other's) and its zip has
+// Wintun's licence, so that connect on Windows needs no download; no other binary carries it.
+func TestReleaseCarriesWintun(t *testing.T) {
+	dll := map[string][]byte{}
+	for _, arch := range []string{"amd64", "arm64"} {
+		b, err := os.ReadFile("../../pkg/tun/wintun/" + arch + "/wintun.dll")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dll[arch] = b
+	}
+	license, _ := os.ReadFile("../../pkg/tun/wintun/LICENSE.txt")
+	for _, arch := range []string{"amd64", "arm64"} {
+		zips, _ := filepath.Glob("../../dist/release/kubectl-kt_*_windows_" + arch + ".zip")
+		if len(zips) != 1 {
+			t.Fatalf("want one windows/%s archive in dist/release (run make release-snapshot), got %v", arch, zips)
+		}
+		files := unzip(t, zips[0])
+		exe := files["kubectl-kt.exe"]
+		if len(exe) == 0 {
+			t.Fatalf("%s: no kubectl-kt.exe", zips[0])
+		}
+		for a, d := range dll {
+			if got, want := bytes.Contains(exe, d), a == arch; got != want {
+				t.Errorf("windows/%s kubectl-kt.exe carries the %s wintun.dll: %v, want %v", arch, a, got, want)
+			}
+		}
+		if !bytes.Equal(files["wintun-LICENSE.txt"], license) || len(license) == 0 {
+			t.Errorf("%s: no wintun-LICENSE.txt, or not Wintun's licence", zips[0])
+		}
+	}
+	for _, goos := range []string{"linux", "darwin"} {
+		tgz, _ := filepath.Glob("../../dist/release/kubectl-kt_*_" + goos + "_amd64.tar.gz")
+		if len(tgz) != 1 {
+			t.Fatalf("want one %s/amd64 archive, got %v", goos, tgz)
+		}
+		if bin := untgz(t, tgz[0])["kubectl-kt"]; len(bin) == 0 || bytes.Contains(bin, dll["amd64"][:4096]) {
+			t.Errorf("%s/amd64 kubectl-kt: %d bytes, carries Wintun: %v", goos, len(bin), bytes.Contains(bin, dll["amd64"][:4096]))
+		}
+	}
+}
+
+func unzip(t *testing.T, name string) map[string][]byte {
+	t.Helper()
+	z, err := zip.OpenReader(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer z.Close()
+	out := map[string][]byte{}
+	for _, f := range z.File {
+		r, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[f.Name], _ = io.ReadAll(r)
+		r.Close()
+	}
+	return out
+}
+
+func untgz(t *testing.T, name string) map[string][]byte {
+	t.Helper()
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]byte{}
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		out[h.Name], _ = io.ReadAll(tr)
+	}
+	return out
 }

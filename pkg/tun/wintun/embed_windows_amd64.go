@@ -1,0 +1,6 @@
+package wintun
+
+import _ "embed"
+
+//go:embed amd64/wintun.dll
+var embedded []byte

@@ -1,0 +1,6 @@
+package wintun
+
+import _ "embed"
+
+//go:embed arm64/wintun.dll
+var embedded []byte
