@@ -24,6 +24,7 @@ type loadResult struct {
 	Errors     int     `json:"errors"`
 	P50        float64 `json:"p50_ms"`
 	P99        float64 `json:"p99_ms"`
+	Max        float64 `json:"max_ms"`
 	Seconds    float64 `json:"seconds"`
 	MiBPerS    float64 `json:"mib_per_s"`
 	ReqPerS    float64 `json:"req_per_s"`

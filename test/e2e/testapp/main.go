@@ -425,8 +425,8 @@ func load(args []string) {
 		}
 		return float64(ds[int(p*float64(len(ds)-1))].Microseconds()) / 1000
 	}
-	fmt.Printf(`{"n":%d,"errors":%d,"p50_ms":%.3f,"p99_ms":%.3f,"seconds":%.3f,"mib_per_s":%.2f,"req_per_s":%.1f,"first_error":%q}`+"\n",
-		len(ds), errs, pct(0.5), pct(0.99), total.Seconds(), float64(bytes)/(1<<20)/total.Seconds(), float64(len(ds))/total.Seconds(), firstErr)
+	fmt.Printf(`{"n":%d,"errors":%d,"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f,"seconds":%.3f,"mib_per_s":%.2f,"req_per_s":%.1f,"first_error":%q}`+"\n",
+		len(ds), errs, pct(0.5), pct(0.99), pct(1), total.Seconds(), float64(bytes)/(1<<20)/total.Seconds(), float64(len(ds))/total.Seconds(), firstErr)
 }
 
 // relay copies each connection to -to and back, byte for byte, with nothing parsed: a hop
