@@ -16,8 +16,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
-	err := cmd.NewKtCommand(streams).ExecuteContext(ctx)
+	c, err := cmd.NewKtCommand(streams).ExecuteContextC(ctx)
 	stop()
 	klog.Flush()
-	os.Exit(cmd.ExitCode(err, streams.ErrOut))
+	path := ""
+	if c != nil {
+		path = c.CommandPath()
+	}
+	os.Exit(cmd.ExitCode(err, streams.ErrOut, path))
 }

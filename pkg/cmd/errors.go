@@ -17,16 +17,20 @@ const (
 )
 
 // ExitCode prints err once, as one line, and maps it to the process exit code. A run ended by
-// Ctrl-C after a clean teardown returns no error and so exits 0.
-func ExitCode(err error, errOut io.Writer) int {
+// Ctrl-C after a clean teardown returns no error and so exits 0. A usage error points at the
+// help of the command that failed, cmdPath (e.g. "kubectl kt exchange"; empty: the root).
+func ExitCode(err error, errOut io.Writer, cmdPath string) int {
 	if err == nil {
 		return ExitOK
 	}
 	msg := strings.Join(strings.Fields(err.Error()), " ")
 	var ue *usage.Error
 	if errors.As(err, &ue) || isCobraUsage(err) {
+		if cmdPath == "" {
+			cmdPath = "kubectl kt"
+		}
 		if !strings.Contains(msg, "--help") {
-			msg += "; see 'kubectl kt --help'"
+			msg += "; see '" + cmdPath + " --help'"
 		}
 		fmt.Fprintf(errOut, "error: %s\n", msg)
 		return ExitUsage

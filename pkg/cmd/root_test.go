@@ -39,12 +39,24 @@ func TestExitCode(t *testing.T) {
 		{errors.New("unknown flag: --x"), 2},
 	} {
 		var b bytes.Buffer
-		if got := ExitCode(c.err, &b); got != c.code {
+		if got := ExitCode(c.err, &b, ""); got != c.code {
 			t.Errorf("ExitCode(%v) = %d, want %d", c.err, got, c.code)
 		}
 		if c.err != nil && strings.Count(b.String(), "\n") != 1 {
 			t.Errorf("ExitCode(%v) printed %q, want one line", c.err, b.String())
 		}
+	}
+}
+
+// A usage error points at the help of the command that failed.
+func TestUsageErrorNamesTheCommandsHelp(t *testing.T) {
+	var out bytes.Buffer
+	root := NewKtCommand(genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: &out, ErrOut: &out})
+	root.SetArgs([]string{"exchange", "web", "--expose", "abc"})
+	c, err := root.ExecuteC()
+	var b bytes.Buffer
+	if code := ExitCode(err, &b, c.CommandPath()); code != ExitUsage || !strings.Contains(b.String(), "see 'kubectl kt exchange --help'") {
+		t.Fatalf("exit %d, printed %q", code, b.String())
 	}
 }
 
