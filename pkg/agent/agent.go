@@ -53,7 +53,12 @@ type Status struct {
 	Clients         int    `json:"clients"`
 }
 
-// Run runs the agent until ctx ends or the client has been gone for cfg.ExpireAfter.
+// Run runs the agent until ctx ends or the client has been gone for cfg.ExpireAfter. A client
+// is there while it holds an SSH connection: every kt client keeps one, and the SSH server
+// drops one that stops answering keepalives. Its other connections (mux sessions, moved
+// flows, DNS, UDP) do not count: when a laptop vanishes without a word (its network gone, then
+// the process killed), they stay open here until the API server notices, which can take many
+// minutes, while the SSH connection goes within three keepalives.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.ListenIP == "" {
 		cfg.ListenIP = "127.0.0.1"
@@ -80,7 +85,8 @@ func Run(ctx context.Context, cfg Config) error {
 	listen := func(port int) (net.Listener, error) {
 		return net.Listen("tcp", net.JoinHostPort(cfg.ListenIP, strconv.Itoa(port)))
 	}
-	act := NewActivity(nil)
+	act := NewActivity(nil) // every client connection
+	ctl := NewActivity(nil) // SSH connections: the client's presence
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -109,7 +115,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	keys := newKeySet()
 	reverse := &reversePool{}
-	scfg := sshd.Config{AuthorizedKey: authorized, HostKey: hostKey, ForwardIP: cfg.PodIP, KeepAlive: cfg.KeepAlive, OnConn: act.Begin}
+	scfg := sshd.Config{AuthorizedKey: authorized, HostKey: hostKey, ForwardIP: cfg.PodIP, KeepAlive: cfg.KeepAlive, OnConn: func() func() {
+		end, endCtl := act.Begin(), ctl.Begin()
+		return func() { endCtl(); end() }
+	}}
 	scfg.Reverse = reverse.take
 	if cfg.Shared {
 		scfg.Also = keys.has
@@ -220,8 +229,8 @@ func Run(ctx context.Context, cfg Config) error {
 		case err := <-errc:
 			return err
 		case <-tick.C:
-			if cfg.ExpireAfter > 0 && act.Idle() >= cfg.ExpireAfter {
-				klog.InfoS("client gone; expiring", "idle", act.Idle().Round(time.Second))
+			if cfg.ExpireAfter > 0 && ctl.Idle() >= cfg.ExpireAfter {
+				klog.InfoS("client gone; expiring", "gone", ctl.Idle().Round(time.Second), "leftConnections", act.Active())
 				selfRestore(cfg)
 				return nil
 			}

@@ -4,12 +4,16 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
 func TestRunExpiresWithoutClient(t *testing.T) {
@@ -62,5 +66,66 @@ func TestSharedKeySetCountsOthersOnLeave(t *testing.T) {
 	s.connected(a) // a returns (a reconnecting client): no longer counted as gone
 	if n := s.leave(b); n != 1 {
 		t.Errorf("b leaves while a is back: others = %d, want 1", n)
+	}
+}
+
+// A laptop that vanished without a word leaves data connections open here (the API server
+// notices late); only its SSH connection, which keepalives end, says the client is there.
+func TestRunExpiresWhenOnlyDataConnectionsAreLeft(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	sp, _ := gossh.NewPublicKey(pub)
+	signer, _ := gossh.NewSignerFromKey(priv)
+	rc := filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(rc, []byte("nameserver 127.0.0.1\n"), 0o644)
+	const ip = "127.0.0.5"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan time.Time, 1)
+	go func() {
+		if err := Run(ctx, Config{AuthorizedKey: string(gossh.MarshalAuthorizedKey(sp)), ListenIP: ip, PodIP: ip,
+			ExpireAfter: 1500 * time.Millisecond, KeepAlive: time.Second, ResolvConf: rc}); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		done <- time.Now()
+	}()
+	dial := func(port int) net.Conn {
+		for i := 0; i < 100; i++ {
+			if c, err := net.Dial("tcp", net.JoinHostPort(ip, strconv.Itoa(port))); err == nil {
+				return c
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("agent not listening on %d", port)
+		return nil
+	}
+	// an SSH client keeps the agent for longer than ExpireAfter, data connections or not
+	data := dial(wire.MuxPort)
+	defer data.Close()
+	sc, chans, reqs, err := gossh.NewClientConn(dial(wire.SSHPort), ip, &gossh.ClientConfig{
+		User: "kt", Auth: []gossh.AuthMethod{gossh.PublicKeys(signer)}, HostKeyCallback: gossh.InsecureIgnoreHostKey()})
+	if err != nil {
+		t.Fatalf("ssh: %v", err)
+	}
+	go gossh.DiscardRequests(reqs) // answers the agent's keepalives
+	go func() {
+		for ch := range chans {
+			ch.Reject(gossh.Prohibited, "")
+		}
+	}()
+	select {
+	case <-done:
+		t.Fatal("the agent expired while an SSH client was connected")
+	case <-time.After(3 * time.Second):
+	}
+	// the SSH connection ends; the data connection stays open: the agent expires anyway
+	sc.Close()
+	t0 := time.Now()
+	select {
+	case at := <-done:
+		if d := at.Sub(t0); d < time.Second || d > 5*time.Second {
+			t.Errorf("expired %s after the SSH client left, want about 1.5s", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent did not expire with only a data connection left")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-kt/kt/pkg/wire"
@@ -259,6 +260,66 @@ func TestConnectSIGKILL(t *testing.T) {
 		pods, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
 		if err != nil || len(pods.Items) > 0 {
 			return fmt.Errorf("%d kt pods remain (%v)", len(pods.Items), err)
+		}
+		return nil
+	})
+}
+
+// TestConnectLaptopVanishes: the laptop's network goes silent (packets to the API server
+// vanish, as when a laptop is closed and carried off) and the client dies without a word.
+// The agent's connections from the API server stay open, yet it counts the client gone
+// once its SSH keepalives go unanswered and expires on time; back on the network, clean
+// undoes the laptop's side.
+func TestConnectLaptopVanishes(t *testing.T) {
+	nothingLeftBehind(t)
+	p := startConnect(t) // the shadow expires 15 s after its client is gone
+	if r := laptop(t, "curl", "-sS", "-m", "10", "http://web/"); r.Code != 0 {
+		t.Fatalf("connect does not work: %s", r)
+	}
+	ctx := context.Background()
+	pods, err := client.CoreV1().Pods(testNamespace).List(ctx, metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + wire.RoleConnect})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("want one connect shadow, got %d %v", len(pods.Items), err)
+	}
+	shadow := pods.Items[0].Name
+	drop := []string{"OUTPUT", "-p", "tcp", "-d", apiServerFromLaptop, "--dport", "6443", "-j", "DROP"}
+	if r := laptop(t, append([]string{"iptables", "-I"}, drop...)...); r.Code != 0 {
+		t.Fatalf("cut the laptop off: %s", r)
+	}
+	cut := true
+	restore := func() {
+		if cut {
+			laptop(t, append([]string{"iptables", "-D"}, drop...)...)
+			cut = false
+		}
+	}
+	t.Cleanup(restore)
+	p.Kill()
+	t0 := time.Now()
+	// three missed keepalives (10 s apart), then the 15 s expiry (it took 56 s here)
+	eventually(t, 90*time.Second, "the shadow of the vanished laptop expires", func() error {
+		pod, err := client.CoreV1().Pods(testNamespace).Get(ctx, shadow, metav1.GetOptions{})
+		if err != nil || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+			return nil
+		}
+		for _, cs := range pod.Status.ContainerStatuses {
+			if cs.State.Terminated != nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("pod %s is %s", shadow, pod.Status.Phase)
+	})
+	t.Logf("the shadow expired %s after the laptop went silent", time.Since(t0).Round(time.Second))
+	restore()
+	if r := kt(t, "clean", "--local-only"); r.Code != 0 || !strings.Contains(r.Stdout, "Cleaned local leftovers of connect pid") {
+		t.Errorf("clean --local-only:\n%s", r)
+	}
+	eventually(t, 30*time.Second, "clean removes the expired shadow", func() error {
+		if r := kt(t, "-n", testNamespace, "clean", "--threshold", "1h"); r.Code != 0 {
+			return fmt.Errorf("%s", r)
+		}
+		if _, err := client.CoreV1().Pods(testNamespace).Get(ctx, shadow, metav1.GetOptions{}); err == nil {
+			return fmt.Errorf("pod %s remains", shadow)
 		}
 		return nil
 	})

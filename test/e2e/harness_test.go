@@ -25,14 +25,17 @@ import (
 )
 
 const (
-	ktRoot          = "/var/tmp/ktcluster"
-	hostKubeconfig  = ktRoot + "/kubeconfig"
-	laptopNetns     = "ktlaptop"
-	laptopKubecfg   = ktRoot + "/kubeconfig-laptop"
-	testNamespace   = "kt-e2e"
-	clientPodName   = "client"
-	laptopEtcNetns  = "/etc/netns/" + laptopNetns
-	defaultWaitTime = 60 * time.Second
+	ktRoot         = "/var/tmp/ktcluster"
+	hostKubeconfig = ktRoot + "/kubeconfig"
+	laptopNetns    = "ktlaptop"
+	laptopKubecfg  = ktRoot + "/kubeconfig-laptop"
+	// apiServerFromLaptop is the host end of the laptop's veth, where the laptop reaches the
+	// API server (hack/cluster).
+	apiServerFromLaptop = "10.243.1.1"
+	testNamespace       = "kt-e2e"
+	clientPodName       = "client"
+	laptopEtcNetns      = "/etc/netns/" + laptopNetns
+	defaultWaitTime     = 60 * time.Second
 )
 
 var (
