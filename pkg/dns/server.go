@@ -74,8 +74,12 @@ func (s *Server) Serve(pc net.PacketConn, l net.Listener) {
 
 // Close stops the server.
 func (s *Server) Close() {
+	// Queries still waiting on a source (a tunnel that went quiet) get a second, not their
+	// whole timeout each: whoever asked has given up by now.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
 	for _, srv := range s.srvs {
-		srv.Shutdown()
+		srv.ShutdownContext(ctx)
 	}
 }
 

@@ -58,7 +58,7 @@ type Dialer struct {
 // tunnel is one connection to the kubelet's port-forward server: kt's own SPDY session
 // over the WebSocket tunnel, or spdystream over a plain SPDY upgrade.
 type tunnel interface {
-	open(port uint16, requestID string) (data, errs stream, err error)
+	open(ctx context.Context, port uint16, requestID string) (data, errs stream, err error)
 	alive() bool
 	Close() error
 }
@@ -186,7 +186,10 @@ func (d *Dialer) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := d.open(tun, port)
+	c, err := d.open(ctx, tun, port)
+	if err != nil && ctx.Err() != nil {
+		return nil, err // the caller gave up; the tunnel may be fine
+	}
 	if err != nil {
 		// A tunnel that can no longer create streams is dead: drop it and retry once.
 		tun.Close()
@@ -198,14 +201,14 @@ func (d *Dialer) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 		if tun, err = d.connection(ctx); err != nil {
 			return nil, err
 		}
-		return d.open(tun, port)
+		return d.open(ctx, tun, port)
 	}
 	return c, nil
 }
 
-func (d *Dialer) open(tun tunnel, port uint16) (net.Conn, error) {
+func (d *Dialer) open(ctx context.Context, tun tunnel, port uint16) (net.Conn, error) {
 	id := strconv.FormatInt(d.requestID.Add(1), 10)
-	data, errs, err := tun.open(port, id)
+	data, errs, err := tun.open(ctx, port, id)
 	if err != nil {
 		return nil, fmt.Errorf("port-forward to pod %s/%s port %d: %w", d.Namespace, d.Pod, port, err)
 	}
@@ -241,7 +244,7 @@ func (t spdystreamTunnel) alive() bool {
 
 func (t spdystreamTunnel) Close() error { return t.conn.Close() }
 
-func (t spdystreamTunnel) open(port uint16, requestID string) (stream, stream, error) {
+func (t spdystreamTunnel) open(_ context.Context, port uint16, requestID string) (stream, stream, error) {
 	headers := http.Header{}
 	headers.Set(corev1.StreamType, corev1.StreamTypeError)
 	headers.Set(corev1.PortHeader, strconv.Itoa(int(port)))

@@ -3,6 +3,7 @@ package portforward
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moby/spdystream/spdy"
@@ -41,6 +43,10 @@ type session struct {
 	streams map[uint32]*spdyStream
 	err     error // why the session ended
 	done    chan struct{}
+
+	pingEvery, silent time.Duration // pingPeriod and silentAfter when the session began
+	heard             atomic.Int64  // when the last frame arrived, in Unix nanoseconds
+	stalled           atomic.Bool   // the read loop waits for a slow local reader, not for the network
 }
 
 const (
@@ -48,10 +54,18 @@ const (
 	maxDataFrame   = 32 << 10  // the kubelet writes frames of up to 32 KiB; so do we
 	streamBuffer   = 512 << 10 // received, unread bytes per stream before the session waits
 	replyTimeout   = 30 * time.Second
-	pingPeriod     = 10 * time.Second // as client-go's tunnel: keeps proxies from closing an idle connection
 )
 
 var (
+	pingPeriod = 5 * time.Second // keeps proxies from closing an idle connection, and says it is alive
+	// silentAfter ends a session from which nothing came for this long, pings unanswered:
+	// when the network goes quiet (a laptop closed, a Wi-Fi change) the connection can look
+	// open for many minutes, and every new stream would wait on it.
+	silentAfter = 3 * pingPeriod
+)
+
+var (
+	errSilent        = errors.New("port-forward tunnel went silent (pings unanswered)")
 	errSessionClosed = errors.New("port-forward tunnel closed")
 	errStreamReset   = errors.New("the kubelet refused the stream")
 )
@@ -78,6 +92,8 @@ func newSession(conn net.Conn) (*session, error) {
 		return nil, err
 	}
 	s.framer = f
+	s.pingEvery, s.silent = pingPeriod, silentAfter
+	s.heard.Store(time.Now().UnixNano())
 	go s.readLoop()
 	go s.ping()
 	return s, nil
@@ -134,7 +150,7 @@ func (s *session) fail(err error) {
 // open creates the error and data streams of one port-forward connection to port and
 // waits for the kubelet's reply to the data stream. Both stream frames go out in one write;
 // the error stream is half-closed from its first frame (nothing is ever written to it).
-func (s *session) open(port uint16, requestID string) (stream, stream, error) {
+func (s *session) open(ctx context.Context, port uint16, requestID string) (stream, stream, error) {
 	h := http.Header{}
 	h.Set(corev1.StreamType, corev1.StreamTypeError)
 	h.Set(corev1.PortHeader, strconv.Itoa(int(port)))
@@ -169,6 +185,10 @@ func (s *session) open(port uint16, requestID string) (stream, stream, error) {
 		return data, errs, nil
 	case <-s.done:
 		return nil, nil, s.closedErr()
+	case <-ctx.Done():
+		data.Close()
+		errs.Close()
+		return nil, nil, ctx.Err()
 	case <-t.C:
 		data.Close()
 		errs.Close()
@@ -274,6 +294,7 @@ func (s *session) readLoop() {
 			s.fail(err)
 			return
 		}
+		s.heard.Store(time.Now().UnixNano())
 		word := binary.BigEndian.Uint32(hdr[:])
 		flagsLen := binary.BigEndian.Uint32(hdr[4:])
 		n := int(flagsLen & 0xffffff)
@@ -352,13 +373,17 @@ func (s *session) readControl(hdr [frameHeaderLen]byte, n int) error {
 }
 
 func (s *session) ping() {
-	t := time.NewTicker(pingPeriod)
+	t := time.NewTicker(s.pingEvery)
 	defer t.Stop()
 	for id := uint32(1); ; id += 2 {
 		select {
 		case <-s.done:
 			return
 		case <-t.C:
+			if !s.stalled.Load() && time.Since(time.Unix(0, s.heard.Load())) > s.silent {
+				s.fail(errSilent)
+				return
+			}
 			if err := s.writeControl(&spdy.PingFrame{Id: id}); err != nil {
 				s.fail(err)
 				return
@@ -452,6 +477,15 @@ func (st *spdyStream) deliver(bp *[]byte, fin bool) {
 		st.remoteFin = true
 	}
 	signal(st.readable)
+	if st.queued > streamBuffer {
+		// Silence from the network while the read loop waits here is not the network's:
+		// a developer paused in a debugger must not cost every flow its tunnel.
+		st.s.stalled.Store(true)
+		defer func() {
+			st.s.heard.Store(time.Now().UnixNano())
+			st.s.stalled.Store(false)
+		}()
+	}
 	for st.queued > streamBuffer && !st.closed && !st.reset {
 		st.mu.Unlock()
 		select {

@@ -2,6 +2,7 @@ package portforward
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -85,7 +86,7 @@ func startKubelet(t *testing.T, serve func(data, errs *spdystream.Stream)) (*kub
 func dialOn(t *testing.T, s *session) *Conn {
 	t.Helper()
 	d := &Dialer{Namespace: "ns", Pod: "pod"}
-	c, err := d.open(s, 8080)
+	c, err := d.open(context.Background(), s, 8080)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func TestSessionRefusedStream(t *testing.T) {
 	k, s := startKubelet(t, echo)
 	k.refus = true
 	d := &Dialer{Namespace: "ns", Pod: "pod"}
-	if _, err := d.open(s, 8080); !errors.Is(err, errStreamReset) {
+	if _, err := d.open(context.Background(), s, 8080); !errors.Is(err, errStreamReset) {
 		t.Fatalf("open on a refusing kubelet: %v, want %v", err, errStreamReset)
 	}
 	if !s.alive() {
@@ -179,7 +180,7 @@ func TestSessionEndIsNotEOF(t *testing.T) {
 				t.Fatal("session alive after its connection closed")
 			}
 			d := &Dialer{Namespace: "ns", Pod: "pod"}
-			if _, err := d.open(s, 8080); err == nil {
+			if _, err := d.open(context.Background(), s, 8080); err == nil {
 				t.Fatal("a stream opened on a dead session")
 			}
 		})
@@ -223,5 +224,83 @@ func TestSessionCloseReleasesAStalledReader(t *testing.T) {
 	c2 := dialOn(t, s) // the read loop runs again: the new stream gets its data
 	if _, err := io.ReadFull(c2, make([]byte, 3*streamBuffer)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// shortPings makes pings and the silence limit fast for a test.
+func shortPings(t *testing.T) {
+	p, s := pingPeriod, silentAfter
+	pingPeriod, silentAfter = 20*time.Millisecond, 100*time.Millisecond
+	t.Cleanup(func() { pingPeriod, silentAfter = p, s })
+}
+
+// The kubelet answers pings: an idle session lives on.
+func TestSessionIdleButAnsweredLivesOn(t *testing.T) {
+	shortPings(t)
+	_, s := startKubelet(t, echo)
+	time.Sleep(10 * silentAfter)
+	if !s.alive() {
+		t.Fatalf("an idle session whose pings are answered ended: %v", s.closedErr())
+	}
+	c := dialOn(t, s)
+	c.Write([]byte("still here"))
+	b := make([]byte, 10)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "still here" {
+		t.Fatalf("echo after idling: %q %v", b, err)
+	}
+}
+
+// A peer that takes everything and says nothing (the network went quiet) ends the session,
+// and a stream that waits for its reply learns it then, not after replyTimeout.
+func TestSessionEndsWhenTheNetworkGoesSilent(t *testing.T) {
+	shortPings(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(io.Discard, c)
+		}
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newSession(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := time.Now()
+	_, _, err = s.open(context.Background(), 8080, "1")
+	if !errors.Is(err, errSilent) || s.alive() {
+		t.Fatalf("open on a silent peer: %v (alive %v), want %v", err, s.alive(), errSilent)
+	}
+	if d := time.Since(t0); d > 10*silentAfter {
+		t.Errorf("noticed the silence after %s", d)
+	}
+}
+
+// A stream whose reader pauses (a developer stopped in a debugger) holds up the read loop;
+// that quiet is not the network's and must not end the session.
+func TestSessionStalledReaderIsNotSilence(t *testing.T) {
+	shortPings(t)
+	payload := make([]byte, 4*streamBuffer)
+	rand.New(rand.NewSource(1)).Read(payload)
+	_, s := startKubelet(t, func(data, _ *spdystream.Stream) {
+		data.Write(payload)
+		data.Close()
+	})
+	c := dialOn(t, s)
+	time.Sleep(10 * silentAfter) // nothing read: the read loop waits on this stream
+	if !s.alive() {
+		t.Fatalf("the session ended while a reader paused: %v", s.closedErr())
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("after the pause: %d of %d bytes, %v", len(got), len(payload), err)
 	}
 }
