@@ -50,9 +50,18 @@ type Dialer struct {
 
 	mu        sync.Mutex
 	tun       tunnel
-	protocol  string // negotiated
+	dialing   *dialCall                      // the tunnel being dialled, which other callers wait for
+	dialFunc  func() (tunnel, string, error) // d.dial; tests replace it
+	protocol  string                         // negotiated
 	requestID atomic.Int64
 	closed    bool
+}
+
+// dialCall is one attempt to establish the tunnel; done closes when err is set.
+type dialCall struct {
+	done   chan struct{}
+	err    error
+	gaveUp bool // the dialling caller's ctx ended: the others try again themselves
 }
 
 // tunnel is one connection to the kubelet's port-forward server: kt's own SPDY session
@@ -82,28 +91,73 @@ func (d *Dialer) Tunnel() string {
 	return d.protocol
 }
 
-// connection returns the current tunnel, dialling a new one when there is none or the old one closed.
+// connection returns the current tunnel, dialling a new one when there is none or the old one
+// closed. One caller dials; the others wait for it, each only as long as its own ctx allows,
+// and share its result.
 func (d *Dialer) connection(ctx context.Context) (tunnel, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil, net.ErrClosed
-	}
-	if d.tun != nil {
-		if d.tun.alive() {
-			return d.tun, nil
+	for {
+		d.mu.Lock()
+		if d.closed {
+			d.mu.Unlock()
+			return nil, net.ErrClosed
 		}
-		klog.FromContext(ctx).V(1).Info("port-forward tunnel closed; redialling", "pod", d.Namespace+"/"+d.Pod)
-		d.tun = nil
+		if d.tun != nil {
+			if d.tun.alive() {
+				t := d.tun
+				d.mu.Unlock()
+				return t, nil
+			}
+			klog.FromContext(ctx).V(1).Info("port-forward tunnel closed; redialling", "pod", d.Namespace+"/"+d.Pod)
+			d.tun = nil
+		}
+		if call := d.dialing; call != nil {
+			d.mu.Unlock()
+			select {
+			case <-call.done:
+				if call.err != nil && !call.gaveUp {
+					return nil, call.err
+				}
+				continue // the new tunnel, unless it already failed
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		call := &dialCall{done: make(chan struct{})}
+		d.dialing = call
+		d.mu.Unlock()
+		t, proto, err := d.dialTimeout(ctx)
+		d.mu.Lock()
+		d.dialing = nil
+		if err == nil && d.closed {
+			t.Close()
+			err = net.ErrClosed
+		}
+		if err == nil {
+			d.tun, d.protocol = t, proto
+			klog.FromContext(ctx).V(2).Info("port-forward tunnel up", "pod", d.Namespace+"/"+d.Pod, "protocol", proto)
+		}
+		call.err, call.gaveUp = err, err != nil && ctx.Err() != nil
+		d.mu.Unlock()
+		close(call.done)
+		return t, err
 	}
+}
+
+// dialTimeout dials the tunnel within d.Timeout and ctx; a dial that finishes after either
+// is closed.
+func (d *Dialer) dialTimeout(ctx context.Context) (tunnel, string, error) {
 	type result struct {
 		tun   tunnel
 		proto string
 		err   error
 	}
 	ch := make(chan result, 1)
+	dial := d.dialFunc
+	if dial == nil {
+		dial = d.dial
+	}
 	go func() {
-		t, p, err := d.dial()
+		t, p, err := dial()
 		ch <- result{t, p, err}
 	}()
 	timeout := d.Timeout
@@ -112,28 +166,25 @@ func (d *Dialer) connection(ctx context.Context) (tunnel, error) {
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
+	late := func() {
+		go func() {
+			if r := <-ch; r.tun != nil {
+				r.tun.Close()
+			}
+		}()
+	}
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return nil, fmt.Errorf("port-forward to pod %s/%s: %w", d.Namespace, d.Pod, r.err)
+			return nil, "", fmt.Errorf("port-forward to pod %s/%s: %w", d.Namespace, d.Pod, r.err)
 		}
-		d.tun, d.protocol = r.tun, r.proto
-		klog.FromContext(ctx).V(2).Info("port-forward tunnel up", "pod", d.Namespace+"/"+d.Pod, "protocol", r.proto)
-		return d.tun, nil
+		return r.tun, r.proto, nil
 	case <-t.C:
-		go func() {
-			if r := <-ch; r.tun != nil {
-				r.tun.Close()
-			}
-		}()
-		return nil, fmt.Errorf("port-forward to pod %s/%s: no tunnel after %s; raise --port-forward-timeout or check that the API server allows pods/portforward", d.Namespace, d.Pod, timeout)
+		late()
+		return nil, "", fmt.Errorf("port-forward to pod %s/%s: no tunnel after %s; raise --port-forward-timeout or check that the API server allows pods/portforward", d.Namespace, d.Pod, timeout)
 	case <-ctx.Done():
-		go func() {
-			if r := <-ch; r.tun != nil {
-				r.tun.Close()
-			}
-		}()
-		return nil, ctx.Err()
+		late()
+		return nil, "", ctx.Err()
 	}
 }
 
