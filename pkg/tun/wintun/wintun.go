@@ -4,15 +4,13 @@
 // there, which is where wireguard-go's loader looks for it.
 //
 // The DLLs are Wintun 0.14.1, the last release, byte for byte as in wintun-0.14.1.zip and
-// signed by WireGuard LLC; README.md says where they came from and hack/wintun.sh checks
-// them again. LICENSE.txt is Wintun's own licence, which allows shipping the DLL with
+// signed by WireGuard LLC; README.md says where they came from, the tests pin their SHA-256
+// and hack/wintun.sh checks their signatures. LICENSE.txt is Wintun's own licence, which allows shipping the DLL with
 // software that uses it only through its API, as wireguard-go does.
 package wintun
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,12 +20,6 @@ import (
 
 // Version is the Wintun release the DLLs come from.
 const Version = "0.14.1"
-
-// SHA256 is each DLL's SHA-256, by GOARCH, as published with Wintun 0.14.1.
-var SHA256 = map[string]string{
-	"amd64": "e5da8447dc2c320edc0fc52fa01885c103de8c118481f683643cacc3220dafce",
-	"arm64": "f7ba89005544be9d85231a9e0d5f23b2d15b3311667e2dad0debd344918a3f80",
-}
 
 // FileName is the name wireguard-go loads the DLL by.
 const FileName = "wintun.dll"
@@ -73,10 +65,4 @@ func Install(dir string, dll []byte) (path string, wrote bool, err error) {
 
 func unwritable(path string, err error) error {
 	return fmt.Errorf("cannot write %s (%v): run kubectl kt as Administrator once, or put wintun.dll (Wintun %s) there yourself, or use --disable-tun", path, err, Version)
-}
-
-// Sum is the hex SHA-256 of b.
-func Sum(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }
