@@ -479,11 +479,11 @@ func (m *mesher) leave(ctx context.Context) error {
 	if rp, err := m.cfg.Client.CoreV1().Pods(m.ns).Get(ctx, last.Router, metav1.GetOptions{}); err == nil {
 		cluster.DrainEndpoint(ctx, m.cfg.Client, m.ns, m.svc.Name, rp.Status.PodIP, 10*time.Second)
 	}
-	var errs []error
+	// The router sends unmarked requests to the origin Service until it is gone: it goes first.
+	errs := []error{cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, last.Router)}
 	if err := m.cfg.Client.CoreV1().Services(m.ns).Delete(ctx, last.Origin, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		errs = append(errs, err)
 	}
-	errs = append(errs, cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, last.Router))
 	return errors.Join(errs...)
 }
 
