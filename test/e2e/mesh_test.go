@@ -109,10 +109,17 @@ func TestMesh(t *testing.T) {
 
 	// The last one out restores the Service and removes the router while unmarked requests
 	// keep coming, each on a new connection: none of them fails or hangs (a connection
-	// that kube-proxy still sends to a router that is gone would).
+	// that kube-proxy still sends to a router that is gone would). They go to the ClusterIP:
+	// by name each also waited on the cluster's DNS, and one request of 3000 took 11.3 s in a
+	// CI run, as two 5 s resolver timeouts would; which hop it waited on was not recorded.
+	// If it was the Service's switch, this still catches it.
+	web, err := client.CoreV1().Services(testNamespace).Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	loadDone = make(chan result, 1)
 	go func() {
-		loadDone <- inCluster(t, "/testapp load -url http://web/last-out -n 3000 -c 4 -rate 300 -newconn")
+		loadDone <- inCluster(t, "/testapp load -url http://"+web.Spec.ClusterIP+"/last-out -n 3000 -c 4 -rate 300 -newconn")
 	}()
 	time.Sleep(time.Second)
 	if code := dev1.Stop(syscall.SIGINT, 60*time.Second); code != 0 || !strings.Contains(dev1.Output(), "Restored service") {
