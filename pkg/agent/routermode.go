@@ -68,11 +68,16 @@ func RunRouter(ctx context.Context, cfg RouterConfig) error {
 			}
 		}(p)
 	}
-	// /routes on loopback tells a joining client (through a port-forward) when it is routed.
+	// On loopback, for clients through a port-forward: /routes tells a joining one when it is
+	// routed, /traffic a leaving one when kube-proxy no longer sends connections here.
 	mux := http.NewServeMux()
 	mux.HandleFunc("/routes", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(r.Members())
+	})
+	mux.HandleFunc("/traffic", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(wire.RouterTraffic{SinceLastAccept: r.SinceLastAccept()})
 	})
 	hl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(wire.HealthPort)))
 	if err != nil {
@@ -99,7 +104,10 @@ func RunRouter(ctx context.Context, cfg RouterConfig) error {
 		}
 		m, ok := wire.GetMesh(&svc)
 		if !ok || m.Router != cfg.PodName {
-			klog.InfoS("the service is no longer meshed through this router; exiting")
+			// The client that switched the Service away deletes this pod too, once it has
+			// seen it quiet; whichever comes first.
+			klog.InfoS("the service is no longer meshed through this router; exiting once kube-proxy has followed")
+			waitQuiet(ctx, r, wire.KubeProxySync, 30*time.Second)
 			api.deleteSelf(ctx, cfg)
 			return nil
 		}
@@ -131,9 +139,24 @@ func RunRouter(ctx context.Context, cfg RouterConfig) error {
 				klog.ErrorS(err, "router: restore; run 'kubectl kt clean'")
 				continue
 			}
+			waitQuiet(ctx, r, wire.KubeProxySync, 30*time.Second)
 			api.do(ctx, http.MethodDelete, "/api/v1/namespaces/"+ns+"/services/"+cfg.Origin, nil, nil)
 			api.deleteSelf(ctx, cfg)
 			return nil
+		}
+	}
+}
+
+// waitQuiet waits until the router has accepted no connection for quiet (kube-proxy has
+// followed the Service's switch away from it, so the origin Service and this pod can go
+// without a client's SYN reaching a deleted pod), or for at most max.
+func waitQuiet(ctx context.Context, r *router.Router, quiet, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for r.SinceLastAccept() < quiet && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(quiet - r.SinceLastAccept()):
 		}
 	}
 }

@@ -115,10 +115,6 @@ func HeartbeatService(ctx context.Context, client kubernetes.Interface, ns, name
 	return err
 }
 
-// KubeProxySync is how long kube-proxy takes to follow an endpoint change (its sync period
-// is about a second); nothing in the API shows when it has.
-const KubeProxySync = 1500 * time.Millisecond
-
 // DrainEndpoint waits until no endpoint of the Service is ip (a shadow or router about to be
 // deleted) and then for kube-proxy to follow, so that no new connection is sent to a pod
 // that is gone (its SYN would vanish and the client hang). It gives up quietly after timeout.
@@ -149,7 +145,7 @@ func DrainEndpoint(ctx context.Context, client kubernetes.Interface, ns, name, i
 	}
 	select {
 	case <-ctx.Done():
-	case <-time.After(KubeProxySync):
+	case <-time.After(wire.KubeProxySync):
 	}
 }
 

@@ -2,6 +2,8 @@
 // ports, the label and annotation keys kt puts on cluster objects, and the protocol version.
 package wire
 
+import "time"
+
 // ProtocolVersion changes whenever client and agent stop understanding each other. The
 // agent reports it in its SSH version string and on its readiness endpoint.
 const ProtocolVersion = 2
@@ -17,6 +19,10 @@ const (
 	ReversePort  = 2055 // reverse streams for remote forwards, see reverse.go
 	HealthPort   = 2081 // HTTP /readyz and /version
 )
+
+// KubeProxySync is how long kube-proxy takes to follow an endpoint change (its minimum sync
+// period is about a second); nothing in the API shows when it has.
+const KubeProxySync = 1500 * time.Millisecond
 
 // SSHServerVersion is the agent's SSH identification string.
 const SSHServerVersion = "SSH-2.0-kt-shadow"

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -286,3 +287,27 @@ func writeFile(t testing.TB, dir, name, content string) string {
 }
 
 var metavGet = metav1.GetOptions{}
+
+// pauseKubeProxy stops the test cluster's kube-proxy (SIGSTOP) for d, as a busy node's lags
+// behind endpoint changes; it resumes it after d, and at the latest when the test ends.
+func pauseKubeProxy(t testing.TB, d time.Duration) {
+	t.Helper()
+	b, err := os.ReadFile(ktRoot + "/run/kube-proxy.pid")
+	if err != nil {
+		t.Fatalf("kube-proxy's pid: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("kube-proxy's pid: %v", err)
+	}
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) != "kube-proxy" {
+		t.Fatalf("pid %d is not kube-proxy (%q)", pid, comm)
+	}
+	var once sync.Once
+	resume := func() { once.Do(func() { syscall.Kill(pid, syscall.SIGCONT) }) }
+	t.Cleanup(resume)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("pause kube-proxy: %v", err)
+	}
+	time.AfterFunc(d, resume)
+}

@@ -112,7 +112,10 @@ func TestMesh(t *testing.T) {
 	// that kube-proxy still sends to a router that is gone would). They go to the ClusterIP:
 	// by name each also waited on the cluster's DNS, and one request of 3000 took 11.3 s in a
 	// CI run, as two 5 s resolver timeouts would; which hop it waited on was not recorded.
-	// If it was the Service's switch, this still catches it.
+	// If it was the Service's switch, this still catches it. kube-proxy is paused for 4 s
+	// as the developer leaves, as a busy node's can lag: in one CI run a connection went to
+	// the deleted router ("no route to host") after the endpoints had changed and kt had
+	// waited 1.5 s more; the router must stay until it sees no more connections.
 	web, err := client.CoreV1().Services(testNamespace).Get(context.Background(), "web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -122,6 +125,7 @@ func TestMesh(t *testing.T) {
 		loadDone <- inCluster(t, "/testapp load -url http://"+web.Spec.ClusterIP+"/last-out -n 3000 -c 4 -rate 300 -newconn")
 	}()
 	time.Sleep(time.Second)
+	pauseKubeProxy(t, 4*time.Second)
 	if code := dev1.Stop(syscall.SIGINT, 60*time.Second); code != 0 || !strings.Contains(dev1.Output(), "Restored service") {
 		t.Errorf("last developer leaving (exit %d):\n%s", code, dev1.Output())
 	}

@@ -39,14 +39,18 @@ type Router struct {
 	pool pool // idle HTTP/1.1 upstream connections
 	// rawRequests counts the requests relayed without parsing (see serveRaw).
 	rawRequests atomic.Int64
-	h1          *http.Transport
-	h2          *http2.Transport
+	// lastAccept is when a connection last came in on any port and sent its first byte
+	// (Unix nanoseconds; the router's start before the first), which tells when kube-proxy
+	// stopped sending any. A connection that sends nothing (a TCP probe) does not count.
+	lastAccept atomic.Int64
+	h1         *http.Transport
+	h2         *http2.Transport
 }
 
 // New returns a router that sends unmarked requests to origin.
 func New(origin string) *Router {
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-	return &Router{
+	r := &Router{
 		Origin: origin,
 		h1: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
 			DisableCompression: true, ForceAttemptHTTP2: false},
@@ -54,6 +58,14 @@ func New(origin string) *Router {
 			return d.DialContext(ctx, network, addr)
 		}},
 	}
+	r.lastAccept.Store(time.Now().UnixNano())
+	return r
+}
+
+// SinceLastAccept is how long ago the router last accepted a connection that sent data
+// (since it started, if none did).
+func (r *Router) SinceLastAccept() time.Duration {
+	return time.Since(time.Unix(0, r.lastAccept.Load()))
 }
 
 // SetMembers replaces the routes.
@@ -132,9 +144,10 @@ func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
 				c.SetReadDeadline(time.Now().Add(30 * time.Second))
 				b, err := br.Peek(1)
 				if err != nil {
-					c.Close()
+					c.Close() // the kubelet's TCP probe, for one: it counts as no traffic
 					return
 				}
+				r.lastAccept.Store(time.Now().UnixNano())
 				var pre []byte
 				if b[0] != 0x16 {
 					pre, _ = br.Peek(len(http2Preface))

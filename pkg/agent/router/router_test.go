@@ -346,3 +346,29 @@ func TestPassthroughPassesTheOriginsCloseOn(t *testing.T) {
 		t.Fatalf("got %q, %v: want the origin's bytes, then its close", got, err)
 	}
 }
+
+func TestSinceLastAcceptCountsFromTheLastConnection(t *testing.T) {
+	addr, r := backends(t, echoName)
+	time.Sleep(50 * time.Millisecond)
+	if d := r.SinceLastAccept(); d < 50*time.Millisecond {
+		t.Fatalf("before any connection: %v since the last accept, want the router's age (>= 50ms)", d)
+	}
+	probe, err := net.Dial("tcp", addr) // a TCP probe: connects, sends nothing, closes
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe.Close()
+	time.Sleep(20 * time.Millisecond)
+	if d := r.SinceLastAccept(); d < 70*time.Millisecond {
+		t.Fatalf("after a probe that sent nothing: %v since the last accept, want the router's age (>= 70ms)", d)
+	}
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	get(t, c, "http://"+addr+"/")
+	if d := r.SinceLastAccept(); d > 40*time.Millisecond {
+		t.Fatalf("just after a connection: %v since the last accept", d)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if d := r.SinceLastAccept(); d < 30*time.Millisecond {
+		t.Fatalf("30ms later: %v since the last accept", d)
+	}
+}

@@ -396,6 +396,9 @@ func load(args []string) {
 						b = *upload
 					}
 				}
+				if err != nil { // when, for a test that fails to tell what happened then
+					fmt.Fprintf(os.Stderr, "%s load: %v\n", time.Now().UTC().Format("15:04:05.000"), err)
+				}
 				results <- res{time.Since(s), b, err}
 			}
 		}()
