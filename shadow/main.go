@@ -46,6 +46,14 @@ func main() {
 	cfg.PodName, cfg.PodNamespace = os.Getenv(wire.EnvPodName), os.Getenv(wire.EnvPodNamespace)
 	cfg.Deployment = os.Getenv(wire.EnvDeployment)
 	cfg.Shared = os.Getenv(wire.EnvShared) == "true"
+	if p := os.Getenv(wire.EnvProbePort); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s=%q: want a port number\n", wire.EnvProbePort, p)
+			os.Exit(2)
+		}
+		cfg.ProbePort = n
+	}
 	if cfg.PodIP == "" {
 		cfg.PodIP = "0.0.0.0"
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -30,7 +31,8 @@ import (
 // Config configures the agent.
 type Config struct {
 	AuthorizedKey string        // OpenSSH authorized_keys line of the session's public key
-	PodIP         string        // where remote forwards listen
+	PodIP         string        // where remote forwards and the readiness probe listen
+	ProbePort     int           // the readiness probe's port; 0: wire.ProbePort
 	ListenIP      string        // where the tunnel services listen; loopback
 	ExpireAfter   time.Duration // exit once the client has been gone this long; 0 never
 	ResolvConf    string
@@ -120,6 +122,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return func() { endCtl(); end() }
 	}}
 	scfg.Reverse = reverse.take
+	var lastForwarded atomic.Int64 // Unix nanoseconds; the start before the first
+	lastForwarded.Store(time.Now().UnixNano())
+	scfg.OnForwarded = func() { lastForwarded.Store(time.Now().UnixNano()) }
 	if cfg.Shared {
 		scfg.Also = keys.has
 		scfg.OnAuth = keys.connected
@@ -187,6 +192,10 @@ func Run(ctx context.Context, cfg Config) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(status())
 	})
+	mux.HandleFunc("/traffic", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(wire.Traffic{SinceLastAccept: time.Since(time.Unix(0, lastForwarded.Load()))})
+	})
 	if cfg.Shared {
 		mux.HandleFunc("/authorize", func(w http.ResponseWriter, r *http.Request) {
 			k, ok := postedKey(w, r)
@@ -208,14 +217,38 @@ func Run(ctx context.Context, cfg Config) error {
 			json.NewEncoder(w).Encode(map[string]int{"others": others})
 		})
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	closers = append(closers, hs.Close)
-	run("health", func() error {
-		if err := hs.Serve(healthL); !errors.Is(err, http.ErrServerClosed) {
-			return err
+	serveHTTP := func(name string, l net.Listener, h http.Handler) {
+		hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		closers = append(closers, hs.Close)
+		run(name, func() error {
+			if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	serveHTTP("health", healthL, mux)
+
+	// The kubelet's readiness probe, on the pod's IP: a forwarded port is ready once the
+	// client's forward listens on it. (Probing that port itself would count as traffic.)
+	if cfg.ProbePort == 0 {
+		cfg.ProbePort = wire.ProbePort
+	}
+	probeL, err := net.Listen("tcp", net.JoinHostPort(cfg.PodIP, strconv.Itoa(cfg.ProbePort)))
+	if err != nil {
+		return fmt.Errorf("readiness probe: %w", err)
+	}
+	probeMux := http.NewServeMux()
+	probeMux.HandleFunc("/forwarding", func(w http.ResponseWriter, r *http.Request) {
+		port, err := strconv.Atoi(r.URL.Query().Get("port"))
+		switch {
+		case err != nil:
+			http.Error(w, "want ?port=N", http.StatusBadRequest)
+		case !srv.Forwarding(port):
+			http.Error(w, "no forward listens on this port yet", http.StatusServiceUnavailable)
 		}
-		return nil
 	})
+	serveHTTP("readiness probe", probeL, probeMux)
 
 	klog.InfoS("kt shadow agent ready", "version", version.Version, "protocol", wire.ProtocolVersion, "podIP", cfg.PodIP, "expireAfter", cfg.ExpireAfter)
 

@@ -4,7 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,6 +17,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/kubectl-kt/kt/pkg/sshtunnel"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -72,17 +77,13 @@ func TestSharedKeySetCountsOthersOnLeave(t *testing.T) {
 // A laptop that vanished without a word leaves data connections open here (the API server
 // notices late); only its SSH connection, which keepalives end, says the client is there.
 func TestRunExpiresWhenOnlyDataConnectionsAreLeft(t *testing.T) {
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	sp, _ := gossh.NewPublicKey(pub)
-	signer, _ := gossh.NewSignerFromKey(priv)
-	rc := filepath.Join(t.TempDir(), "resolv.conf")
-	os.WriteFile(rc, []byte("nameserver 127.0.0.1\n"), 0o644)
+	authorized, signer, rc := clientKey(t)
 	const ip = "127.0.0.5"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan time.Time, 1)
 	go func() {
-		if err := Run(ctx, Config{AuthorizedKey: string(gossh.MarshalAuthorizedKey(sp)), ListenIP: ip, PodIP: ip,
+		if err := Run(ctx, Config{AuthorizedKey: authorized, ListenIP: ip, PodIP: ip,
 			ExpireAfter: 1500 * time.Millisecond, KeepAlive: time.Second, ResolvConf: rc}); err != nil {
 			t.Errorf("Run: %v", err)
 		}
@@ -128,4 +129,92 @@ func TestRunExpiresWhenOnlyDataConnectionsAreLeft(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the agent did not expire with only a data connection left")
 	}
+}
+
+// The readiness probe answers on the pod's IP whether a forward listens; /traffic, on the
+// health port, how long ago a connection last came in on one.
+func TestProbeAndTraffic(t *testing.T) {
+	authorized, signer, rc := clientKey(t)
+	const ip, probePort, fwdPort = "127.0.0.6", 2094, 18095
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go Run(ctx, Config{AuthorizedKey: authorized, ListenIP: ip, PodIP: ip, ProbePort: probePort, ResolvConf: rc})
+	get := func(port int, path string) (int, string) {
+		for i := 0; ; i++ {
+			resp, err := http.Get(fmt.Sprintf("http://%s:%d%s", ip, port, path))
+			if err != nil {
+				if i == 100 {
+					t.Fatalf("GET %s: %v", path, err)
+				}
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode, string(b)
+		}
+	}
+	probe := fmt.Sprintf("/forwarding?port=%d", fwdPort)
+	if code, _ := get(probePort, probe); code != http.StatusServiceUnavailable {
+		t.Errorf("probe before the forward: %d, want 503", code)
+	}
+	if code, _ := get(probePort, "/forwarding?port=x"); code != http.StatusBadRequest {
+		t.Errorf("probe with a bad port: %d, want 400", code)
+	}
+	traffic := func() time.Duration {
+		_, body := get(wire.HealthPort, "/traffic")
+		var tr wire.Traffic
+		if err := json.Unmarshal([]byte(body), &tr); err != nil {
+			t.Fatalf("/traffic: %v: %q", err, body)
+		}
+		return tr.SinceLastAccept
+	}
+	c, err := net.Dial("tcp", net.JoinHostPort(ip, strconv.Itoa(wire.SSHPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := sshtunnel.Dial(ctx, c, signer, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	l, err := client.Listen(fwdPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if code, _ := get(probePort, probe); code != http.StatusOK {
+		t.Errorf("probe once the forward listens: %d, want 200", code)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if d := traffic(); d < 200*time.Millisecond {
+		t.Errorf("before any forwarded connection: %v since the last, want the agent's age", d)
+	}
+	fc, err := net.Dial("tcp", net.JoinHostPort(ip, strconv.Itoa(fwdPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc.Close()
+	if d := traffic(); d > 150*time.Millisecond {
+		t.Errorf("just after a forwarded connection: %v since the last", d)
+	}
+}
+
+// clientKey returns a client's key, as the agent's authorized_keys line and as a signer, and
+// a resolv.conf for the agent's DNS forwarder.
+func clientKey(t *testing.T) (authorized string, signer gossh.Signer, resolvConf string) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	sp, _ := gossh.NewPublicKey(pub)
+	signer, _ = gossh.NewSignerFromKey(priv)
+	resolvConf = filepath.Join(t.TempDir(), "resolv.conf")
+	os.WriteFile(resolvConf, []byte("nameserver 127.0.0.1\n"), 0o644)
+	return string(gossh.MarshalAuthorizedKey(sp)), signer, resolvConf
 }

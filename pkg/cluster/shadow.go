@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -160,9 +162,20 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 	}
 	if len(s.ForwardPorts) > 0 {
 		// Ready only once the client's remote forwards listen: a Service sends traffic to
-		// the shadow no earlier.
+		// the shadow no earlier. The agent answers on a port of its own: a probe of the
+		// forwarded port would look like traffic (wire.Traffic). The router serves its
+		// ports itself and tells a probe's empty connection from traffic.
+		handler := corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstrFrom(s.ForwardPorts[0].ContainerPort)}}
+		if s.Role != wire.RoleRouter {
+			probe := probePort(s.ForwardPorts)
+			if probe != wire.ProbePort {
+				c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvProbePort, Value: strconv.Itoa(int(probe))})
+			}
+			handler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: fmt.Sprintf("/forwarding?port=%d", s.ForwardPorts[0].ContainerPort), Port: intstrFrom(probe)}}
+		}
 		c.ReadinessProbe = &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstrFrom(s.ForwardPorts[0].ContainerPort)}},
+			ProbeHandler:  handler,
 			PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1,
 		}
 	}
@@ -377,6 +390,15 @@ func DeleteShadowDeployment(ctx context.Context, client kubernetes.Interface, ns
 		}
 	}
 	return nil
+}
+
+// probePort is wire.ProbePort, or the first port above it that no forward uses.
+func probePort(fwds []corev1.ContainerPort) int32 {
+	p := int32(wire.ProbePort)
+	for slices.ContainsFunc(fwds, func(f corev1.ContainerPort) bool { return f.ContainerPort == p }) {
+		p++
+	}
+	return p
 }
 
 // DeleteShadow deletes the pod at once; a missing pod is not an error.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -44,6 +45,49 @@ func TestShadowPodIsRestricted(t *testing.T) {
 			if strings.Contains(strings.ToLower(e.Value), "private") {
 				t.Errorf("env %s looks like a private key", e.Name)
 			}
+		}
+	}
+}
+
+func TestReadinessProbe(t *testing.T) {
+	for _, c := range []struct {
+		role      string
+		ports     []int32
+		probePort int32  // of the HTTP probe; 0: a TCP probe of the first forwarded port
+		env       string // KT_PROBE_PORT
+	}{
+		{role: wire.RoleExchange, ports: []int32{80}, probePort: wire.ProbePort},
+		{role: wire.RolePreview, ports: []int32{wire.ProbePort, wire.ProbePort + 1, 8080}, probePort: wire.ProbePort + 2, env: "2086"},
+		{role: wire.RoleRouter, ports: []int32{80, 9000}},
+	} {
+		var fwds []corev1.ContainerPort
+		for _, p := range c.ports {
+			fwds = append(fwds, corev1.ContainerPort{ContainerPort: p})
+		}
+		pod, err := ShadowPod(ShadowSpec{Namespace: "ns", Role: c.role, Session: "abc123", AuthorizedKey: "ssh-ed25519 AAAA", ForwardPorts: fwds, Opts: NewPodOptions()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctr := pod.Spec.Containers[0]
+		h := ctr.ReadinessProbe.ProbeHandler
+		env := ""
+		for _, e := range ctr.Env {
+			if e.Name == wire.EnvProbePort {
+				env = e.Value
+			}
+		}
+		if env != c.env {
+			t.Errorf("%s %v: %s=%q, want %q", c.role, c.ports, wire.EnvProbePort, env, c.env)
+		}
+		if c.probePort == 0 {
+			if h.TCPSocket == nil || h.TCPSocket.Port.IntVal != c.ports[0] {
+				t.Errorf("%s %v: probe %+v, want TCP to %d", c.role, c.ports, h, c.ports[0])
+			}
+			continue
+		}
+		want := fmt.Sprintf("/forwarding?port=%d", c.ports[0])
+		if h.HTTPGet == nil || h.HTTPGet.Port.IntVal != c.probePort || h.HTTPGet.Path != want {
+			t.Errorf("%s %v: probe %+v, want GET :%d%s", c.role, c.ports, h.HTTPGet, c.probePort, want)
 		}
 	}
 }

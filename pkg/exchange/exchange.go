@@ -119,9 +119,23 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	readyc := make(chan struct{})
 	var once sync.Once
 	serveErr := make(chan error, 1)
-	sctx, stopServing := context.WithCancel(ctx)
-	defer stopServing()
-	go func() { serveErr <- x.serve(sctx, fwds, func() { once.Do(func() { close(readyc) }) }) }()
+	served := make(chan struct{})
+	// The forwards outlive ctx: at the end they serve until the Service is restored and
+	// kube-proxy has followed (the undo steps pushed after this one run before it), so no
+	// connection that still comes here is refused.
+	sctx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		defer close(served)
+		serveErr <- x.serve(sctx, fwds, func() { once.Do(func() { close(readyc) }) })
+	}()
+	undo.Push("stop serving the forwards", func(ctx context.Context) error {
+		stopServing()
+		select {
+		case <-served:
+		case <-ctx.Done():
+		}
+		return nil
+	})
 	select {
 	case <-readyc:
 	case err := <-serveErr:
@@ -148,6 +162,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			_, err := cluster.RestoreService(ctx, cfg.Client, ns, svcName, lockID)
 			if err == nil { // then delete the shadow only once no new connection goes to it
 				cluster.DrainEndpoint(ctx, cfg.Client, ns, svcName, x.current().Pod.Status.PodIP, 10*time.Second)
+				session.WaitQuiet(ctx, x.current().Dialer, 30*time.Second)
 			}
 			return err
 		})
@@ -171,7 +186,6 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	for {
 		select {
 		case <-ctx.Done():
-			stopServing()
 			return nil
 		case err := <-serveErr:
 			return err
@@ -306,8 +320,29 @@ func (x *exchanger) scaleDown(ctx context.Context, w *Workload, undo *cluster.Un
 		if err := setWorkload(ctx, x.cfg.Client, x.ns, w, map[string]any{wire.UndoAnnotation: nil}, ptr.To(w.Replicas)); err != nil {
 			return err
 		}
-		return waitReady(ctx, x.cfg.Client, x.ns, w, x.cfg.RecoverWaitTime, x.cfg.ErrOut)
+		if err := waitReady(ctx, x.cfg.Client, x.ns, w, x.cfg.RecoverWaitTime, x.cfg.ErrOut); err != nil {
+			return err
+		}
+		return x.drainShadow(ctx)
 	})
+	return nil
+}
+
+// drainShadow takes the shadow out of the Service in scale mode, where it carries the
+// selected labels: it drops them, then waits until the endpoints and kube-proxy have
+// followed, so that deleting it refuses no client's connection.
+func (x *exchanger) drainShadow(ctx context.Context) error {
+	sess := x.current()
+	labels := map[string]any{}
+	for k := range x.svc.Spec.Selector {
+		labels[k] = nil
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
+	if _, err := x.cfg.Client.CoreV1().Pods(x.ns).Patch(ctx, sess.Pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		return cluster.Explain(err, "patch", "pods", x.ns)
+	}
+	cluster.DrainEndpoint(ctx, x.cfg.Client, x.ns, x.svc.Name, sess.Pod.Status.PodIP, 10*time.Second)
+	session.WaitQuiet(ctx, sess.Dialer, 30*time.Second)
 	return nil
 }
 

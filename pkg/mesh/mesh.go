@@ -25,7 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
@@ -479,7 +478,9 @@ func (m *mesher) leave(ctx context.Context) error {
 	m.goodbye = fmt.Sprintf("Restored service %s/%s (the last developer left the mesh) and removed its router", m.ns, m.svc.Name)
 	if rp, err := m.cfg.Client.CoreV1().Pods(m.ns).Get(ctx, last.Router, metav1.GetOptions{}); err == nil {
 		cluster.DrainEndpoint(ctx, m.cfg.Client, m.ns, m.svc.Name, rp.Status.PodIP, 10*time.Second)
-		m.waitRouterQuiet(ctx, last.Router, 30*time.Second)
+		d := m.routerDialer(last.Router)
+		session.WaitQuiet(ctx, d, 30*time.Second)
+		d.Close()
 	}
 	// The router sends unmarked requests to the origin Service until it is gone: it goes first.
 	errs := []error{cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, last.Router)}
@@ -489,48 +490,11 @@ func (m *mesher) leave(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// routerClient returns an HTTP client for the router's loopback endpoints (wire.HealthPort),
-// through a port-forward, and the function that closes it.
-func (m *mesher) routerClient(pod string) (*http.Client, func()) {
+// routerDialer is a port-forward to the router, for its loopback endpoints (wire.HealthPort).
+func (m *mesher) routerDialer(pod string) *portforward.Dialer {
 	d := portforward.NewDialer(m.cfg.RESTConfig, m.cfg.Client, m.ns, pod)
 	d.Protocol = m.cfg.Protocol
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.Dial(ctx, wire.HealthPort) },
-	}}, func() { d.Close() }
-}
-
-// waitRouterQuiet waits, after the Service has been switched away from the router, until
-// the router has accepted no connection for wire.KubeProxySync: kube-proxy has followed, and
-// deleting the router sends no client's connection to a pod that is gone (the endpoint
-// list changes at once; kube-proxy, on a busy node, can take seconds more). It gives up
-// quietly after timeout, or when the router cannot be asked.
-func (m *mesher) waitRouterQuiet(ctx context.Context, pod string, timeout time.Duration) {
-	hc, done := m.routerClient(pod)
-	defer done()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://router/traffic", nil)
-		resp, err := hc.Do(req)
-		if err != nil {
-			klog.V(1).InfoS("mesh: ask the router for its traffic", "err", err)
-			return
-		}
-		var t wire.RouterTraffic
-		err = json.NewDecoder(resp.Body).Decode(&t)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
-			klog.V(1).InfoS("mesh: the router's traffic", "status", resp.Status, "err", err)
-			return
-		}
-		if t.SinceLastAccept >= wire.KubeProxySync {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wire.KubeProxySync - t.SinceLastAccept):
-		}
-	}
+	return d
 }
 
 // waitRouted waits until the router lists this developer's route, so that the first marked
@@ -544,8 +508,11 @@ func (m *mesher) waitRouted(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("service %s/%s is no longer meshed", m.ns, m.svc.Name)
 	}
-	hc, done := m.routerClient(st.Router)
-	defer done()
+	d := m.routerDialer(st.Router)
+	defer d.Close()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.Dial(ctx, wire.HealthPort) },
+	}}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := hc.Get("http://router/routes")

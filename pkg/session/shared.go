@@ -84,6 +84,40 @@ func agentHTTP(d *portforward.Dialer) *http.Client {
 	}}
 }
 
+// WaitQuiet waits, after a Service has been switched away from the pod that d reaches (a
+// shadow with remote forwards or a mesh router), until that pod has taken no connection for
+// wire.KubeProxySync: kube-proxy has followed, and deleting the pod sends no client's
+// connection to a pod that is gone. The endpoint list changes at once; kube-proxy, on a busy
+// node, can take seconds more, and nothing in the API shows when it has. It gives up
+// quietly after timeout, or when the pod cannot be asked.
+func WaitQuiet(ctx context.Context, d *portforward.Dialer, timeout time.Duration) {
+	hc := agentHTTP(d)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/traffic", nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			klog.V(1).InfoS("ask the pod for its traffic", "err", err)
+			return
+		}
+		var t wire.Traffic
+		err = json.NewDecoder(resp.Body).Decode(&t)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			klog.V(1).InfoS("the pod's traffic", "status", resp.Status, "err", err)
+			return
+		}
+		if t.SinceLastAccept >= wire.KubeProxySync {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wire.KubeProxySync - t.SinceLastAccept):
+		}
+	}
+}
+
 // authorize registers this session's key with a shared agent (retrying while it starts).
 func (s *Session) authorize(ctx context.Context) error {
 	key := gossh.MarshalAuthorizedKey(s.signer.PublicKey())

@@ -30,13 +30,6 @@ type MeshMember struct {
 	Heartbeat time.Time `json:"heartbeat"`
 }
 
-// RouterTraffic is what the router's /traffic (on HealthPort) answers: how long ago a
-// connection last came in. A Service switched away from the router is only done with it once
-// kube-proxy has followed, which nothing in the API shows; the router sees it.
-type RouterTraffic struct {
-	SinceLastAccept time.Duration `json:"sinceLastAcceptNs"`
-}
-
 // GetMesh reads the mesh state of svc.
 func GetMesh(svc *corev1.Service) (*MeshState, bool) {
 	s, ok := svc.Annotations[MeshAnnotation]

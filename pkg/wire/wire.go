@@ -17,8 +17,22 @@ const (
 	DNSPort      = 2053 // DNS forwarder, TCP (queries arrive through the tunnel)
 	UDPRelayPort = 2054 // framed UDP relay, see relay.go
 	ReversePort  = 2055 // reverse streams for remote forwards, see reverse.go
-	HealthPort   = 2081 // HTTP /readyz and /version
+	HealthPort   = 2081 // HTTP /readyz, /version and /traffic
 )
+
+// ProbePort is where a shadow with remote forwards answers the kubelet's readiness probe,
+// on the pod's IP: GET /forwarding?port=N is 200 once the client's forward of port N
+// listens. (A TCP probe of the forwarded port itself would look like traffic, see Traffic.)
+// When a forward uses it, the next free port above takes its place (EnvProbePort).
+const ProbePort = 2084
+
+// Traffic is what /traffic on HealthPort answers, from a mesh router or a shadow with
+// remote forwards: how long ago a connection last came in on a forwarded or routed port.
+// A Service switched away from the pod is only done with it once kube-proxy has followed,
+// which nothing in the API shows; the pod sees it.
+type Traffic struct {
+	SinceLastAccept time.Duration `json:"sinceLastAcceptNs"`
+}
 
 // KubeProxySync is how long kube-proxy takes to follow an endpoint change (its minimum sync
 // period is about a second); nothing in the API shows when it has.
@@ -61,6 +75,7 @@ const (
 const (
 	EnvAuthorizedKey  = "KT_AUTHORIZED_KEY"  // OpenSSH authorized_keys line
 	EnvPodIP          = "KT_POD_IP"          // from the downward API
+	EnvProbePort      = "KT_PROBE_PORT"      // where the readiness probe is answered, when not ProbePort
 	EnvRestoreService = "KT_RESTORE_SERVICE" // namespace/name the agent restores when its client is gone
 	EnvSession        = "KT_SESSION"
 	EnvPodName        = "KT_POD_NAME"

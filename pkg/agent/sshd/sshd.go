@@ -46,6 +46,8 @@ type Config struct {
 	// Reverse, when set, may return a stream of the client's that takes a connection arriving
 	// on a forwarded port (see wire/reverse.go); nil sends it over SSH.
 	Reverse func(port int) net.Conn
+	// OnForwarded, when set, is called for each connection that arrives on a forwarded port.
+	OnForwarded func()
 }
 
 type authedKey struct{}
@@ -54,6 +56,7 @@ type authedKey struct{}
 type Server struct {
 	cfg Config
 	srv *ssh.Server
+	fwd *forwarder
 }
 
 // New returns a server for cfg.
@@ -62,7 +65,8 @@ func New(cfg Config) *Server {
 		cfg.KeepAlive = 10 * time.Second
 	}
 	s := &Server{cfg: cfg}
-	fwd := &forwarder{ip: cfg.ForwardIP, listeners: map[string]net.Listener{}, reverse: cfg.Reverse}
+	fwd := &forwarder{ip: cfg.ForwardIP, listeners: map[fwdKey]net.Listener{}, reverse: cfg.Reverse, onConn: cfg.OnForwarded}
+	s.fwd = fwd
 	s.srv = &ssh.Server{
 		Version: fmt.Sprintf("kt-shadow_%d", wire.ProtocolVersion),
 		PublicKeyHandler: func(ctx ssh.Context, key ssh.PublicKey) bool {
@@ -100,6 +104,18 @@ func New(cfg Config) *Server {
 	}
 	s.srv.AddHostKey(cfg.HostKey)
 	return s
+}
+
+// Forwarding reports whether a client's remote forward listens on port.
+func (s *Server) Forwarding(port int) bool {
+	s.fwd.mu.Lock()
+	defer s.fwd.mu.Unlock()
+	for key := range s.fwd.listeners {
+		if int(key.port) == port {
+			return true
+		}
+	}
+	return false
 }
 
 // Serve accepts connections on l until Close.
@@ -226,8 +242,15 @@ type lastErrKey struct{}
 type forwarder struct {
 	ip        string
 	reverse   func(port int) net.Conn
+	onConn    func()
 	mu        sync.Mutex
-	listeners map[string]net.Listener
+	listeners map[fwdKey]net.Listener
+}
+
+// fwdKey names a remote forward: the client's connection and the port.
+type fwdKey struct {
+	conn *gossh.ServerConn
+	port uint32
 }
 
 func (f *forwarder) handle(ctx ssh.Context, srv *ssh.Server, req *gossh.Request) (bool, []byte) {
@@ -242,7 +265,7 @@ func (f *forwarder) handle(ctx ssh.Context, srv *ssh.Server, req *gossh.Request)
 		return false, nil
 	}
 	addr := net.JoinHostPort(f.ip, strconv.Itoa(int(r.BindPort)))
-	key := fmt.Sprintf("%p/%d", conn, r.BindPort)
+	key := fwdKey{conn, r.BindPort}
 	if req.Type == "cancel-tcpip-forward" {
 		f.mu.Lock()
 		l, ok := f.listeners[key]
@@ -282,6 +305,9 @@ func (f *forwarder) handle(ctx ssh.Context, srv *ssh.Server, req *gossh.Request)
 			c, err := l.Accept()
 			if err != nil {
 				return
+			}
+			if f.onConn != nil {
+				f.onConn()
 			}
 			go func() {
 				if f.reverse != nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,15 +30,21 @@ func signer(t *testing.T) gossh.Signer {
 
 // server starts the SSH server on loopback for the key of client.
 func server(t *testing.T, client gossh.Signer) string {
+	addr, _ := serverWith(t, client, nil)
+	return addr
+}
+
+// serverWith is server with onForwarded set, and returns the server too.
+func serverWith(t *testing.T, client gossh.Signer, onForwarded func()) (string, *sshd.Server) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := sshd.New(sshd.Config{AuthorizedKey: client.PublicKey(), HostKey: signer(t), ForwardIP: "127.0.0.1", KeepAlive: time.Second})
+	srv := sshd.New(sshd.Config{AuthorizedKey: client.PublicKey(), HostKey: signer(t), ForwardIP: "127.0.0.1", KeepAlive: time.Second, OnForwarded: onForwarded})
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	return l.Addr().String()
+	return l.Addr().String(), srv
 }
 
 func dial(t *testing.T, addr string, key gossh.Signer) (*sshtunnel.Client, error) {
@@ -113,15 +120,23 @@ func TestWrongKeyRejected(t *testing.T) {
 
 func TestRemoteForward(t *testing.T) {
 	key := signer(t)
-	c, err := dial(t, server(t, key), key)
+	var forwarded atomic.Int32
+	addr, srv := serverWith(t, key, func() { forwarded.Add(1) })
+	c, err := dial(t, addr, key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	port := freePort(t)
+	if srv.Forwarding(port) {
+		t.Errorf("Forwarding(%d) before the client asked for it", port)
+	}
 	l, err := c.Listen(port)
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
+	}
+	if !srv.Forwarding(port) || srv.Forwarding(port+1) {
+		t.Errorf("Forwarding(%d) = %v, Forwarding(%d) = %v; want true, false", port, srv.Forwarding(port), port+1, srv.Forwarding(port+1))
 	}
 	go func() {
 		for {
@@ -147,6 +162,9 @@ func TestRemoteForward(t *testing.T) {
 	if string(b) != "laptop:hello" {
 		t.Errorf("through the remote forward: %q", b)
 	}
+	if n := forwarded.Load(); n != 1 {
+		t.Errorf("OnForwarded called %d times for one connection", n)
+	}
 	// the same port again is refused with a reason
 	if _, err := c.Listen(port); err == nil || !strings.Contains(err.Error(), "already uses this port") {
 		t.Errorf("second Listen on %d: %v, want a clear in-use error", port, err)
@@ -156,6 +174,9 @@ func TestRemoteForward(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if _, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
 		t.Errorf("port %d still listens after the forward was cancelled", port)
+	}
+	if srv.Forwarding(port) {
+		t.Errorf("Forwarding(%d) after the forward was cancelled", port)
 	}
 }
 
