@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -448,7 +449,7 @@ func originName(svc, id string) string {
 // and the origin Service.
 func (m *mesher) leave(ctx context.Context) error {
 	var last *wire.MeshState
-	_, err := cluster.UpdateService(ctx, m.cfg.Client, m.ns, m.svc.Name, func(s *corev1.Service) (bool, error) {
+	svc, err := cluster.UpdateService(ctx, m.cfg.Client, m.ns, m.svc.Name, func(s *corev1.Service) (bool, error) {
 		st, ok := wire.GetMesh(s)
 		if !ok {
 			return false, nil
@@ -472,8 +473,16 @@ func (m *mesher) leave(ctx context.Context) error {
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
-	if err != nil || last == nil {
+	if err != nil {
 		return err
+	}
+	if last == nil {
+		// The others stay: this shadow goes once the router no longer sends marked requests
+		// to it (it reads the Service every second); until then they are still served here.
+		if st, ok := wire.GetMesh(svc); ok {
+			m.waitRoute(ctx, st.Router, false, 10*time.Second)
+		}
+		return nil
 	}
 	m.goodbye = fmt.Sprintf("Restored service %s/%s (the last developer left the mesh) and removed its router", m.ns, m.svc.Name)
 	if rp, err := m.cfg.Client.CoreV1().Pods(m.ns).Get(ctx, last.Router, metav1.GetOptions{}); err == nil {
@@ -508,30 +517,40 @@ func (m *mesher) waitRouted(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("service %s/%s is no longer meshed", m.ns, m.svc.Name)
 	}
-	d := m.routerDialer(st.Router)
+	ok, err = m.waitRoute(ctx, st.Router, true, 30*time.Second)
+	if !ok && ctx.Err() == nil {
+		return fmt.Errorf("the mesh router %s does not route this session after 30s (last error: %v); see 'kubectl -n %s logs %s'", st.Router, err, m.ns, st.Router)
+	}
+	return ctx.Err()
+}
+
+// waitRoute waits until the router's routes include this session (want) or no longer do,
+// for at most timeout; it reports whether they did, and the last error asking.
+func (m *mesher) waitRoute(ctx context.Context, router string, want bool, timeout time.Duration) (bool, error) {
+	d := m.routerDialer(router)
 	defer d.Close()
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.Dial(ctx, wire.HealthPort) },
 	}}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := hc.Get("http://router/routes")
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://router/routes", nil)
+		resp, err := hc.Do(req)
 		if err == nil {
 			var members []wire.MeshMember
 			json.NewDecoder(resp.Body).Decode(&members)
 			resp.Body.Close()
-			for _, mm := range members {
-				if mm.Session == m.session {
-					return nil
-				}
+			routed := slices.ContainsFunc(members, func(mm wire.MeshMember) bool { return mm.Session == m.session })
+			if routed == want {
+				return true, nil
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the mesh router %s does not route this session after 30s (last error: %v); see 'kubectl -n %s logs %s'", st.Router, err, m.ns, st.Router)
+			return false, err
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -143,20 +143,26 @@ func (s *Session) reverseWorker(ctx context.Context, gen uint64, fwds []Forward,
 // LocalAddr is the address a local port is reached on.
 func LocalAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
-// KeepForwarding serves fwds in the background until ctx ends, reconnecting whenever the
-// tunnel drops, and returns once the forwards listen and the pod is ready (its readiness probe
-// is the first forwarded port). Lost is closed if the shadow pod goes away (deleted, or its
-// agent exited), after which nothing can reconnect.
+// KeepForwarding serves fwds in the background until the session is closed (not when ctx
+// ends: what still arrives while the command undoes its changes on the way out is served),
+// reconnecting whenever the tunnel drops, and returns once the forwards listen and the pod
+// is ready (its readiness probe asks for the first forwarded port), or ctx ends. Lost is
+// closed if the shadow pod goes away (deleted, or its agent exited), after which nothing can
+// reconnect.
 func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Writer) error {
 	ready := make(chan struct{})
 	var once sync.Once
+	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.mu.Lock()
+	s.stopForwarding = append(s.stopForwarding, stop)
+	s.mu.Unlock()
 	go func() {
-		for ctx.Err() == nil {
-			err := s.ServeForwards(ctx, fwds, warn, func() { once.Do(func() { close(ready) }) })
-			if ctx.Err() != nil {
+		for fctx.Err() == nil {
+			err := s.ServeForwards(fctx, fwds, warn, func() { once.Do(func() { close(ready) }) })
+			if fctx.Err() != nil {
 				return
 			}
-			if s.PodGone(ctx) {
+			if s.PodGone(fctx) {
 				close(s.lost)
 				return
 			}
@@ -167,6 +173,7 @@ func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Wr
 	select {
 	case <-ready:
 	case <-ctx.Done():
+		stop()
 		return ctx.Err()
 	}
 	_, err := cluster.WaitRunning(ctx, s.client, s.opts.Namespace, s.Pod.Name, s.opts.Pod.PodCreationTimeout, true)

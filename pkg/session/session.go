@@ -70,8 +70,9 @@ type Session struct {
 	lost       chan struct{} // closed when KeepForwarding finds the pod gone
 	undo       cluster.Undo
 
-	mu  sync.Mutex
-	ssh *sshtunnel.Client
+	mu             sync.Mutex
+	ssh            *sshtunnel.Client
+	stopForwarding []context.CancelFunc // KeepForwarding's, called first by Close
 
 	stopHeartbeat context.CancelFunc
 }
@@ -335,6 +336,11 @@ func (s *Session) heartbeat(ctx context.Context) {
 
 // Close tears everything down, newest first, with its own bounded context.
 func (s *Session) Close() error {
+	s.mu.Lock()
+	for _, stop := range s.stopForwarding {
+		stop()
+	}
+	s.mu.Unlock()
 	if s.stopHeartbeat != nil {
 		s.stopHeartbeat()
 	}

@@ -107,6 +107,7 @@ func WaitQuiet(ctx context.Context, d *portforward.Dialer, timeout time.Duration
 			klog.V(1).InfoS("the pod's traffic", "status", resp.Status, "err", err)
 			return
 		}
+		klog.V(2).InfoS("the pod's traffic", "sinceLastAccept", t.SinceLastAccept)
 		if t.SinceLastAccept >= wire.KubeProxySync {
 			return
 		}

@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -299,6 +301,9 @@ func leaveUnderLoad(t *testing.T, what string, leave func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Pausing kube-proxy freezes its rules: they must be the Service's endpoints by then,
+	// not the original pods that exchange's scale mode has just stopped.
+	kubeProxyFollows(t, "web", "http")
 	loadDone := make(chan result, 1)
 	go func() {
 		loadDone <- inCluster(t, "/testapp load -url http://"+web.Spec.ClusterIP+"/leaving -n 3000 -c 4 -rate 300 -newconn")
@@ -333,4 +338,36 @@ func TestExchangeLeavesUnderLoad(t *testing.T) {
 			eventuallyFromPod(t, "http://web/after", "echo from web-")
 		})
 	}
+}
+
+// kubeProxyFollows waits until kube-proxy's rules for the Service's port send connections to
+// exactly its ready endpoints (the node's iptables, which the tests can read as root).
+func kubeProxyFollows(t *testing.T, svc, port string) {
+	t.Helper()
+	re := regexp.MustCompile(`"` + regexp.QuoteMeta(testNamespace+"/"+svc+":"+port) + ` -> ([0-9.]+):[0-9]+"`)
+	eventually(t, 15*time.Second, "kube-proxy's rules for "+svc+":"+port+" are its ready endpoints", func() error {
+		slices, err := client.DiscoveryV1().EndpointSlices(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=" + svc})
+		if err != nil {
+			return err
+		}
+		var want []string
+		for _, sl := range slices.Items {
+			for _, ep := range sl.Endpoints {
+				if ep.Conditions.Ready == nil || *ep.Conditions.Ready {
+					want = append(want, ep.Addresses...)
+				}
+			}
+		}
+		r := runCmd(t, 10*time.Second, "iptables-save", "-t", "nat")
+		var got []string
+		for _, m := range re.FindAllStringSubmatch(r.Stdout, -1) {
+			got = append(got, m[1])
+		}
+		sort.Strings(want)
+		sort.Strings(got)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			return fmt.Errorf("rules %v, endpoints %v", got, want)
+		}
+		return nil
+	})
 }

@@ -65,8 +65,19 @@ func TestMesh(t *testing.T) {
 	if got := withHeader(t, "version: dev1", "http://web/dev1"); !strings.Contains(got, "echo from laptop-dev1") {
 		t.Errorf("first developer's request while both mesh: %q", got)
 	}
+	// The second developer's own marked requests, each on a new connection, keep being
+	// answered while they leave: here until the router stops routing them, then by the
+	// original pods. None fails.
+	marked := make(chan result, 1)
+	go func() {
+		marked <- inCluster(t, "/testapp load -url http://web/dev2-leaving -H 'x-dev: two' -n 1500 -c 4 -rate 300 -newconn")
+	}()
+	time.Sleep(time.Second)
 	if code := dev2.Stop(syscall.SIGINT, 60*time.Second); code != 0 || !strings.Contains(dev2.Output(), "Left the mesh") {
 		t.Errorf("second developer leaving (exit %d):\n%s", code, dev2.Output())
+	}
+	if lr := parseLoad(t, <-marked); lr.N != 1500 {
+		t.Errorf("the leaving developer's marked requests: %d of 1500 answered", lr.N)
 	}
 	lr := parseLoad(t, <-loadDone)
 	if lr.N != 1500 {

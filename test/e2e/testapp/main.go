@@ -5,7 +5,8 @@
 //	testapp serve [-http :8080[,:8081]] [-udp :9090] [-name NAME]   (HTTP and HTTPS on each port)
 //	testapp get [-H 'NAME: VALUE'] URL   (prints "tls=BOOL " and the body; certificates unchecked)
 //	testapp wsclient HOST:PORT [-H=NAME:VALUE]... MESSAGE...   (prints each echoed message)
-//	testapp load -url URL [-n N] [-c C] [-newconn] [-rate R] [-upload BYTES]   (prints one JSON line)
+//	testapp load -url URL [-n N] [-c C] [-newconn] [-rate R] [-upload BYTES] [-H 'NAME: VALUE']
+//	   (prints one JSON line; each failed request, with its time, on stderr)
 //	testapp relay -listen :8080 -to HOST:PORT   (a plain TCP relay, for benchmarks)
 //	testapp sleep
 package main
@@ -335,7 +336,9 @@ func load(args []string) {
 	newConn := fs.Bool("newconn", false, "a new connection per request")
 	rate := fs.Int("rate", 0, "requests per second, all workers together (0: as fast as they go)")
 	upload := fs.Int64("upload", 0, "POST this many zero bytes with each request (to /sink) instead of a GET")
+	header := fs.String("H", "", "a request header, 'NAME: VALUE'")
 	fs.Parse(args)
+	hname, hvalue, _ := strings.Cut(*header, ":")
 	tr := &http.Transport{DisableKeepAlives: *newConn, MaxIdleConnsPerHost: *c, DisableCompression: true}
 	hc := &http.Client{Transport: tr, Timeout: 5 * time.Minute}
 	type res struct {
@@ -371,10 +374,20 @@ func load(args []string) {
 				s := time.Now()
 				var resp *http.Response
 				var err error
+				var req *http.Request
 				if *upload > 0 {
-					resp, err = hc.Post(*url, "application/octet-stream", io.LimitReader(zeros{}, *upload))
+					req, err = http.NewRequest(http.MethodPost, *url, io.LimitReader(zeros{}, *upload))
+					if err == nil {
+						req.Header.Set("Content-Type", "application/octet-stream")
+					}
 				} else {
-					resp, err = hc.Get(*url)
+					req, err = http.NewRequest(http.MethodGet, *url, nil)
+				}
+				if err == nil {
+					if *header != "" {
+						req.Header.Set(strings.TrimSpace(hname), strings.TrimSpace(hvalue))
+					}
+					resp, err = hc.Do(req)
 				}
 				var b int64
 				if err == nil {
@@ -398,6 +411,8 @@ func load(args []string) {
 				}
 				if err != nil { // when, for a test that fails to tell what happened then
 					fmt.Fprintf(os.Stderr, "%s load: %v\n", time.Now().UTC().Format("15:04:05.000"), err)
+				} else if d := time.Since(s); d > time.Second {
+					fmt.Fprintf(os.Stderr, "%s load: a request sent at %s took %s\n", time.Now().UTC().Format("15:04:05.000"), s.UTC().Format("15:04:05.000"), d.Round(time.Millisecond))
 				}
 				results <- res{time.Since(s), b, err}
 			}
