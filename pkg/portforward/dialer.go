@@ -1,6 +1,6 @@
 // Package portforward dials ports of a pod through the API server's port-forward
-// subresource and hands each stream out as a net.Conn. One tunnel (WebSocket, or SPDY where
-// the server or a proxy refuses WebSocket) carries many connections; a dropped tunnel is
+// subresource and hands each stream out as a net.Conn. One tunnel (SPDY, or WebSocket where
+// the server or a proxy refuses SPDY) carries many connections; a dropped tunnel is
 // redialled on the next Dial.
 package portforward
 
@@ -17,13 +17,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	pfconstants "k8s.io/apimachinery/pkg/util/portforward"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
-	"k8s.io/client-go/transport/spdy"
 	"k8s.io/client-go/transport/websocket"
 	"k8s.io/klog/v2"
 )
@@ -33,7 +31,7 @@ type Protocol string
 
 // Protocols.
 const (
-	ProtocolAuto      Protocol = ""          // WebSocket, falling back to SPDY
+	ProtocolAuto      Protocol = ""          // SPDY, falling back to WebSocket
 	ProtocolWebSocket Protocol = "websocket" // WebSocket only
 	ProtocolSPDY      Protocol = "spdy"      // SPDY only
 )
@@ -64,8 +62,8 @@ type dialCall struct {
 	gaveUp bool // the dialling caller's ctx ended: the others try again themselves
 }
 
-// tunnel is one connection to the kubelet's port-forward server: kt's own SPDY session
-// over the WebSocket tunnel, or spdystream over a plain SPDY upgrade.
+// tunnel is one connection to the kubelet's port-forward server: kt's own SPDY session, on a
+// plain SPDY upgrade or inside the API server's WebSocket tunnel.
 type tunnel interface {
 	open(ctx context.Context, port uint16, requestID string) (data, errs stream, err error)
 	alive() bool
@@ -191,26 +189,23 @@ func (d *Dialer) dialTimeout(ctx context.Context) (tunnel, string, error) {
 func (d *Dialer) dial() (tunnel, string, error) {
 	u := d.client.CoreV1().RESTClient().Post().
 		Resource("pods").Namespace(d.Namespace).Name(d.Pod).SubResource("portforward").URL()
-	if d.Protocol != ProtocolSPDY {
-		t, err := d.dialWebSocket(u)
+	if d.Protocol != ProtocolWebSocket {
+		t, err := d.dialSPDY(u)
 		if err == nil {
-			return t, string(ProtocolWebSocket), nil
+			return t, string(ProtocolSPDY), nil
 		}
 		// Fall back as client-go's FallbackDialer does: only when the server or a proxy
 		// refused the upgrade, not on every error.
-		if d.Protocol == ProtocolWebSocket || !(httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)) {
+		if d.Protocol == ProtocolSPDY || !(httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)) {
 			return nil, "", err
 		}
+		klog.V(1).InfoS("port-forward: SPDY refused; trying WebSocket", "pod", d.Namespace+"/"+d.Pod, "err", err)
 	}
-	transport, upgrader, err := spdy.RoundTripperFor(d.config)
+	t, err := d.dialWebSocket(u)
 	if err != nil {
 		return nil, "", err
 	}
-	conn, _, err := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, u).Dial(portforward.PortForwardProtocolV1Name)
-	if err != nil {
-		return nil, "", err
-	}
-	return spdystreamTunnel{conn}, string(ProtocolSPDY), nil
+	return t, string(ProtocolWebSocket), nil
 }
 
 // dialWebSocket opens the API server's WebSocket tunnel, as client-go's
@@ -279,53 +274,6 @@ func (d *Dialer) open(ctx context.Context, tun tunnel, port uint16) (net.Conn, e
 		close(c.errc)
 	}()
 	return c, nil
-}
-
-// spdystreamTunnel is the SPDY fallback: client-go's connection, on spdystream.
-type spdystreamTunnel struct{ conn httpstream.Connection }
-
-func (t spdystreamTunnel) alive() bool {
-	select {
-	case <-t.conn.CloseChan():
-		return false
-	default:
-		return true
-	}
-}
-
-func (t spdystreamTunnel) Close() error { return t.conn.Close() }
-
-func (t spdystreamTunnel) open(_ context.Context, port uint16, requestID string) (stream, stream, error) {
-	headers := http.Header{}
-	headers.Set(corev1.StreamType, corev1.StreamTypeError)
-	headers.Set(corev1.PortHeader, strconv.Itoa(int(port)))
-	headers.Set(corev1.PortForwardRequestIDHeader, requestID)
-	errs, err := t.conn.CreateStream(headers)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create error stream: %w", err)
-	}
-	errs.Close() // nothing is written to it
-	headers.Set(corev1.StreamType, corev1.StreamTypeData)
-	data, err := t.conn.CreateStream(headers)
-	if err != nil {
-		t.conn.RemoveStreams(errs)
-		return nil, nil, fmt.Errorf("create data stream: %w", err)
-	}
-	return spdystreamStream{data, t.conn}, spdystreamStream{errs, t.conn}, nil
-}
-
-// spdystreamStream maps spdystream's Close (FIN) and Reset onto CloseWrite and Close.
-type spdystreamStream struct {
-	httpstream.Stream
-	conn httpstream.Connection
-}
-
-func (s spdystreamStream) CloseWrite() error { return s.Stream.Close() }
-
-func (s spdystreamStream) Close() error {
-	err := s.Reset()
-	s.conn.RemoveStreams(s.Stream)
-	return err
 }
 
 // Close closes the tunnel; open connections end with it.

@@ -306,7 +306,7 @@ func leaveUnderLoad(t *testing.T, what string, leave func()) {
 	kubeProxyFollows(t, "web", "http")
 	loadDone := make(chan result, 1)
 	go func() {
-		loadDone <- inCluster(t, "/testapp load -url http://"+web.Spec.ClusterIP+"/leaving -n 3000 -c 4 -rate 300 -newconn")
+		loadDone <- inCluster(t, "/testapp load -url http://"+web.Spec.ClusterIP+"/leaving -n 3000 -c 4 -rate 300 -newconn -slow 1s")
 	}()
 	time.Sleep(time.Second)
 	pauseKubeProxy(t, 4*time.Second)

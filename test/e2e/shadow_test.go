@@ -80,7 +80,7 @@ func TestShadowThroughPortForward(t *testing.T) {
 			s := startSession(t, proto, wire.RoleConnect)
 			want := string(proto)
 			if proto == portforward.ProtocolAuto {
-				want = string(portforward.ProtocolWebSocket) // this API server speaks it
+				want = string(portforward.ProtocolSPDY) // this API server takes it
 			}
 			if got := s.Dialer.Tunnel(); got != want {
 				t.Errorf("tunnel protocol %q, want %q", got, want)

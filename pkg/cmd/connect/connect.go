@@ -118,7 +118,7 @@ Ctrl-C restores every route, DNS setting and file, and deletes the shadow.`,
 	fs.IntVar(&o.ProxyPort, "proxy-port", o.ProxyPort, "Port of the SOCKS5 proxy (with --disable-tun).")
 	fs.StringVar(&o.TUNName, "tun-name", "", "Name of the TUN device (default kt0, kt1, …).")
 	fs.IntVar(&o.MTU, "mtu", 0, "MTU of the TUN device (default 16384).")
-	fs.StringVar(&o.Protocol, "port-forward-protocol", "", "Tunnel protocol to the API server: websocket, spdy, or empty for websocket with a SPDY fallback.")
+	fs.StringVar(&o.Protocol, "port-forward-protocol", "", "Tunnel protocol to the API server: spdy, websocket, or empty for spdy with a WebSocket fallback (for proxies that refuse SPDY).")
 	fs.StringVar(&o.ResolvConf, "resolv-conf", o.ResolvConf, "The resolver file localDNS edits.")
 	fs.StringVar(&o.HostsFile, "hosts-file", o.HostsFile, "The hosts file the hosts mode edits ($HOSTS_PATH).")
 	fs.MarkHidden("resolv-conf")

@@ -5,8 +5,8 @@
 //	testapp serve [-http :8080[,:8081]] [-udp :9090] [-name NAME]   (HTTP and HTTPS on each port)
 //	testapp get [-H 'NAME: VALUE'] URL   (prints "tls=BOOL " and the body; certificates unchecked)
 //	testapp wsclient HOST:PORT [-H=NAME:VALUE]... MESSAGE...   (prints each echoed message)
-//	testapp load -url URL [-n N] [-c C] [-newconn] [-rate R] [-upload BYTES] [-H 'NAME: VALUE']
-//	   (prints one JSON line; each failed request, with its time, on stderr)
+//	testapp load -url URL [-n N] [-c C] [-newconn] [-rate R] [-upload BYTES] [-H 'NAME: VALUE'] [-slow D]
+//	   (prints one JSON line; each failed request, and each slower than D, with its time on stderr)
 //	testapp relay -listen :8080 -to HOST:PORT   (a plain TCP relay, for benchmarks)
 //	testapp sleep
 package main
@@ -337,6 +337,7 @@ func load(args []string) {
 	rate := fs.Int("rate", 0, "requests per second, all workers together (0: as fast as they go)")
 	upload := fs.Int64("upload", 0, "POST this many zero bytes with each request (to /sink) instead of a GET")
 	header := fs.String("H", "", "a request header, 'NAME: VALUE'")
+	slow := fs.Duration("slow", 0, "log each request that takes longer, with its time (0: none)")
 	fs.Parse(args)
 	hname, hvalue, _ := strings.Cut(*header, ":")
 	tr := &http.Transport{DisableKeepAlives: *newConn, MaxIdleConnsPerHost: *c, DisableCompression: true}
@@ -411,7 +412,7 @@ func load(args []string) {
 				}
 				if err != nil { // when, for a test that fails to tell what happened then
 					fmt.Fprintf(os.Stderr, "%s load: %v\n", time.Now().UTC().Format("15:04:05.000"), err)
-				} else if d := time.Since(s); d > time.Second {
+				} else if d := time.Since(s); *slow > 0 && d > *slow {
 					fmt.Fprintf(os.Stderr, "%s load: a request sent at %s took %s\n", time.Now().UTC().Format("15:04:05.000"), s.UTC().Format("15:04:05.000"), d.Round(time.Millisecond))
 				}
 				results <- res{time.Since(s), b, err}

@@ -1,0 +1,123 @@
+package portforward
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/httpstream"
+	spdyrt "k8s.io/apimachinery/pkg/util/httpstream/spdy"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+)
+
+// dialSPDY upgrades a plain HTTPS request to SPDY/3.1, as client-go's SPDY dialer does (its
+// TLS, proxy and credential handling), and runs kt's SPDY session on the upgraded connection
+// itself. The API server then relays the connection's bytes to the kubelet as they come,
+// where the WebSocket tunnel costs it a translation of every frame (on a 2-core machine a
+// single download through connect went from about 150 to about 190 MiB/s).
+func (d *Dialer) dialSPDY(u *url.URL) (tunnel, error) {
+	tlsConfig, err := rest.TLSConfigFor(d.config)
+	if err != nil {
+		return nil, err
+	}
+	proxy := http.ProxyFromEnvironment
+	if d.config.Proxy != nil {
+		proxy = d.config.Proxy
+	}
+	up, err := spdyrt.NewRoundTripperWithConfig(spdyrt.RoundTripperConfig{TLS: tlsConfig, Proxier: proxy})
+	if err != nil {
+		return nil, err
+	}
+	raw := &rawUpgrade{SpdyRoundTripper: up}
+	rt, err := rest.HTTPWrappersForConfig(d.config, raw)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequest(http.MethodPost, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(httpstream.HeaderProtocolVersion, portforward.PortForwardProtocolV1Name)
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := upgraded(resp); err != nil {
+		raw.conn.Close()
+		return nil, err
+	}
+	return newSession(raw.conn)
+}
+
+// upgraded checks the answer to the upgrade request. A refusal that the API server explains
+// (no permission, no such pod) is its error; any other is an UpgradeFailureError, after
+// which a caller may try the WebSocket tunnel (a proxy on the way may not pass SPDY).
+func upgraded(resp *http.Response) error {
+	if resp.StatusCode == http.StatusSwitchingProtocols &&
+		strings.Contains(strings.ToLower(resp.Header.Get(httpstream.HeaderConnection)), "upgrade") &&
+		strings.Contains(strings.ToLower(resp.Header.Get(httpstream.HeaderUpgrade)), strings.ToLower(spdyrt.HeaderSpdy31)) {
+		if p := resp.Header.Get(httpstream.HeaderProtocolVersion); p != "" && p != portforward.PortForwardProtocolV1Name {
+			return &httpstream.UpgradeFailureError{Cause: fmt.Errorf("the server speaks port-forward protocol %q", p)}
+		}
+		return nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if obj, _, err := statusCodecs.UniversalDecoder().Decode(body, nil, &metav1.Status{}); err == nil {
+		if st, ok := obj.(*metav1.Status); ok && st.Code != 0 && st.Code != http.StatusBadRequest {
+			return &apierrors.StatusError{ErrStatus: *st}
+		}
+	}
+	return &httpstream.UpgradeFailureError{Cause: fmt.Errorf("unable to upgrade connection: %s: %s", resp.Status, strings.TrimSpace(string(body)))}
+}
+
+var statusCodecs = serializer.NewCodecFactory(runtime.NewScheme())
+
+// rawUpgrade is the bottom of the upgrade's round trip: client-go's SpdyRoundTripper dials
+// (TLS, proxies) and sends the request, and the upgraded connection is kept for kt's session
+// instead of going to spdystream.
+type rawUpgrade struct {
+	*spdyrt.SpdyRoundTripper
+	conn net.Conn
+}
+
+func (r *rawUpgrade) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = utilnet.CloneRequest(req)
+	req.Header.Add(httpstream.HeaderConnection, httpstream.HeaderUpgrade)
+	req.Header.Add(httpstream.HeaderUpgrade, spdyrt.HeaderSpdy31)
+	conn, err := r.Dial(req)
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	r.conn = &readerConn{Conn: conn, r: br} // what the reader already holds comes first
+	return resp, nil
+}
+
+// readerConn reads through r, which holds what was read past the response.
+type readerConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *readerConn) Read(p []byte) (int, error) {
+	if c.r.Buffered() > 0 {
+		return c.r.Read(p)
+	}
+	return c.Conn.Read(p)
+}
