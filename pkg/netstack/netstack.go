@@ -165,6 +165,12 @@ func New(dev Device, d Dialer, opts Options) (*Stack, error) {
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &snd)
 	mod := tcpip.TCPModerateReceiveBufferOption(true)
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &mod)
+	// No TIME-WAIT: gVisor hands a SYN that reuses the 4-tuple of a connection in TIME-WAIT
+	// only to a listening endpoint, never to the forwarder, so the laptop's new connection
+	// from a reused source port hung until the old one's 60 s ran out. TIME-WAIT guards
+	// against old segments of a lossy path; this one is the local kernel's TUN.
+	tw := tcpip.TCPTimeWaitTimeoutOption(0)
+	st.SetTransportProtocolOption(tcp.ProtocolNumber, &tw)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Stack{opts: opts, dev: dev, off: off, dialer: d, stack: st, ep: ep, ctx: ctx, cancel: cancel, conns: map[io.Closer]struct{}{}}

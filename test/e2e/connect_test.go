@@ -193,6 +193,16 @@ func TestConnect(t *testing.T) {
 			t.Logf("note: 200 one-second requests took %s", d)
 		}
 	})
+	t.Run("4000 new connections in a row to one pod", func(t *testing.T) {
+		// The laptop's kernel soon reuses source ports, while the stack held a connection
+		// that the pod closed first in TIME-WAIT for 60 s and hung a new SYN on its 4-tuple.
+		_, ip := webPod(t)
+		r := laptop(t, testappBin(t), "load", "-url", "http://"+ip+":8080/", "-n", "4000", "-newconn", "-slow", "1s")
+		lr := parseLoad(t, r)
+		if lr.N != 4000 || lr.Max > 1000 {
+			t.Errorf("%d of 4000 answered, the slowest in %.0f ms\n%s", lr.N, lr.Max, r.Stderr)
+		}
+	})
 	t.Run("shadow pod deleted mid-session", func(t *testing.T) {
 		pods, err := client.CoreV1().Pods(testNamespace).List(ctx, metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + wire.RoleConnect})
 		if err != nil || len(pods.Items) != 1 {
