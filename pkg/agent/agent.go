@@ -192,10 +192,7 @@ func Run(ctx context.Context, cfg Config) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(status())
 	})
-	mux.HandleFunc("/traffic", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(wire.Traffic{SinceLastAccept: time.Since(time.Unix(0, lastForwarded.Load()))})
-	})
+	handleTraffic(mux, func() time.Duration { return time.Since(time.Unix(0, lastForwarded.Load())) })
 	if cfg.Shared {
 		mux.HandleFunc("/authorize", func(w http.ResponseWriter, r *http.Request) {
 			k, ok := postedKey(w, r)
@@ -340,6 +337,15 @@ func (s *keySet) has(k gossh.PublicKey) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.keys[string(k.Marshal())]
+}
+
+// handleTraffic serves /traffic (wire.Traffic) on mux: since is how long ago a connection
+// last came in on a forwarded or routed port.
+func handleTraffic(mux *http.ServeMux, since func() time.Duration) {
+	mux.HandleFunc("/traffic", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(wire.Traffic{SinceLastAccept: since()})
+	})
 }
 
 // trackedListener counts each accepted connection as client activity until it closes.

@@ -75,10 +75,7 @@ func RunRouter(ctx context.Context, cfg RouterConfig) error {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(r.Members())
 	})
-	mux.HandleFunc("/traffic", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(wire.Traffic{SinceLastAccept: r.SinceLastAccept()})
-	})
+	handleTraffic(mux, r.SinceLastAccept)
 	hl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(wire.HealthPort)))
 	if err != nil {
 		return err

@@ -161,8 +161,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		undo.Push("restore service "+svcName, func(ctx context.Context) error {
 			_, err := cluster.RestoreService(ctx, cfg.Client, ns, svcName, lockID)
 			if err == nil { // then delete the shadow only once no new connection goes to it
-				cluster.DrainEndpoint(ctx, cfg.Client, ns, svcName, x.current().Pod.Status.PodIP, 10*time.Second)
-				session.WaitQuiet(ctx, x.current().Dialer, 30*time.Second)
+				sess := x.current()
+				session.Drain(ctx, cfg.Client, ns, svcName, sess.Pod.Status.PodIP, sess.Dialer)
 			}
 			return err
 		})
@@ -341,8 +341,7 @@ func (x *exchanger) drainShadow(ctx context.Context) error {
 	if _, err := x.cfg.Client.CoreV1().Pods(x.ns).Patch(ctx, sess.Pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return cluster.Explain(err, "patch", "pods", x.ns)
 	}
-	cluster.DrainEndpoint(ctx, x.cfg.Client, x.ns, x.svc.Name, sess.Pod.Status.PodIP, 10*time.Second)
-	session.WaitQuiet(ctx, sess.Dialer, 30*time.Second)
+	session.Drain(ctx, x.cfg.Client, x.ns, x.svc.Name, sess.Pod.Status.PodIP, sess.Dialer)
 	return nil
 }
 

@@ -486,9 +486,8 @@ func (m *mesher) leave(ctx context.Context) error {
 	}
 	m.goodbye = fmt.Sprintf("Restored service %s/%s (the last developer left the mesh) and removed its router", m.ns, m.svc.Name)
 	if rp, err := m.cfg.Client.CoreV1().Pods(m.ns).Get(ctx, last.Router, metav1.GetOptions{}); err == nil {
-		cluster.DrainEndpoint(ctx, m.cfg.Client, m.ns, m.svc.Name, rp.Status.PodIP, 10*time.Second)
 		d := m.routerDialer(last.Router)
-		session.WaitQuiet(ctx, d, 30*time.Second)
+		session.Drain(ctx, m.cfg.Client, m.ns, m.svc.Name, rp.Status.PodIP, d)
 		d.Close()
 	}
 	// The router sends unmarked requests to the origin Service until it is gone: it goes first.

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"k8s.io/klog/v2"
 
@@ -84,13 +85,21 @@ func agentHTTP(d *portforward.Dialer) *http.Client {
 	}}
 }
 
-// WaitQuiet waits, after a Service has been switched away from the pod that d reaches (a
-// shadow with remote forwards or a mesh router), until that pod has taken no connection for
-// wire.KubeProxySync: kube-proxy has followed, and deleting the pod sends no client's
-// connection to a pod that is gone. The endpoint list changes at once; kube-proxy, on a busy
-// node, can take seconds more, and nothing in the API shows when it has. It gives up
-// quietly after timeout, or when the pod cannot be asked.
-func WaitQuiet(ctx context.Context, d *portforward.Dialer, timeout time.Duration) {
+// Drain waits, after Service ns/name has been switched away from the pod at ip that d
+// reaches (a shadow with remote forwards or a mesh router), until the pod can be deleted
+// without a client's connection reaching it: until the Service no longer lists ip
+// (cluster.DrainEndpoint, which then gives kube-proxy wire.KubeProxySync to follow), and
+// then until the pod has taken no connection for as long. The endpoint list changes at
+// once; kube-proxy, on a busy node, can take seconds more, and nothing in the API shows
+// when it has.
+func Drain(ctx context.Context, client kubernetes.Interface, ns, name, ip string, d *portforward.Dialer) {
+	cluster.DrainEndpoint(ctx, client, ns, name, ip, 10*time.Second)
+	waitQuiet(ctx, d, 30*time.Second)
+}
+
+// waitQuiet waits until the pod that d reaches has taken no connection for
+// wire.KubeProxySync. It gives up quietly after timeout, or when the pod cannot be asked.
+func waitQuiet(ctx context.Context, d *portforward.Dialer, timeout time.Duration) {
 	hc := agentHTTP(d)
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {

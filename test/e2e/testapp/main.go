@@ -339,7 +339,6 @@ func load(args []string) {
 	header := fs.String("H", "", "a request header, 'NAME: VALUE'")
 	slow := fs.Duration("slow", 0, "log each request that takes longer, with its time (0: none)")
 	fs.Parse(args)
-	hname, hvalue, _ := strings.Cut(*header, ":")
 	tr := &http.Transport{DisableKeepAlives: *newConn, MaxIdleConnsPerHost: *c, DisableCompression: true}
 	hc := &http.Client{Transport: tr, Timeout: 5 * time.Minute}
 	type res struct {
@@ -385,9 +384,7 @@ func load(args []string) {
 					req, err = http.NewRequest(http.MethodGet, *url, nil)
 				}
 				if err == nil {
-					if *header != "" {
-						req.Header.Set(strings.TrimSpace(hname), strings.TrimSpace(hvalue))
-					}
+					setHeader(req, *header)
 					resp, err = hc.Do(req)
 				}
 				var b int64

@@ -89,9 +89,7 @@ func get(args []string) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if k, v, ok := strings.Cut(*hdr, ":"); ok {
-		req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
-	}
+	setHeader(req, *hdr)
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -100,4 +98,11 @@ func get(args []string) {
 	defer resp.Body.Close()
 	fmt.Printf("tls=%v ", resp.TLS != nil)
 	io.Copy(os.Stdout, resp.Body)
+}
+
+// setHeader sets the request header given as 'NAME: VALUE'; anything without a colon sets none.
+func setHeader(req *http.Request, h string) {
+	if k, v, ok := strings.Cut(h, ":"); ok {
+		req.Header.Set(strings.TrimSpace(k), strings.TrimSpace(v))
+	}
 }
