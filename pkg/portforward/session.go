@@ -20,7 +20,8 @@ import (
 )
 
 // session is the client end of a SPDY/3.1 connection to the kubelet's port-forward
-// server, over any byte stream (the API server's WebSocket tunnel). It replaces spdystream
+// server, over any byte stream (a plain SPDY upgrade, or the API server's WebSocket tunnel,
+// see dialer.go). It replaces spdystream
 // on the data path: a data frame is read straight into a pooled buffer and handed to the
 // stream's reader, where spdystream allocates every frame and passes it through two
 // goroutines. Control frames (their header blocks share one zlib context per direction) go
