@@ -147,21 +147,9 @@ func runService(ctx context.Context, cfg Config) error {
 	if len(svc.Spec.Selector) == 0 {
 		return fmt.Errorf("service %s/%s selects no pods; forward to one of its addresses as HOST:PORT instead", cfg.Namespace, name)
 	}
-	var sp *corev1.ServicePort
-	switch {
-	case cfg.Remote == "" && len(svc.Spec.Ports) == 1:
-		sp = &svc.Spec.Ports[0]
-	case cfg.Remote == "":
-		return fmt.Errorf("service %s has several ports; name one: [LOCAL:]REMOTE", name)
-	default:
-		for i, p := range svc.Spec.Ports {
-			if cfg.Remote == strconv.Itoa(int(p.Port)) || cfg.Remote == p.Name {
-				sp = &svc.Spec.Ports[i]
-			}
-		}
-		if sp == nil {
-			return fmt.Errorf("service %s has no port %q", name, cfg.Remote)
-		}
+	sp, err := servicePort(svc, cfg.Remote)
+	if err != nil {
+		return err
 	}
 	local := cfg.Local
 	if local == 0 {
@@ -181,6 +169,51 @@ func runService(ctx context.Context, cfg Config) error {
 	serve(ctx, l, f.dial, cfg.ErrOut)
 	fmt.Fprintln(cfg.ErrOut, "Stopped forwarding")
 	return nil
+}
+
+// servicePort is the port of svc that remote names (its number or its name), or its only TCP
+// port when remote is empty. forward carries TCP: a UDP or SCTP port is refused.
+func servicePort(svc *corev1.Service, remote string) (*corev1.ServicePort, error) {
+	var tcp []*corev1.ServicePort
+	var all []string
+	for i, p := range svc.Spec.Ports {
+		desc := fmt.Sprintf("%d/%s", p.Port, protocol(p))
+		if p.Name != "" {
+			desc = p.Name + " " + desc
+		}
+		all = append(all, desc)
+		if protocol(p) == corev1.ProtocolTCP {
+			tcp = append(tcp, &svc.Spec.Ports[i])
+		}
+	}
+	ports := strings.Join(all, ", ")
+	named := func(p corev1.ServicePort) bool { return remote == strconv.Itoa(int(p.Port)) || remote == p.Name }
+	switch {
+	case remote == "" && len(tcp) == 1:
+		return tcp[0], nil
+	case remote == "" && len(tcp) == 0:
+		return nil, fmt.Errorf("service %s has no TCP port (%s); forward carries TCP only", svc.Name, ports)
+	case remote == "":
+		return nil, fmt.Errorf("service %s has several TCP ports (%s); name one: kubectl kt forward svc/%s [LOCAL:]REMOTE", svc.Name, ports, svc.Name)
+	}
+	for _, p := range tcp { // a UDP port may share its number with the TCP one
+		if named(*p) {
+			return p, nil
+		}
+	}
+	for _, p := range svc.Spec.Ports {
+		if named(p) {
+			return nil, fmt.Errorf("service %s: port %s is %s; forward carries TCP only", svc.Name, remote, protocol(p))
+		}
+	}
+	return nil, fmt.Errorf("service %s has no port %q; its ports: %s", svc.Name, remote, ports)
+}
+
+func protocol(p corev1.ServicePort) corev1.Protocol {
+	if p.Protocol == "" {
+		return corev1.ProtocolTCP
+	}
+	return p.Protocol
 }
 
 type podPicker struct {

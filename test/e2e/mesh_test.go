@@ -260,6 +260,13 @@ func TestForward(t *testing.T) {
 	if r := kt(t, "-n", testNamespace, "forward", "svc/web", "abc:80"); r.Code != 2 {
 		t.Errorf("bad local port: %s", r)
 	}
+	// web's ports are 80/TCP and 9090/UDP: forward carries TCP, and says so.
+	if r := kt(t, "-n", testNamespace, "forward", "svc/web", "9090"); r.Code != 1 || !strings.Contains(r.Stderr, "port 9090 is UDP; forward carries TCP only") {
+		t.Errorf("forward to a UDP port:\n%s", r)
+	}
+	if r := kt(t, "-n", testNamespace, "forward", "svc/web", "8080"); r.Code != 1 || !strings.Contains(r.Stderr, "its ports: http 80/TCP, udp 9090/UDP") {
+		t.Errorf("forward to a port the Service does not have:\n%s", r)
+	}
 }
 
 // TestPreviewReplacesADeletedShadow: the preview Service belongs to its shadow pod, so both
