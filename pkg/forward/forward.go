@@ -14,9 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -33,9 +31,9 @@ type Config struct {
 	RESTConfig *rest.Config
 	Client     kubernetes.Interface
 	Namespace  string
-	Target     string // svc/NAME, NAME, or HOST:PORT
+	Target     string // svc/NAME, NAME (a Service), deploy/NAME, sts/NAME, pod/NAME, or HOST:PORT
 	Local      int    // 0: the remote port
-	Remote     string // Service port (number or name); empty when the Service has one
+	Remote     string // the Service's or the pods' port (number or name); empty when there is one
 	Address    string // local listen address
 	Pod        *cluster.PodOptions
 	Protocol   portforward.Protocol
@@ -43,9 +41,9 @@ type Config struct {
 	ErrOut     io.Writer
 }
 
-// IsAddress reports whether target is HOST:PORT rather than a Service.
+// IsAddress reports whether target is HOST:PORT rather than KIND/NAME or a Service NAME.
 func IsAddress(target string) bool {
-	if strings.HasPrefix(target, "svc/") || strings.HasPrefix(target, "service/") {
+	if strings.Contains(target, "/") {
 		return false
 	}
 	_, port, err := net.SplitHostPort(target)
@@ -58,7 +56,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if IsAddress(cfg.Target) {
 		return runAddress(ctx, cfg)
 	}
-	return runService(ctx, cfg)
+	return runPods(ctx, cfg)
 }
 
 func listen(cfg Config, port int) (net.Listener, error) {
@@ -134,92 +132,36 @@ func runAddress(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// runService forwards to a pod behind the Service, picking another when it goes away.
-func runService(ctx context.Context, cfg Config) error {
-	name := strings.TrimPrefix(strings.TrimPrefix(cfg.Target, "svc/"), "service/")
-	svc, err := cfg.Client.CoreV1().Services(cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("service %s/%s not found; check the name and -n/--namespace", cfg.Namespace, name)
-	}
-	if err != nil {
-		return err
-	}
-	if len(svc.Spec.Selector) == 0 {
-		return fmt.Errorf("service %s/%s selects no pods; forward to one of its addresses as HOST:PORT instead", cfg.Namespace, name)
-	}
-	sp, err := servicePort(svc, cfg.Remote)
+// runPods forwards to a pod of the target (a Service, a Deployment, a StatefulSet or one pod),
+// picking another when it goes away.
+func runPods(ctx context.Context, cfg Config) error {
+	src, err := resolve(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	local := cfg.Local
 	if local == 0 {
-		local = int(sp.Port)
+		local = src.localPort
 	}
 	l, err := listen(cfg, local)
 	if err != nil {
 		return err
 	}
 	defer l.Close()
-	f := &podPicker{cfg: cfg, svc: svc, port: *sp}
+	f := &podPicker{cfg: cfg, src: src}
 	if _, _, err := f.pick(ctx); err != nil {
 		return err
 	}
 	defer f.close()
-	fmt.Fprintf(cfg.ErrOut, "Forwarding %s -> service %s/%s port %d (pod %s). Ctrl-C to stop.\n", l.Addr(), cfg.Namespace, name, sp.Port, f.podName())
+	fmt.Fprintf(cfg.ErrOut, "Forwarding %s -> %s port %s (pod %s). Ctrl-C to stop.\n", l.Addr(), src.what, src.remote, f.podName())
 	serve(ctx, l, f.dial, cfg.ErrOut)
 	fmt.Fprintln(cfg.ErrOut, "Stopped forwarding")
 	return nil
 }
 
-// servicePort is the port of svc that remote names (its number or its name), or its only TCP
-// port when remote is empty. forward carries TCP: a UDP or SCTP port is refused.
-func servicePort(svc *corev1.Service, remote string) (*corev1.ServicePort, error) {
-	var tcp []*corev1.ServicePort
-	var all []string
-	for i, p := range svc.Spec.Ports {
-		desc := fmt.Sprintf("%d/%s", p.Port, protocol(p))
-		if p.Name != "" {
-			desc = p.Name + " " + desc
-		}
-		all = append(all, desc)
-		if protocol(p) == corev1.ProtocolTCP {
-			tcp = append(tcp, &svc.Spec.Ports[i])
-		}
-	}
-	ports := strings.Join(all, ", ")
-	named := func(p corev1.ServicePort) bool { return remote == strconv.Itoa(int(p.Port)) || remote == p.Name }
-	switch {
-	case remote == "" && len(tcp) == 1:
-		return tcp[0], nil
-	case remote == "" && len(tcp) == 0:
-		return nil, fmt.Errorf("service %s has no TCP port (%s); forward carries TCP only", svc.Name, ports)
-	case remote == "":
-		return nil, fmt.Errorf("service %s has several TCP ports (%s); name one: kubectl kt forward svc/%s [LOCAL:]REMOTE", svc.Name, ports, svc.Name)
-	}
-	for _, p := range tcp { // a UDP port may share its number with the TCP one
-		if named(*p) {
-			return p, nil
-		}
-	}
-	for _, p := range svc.Spec.Ports {
-		if named(p) {
-			return nil, fmt.Errorf("service %s: port %s is %s; forward carries TCP only", svc.Name, remote, protocol(p))
-		}
-	}
-	return nil, fmt.Errorf("service %s has no port %q; its ports: %s", svc.Name, remote, ports)
-}
-
-func protocol(p corev1.ServicePort) corev1.Protocol {
-	if p.Protocol == "" {
-		return corev1.ProtocolTCP
-	}
-	return p.Protocol
-}
-
 type podPicker struct {
-	cfg  Config
-	svc  *corev1.Service
-	port corev1.ServicePort
+	cfg Config
+	src *podSource
 
 	mu     sync.Mutex
 	pod    string
@@ -233,17 +175,17 @@ func (f *podPicker) podName() string {
 	return f.pod
 }
 
-// pick chooses a running, ready pod of the Service and resolves the target port on it.
+// pick chooses a running, ready pod of the target and resolves the target port on it.
 func (f *podPicker) pick(ctx context.Context) (*portforward.Dialer, uint16, error) {
-	pods, err := f.cfg.Client.CoreV1().Pods(f.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(f.svc.Spec.Selector).String()})
+	pods, err := f.src.pods(ctx, f.cfg)
 	if err != nil {
-		return nil, 0, cluster.Explain(err, "list", "pods", f.cfg.Namespace)
+		return nil, 0, err
 	}
-	for _, p := range pods.Items {
+	for _, p := range pods {
 		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || !ready(&p) {
 			continue
 		}
-		port, err := targetPort(&p, f.port)
+		port, err := f.src.port(&p)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -257,7 +199,10 @@ func (f *podPicker) pick(ctx context.Context) (*portforward.Dialer, uint16, erro
 		f.mu.Unlock()
 		return d, port, nil
 	}
-	return nil, 0, fmt.Errorf("service %s/%s has no ready pod to forward to", f.cfg.Namespace, f.svc.Name)
+	if f.src.selector == nil {
+		return nil, 0, fmt.Errorf("%s is not running and ready", f.src.what)
+	}
+	return nil, 0, fmt.Errorf("%s has no running, ready pod to forward to", f.src.what)
 }
 
 func ready(p *corev1.Pod) bool {
@@ -267,23 +212,6 @@ func ready(p *corev1.Pod) bool {
 		}
 	}
 	return false
-}
-
-func targetPort(p *corev1.Pod, sp corev1.ServicePort) (uint16, error) {
-	if sp.TargetPort.StrVal != "" {
-		for _, c := range p.Spec.Containers {
-			for _, cp := range c.Ports {
-				if cp.Name == sp.TargetPort.StrVal {
-					return uint16(cp.ContainerPort), nil
-				}
-			}
-		}
-		return 0, fmt.Errorf("pod %s declares no port named %q", p.Name, sp.TargetPort.StrVal)
-	}
-	if sp.TargetPort.IntVal != 0 {
-		return uint16(sp.TargetPort.IntVal), nil
-	}
-	return uint16(sp.Port), nil
 }
 
 // dial connects to the current pod; when that pod is gone, it picks another and tries again.

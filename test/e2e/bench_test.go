@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -118,10 +119,16 @@ func (t *table) print(tb testing.TB) {
 
 func webPod(tb testing.TB) (string, string) {
 	pods, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app=web"})
-	if err != nil || len(pods.Items) == 0 {
-		tb.Fatalf("no web pod: %v", err)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return pods.Items[0].Name, pods.Items[0].Status.PodIP
+	for _, p := range pods.Items { // not one still terminating after a test deleted it
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
+			return p.Name, p.Status.PodIP
+		}
+	}
+	tb.Fatalf("no running web pod among %d", len(pods.Items))
+	return "", ""
 }
 
 // startPortForward runs kubectl port-forward in the laptop netns: the raw tunnel kt rides on.

@@ -249,6 +249,23 @@ func TestForward(t *testing.T) {
 		})
 		p.Stop(syscall.SIGINT, 20*time.Second)
 	})
+	t.Run("to a Deployment and to a pod", func(t *testing.T) {
+		podName, _ := webPod(t)
+		// deploy/web without a port: the only TCP port its pods declare (8080), locally too
+		// (free in the laptop netns); pod/NAME with a local port and the container port's name.
+		for _, args := range [][]string{{"deploy/web"}, {"pod/" + podName, "18183:http"}} {
+			p := startKt(t, append([]string{"-n", testNamespace, "forward"}, args...)...)
+			p.WaitFor("Forwarding", 30*time.Second)
+			url := "http://127.0.0.1:8080/deploy"
+			if len(args) == 2 {
+				url = "http://127.0.0.1:18183/pod"
+			}
+			if r := laptop(t, "curl", "-sS", "-m", "10", url); !strings.Contains(r.Stdout, "echo from web-") {
+				t.Errorf("forward %s:\n%s\n%s", args, r, p.Output())
+			}
+			p.Stop(syscall.SIGINT, 20*time.Second)
+		}
+	})
 	t.Run("to host:port through a shadow", func(t *testing.T) {
 		p := startKt(t, "-n", testNamespace, "forward", "web."+testNamespace+".svc.cluster.local:80", "18181")
 		p.WaitFor("Forwarding", 60*time.Second)
@@ -266,6 +283,9 @@ func TestForward(t *testing.T) {
 	}
 	if r := kt(t, "-n", testNamespace, "forward", "svc/web", "8080"); r.Code != 1 || !strings.Contains(r.Stderr, "its ports: http 80/TCP, udp 9090/UDP") {
 		t.Errorf("forward to a port the Service does not have:\n%s", r)
+	}
+	if r := kt(t, "-n", testNamespace, "forward", "job/web", "80"); r.Code != 1 || !strings.Contains(r.Stderr, "forward takes svc/NAME, deploy/NAME, sts/NAME, pod/NAME") {
+		t.Errorf("forward to a kind it does not take:\n%s", r)
 	}
 }
 

@@ -20,12 +20,15 @@ import (
 func NewCmdForward(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
 	cfg := forward.Config{Pod: cluster.NewPodOptions(), Address: "127.0.0.1", ErrOut: streams.ErrOut}
 	cmd := &cobra.Command{
-		Use:   "forward (svc/NAME [LOCAL:]REMOTE | HOST:PORT [LOCAL])",
+		Use:   "forward (svc/NAME | deploy/NAME | sts/NAME | pod/NAME) [LOCAL:]REMOTE | HOST:PORT [LOCAL]",
 		Short: "Forward a local port to a Service, or to any address the cluster reaches",
-		Long: `Forward listens on a local port. For a Service it forwards to a ready pod behind it, and to
-another one when that pod goes away. For HOST:PORT (a name the cluster resolves, or an address
-only reachable from inside it) a shadow pod dials it. Needs no root.`,
+		Long: `Forward listens on a local port. For a Service, a Deployment or a StatefulSet it forwards to
+a ready pod of it, and to another one when that pod goes away; for pod/NAME to that pod. REMOTE
+is the Service's port (number or name) or, for the others, the container port (number or
+declared name); without it, the only TCP port there is. For HOST:PORT (a name the cluster
+resolves, or an address only reachable from inside it) a shadow pod dials it. Needs no root.`,
 		Example: `  kubectl kt forward svc/web 8080:80
+  kubectl kt forward deploy/web 8080            # the container's port 8080, on local port 8080
   kubectl kt forward db.prod.svc.cluster.local:5432 15432
   kubectl kt forward 10.20.30.40:6379`,
 		Args: cobra.RangeArgs(1, 2),

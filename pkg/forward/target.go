@@ -1,0 +1,232 @@
+package forward
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+)
+
+// podSource is where forward finds its pod, and the port on it.
+type podSource struct {
+	what      string          // "service NS/NAME", for messages
+	selector  labels.Selector // the pods to choose from; nil for one named pod
+	pod       string          // that pod
+	remote    string          // the port as the user knows it, for messages
+	localPort int             // the local port when none is given
+	port      func(*corev1.Pod) (uint16, error)
+}
+
+// pods lists the pods to choose from.
+func (s *podSource) pods(ctx context.Context, cfg Config) ([]corev1.Pod, error) {
+	if s.selector == nil {
+		p, err := cfg.Client.CoreV1().Pods(cfg.Namespace).Get(ctx, s.pod, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, cluster.Explain(err, "get", "pods", cfg.Namespace)
+		}
+		return []corev1.Pod{*p}, nil
+	}
+	l, err := cfg.Client.CoreV1().Pods(cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: s.selector.String()})
+	if err != nil {
+		return nil, cluster.Explain(err, "list", "pods", cfg.Namespace)
+	}
+	return l.Items, nil
+}
+
+const targetKinds = "svc/NAME, deploy/NAME, sts/NAME, pod/NAME, a Service NAME or HOST:PORT"
+
+// resolve finds what cfg.Target names and the port cfg.Remote names on it.
+func resolve(ctx context.Context, cfg Config) (*podSource, error) {
+	kind, name, ok := strings.Cut(cfg.Target, "/")
+	if !ok {
+		kind, name = "svc", cfg.Target
+	}
+	if name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("%q: forward takes %s", cfg.Target, targetKinds)
+	}
+	ns := cfg.Namespace
+	notFound := func(what string) error {
+		return fmt.Errorf("%s %s/%s not found; check the name and -n/--namespace", what, ns, name)
+	}
+	switch strings.ToLower(kind) {
+	case "svc", "service", "services":
+		svc, err := cfg.Client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil, notFound("service")
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(svc.Spec.Selector) == 0 {
+			return nil, fmt.Errorf("service %s/%s selects no pods; forward to one of its addresses as HOST:PORT instead", ns, name)
+		}
+		sp, err := servicePort(svc, cfg.Remote)
+		if err != nil {
+			return nil, err
+		}
+		return &podSource{what: "service " + ns + "/" + name, selector: labels.SelectorFromSet(svc.Spec.Selector),
+			remote: strconv.Itoa(int(sp.Port)), localPort: int(sp.Port), port: func(p *corev1.Pod) (uint16, error) { return targetPort(p, *sp) }}, nil
+	case "deploy", "deployment", "deployments", "sts", "statefulset", "statefulsets":
+		var sel *metav1.LabelSelector
+		var tmpl corev1.PodSpec
+		what := "deployment"
+		if strings.HasPrefix(strings.ToLower(kind), "s") {
+			what = "statefulset"
+			s, err := cfg.Client.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil, notFound(what)
+			}
+			if err != nil {
+				return nil, err
+			}
+			sel, tmpl = s.Spec.Selector, s.Spec.Template.Spec
+		} else {
+			d, err := cfg.Client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil, notFound(what)
+			}
+			if err != nil {
+				return nil, err
+			}
+			sel, tmpl = d.Spec.Selector, d.Spec.Template.Spec
+		}
+		selector, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s/%s: %w", what, ns, name, err)
+		}
+		return containerSource(what+" "+ns+"/"+name, tmpl, cfg.Remote, &podSource{selector: selector})
+	case "pod", "pods", "po":
+		p, err := cfg.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil, notFound("pod")
+		}
+		if err != nil {
+			return nil, err
+		}
+		return containerSource("pod "+ns+"/"+name, p.Spec, cfg.Remote, &podSource{pod: name})
+	}
+	return nil, fmt.Errorf("%q: forward takes %s", cfg.Target, targetKinds)
+}
+
+// containerSource completes src with the container port that remote names in spec: a number
+// (declared or not, as kubectl port-forward takes it) or a declared port's name, or the only
+// declared TCP port when remote is empty.
+func containerSource(what string, spec corev1.PodSpec, remote string, src *podSource) (*podSource, error) {
+	var tcp []corev1.ContainerPort
+	var all []string
+	for _, c := range spec.Containers {
+		for _, cp := range c.Ports {
+			proto := cp.Protocol
+			if proto == "" {
+				proto = corev1.ProtocolTCP
+			}
+			desc := fmt.Sprintf("%d/%s", cp.ContainerPort, proto)
+			if cp.Name != "" {
+				desc = cp.Name + " " + desc
+			}
+			all = append(all, desc)
+			if proto == corev1.ProtocolTCP {
+				tcp = append(tcp, cp)
+			}
+		}
+	}
+	declared := "declares no ports"
+	if len(all) > 0 {
+		declared = "declares " + strings.Join(all, ", ")
+	}
+	var port int32
+	switch n, err := strconv.Atoi(remote); {
+	case remote == "" && len(tcp) == 1:
+		port = tcp[0].ContainerPort
+	case remote == "":
+		return nil, fmt.Errorf("%s %s; name the port to forward to: [LOCAL:]REMOTE", what, declared)
+	case err == nil && n >= 1 && n <= 65535:
+		port = int32(n)
+	case err == nil:
+		return nil, fmt.Errorf("port %s is not a number from 1 to 65535", remote)
+	default:
+		for _, cp := range tcp {
+			if cp.Name == remote {
+				port = cp.ContainerPort
+			}
+		}
+		if port == 0 {
+			return nil, fmt.Errorf("%s has no TCP port named %q; it %s", what, remote, declared)
+		}
+	}
+	src.what, src.remote, src.localPort = what, strconv.Itoa(int(port)), int(port)
+	src.port = func(*corev1.Pod) (uint16, error) { return uint16(port), nil }
+	return src, nil
+}
+
+// servicePort is the port of svc that remote names (its number or its name), or its only TCP
+// port when remote is empty. forward carries TCP: a UDP or SCTP port is refused.
+func servicePort(svc *corev1.Service, remote string) (*corev1.ServicePort, error) {
+	var tcp []*corev1.ServicePort
+	var all []string
+	for i, p := range svc.Spec.Ports {
+		desc := fmt.Sprintf("%d/%s", p.Port, protocol(p))
+		if p.Name != "" {
+			desc = p.Name + " " + desc
+		}
+		all = append(all, desc)
+		if protocol(p) == corev1.ProtocolTCP {
+			tcp = append(tcp, &svc.Spec.Ports[i])
+		}
+	}
+	ports := strings.Join(all, ", ")
+	named := func(p corev1.ServicePort) bool { return remote == strconv.Itoa(int(p.Port)) || remote == p.Name }
+	switch {
+	case remote == "" && len(tcp) == 1:
+		return tcp[0], nil
+	case remote == "" && len(tcp) == 0:
+		return nil, fmt.Errorf("service %s has no TCP port (%s); forward carries TCP only", svc.Name, ports)
+	case remote == "":
+		return nil, fmt.Errorf("service %s has several TCP ports (%s); name one: kubectl kt forward svc/%s [LOCAL:]REMOTE", svc.Name, ports, svc.Name)
+	}
+	for _, p := range tcp { // a UDP port may share its number with the TCP one
+		if named(*p) {
+			return p, nil
+		}
+	}
+	for _, p := range svc.Spec.Ports {
+		if named(p) {
+			return nil, fmt.Errorf("service %s: port %s is %s; forward carries TCP only", svc.Name, remote, protocol(p))
+		}
+	}
+	return nil, fmt.Errorf("service %s has no port %q; its ports: %s", svc.Name, remote, ports)
+}
+
+func protocol(p corev1.ServicePort) corev1.Protocol {
+	if p.Protocol == "" {
+		return corev1.ProtocolTCP
+	}
+	return p.Protocol
+}
+
+func targetPort(p *corev1.Pod, sp corev1.ServicePort) (uint16, error) {
+	if sp.TargetPort.StrVal != "" {
+		for _, c := range p.Spec.Containers {
+			for _, cp := range c.Ports {
+				if cp.Name == sp.TargetPort.StrVal {
+					return uint16(cp.ContainerPort), nil
+				}
+			}
+		}
+		return 0, fmt.Errorf("pod %s declares no port named %q", p.Name, sp.TargetPort.StrVal)
+	}
+	if sp.TargetPort.IntVal != 0 {
+		return uint16(sp.TargetPort.IntVal), nil
+	}
+	return uint16(sp.Port), nil
+}
