@@ -215,23 +215,29 @@ func MapPorts(svc *corev1.Service, w *Workload, exposes []Expose) ([]PortMap, []
 	var out []PortMap
 	used := map[int]bool{}
 	for _, e := range exposes {
-		idx := -1
+		idx, other := -1, -1 // the first TCP port that matches, the first other one
 		for i, sp := range svc.Spec.Ports {
 			tp := sp.TargetPort
 			if e.Remote == strconv.Itoa(int(sp.Port)) || e.Remote == sp.Name ||
 				(tp.Type == 0 && tp.IntVal != 0 && e.Remote == strconv.Itoa(int(tp.IntVal))) ||
 				(tp.Type == 1 && e.Remote == tp.StrVal) {
-				idx = i
-				break
+				if sp.Protocol == "" || sp.Protocol == corev1.ProtocolTCP {
+					idx = i
+					break
+				}
+				if other < 0 {
+					other = i // a UDP port may share its number with a TCP one (DNS does)
+				}
 			}
+		}
+		if idx < 0 && other >= 0 {
+			sp := svc.Spec.Ports[other]
+			return nil, nil, fmt.Errorf("--expose %d:%s: port %d of service %s is %s; kt carries TCP only", e.Local, e.Remote, sp.Port, svc.Name, sp.Protocol)
 		}
 		if idx < 0 {
 			return nil, nil, fmt.Errorf("--expose %d:%s: service %s has no port, target port or port name %q; its ports are %s", e.Local, e.Remote, svc.Name, e.Remote, describePorts(svc))
 		}
 		sp := svc.Spec.Ports[idx]
-		if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
-			return nil, nil, fmt.Errorf("--expose %d:%s: port %d of service %s is %s; only TCP ports can be exchanged", e.Local, e.Remote, sp.Port, svc.Name, sp.Protocol)
-		}
 		pm := PortMap{Local: e.Local, ServicePort: sp.Port}
 		switch {
 		case sp.TargetPort.Type == 1:

@@ -48,8 +48,13 @@ func TestMapPorts(t *testing.T) {
 	if _, _, err := MapPorts(svc, w, []Expose{{9000, "999"}}); err == nil || !strings.Contains(err.Error(), "its ports are") {
 		t.Errorf("unknown port: %v", err)
 	}
-	if _, _, err := MapPorts(svc, w, []Expose{{9000, "53"}}); err == nil || !strings.Contains(err.Error(), "only TCP") {
+	if _, _, err := MapPorts(svc, w, []Expose{{9000, "53"}}); err == nil || !strings.Contains(err.Error(), "port 53 of service s is UDP; kt carries TCP only") {
 		t.Errorf("UDP port: %v", err)
+	}
+	dns := &corev1.Service{Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+		{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}, {Name: "dns-tcp", Port: 53, Protocol: corev1.ProtocolTCP}}}}
+	if pm, _, err := MapPorts(dns, nil, []Expose{{5353, "53"}}); err != nil || len(pm) != 1 || pm[0].Target != 53 {
+		t.Errorf("53 of a Service with 53/UDP before 53/TCP: %+v, %v", pm, err)
 	}
 	if _, _, err := MapPorts(svc, nil, []Expose{{9000, "80"}}); err == nil || !strings.Contains(err.Error(), "named port") {
 		t.Errorf("named port without a workload: %v", err)
