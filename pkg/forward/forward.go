@@ -32,13 +32,18 @@ type Config struct {
 	Client     kubernetes.Interface
 	Namespace  string
 	Target     string // svc/NAME, NAME (a Service), deploy/NAME, sts/NAME, pod/NAME, or HOST:PORT
-	Local      int    // 0: the remote port
-	Remote     string // the Service's or the pods' port (number or name); empty when there is one
+	Ports      []Port // at least one; one for HOST:PORT
 	Address    string // local listen address
 	Pod        *cluster.PodOptions
 	Protocol   portforward.Protocol
 	Command    string
 	ErrOut     io.Writer
+}
+
+// Port is one [LOCAL:]REMOTE.
+type Port struct {
+	Local  int    // 0: the remote port
+	Remote string // the Service's or the pods' port (number or name); empty: the only one; for HOST:PORT, unused
 }
 
 // IsAddress reports whether target is HOST:PORT rather than KIND/NAME or a Service NAME.
@@ -94,9 +99,9 @@ func runAddress(ctx context.Context, cfg Config) error {
 	if err != nil || port < 1 || port > 65535 {
 		return fmt.Errorf("%q: the port is not a number from 1 to 65535", cfg.Target)
 	}
-	local := cfg.Local
-	if local == 0 {
-		local = port
+	local := port
+	if len(cfg.Ports) > 0 && cfg.Ports[0].Local != 0 {
+		local = cfg.Ports[0].Local
 	}
 	l, err := listen(cfg, local)
 	if err != nil {
@@ -139,55 +144,81 @@ func runPods(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	local := cfg.Local
-	if local == 0 {
-		local = src.localPort
+	ports := make([]*podPort, len(cfg.Ports))
+	for i, pp := range cfg.Ports {
+		if ports[i], err = src.portOf(pp.Remote); err != nil {
+			return err
+		}
 	}
-	l, err := listen(cfg, local)
-	if err != nil {
-		return err
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for i, pp := range cfg.Ports {
+		local := pp.Local
+		if local == 0 {
+			local = ports[i].local
+		}
+		l, err := listen(cfg, local)
+		if err != nil {
+			return err
+		}
+		ls = append(ls, l)
 	}
-	defer l.Close()
-	f := &podPicker{cfg: cfg, src: src}
-	if _, _, err := f.pick(ctx); err != nil {
+	f := &podPicker{cfg: cfg, src: src, ports: ports}
+	if _, err := f.pick(ctx); err != nil {
 		return err
 	}
 	defer f.close()
-	fmt.Fprintf(cfg.ErrOut, "Forwarding %s -> %s port %s (pod %s). Ctrl-C to stop.\n", l.Addr(), src.what, src.remote, f.podName())
-	serve(ctx, l, f.dial, cfg.ErrOut)
+	var wg sync.WaitGroup
+	for i, l := range ls {
+		fmt.Fprintf(cfg.ErrOut, "Forwarding %s -> %s port %s (pod %s)\n", l.Addr(), src.what, ports[i].remote, f.podName())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serve(ctx, l, func(ctx context.Context) (net.Conn, error) { return f.dial(ctx, ports[i]) }, cfg.ErrOut)
+		}()
+	}
+	fmt.Fprintln(cfg.ErrOut, "Ctrl-C to stop.")
+	wg.Wait()
 	fmt.Fprintln(cfg.ErrOut, "Stopped forwarding")
 	return nil
 }
 
 type podPicker struct {
-	cfg Config
-	src *podSource
+	cfg   Config
+	src   *podSource
+	ports []*podPort // each must resolve on the pod picked
 
-	mu     sync.Mutex
-	pod    string
-	target uint16
-	dialer *portforward.Dialer
+	picking sync.Mutex
+	mu      sync.Mutex
+	pod     *corev1.Pod
+	dialer  *portforward.Dialer
 }
 
 func (f *podPicker) podName() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.pod
+	return f.pod.Name
 }
 
-// pick chooses a running, ready pod of the target and resolves the target port on it.
-func (f *podPicker) pick(ctx context.Context) (*portforward.Dialer, uint16, error) {
+// pick chooses a running, ready pod of the target on which every port resolves.
+func (f *podPicker) pick(ctx context.Context) (*portforward.Dialer, error) {
 	pods, err := f.src.pods(ctx, f.cfg)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	for _, p := range pods {
-		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || !ready(&p) {
+	for i := range pods {
+		p := &pods[i]
+		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || !ready(p) {
 			continue
 		}
-		port, err := f.src.port(&p)
-		if err != nil {
-			return nil, 0, err
+		for _, pp := range f.ports {
+			if _, err := pp.on(p); err != nil {
+				return nil, err
+			}
 		}
 		d := portforward.NewDialer(f.cfg.RESTConfig, f.cfg.Client, f.cfg.Namespace, p.Name)
 		d.Protocol, d.Timeout = f.cfg.Protocol, f.cfg.Pod.PortForwardTimeout
@@ -195,14 +226,14 @@ func (f *podPicker) pick(ctx context.Context) (*portforward.Dialer, uint16, erro
 		if f.dialer != nil {
 			f.dialer.Close()
 		}
-		f.pod, f.target, f.dialer = p.Name, port, d
+		f.pod, f.dialer = p, d
 		f.mu.Unlock()
-		return d, port, nil
+		return d, nil
 	}
 	if f.src.selector == nil {
-		return nil, 0, fmt.Errorf("%s is not running and ready", f.src.what)
+		return nil, fmt.Errorf("%s is not running and ready", f.src.what)
 	}
-	return nil, 0, fmt.Errorf("%s has no running, ready pod to forward to", f.src.what)
+	return nil, fmt.Errorf("%s has no running, ready pod to forward to", f.src.what)
 }
 
 func ready(p *corev1.Pod) bool {
@@ -214,24 +245,42 @@ func ready(p *corev1.Pod) bool {
 	return false
 }
 
-// dial connects to the current pod; when that pod is gone, it picks another and tries again.
-func (f *podPicker) dial(ctx context.Context) (net.Conn, error) {
+// dial connects to port on the current pod; when that pod is gone, it picks another and
+// tries again.
+func (f *podPicker) dial(ctx context.Context, port *podPort) (net.Conn, error) {
 	f.mu.Lock()
-	d, port, pod := f.dialer, f.target, f.pod
+	d, pod := f.dialer, f.pod
 	f.mu.Unlock()
-	if p, err := f.cfg.Client.CoreV1().Pods(f.cfg.Namespace).Get(ctx, pod, metav1.GetOptions{}); err == nil && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
-		if c, err := d.Dial(ctx, port); err == nil {
-			return c, nil
+	if p, err := f.cfg.Client.CoreV1().Pods(f.cfg.Namespace).Get(ctx, pod.Name, metav1.GetOptions{}); err == nil && p.UID == pod.UID && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+		if n, err := port.on(pod); err == nil {
+			if c, err := d.Dial(ctx, n); err == nil {
+				return c, nil
+			}
 		}
 	}
-	d, port, err := f.pick(ctx)
+	f.picking.Lock() // one pick for all the connections that found the pod gone
+	f.mu.Lock()
+	d, now := f.dialer, f.pod
+	f.mu.Unlock()
+	if now == pod {
+		var err error
+		if d, err = f.pick(ctx); err != nil {
+			f.picking.Unlock()
+			return nil, err
+		}
+		f.mu.Lock()
+		now = f.pod
+		f.mu.Unlock()
+		fmt.Fprintf(f.cfg.ErrOut, "Pod %s is gone; forwarding to pod %s now\n", pod.Name, now.Name)
+	}
+	f.picking.Unlock()
+	n, err := port.on(now)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(f.cfg.ErrOut, "Pod %s is gone; forwarding to pod %s now\n", pod, f.podName())
-	c, err := d.Dial(ctx, port)
+	c, err := d.Dial(ctx, n)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("forward to pod %s", f.podName()), err)
+		return nil, errors.Join(fmt.Errorf("forward to pod %s", now.Name), err)
 	}
 	return c, nil
 }

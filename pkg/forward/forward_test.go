@@ -88,7 +88,11 @@ func TestResolve(t *testing.T) {
 		{target: "pod/", errHas: `"pod/": forward takes`},
 	} {
 		t.Run(tc.target+" "+tc.remote, func(t *testing.T) {
-			src, err := resolve(context.Background(), Config{Client: client, Namespace: "ns", Target: tc.target, Remote: tc.remote})
+			src, err := resolve(context.Background(), Config{Client: client, Namespace: "ns", Target: tc.target})
+			var port *podPort
+			if err == nil {
+				port, err = src.portOf(tc.remote)
+			}
 			if tc.errHas != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errHas) {
 					t.Fatalf("got %v; want an error with %q", err, tc.errHas)
@@ -102,11 +106,11 @@ func TestResolve(t *testing.T) {
 			if src.selector != nil {
 				sel = src.selector.String()
 			}
-			if src.what != tc.what || sel != tc.selector || src.localPort != tc.local {
-				t.Errorf("got %q, selector %q, local port %d; want %q, %q, %d", src.what, sel, src.localPort, tc.what, tc.selector, tc.local)
+			if src.what != tc.what || sel != tc.selector || port.local != tc.local {
+				t.Errorf("got %q, selector %q, local port %d; want %q, %q, %d", src.what, sel, port.local, tc.what, tc.selector, tc.local)
 			}
 			pod := &corev1.Pod{Spec: tmpl}
-			if port, err := src.port(pod); err != nil || int(port) != tc.onPod {
+			if port, err := port.on(pod); err != nil || int(port) != tc.onPod {
 				t.Errorf("port on a pod: %d, %v; want %d", port, err, tc.onPod)
 			}
 		})

@@ -14,14 +14,19 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cluster"
 )
 
-// podSource is where forward finds its pod, and the port on it.
+// podSource is where forward finds its pod.
 type podSource struct {
-	what      string          // "service NS/NAME", for messages
-	selector  labels.Selector // the pods to choose from; nil for one named pod
-	pod       string          // that pod
-	remote    string          // the port as the user knows it, for messages
-	localPort int             // the local port when none is given
-	port      func(*corev1.Pod) (uint16, error)
+	what     string          // "service NS/NAME", for messages
+	selector labels.Selector // the pods to choose from; nil for one named pod
+	pod      string          // that pod
+	portOf   func(remote string) (*podPort, error)
+}
+
+// podPort is one REMOTE resolved.
+type podPort struct {
+	remote string // the port as the user knows it, for messages
+	local  int    // the local port when none is given
+	on     func(*corev1.Pod) (uint16, error)
 }
 
 // pods lists the pods to choose from.
@@ -45,7 +50,7 @@ func (s *podSource) pods(ctx context.Context, cfg Config) ([]corev1.Pod, error) 
 
 const targetKinds = "svc/NAME, deploy/NAME, sts/NAME, pod/NAME, a Service NAME or HOST:PORT"
 
-// resolve finds what cfg.Target names and the port cfg.Remote names on it.
+// resolve finds what cfg.Target names.
 func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 	kind, name, ok := strings.Cut(cfg.Target, "/")
 	if !ok {
@@ -70,12 +75,14 @@ func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 		if len(svc.Spec.Selector) == 0 {
 			return nil, fmt.Errorf("service %s/%s selects no pods; forward to one of its addresses as HOST:PORT instead", ns, name)
 		}
-		sp, err := servicePort(svc, cfg.Remote)
-		if err != nil {
-			return nil, err
-		}
 		return &podSource{what: "service " + ns + "/" + name, selector: labels.SelectorFromSet(svc.Spec.Selector),
-			remote: strconv.Itoa(int(sp.Port)), localPort: int(sp.Port), port: func(p *corev1.Pod) (uint16, error) { return targetPort(p, *sp) }}, nil
+			portOf: func(remote string) (*podPort, error) {
+				sp, err := servicePort(svc, remote)
+				if err != nil {
+					return nil, err
+				}
+				return &podPort{remote: strconv.Itoa(int(sp.Port)), local: int(sp.Port), on: func(p *corev1.Pod) (uint16, error) { return targetPort(p, *sp) }}, nil
+			}}, nil
 	case "deploy", "deployment", "deployments", "sts", "statefulset", "statefulsets":
 		var sel *metav1.LabelSelector
 		var tmpl corev1.PodSpec
@@ -104,7 +111,8 @@ func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s %s/%s: %w", what, ns, name, err)
 		}
-		return containerSource(what+" "+ns+"/"+name, tmpl, cfg.Remote, &podSource{selector: selector})
+		what += " " + ns + "/" + name
+		return &podSource{what: what, selector: selector, portOf: func(remote string) (*podPort, error) { return containerPort(what, tmpl, remote) }}, nil
 	case "pod", "pods", "po":
 		p, err := cfg.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -113,15 +121,16 @@ func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 		if err != nil {
 			return nil, err
 		}
-		return containerSource("pod "+ns+"/"+name, p.Spec, cfg.Remote, &podSource{pod: name})
+		what := "pod " + ns + "/" + name
+		return &podSource{what: what, pod: name, portOf: func(remote string) (*podPort, error) { return containerPort(what, p.Spec, remote) }}, nil
 	}
 	return nil, fmt.Errorf("%q: forward takes %s", cfg.Target, targetKinds)
 }
 
-// containerSource completes src with the container port that remote names in spec: a number
-// (declared or not, as kubectl port-forward takes it) or a declared port's name, or the only
-// declared TCP port when remote is empty.
-func containerSource(what string, spec corev1.PodSpec, remote string, src *podSource) (*podSource, error) {
+// containerPort is the container port that remote names in spec: a number (declared or not, as
+// kubectl port-forward takes it) or a declared port's name, or the only declared TCP port when
+// remote is empty.
+func containerPort(what string, spec corev1.PodSpec, remote string) (*podPort, error) {
 	var tcp []corev1.ContainerPort
 	var all []string
 	for _, c := range spec.Containers {
@@ -164,9 +173,7 @@ func containerSource(what string, spec corev1.PodSpec, remote string, src *podSo
 			return nil, fmt.Errorf("%s has no TCP port named %q; it %s", what, remote, declared)
 		}
 	}
-	src.what, src.remote, src.localPort = what, strconv.Itoa(int(port)), int(port)
-	src.port = func(*corev1.Pod) (uint16, error) { return uint16(port), nil }
-	return src, nil
+	return &podPort{remote: strconv.Itoa(int(port)), local: int(port), on: func(*corev1.Pod) (uint16, error) { return uint16(port), nil }}, nil
 }
 
 // servicePort is the port of svc that remote names (its number or its name), or its only TCP

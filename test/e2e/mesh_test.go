@@ -266,6 +266,23 @@ func TestForward(t *testing.T) {
 			p.Stop(syscall.SIGINT, 20*time.Second)
 		}
 	})
+	t.Run("several ports to one pod", func(t *testing.T) {
+		p := startKt(t, "-n", testNamespace, "forward", "deploy/multi", "18184:main", "18185:8081")
+		p.WaitFor("Ctrl-C to stop", 30*time.Second)
+		var pods []string
+		for local, remote := range map[string]string{"18184": "8080", "18185": "8081"} {
+			r := laptop(t, "curl", "-sS", "-m", "10", "http://127.0.0.1:"+local+"/port")
+			_, pod, ok := strings.Cut(strings.TrimSpace(r.Stdout), "port "+remote+" of ")
+			if !ok {
+				t.Errorf("local port %s: want port %s of a multi pod:\n%s\n%s", local, remote, r, p.Output())
+			}
+			pods = append(pods, pod)
+		}
+		if len(pods) == 2 && pods[0] != pods[1] {
+			t.Errorf("the two ports went to two pods: %v", pods)
+		}
+		p.Stop(syscall.SIGINT, 20*time.Second)
+	})
 	t.Run("to host:port through a shadow", func(t *testing.T) {
 		p := startKt(t, "-n", testNamespace, "forward", "web."+testNamespace+".svc.cluster.local:80", "18181")
 		p.WaitFor("Forwarding", 60*time.Second)
@@ -283,6 +300,9 @@ func TestForward(t *testing.T) {
 	}
 	if r := kt(t, "-n", testNamespace, "forward", "svc/web", "8080"); r.Code != 1 || !strings.Contains(r.Stderr, "its ports: http 80/TCP, udp 9090/UDP") {
 		t.Errorf("forward to a port the Service does not have:\n%s", r)
+	}
+	if r := kt(t, "-n", testNamespace, "forward", "svc/web", "18186:80", "18186:80"); r.Code != 2 || !strings.Contains(r.Stderr, "local port 18186 is given twice") {
+		t.Errorf("a local port twice:\n%s", r)
 	}
 	if r := kt(t, "-n", testNamespace, "forward", "job/web", "80"); r.Code != 1 || !strings.Contains(r.Stderr, "forward takes svc/NAME, deploy/NAME, sts/NAME, pod/NAME") {
 		t.Errorf("forward to a kind it does not take:\n%s", r)

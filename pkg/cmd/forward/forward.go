@@ -20,42 +20,27 @@ import (
 func NewCmdForward(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
 	cfg := forward.Config{Pod: cluster.NewPodOptions(), Address: "127.0.0.1", ErrOut: streams.ErrOut}
 	cmd := &cobra.Command{
-		Use:   "forward (svc/NAME | deploy/NAME | sts/NAME | pod/NAME) [LOCAL:]REMOTE | HOST:PORT [LOCAL]",
+		Use:   "forward (svc/NAME | deploy/NAME | sts/NAME | pod/NAME) [[LOCAL:]REMOTE...] | HOST:PORT [LOCAL]",
 		Short: "Forward a local port to a Service, or to any address the cluster reaches",
 		Long: `Forward listens on a local port. For a Service, a Deployment or a StatefulSet it forwards to
 a ready pod of it, and to another one when that pod goes away; for pod/NAME to that pod. REMOTE
 is the Service's port (number or name) or, for the others, the container port (number or
-declared name); without it, the only TCP port there is. For HOST:PORT (a name the cluster
+declared name); without it, the only TCP port there is. Several [LOCAL:]REMOTE go to the
+same pod. For HOST:PORT (a name the cluster
 resolves, or an address only reachable from inside it) a shadow pod dials it. Needs no root.`,
 		Example: `  kubectl kt forward svc/web 8080:80
+  kubectl kt forward svc/web 8080:http 9443:https  # several ports, to the same pod
   kubectl kt forward deploy/web 8080            # the container's port 8080, on local port 8080
   kubectl kt forward db.prod.svc.cluster.local:5432 15432
   kubectl kt forward 10.20.30.40:6379`,
-		Args: cobra.RangeArgs(1, 2),
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Target = args[0]
-			if len(args) == 2 {
-				if forward.IsAddress(cfg.Target) {
-					n, err := strconv.Atoi(args[1])
-					if err != nil || n < 1 || n > 65535 {
-						return usage.Errorf("local port %q is not a number from 1 to 65535", args[1])
-					}
-					cfg.Local = n
-				} else {
-					local, remote, ok := strings.Cut(args[1], ":")
-					if !ok {
-						local, remote = "", args[1]
-					}
-					if local != "" {
-						n, err := strconv.Atoi(local)
-						if err != nil || n < 1 || n > 65535 {
-							return usage.Errorf("local port %q is not a number from 1 to 65535", local)
-						}
-						cfg.Local = n
-					}
-					cfg.Remote = remote
-				}
+			ports, err := parsePorts(cfg.Target, args[1:])
+			if err != nil {
+				return err
 			}
+			cfg.Ports = ports
 			if err := cfg.Pod.Validate(); err != nil {
 				return usage.Wrap(err)
 			}
@@ -72,4 +57,55 @@ resolves, or an address only reachable from inside it) a shadow pod dials it. Ne
 	cmd.Flags().StringVar(&cfg.Address, "address", cfg.Address, "Local address to listen on.")
 	cfg.Pod.AddFlags(cmd.Flags())
 	return cmd
+}
+
+// parsePorts reads the [LOCAL:]REMOTE arguments after a KIND/NAME target, or the one LOCAL
+// after HOST:PORT.
+func parsePorts(target string, args []string) ([]forward.Port, error) {
+	localPort := func(s string) (int, error) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 65535 {
+			return 0, usage.Errorf("local port %q is not a number from 1 to 65535", s)
+		}
+		return n, nil
+	}
+	if forward.IsAddress(target) {
+		switch len(args) {
+		case 0:
+			return []forward.Port{{}}, nil
+		case 1:
+			n, err := localPort(args[0])
+			return []forward.Port{{Local: n}}, err
+		}
+		return nil, usage.Errorf("%s takes one LOCAL port at most; run one forward per address", target)
+	}
+	if len(args) == 0 {
+		return []forward.Port{{}}, nil
+	}
+	var ports []forward.Port
+	locals := map[int]bool{}
+	for _, a := range args {
+		local, remote, ok := strings.Cut(a, ":")
+		if !ok {
+			local, remote = "", a
+		}
+		if remote == "" {
+			return nil, usage.Errorf("%q names no remote port; write [LOCAL:]REMOTE", a)
+		}
+		var p forward.Port
+		if local != "" {
+			n, err := localPort(local)
+			if err != nil {
+				return nil, err
+			}
+			if locals[n] {
+				return nil, usage.Errorf("local port %d is given twice", n)
+			}
+			locals[n] = true
+			p.Local = n
+		}
+		p.Remote = remote
+		ports = append(ports, p)
+	}
+	return ports, nil
 }

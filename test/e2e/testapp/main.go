@@ -171,6 +171,12 @@ func handler(name string) http.Handler {
 		}
 	})
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) { wsEcho(w, r, name) })
+	mux.HandleFunc("/port", func(w http.ResponseWriter, r *http.Request) { // the port the request came to
+		a, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		if a, ok := a.(*net.TCPAddr); ok {
+			fmt.Fprintf(w, "port %d of %s\n", a.Port, name)
+		}
+	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
 		time.Sleep(d)
