@@ -16,7 +16,7 @@ func TestParsePorts(t *testing.T) {
 		errHas string
 	}{
 		{"svc/web", nil, []forward.Port{{}}, ""},
-		{"svc/web", []string{"8080:80", "http", "9000:admin"}, []forward.Port{{8080, "80"}, {0, "http"}, {9000, "admin"}}, ""},
+		{"svc/web", []string{"8080:80", "http", "9000:admin"}, []forward.Port{{Local: 8080, Remote: "80"}, {Remote: "http"}, {Local: 9000, Remote: "admin"}}, ""},
 		{"db:5432", nil, []forward.Port{{}}, ""},
 		{"db:5432", []string{"15432"}, []forward.Port{{Local: 15432}}, ""},
 		{"db:5432", []string{"1", "2"}, nil, "takes one LOCAL port at most"},
