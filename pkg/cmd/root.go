@@ -15,6 +15,7 @@ import (
 	ktconfig "github.com/kubectl-kt/kt/pkg/cmd/config"
 	"github.com/kubectl-kt/kt/pkg/cmd/connect"
 	"github.com/kubectl-kt/kt/pkg/cmd/doctor"
+	"github.com/kubectl-kt/kt/pkg/cmd/env"
 	"github.com/kubectl-kt/kt/pkg/cmd/exchange"
 	"github.com/kubectl-kt/kt/pkg/cmd/forward"
 	"github.com/kubectl-kt/kt/pkg/cmd/mesh"
@@ -56,6 +57,7 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 		mesh.NewCmdMesh(configFlags, streams),
 		preview.NewCmdPreview(configFlags, streams),
 		forward.NewCmdForward(configFlags, streams),
+		env.NewCmdEnv(configFlags, streams),
 		recover.NewCmdRecover(configFlags, streams),
 		clean.NewCmdClean(configFlags, streams),
 		status.NewCmdStatus(configFlags, streams),

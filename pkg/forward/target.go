@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 )
@@ -236,4 +237,34 @@ func targetPort(p *corev1.Pod, sp corev1.ServicePort) (uint16, error) {
 		return uint16(sp.TargetPort.IntVal), nil
 	}
 	return uint16(sp.Port), nil
+}
+
+// RunningPod returns a running pod of target (svc/NAME, deploy/NAME, sts/NAME, pod/NAME or a
+// Service NAME), a ready one if there is one.
+func RunningPod(ctx context.Context, client kubernetes.Interface, ns, target string) (*corev1.Pod, error) {
+	src, err := resolve(ctx, Config{Client: client, Namespace: ns, Target: target})
+	if err != nil {
+		return nil, err
+	}
+	pods, err := src.pods(ctx, Config{Client: client, Namespace: ns})
+	if err != nil {
+		return nil, err
+	}
+	var running *corev1.Pod
+	for i := range pods {
+		p := &pods[i]
+		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
+			continue
+		}
+		if ready(p) {
+			return p, nil
+		}
+		if running == nil {
+			running = p
+		}
+	}
+	if running == nil {
+		return nil, fmt.Errorf("%s has no running pod", src.what)
+	}
+	return running, nil
 }

@@ -3,12 +3,17 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestConfigDefaultsApply(t *testing.T) {
@@ -103,5 +108,58 @@ func TestDoctor(t *testing.T) {
 	r = kt(t, "-n", testNamespace, "--as", "nobody-at-all", "doctor")
 	if r.Code != 1 || !strings.Contains(r.Stdout, "FAIL  may not create pods/portforward") || !strings.Contains(r.Stdout, "docs/rbac.yaml") {
 		t.Errorf("doctor as a user without rights:\n%s", r)
+	}
+}
+
+// TestEnv: kubectl kt env prints what the container's process really gets from its spec, read
+// back from the process itself (testapp /env), in each output format.
+func TestEnv(t *testing.T) {
+	nothingLeftBehind(t)
+	pods, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "app=multi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod *corev1.Pod
+	for i, p := range pods.Items {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
+			pod = &pods.Items[i]
+		}
+	}
+	if pod == nil {
+		t.Fatal("no running multi pod")
+	}
+	r := kt(t, "-n", testNamespace, "env", "pod/"+pod.Name, "-o", "json")
+	var got map[string]string
+	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &got) != nil {
+		t.Fatalf("kt env -o json:\n%s", r)
+	}
+	want := map[string]string{"GREETING": "hello there", "POD_NAME": pod.Name, "SELF": "http://" + pod.Name + ":8080/dev",
+		"DB_PASSWORD": "p@ss 'word'", "MEM_MI": "64", "CFG_MODE": "dev", "CFG_LEVEL": "3"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("kt env: %v\nwant %v", got, want)
+	}
+	pr := inCluster(t, "wget -qO- http://"+pod.Status.PodIP+":8080/env")
+	var real map[string]string
+	if err := json.Unmarshal([]byte(pr.Stdout), &real); err != nil {
+		t.Fatalf("the process's environment: %v\n%s", err, pr)
+	}
+	for k, v := range got {
+		if real[k] != v {
+			t.Errorf("%s: kt env says %q, the process has %q", k, v, real[k])
+		}
+	}
+	// sh output, evaluated by a shell on the laptop; dotenv output, read line by line.
+	sh := kt(t, "-n", testNamespace, "env", "deploy/multi", "-o", "sh")
+	if e := laptop(t, "sh", "-c", sh.Stdout+"\nprintf '%s|%s' \"$DB_PASSWORD\" \"$GREETING\""); e.Stdout != "p@ss 'word'|hello there" {
+		t.Errorf("kt env -o sh, evaluated:\n%s\n%s", e, sh)
+	}
+	if d := kt(t, "-n", testNamespace, "env", "svc/multi"); !strings.Contains(d.Stdout, "GREETING=\"hello there\"\n") || !strings.Contains(d.Stdout, "CFG_MODE=dev\n") {
+		t.Errorf("kt env (dotenv):\n%s", d)
+	}
+	if b := kt(t, "-n", testNamespace, "env", "deploy/multi", "-o", "yaml"); b.Code != 2 || !strings.Contains(b.Stderr, "use one of dotenv, json, sh") {
+		t.Errorf("a bad -o:\n%s", b)
+	}
+	if b := kt(t, "-n", testNamespace, "env", "deploy/multi", "-c", "nope"); b.Code != 1 || !strings.Contains(b.Stderr, `no container "nope"; its containers: multi`) {
+		t.Errorf("a bad -c:\n%s", b)
 	}
 }

@@ -89,7 +89,25 @@ spec:
         imagePullPolicy: IfNotPresent
         args: [serve, -http, ":8080,:8081", -udp, ""]
         ports: [{name: main, containerPort: 8080}, {name: admin, containerPort: 8081}]
+        envFrom: [{configMapRef: {name: multi-config}, prefix: CFG_}]
+        env:
+        - {name: GREETING, value: "hello there"}
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: SELF, value: "http://$(POD_NAME):8080/$(CFG_MODE)"}
+        - {name: DB_PASSWORD, valueFrom: {secretKeyRef: {name: multi-secret, key: password}}}
+        - {name: MEM_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+        resources: {limits: {memory: 64Mi}}
         readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: multi-config, namespace: kt-e2e}
+data: {MODE: dev, LEVEL: "3"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: multi-secret, namespace: kt-e2e}
+stringData: {password: "p@ss 'word'"}
 ---
 apiVersion: v1
 kind: Service

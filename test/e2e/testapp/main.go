@@ -18,6 +18,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -171,6 +172,14 @@ func handler(name string) http.Handler {
 		}
 	})
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) { wsEcho(w, r, name) })
+	mux.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) { // the process's environment
+		env := map[string]string{}
+		for _, kv := range os.Environ() {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
+		json.NewEncoder(w).Encode(env)
+	})
 	mux.HandleFunc("/port", func(w http.ResponseWriter, r *http.Request) { // the port the request came to
 		a, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 		if a, ok := a.(*net.TCPAddr); ok {
