@@ -134,7 +134,7 @@ func TestEnv(t *testing.T) {
 		t.Fatalf("kt env -o json:\n%s", r)
 	}
 	want := map[string]string{"GREETING": "hello there", "POD_NAME": pod.Name, "SELF": "http://" + pod.Name + ":8080/dev",
-		"DB_PASSWORD": "p@ss 'word'", "MEM_MI": "64", "CFG_MODE": "dev", "CFG_LEVEL": "3"}
+		"DB_PASSWORD": "p@ss 'word'", "MEM_MI": "256", "CFG_MODE": "dev", "CFG_LEVEL": "3"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("kt env: %v\nwant %v", got, want)
 	}

@@ -96,7 +96,7 @@ spec:
         - {name: SELF, value: "http://$(POD_NAME):8080/$(CFG_MODE)"}
         - {name: DB_PASSWORD, valueFrom: {secretKeyRef: {name: multi-secret, key: password}}}
         - {name: MEM_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
-        resources: {limits: {memory: 64Mi}}
+        resources: {limits: {memory: 256Mi}}
         readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
 ---
 apiVersion: v1
