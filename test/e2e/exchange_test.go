@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"sort"
@@ -309,15 +310,21 @@ func leaveUnderLoad(t *testing.T, what string, leave func()) {
 		loadDone <- inCluster(t, "/testapp load -url http://"+web.Spec.ClusterIP+"/leaving -n 3000 -c 4 -rate 300 -newconn -slow 1s")
 	}()
 	time.Sleep(time.Second)
+	stamp := func() string { return time.Now().UTC().Format("15:04:05.000") }
+	paused := stamp()
 	pauseKubeProxy(t, 4*time.Second)
 	leave()
+	left := stamp()
 	select {
 	case r := <-loadDone:
 		t.Fatalf("the load ended before the developer had left, so it proves nothing: %s", r)
 	default:
 	}
 	r := <-loadDone
-	lr := parseLoad(t, r)
+	var lr loadResult
+	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &lr); err != nil || lr.Errors > 0 {
+		t.Fatalf("while %s (kube-proxy paused at %s for 4 s, left at %s): %d errors (first: %s)\n%s", what, paused, left, lr.Errors, lr.FirstError, r)
+	}
 	if lr.N != 3000 || lr.Max > 1000 {
 		t.Errorf("while %s: %d of 3000 requests answered, the slowest in %.0f ms (a SYN sent to a pod that is gone waits a second or more)\n%s", what, lr.N, lr.Max, r.Stderr)
 	}
@@ -332,7 +339,7 @@ func TestExchangeLeavesUnderLoad(t *testing.T) {
 	laptopServer(t, "laptop", "127.0.0.1:8080")
 	for _, mode := range []string{"selector", "scale"} {
 		t.Run(mode, func(t *testing.T) {
-			p := startExchange(t, "web", "--expose", "8080:80", "--mode", mode)
+			p := startExchange(t, "web", "--expose", "8080:80", "--mode", mode, "-v", "2") // timed steps, for a failure
 			eventuallyFromPod(t, "http://web/first", "echo from laptop")
 			leaveUnderLoad(t, "the exchange ended", func() { stopExchange(t, p) })
 			eventuallyFromPod(t, "http://web/after", "echo from web-")
