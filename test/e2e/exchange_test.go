@@ -323,7 +323,10 @@ func leaveUnderLoad(t *testing.T, what string, leave func()) {
 	r := <-loadDone
 	var lr loadResult
 	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &lr); err != nil || lr.Errors > 0 {
-		t.Fatalf("while %s (kube-proxy paused at %s for 4 s, left at %s): %d errors (first: %s)\n%s", what, paused, left, lr.Errors, lr.FirstError, r)
+		// The node's connection tracking for the Service's address, but for the closed
+		// connections (TIME_WAIT), and its neighbour table: where a failed connection went.
+		ct := runCmd(t, 10*time.Second, "sh", "-c", "conntrack -L -p tcp -d "+web.Spec.ClusterIP+" 2>/dev/null | grep -v TIME_WAIT; ip neigh")
+		t.Fatalf("while %s (kube-proxy paused at %s for 4 s, left at %s): %d errors (first: %s)\n%s\nconntrack and neighbours at %s:\n%s", what, paused, left, lr.Errors, lr.FirstError, r, stamp(), ct.Stdout)
 	}
 	if lr.N != 3000 || lr.Max > 1000 {
 		t.Errorf("while %s: %d of 3000 requests answered, the slowest in %.0f ms (a SYN sent to a pod that is gone waits a second or more)\n%s", what, lr.N, lr.Max, r.Stderr)
