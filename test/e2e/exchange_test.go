@@ -329,7 +329,8 @@ func leaveUnderLoad(t *testing.T, what string, leave func()) {
 		t.Fatalf("while %s (kube-proxy paused at %s for 4 s, left at %s): %d errors (first: %s)\n%s\nconntrack and neighbours at %s:\n%s", what, paused, left, lr.Errors, lr.FirstError, r, stamp(), ct.Stdout)
 	}
 	if lr.N != 3000 || lr.Max > 1000 {
-		t.Errorf("while %s: %d of 3000 requests answered, the slowest in %.0f ms (a SYN sent to a pod that is gone waits a second or more)\n%s", what, lr.N, lr.Max, r.Stderr)
+		ct := runCmd(t, 10*time.Second, "sh", "-c", "conntrack -L -p tcp -d "+web.Spec.ClusterIP+" 2>/dev/null | grep -v TIME_WAIT; ip neigh")
+		t.Errorf("while %s (kube-proxy paused at %s for 4 s, left at %s): %d of 3000 requests answered, the slowest in %.0f ms (a SYN sent to a pod that is gone waits a second or more)\n%s\nconntrack and neighbours at %s:\n%s", what, paused, left, lr.N, lr.Max, r.Stderr, stamp(), ct.Stdout)
 	}
 	t.Logf("3000 new connections while %s: p50 %.2f ms, p99 %.2f ms, max %.2f ms, 0 errors", what, lr.P50, lr.P99, lr.Max)
 }
