@@ -26,6 +26,7 @@ type Workload struct {
 	Kind, Name string
 	Replicas   int32
 	Labels     map[string]string // pod template labels
+	Selector   *metav1.LabelSelector
 	Containers []corev1.Container
 }
 
@@ -69,7 +70,7 @@ func Resolve(ctx context.Context, client kubernetes.Interface, ns, ref string) (
 		}
 		return &Target{Service: svc, Workload: w}, nil
 	case "deploy", "deployment", "deployments", "sts", "statefulset", "statefulsets":
-		w, err := getWorkload(ctx, client, ns, strings.ToLower(kind), name)
+		w, err := GetWorkload(ctx, client, ns, strings.ToLower(kind), name)
 		if err != nil {
 			return nil, err
 		}
@@ -98,11 +99,12 @@ func Resolve(ctx context.Context, client kubernetes.Interface, ns, ref string) (
 	return nil, fmt.Errorf("%q: exchange takes svc/NAME, deploy/NAME, sts/NAME or a Service NAME", ref)
 }
 
-func getWorkload(ctx context.Context, client kubernetes.Interface, ns, kind, name string) (*Workload, error) {
+// GetWorkload reads the Deployment (kind deploy…) or else the StatefulSet ns/name.
+func GetWorkload(ctx context.Context, client kubernetes.Interface, ns, kind, name string) (*Workload, error) {
 	if strings.HasPrefix(kind, "deploy") {
 		d, err := client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("deployment %s/%s not found", ns, name)
+			return nil, fmt.Errorf("deployment %s/%s not found; check the name and -n/--namespace", ns, name)
 		}
 		if err != nil {
 			return nil, err
@@ -111,7 +113,7 @@ func getWorkload(ctx context.Context, client kubernetes.Interface, ns, kind, nam
 	}
 	s, err := client.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("statefulset %s/%s not found", ns, name)
+		return nil, fmt.Errorf("statefulset %s/%s not found; check the name and -n/--namespace", ns, name)
 	}
 	if err != nil {
 		return nil, err
@@ -124,7 +126,7 @@ func fromDeployment(d *appsv1.Deployment) *Workload {
 	if d.Spec.Replicas != nil {
 		r = *d.Spec.Replicas
 	}
-	return &Workload{Kind: "Deployment", Name: d.Name, Replicas: r, Labels: d.Spec.Template.Labels, Containers: d.Spec.Template.Spec.Containers}
+	return &Workload{Kind: "Deployment", Name: d.Name, Replicas: r, Labels: d.Spec.Template.Labels, Selector: d.Spec.Selector, Containers: d.Spec.Template.Spec.Containers}
 }
 
 func fromStatefulSet(s *appsv1.StatefulSet) *Workload {
@@ -132,7 +134,7 @@ func fromStatefulSet(s *appsv1.StatefulSet) *Workload {
 	if s.Spec.Replicas != nil {
 		r = *s.Spec.Replicas
 	}
-	return &Workload{Kind: "StatefulSet", Name: s.Name, Replicas: r, Labels: s.Spec.Template.Labels, Containers: s.Spec.Template.Spec.Containers}
+	return &Workload{Kind: "StatefulSet", Name: s.Name, Replicas: r, Labels: s.Spec.Template.Labels, Selector: s.Spec.Selector, Containers: s.Spec.Template.Spec.Containers}
 }
 
 // workloadFor finds the one Deployment or StatefulSet whose pods sel selects (nil if none).

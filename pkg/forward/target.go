@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/exchange"
 )
 
 // podSource is where forward finds its pod.
@@ -85,35 +86,16 @@ func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 				return &podPort{remote: strconv.Itoa(int(sp.Port)), local: int(sp.Port), on: func(p *corev1.Pod) (uint16, error) { return targetPort(p, *sp) }}, nil
 			}}, nil
 	case "deploy", "deployment", "deployments", "sts", "statefulset", "statefulsets":
-		var sel *metav1.LabelSelector
-		var tmpl corev1.PodSpec
-		what := "deployment"
-		if strings.HasPrefix(strings.ToLower(kind), "s") {
-			what = "statefulset"
-			s, err := cfg.Client.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				return nil, notFound(what)
-			}
-			if err != nil {
-				return nil, err
-			}
-			sel, tmpl = s.Spec.Selector, s.Spec.Template.Spec
-		} else {
-			d, err := cfg.Client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				return nil, notFound(what)
-			}
-			if err != nil {
-				return nil, err
-			}
-			sel, tmpl = d.Spec.Selector, d.Spec.Template.Spec
-		}
-		selector, err := metav1.LabelSelectorAsSelector(sel)
+		w, err := exchange.GetWorkload(ctx, cfg.Client, ns, strings.ToLower(kind), name)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s/%s: %w", what, ns, name, err)
+			return nil, err
 		}
-		what += " " + ns + "/" + name
-		return &podSource{what: what, selector: selector, portOf: func(remote string) (*podPort, error) { return containerPort(what, tmpl, remote) }}, nil
+		what := strings.ToLower(w.Kind) + " " + ns + "/" + name
+		selector, err := metav1.LabelSelectorAsSelector(w.Selector)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		return &podSource{what: what, selector: selector, portOf: func(remote string) (*podPort, error) { return containerPort(what, w.Containers, remote) }}, nil
 	case "pod", "pods", "po":
 		p, err := cfg.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -123,18 +105,18 @@ func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 			return nil, err
 		}
 		what := "pod " + ns + "/" + name
-		return &podSource{what: what, pod: name, portOf: func(remote string) (*podPort, error) { return containerPort(what, p.Spec, remote) }}, nil
+		return &podSource{what: what, pod: name, portOf: func(remote string) (*podPort, error) { return containerPort(what, p.Spec.Containers, remote) }}, nil
 	}
 	return nil, fmt.Errorf("%q: forward takes %s", cfg.Target, targetKinds)
 }
 
-// containerPort is the container port that remote names in spec: a number (declared or not, as
+// containerPort is the container port that remote names in containers: a number (declared or not, as
 // kubectl port-forward takes it) or a declared port's name, or the only declared TCP port when
 // remote is empty.
-func containerPort(what string, spec corev1.PodSpec, remote string) (*podPort, error) {
+func containerPort(what string, containers []corev1.Container, remote string) (*podPort, error) {
 	var tcp []corev1.ContainerPort
 	var all []string
-	for _, c := range spec.Containers {
+	for _, c := range containers {
 		for _, cp := range c.Ports {
 			proto := cp.Protocol
 			if proto == "" {
