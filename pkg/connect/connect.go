@@ -383,14 +383,14 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *c
 		}
 		return fmt.Sprintf("localDNS on %s (systemd-resolved sends %s and the namespaces' names over %s; order %s)", c.cfg.DNSListen, domain, c.state.TUN, strings.Join(order, ",")), nil
 	}
-	c.state.ResolvConf, c.state.ResolvOrig = c.cfg.ResolvConf, orig
+	c.state.ResolvConf = c.cfg.ResolvConf
 	if err := c.save(); err != nil {
 		return "", err
 	}
 	if _, err := c.admin.ApplyResolvConf(c.cfg.ResolvConf, listenHost, search, os.Getpid()); err != nil {
 		return "", err
 	}
-	undo.Push("restore "+c.cfg.ResolvConf, func(context.Context) error { return c.admin.RestoreResolvConf(c.cfg.ResolvConf, orig) })
+	undo.Push("restore "+c.cfg.ResolvConf, func(context.Context) error { return c.admin.RestoreResolvConf(c.cfg.ResolvConf) })
 	return fmt.Sprintf("localDNS on %s (%s edited; order %s; upstream %s)", c.cfg.DNSListen, c.cfg.ResolvConf, strings.Join(order, ","), strings.Join(upstreams, ",")), nil
 }
 

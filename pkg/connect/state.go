@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,8 +31,7 @@ type State struct {
 	TUN        string    `json:"tun,omitempty"`
 	Routes     []string  `json:"routes,omitempty"`
 	DNSMode    string    `json:"dnsMode"`
-	ResolvConf string    `json:"resolvConf,omitempty"` // path edited
-	ResolvOrig []byte    `json:"resolvOrig,omitempty"` // its original content
+	ResolvConf string    `json:"resolvConf,omitempty"` // path edited (the file keeps its original)
 	Hosts      string    `json:"hosts,omitempty"`      // hosts file holding kt's block
 	SplitDNS   bool      `json:"splitDNS,omitempty"`   // per-domain DNS entries (macOS, Windows)
 	Proxy      string    `json:"proxy,omitempty"`      // SOCKS5 address with --disable-tun
@@ -84,24 +84,21 @@ func (e *ErrRunning) Error() string {
 // Acquire takes the lock for server. A state file left by a crashed connect is undone first,
 // through admin; recovered reports what was cleaned up.
 func Acquire(server string, admin netadmin.Admin) (l *Lock, recovered *State, err error) {
-	if err := os.MkdirAll(StateDir(), 0o700); err != nil {
+	if err := checkStateDir(StateDir()); err != nil {
 		return nil, nil, err
 	}
 	path := statePath(server)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openState(path, os.O_RDWR|os.O_CREATE)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("state file %s: %w", path, err)
 	}
 	if err := tryLock(f); err != nil {
-		var st State
-		b, _ := os.ReadFile(path)
-		json.Unmarshal(b, &st)
+		st := readState(f)
 		f.Close()
 		return nil, nil, &ErrRunning{State: st}
 	}
 	l = &Lock{f: f, path: path}
-	b, _ := os.ReadFile(path)
-	if len(b) > 0 {
+	if b, _ := io.ReadAll(io.NewSectionReader(f, 0, maxStateSize)); len(b) > 0 {
 		var st State
 		if json.Unmarshal(b, &st) == nil {
 			if err := Undo(&st, admin); err != nil {
@@ -113,6 +110,17 @@ func Acquire(server string, admin netadmin.Admin) (l *Lock, recovered *State, er
 		f.Truncate(0)
 	}
 	return l, recovered, nil
+}
+
+// maxStateSize bounds what is read of a state file.
+const maxStateSize = 1 << 20
+
+// readState reads the state in f (an empty State if it holds none).
+func readState(f *os.File) State {
+	var st State
+	b, _ := io.ReadAll(io.NewSectionReader(f, 0, maxStateSize))
+	json.Unmarshal(b, &st)
+	return st
 }
 
 // Save records st.
@@ -139,8 +147,8 @@ func (l *Lock) Release() {
 func Undo(st *State, admin netadmin.Admin) error {
 	netadmin.Allow(admin, st.ResolvConf, st.Hosts)
 	var errs []error
-	if st.ResolvConf != "" && st.ResolvOrig != nil && dns.HasMarker(st.ResolvConf) {
-		if err := admin.RestoreResolvConf(st.ResolvConf, st.ResolvOrig); err != nil {
+	if st.ResolvConf != "" && dns.HasMarker(st.ResolvConf) {
+		if err := admin.RestoreResolvConf(st.ResolvConf); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -165,16 +173,20 @@ func Undo(st *State, admin netadmin.Admin) error {
 // CleanLocal undoes every crashed connect's leftovers in this network namespace and
 // reports them; running connects are left alone.
 func CleanLocal(dryRun bool, admin netadmin.Admin) ([]State, []State, error) {
+	if _, err := os.Stat(StateDir()); os.IsNotExist(err) {
+		return nil, nil, nil
+	}
+	if err := checkStateDir(StateDir()); err != nil {
+		return nil, nil, err
+	}
 	files, _ := filepath.Glob(filepath.Join(StateDir(), "connect-"+NetNS()+"-*.json"))
 	var cleaned, running []State
 	for _, p := range files {
-		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		f, err := openState(p, os.O_RDWR)
 		if err != nil {
 			continue
 		}
-		var st State
-		b, _ := os.ReadFile(p)
-		json.Unmarshal(b, &st)
+		st := readState(f)
 		if tryLock(f) != nil {
 			running = append(running, st)
 			f.Close()

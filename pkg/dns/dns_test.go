@@ -102,7 +102,10 @@ func TestResolvConfApplyRestore(t *testing.T) {
 	if _, err := ApplyResolvConf(p, "127.0.0.153", nil, 43); err == nil {
 		t.Error("a second apply over kt's content was accepted")
 	}
-	if err := RestoreResolvConf(p, saved); err != nil {
+	if string(saved) != orig {
+		t.Errorf("apply returned %q as the original", saved)
+	}
+	if err := RestoreResolvConf(p); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(p); string(b) != orig {

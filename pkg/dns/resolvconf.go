@@ -2,6 +2,8 @@ package dns
 
 import (
 	"bytes"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -9,6 +11,11 @@ import (
 
 // Marker starts every line kt writes into a system file.
 const Marker = "# kubectl kt connect"
+
+// origMarker starts the line of kt's resolv.conf that keeps the original content (base64):
+// the file itself, which only root writes, is where a restore takes it from, so that no
+// caller of the privileged helper can have it write content of its own.
+const origMarker = Marker + " original: "
 
 // ResolvConf is a parsed resolv.conf.
 type ResolvConf struct {
@@ -39,7 +46,7 @@ func ParseResolvConf(b []byte) ResolvConf {
 
 // ApplyResolvConf points the resolver at the local server and puts the cluster's search
 // domains first. The file is rewritten in place (it may be a bind mount, where rename fails).
-// It returns the original content for RestoreResolvConf.
+// It returns the original content, which it also keeps in the file for RestoreResolvConf.
 func ApplyResolvConf(path, server string, search []string, pid int) ([]byte, error) {
 	orig, err := os.ReadFile(path)
 	if err != nil {
@@ -56,6 +63,7 @@ func ApplyResolvConf(path, server string, search []string, pid int) ([]byte, err
 	if len(rc.Options) > 0 {
 		fmt.Fprintf(&b, "options %s\n", strings.Join(rc.Options, " "))
 	}
+	fmt.Fprintf(&b, "%s%s\n", origMarker, base64.StdEncoding.EncodeToString(orig))
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		return nil, fmt.Errorf("write %s: %w", path, err)
 	}
@@ -68,8 +76,9 @@ func HasMarker(path string) bool {
 	return err == nil && bytes.Contains(cur, []byte(Marker))
 }
 
-// RestoreResolvConf writes orig back, unless someone replaced kt's content meanwhile.
-func RestoreResolvConf(path string, orig []byte) error {
+// RestoreResolvConf writes back the original content that ApplyResolvConf kept in the file,
+// unless someone replaced kt's content meanwhile (then it leaves the file alone).
+func RestoreResolvConf(path string) error {
 	cur, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -77,7 +86,21 @@ func RestoreResolvConf(path string, orig []byte) error {
 	if !bytes.Contains(cur, []byte(Marker)) {
 		return nil // changed by someone else since: leave it
 	}
+	orig, err := keptOriginal(cur)
+	if err != nil {
+		return fmt.Errorf("restore %s: %w; edit it by hand (remove kt's lines)", path, err)
+	}
 	return os.WriteFile(path, orig, 0o644)
+}
+
+// keptOriginal reads the original content out of kt's resolv.conf.
+func keptOriginal(cur []byte) ([]byte, error) {
+	for _, l := range strings.Split(string(cur), "\n") {
+		if enc, ok := strings.CutPrefix(l, origMarker); ok {
+			return base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
+		}
+	}
+	return nil, errors.New("kt's lines hold no original content")
 }
 
 func dedupe(ss []string) []string {

@@ -24,32 +24,6 @@ import (
 	"github.com/kubectl-kt/kt/pkg/tun"
 )
 
-// The helper and the user's process speak over a SOCK_SEQPACKET Unix socket: one JSON request,
-// one JSON response per message, with file descriptors (the TUN device, the DNS sockets) passed
-// alongside the response.
-type request struct {
-	Op      string          `json:"op"`
-	Name    string          `json:"name,omitempty"`
-	MTU     int             `json:"mtu,omitempty"`
-	Routes  []netip.Prefix  `json:"routes,omitempty"`
-	Addr    string          `json:"addr,omitempty"`
-	Path    string          `json:"path,omitempty"`
-	Server  string          `json:"server,omitempty"`
-	Search  []string        `json:"search,omitempty"`
-	PID     int             `json:"pid,omitempty"`
-	Orig    []byte          `json:"orig,omitempty"`
-	Entries []dns.HostEntry `json:"entries,omitempty"`
-	NSs     []string        `json:"namespaces,omitempty"`
-}
-
-type response struct {
-	Err  string `json:"err,omitempty"`
-	Name string `json:"name,omitempty"`
-	Orig []byte `json:"orig,omitempty"`
-}
-
-const maxMessage = 1 << 20
-
 // Helper is the user's end of the sudo'd helper.
 type Helper struct {
 	mu   sync.Mutex
@@ -208,8 +182,8 @@ func (h *Helper) ApplyResolvConf(path, server string, search []string, pid int) 
 	return resp.Orig, err
 }
 
-func (h *Helper) RestoreResolvConf(path string, orig []byte) error {
-	_, _, err := h.call(request{Op: "restore-resolv", Path: path, Orig: orig}, 0)
+func (h *Helper) RestoreResolvConf(path string) error {
+	_, _, err := h.call(request{Op: "restore-resolv", Path: path}, 0)
 	return err
 }
 
@@ -253,6 +227,7 @@ func ServeHelper(sock string, uid int, errOut io.Writer) error {
 	if s := os.Getenv("SUDO_UID"); s != "" && s != strconv.Itoa(uid) {
 		return fmt.Errorf("--uid %d is not the user who ran sudo (%s)", uid, s)
 	}
+	sanitizeEnv()
 	// The terminal's Ctrl-C reaches this process too: the user's process asks for the undo,
 	// and the socket's end tells when it is gone.
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
@@ -273,7 +248,7 @@ func ServeHelper(sock string, uid int, errOut io.Writer) error {
 	if int(cred.Uid) != uid {
 		return fmt.Errorf("the socket %s belongs to uid %d, not %d", sock, cred.Uid, uid)
 	}
-	s := &server{resolv: map[string][]byte{}, hosts: map[string]bool{}, tuns: map[string]bool{}}
+	s := newServer(uid)
 	defer s.undo(errOut)
 	buf := make([]byte, maxMessage)
 	for {
@@ -281,10 +256,9 @@ func ServeHelper(sock string, uid int, errOut io.Writer) error {
 		if err != nil || n == 0 {
 			return nil // the user's process is gone
 		}
-		var req request
 		var resp response
 		var files []*os.File
-		if err := json.Unmarshal(buf[:n], &req); err != nil {
+		if req, err := decodeRequest(buf[:n]); err != nil {
 			resp.Err = err.Error()
 		} else {
 			resp, files, err = s.handle(req)
@@ -309,47 +283,126 @@ func ServeHelper(sock string, uid int, errOut io.Writer) error {
 	}
 }
 
+// securePath is where the helper looks for the programs it runs (sudo's usual secure_path):
+// never the caller's PATH, which sudoers may pass through.
+const securePath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// sanitizeEnv leaves the helper, and every program it runs, only a fixed PATH and locale:
+// nothing of the caller's environment (PATH, LD_*, locale or D-Bus variables) reaches them.
+func sanitizeEnv() {
+	os.Clearenv()
+	os.Setenv("PATH", securePath)
+	os.Setenv("LC_ALL", "C")
+}
+
 type server struct {
-	resolv map[string][]byte // resolv.conf files edited, with their original content
-	hosts  map[string]bool   // hosts files holding kt's block
-	tuns   map[string]bool   // TUN devices it made
+	uid    int             // the user the helper works for
+	resolv map[string]bool // resolv.conf files it edited
+	hosts  map[string]bool // hosts files holding kt's block
+	tuns   map[string]bool // TUN devices it made
+	routes int             // routes it added
+	// taken lists this machine's own addresses and networks (the routes of devices other
+	// than the helper's own, default routes aside); allowed, the ranges it may route.
+	taken   func(own map[string]bool) ([]netip.Prefix, error)
+	allowed func() []netip.Prefix
 }
 
-func (s *server) allowed(path string) error {
-	if path == "" {
-		return fmt.Errorf("no file named")
-	}
-	return CheckPaths(path)
+func newServer(uid int) *server {
+	return &server{uid: uid, resolv: map[string]bool{}, hosts: map[string]bool{}, tuns: map[string]bool{}, taken: machineNets, allowed: allowedRanges}
 }
 
-// validName is a DNS name or an interface name: no spaces, no line breaks, nothing else to
-// smuggle into a file.
-func validName(n string) bool {
-	if n == "" || len(n) > 253 {
-		return false
+// The files each op may edit.
+const (
+	resolvPath = "/etc/resolv.conf"
+	hostsPath  = "/etc/hosts"
+)
+
+func only(path, want string) error {
+	if path != want {
+		return fmt.Errorf("this request edits only %s, not %q", want, path)
 	}
-	for _, r := range n {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_' || r == '%') {
-			return false
+	return nil
+}
+
+// machineNets are the addresses of this machine and the networks its devices are on (link-
+// scope routes), less own's: connect's routes must capture nobody else's traffic there.
+func machineNets(own map[string]bool) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range links {
+		if own[l.Attrs().Name] {
+			continue
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok {
+				out = append(out, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
+			}
+		}
+		routes, err := netlink.RouteList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range routes {
+			if r.Dst == nil || r.Scope != netlink.SCOPE_LINK {
+				continue
+			}
+			ones, _ := r.Dst.Mask.Size()
+			if ip, ok := netip.AddrFromSlice(r.Dst.IP); ok && ones > 0 {
+				out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+			}
 		}
 	}
-	return true
+	return out, nil
+}
+
+// allowedRanges are clusterRanges and what RouteAllowFile adds, if root owns it and nobody
+// else may write it.
+func allowedRanges() []netip.Prefix {
+	out := append([]netip.Prefix{}, clusterRanges...)
+	f, err := os.Open(RouteAllowFile)
+	if err != nil {
+		return out
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil || st.Uid != 0 || st.Mode&0o022 != 0 {
+		return out
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, 64<<10))
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, err := netip.ParsePrefix(strings.TrimSpace(l)); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 func (s *server) handle(req request) (response, []*os.File, error) {
 	var d Direct
 	switch req.Op {
 	case "create-tun":
-		if !validName(req.Name) || len(req.Name) > 15 {
-			return response{}, nil, fmt.Errorf("bad interface name %q", req.Name)
+		if !strings.HasPrefix(req.Name, "kt") {
+			return response{}, nil, fmt.Errorf("the helper makes only TUN devices named kt…, not %q (--tun-name)", req.Name)
 		}
 		dev, err := d.CreateTUN(req.Name, req.MTU)
 		if err != nil {
 			return response{}, nil, err
 		}
 		// The device lives as long as any copy of its file is open: the user's process holds
-		// one, so the device, and its routes, go away with that process.
+		// one, so the device, and its routes, go away with that process. It is the user's
+		// (TUNSETOWNER), so that remove-tun can tell whose a leftover device is.
 		file := dev.File()
+		if err := unix.IoctlSetInt(int(file.Fd()), unix.TUNSETOWNER, s.uid); err != nil {
+			dev.Close()
+			return response{}, nil, fmt.Errorf("set the owner of %s: %w", dev.Name(), err)
+		}
 		dup, err := unix.Dup(int(file.Fd()))
 		dev.Close()
 		if err != nil {
@@ -361,16 +414,38 @@ func (s *server) handle(req request) (response, []*os.File, error) {
 		if !s.tuns[req.Name] {
 			return response{}, nil, fmt.Errorf("routes go only into the TUN device this helper made, not %q", req.Name)
 		}
+		if s.routes+len(req.Routes) > maxRoutes {
+			return response{}, nil, fmt.Errorf("at most %d routes in all", maxRoutes)
+		}
+		taken, err := s.taken(s.tuns)
+		if err != nil {
+			return response{}, nil, fmt.Errorf("read this machine's routes: %w", err)
+		}
+		allowed := s.allowed()
+		for _, p := range req.Routes {
+			if err := checkRoute(p, allowed, taken); err != nil {
+				return response{}, nil, err
+			}
+		}
+		s.routes += len(req.Routes)
 		return response{}, nil, d.AddRoutes(req.Name, req.Routes)
 	case "remove-tun":
-		// A crashed connect's device: a TUN device named like kt's.
-		if l, err := netlink.LinkByName(req.Name); err != nil || l.Type() != "tuntap" || !strings.HasPrefix(req.Name, "kt") {
+		// A crashed connect's device: a TUN device named like kt's, and the user's own.
+		l, err := netlink.LinkByName(req.Name)
+		if err != nil || l.Type() != "tuntap" || !strings.HasPrefix(req.Name, "kt") {
 			return response{}, nil, fmt.Errorf("%q is not a TUN device of kt's", req.Name)
+		}
+		if t, ok := l.(*netlink.Tuntap); !ok || int64(t.Owner) != int64(s.uid) {
+			return response{}, nil, fmt.Errorf("TUN device %q is not yours: the helper removes only devices it made for you", req.Name)
 		}
 		return response{}, nil, d.RemoveTUN(req.Name)
 	case "listen-dns":
-		if ap, err := netip.ParseAddrPort(req.Addr); err != nil || !ap.Addr().IsLoopback() {
+		ap, err := netip.ParseAddrPort(req.Addr)
+		if err != nil || ap.Addr().Zone() != "" || !ap.Addr().IsLoopback() {
 			return response{}, nil, fmt.Errorf("the local DNS server listens only on a loopback address, not %q", req.Addr)
+		}
+		if ap.Port() != 53 {
+			return response{}, nil, fmt.Errorf("the helper opens only port 53 for the local DNS server, not %d (a port above 1023 needs no helper)", ap.Port())
 		}
 		pc, l, err := d.ListenDNS(req.Addr)
 		if err != nil {
@@ -389,42 +464,27 @@ func (s *server) handle(req request) (response, []*os.File, error) {
 		}
 		return response{}, []*os.File{pf, lf}, nil
 	case "apply-resolv":
-		if err := s.allowed(req.Path); err != nil {
+		if err := only(req.Path, resolvPath); err != nil {
 			return response{}, nil, err
 		}
-		if _, err := netip.ParseAddr(req.Server); err != nil {
-			return response{}, nil, fmt.Errorf("bad DNS server address %q", req.Server)
-		}
-		for _, n := range req.Search {
-			if !validName(n) {
-				return response{}, nil, fmt.Errorf("bad search domain %q", n)
-			}
+		if req.Server == "" {
+			return response{}, nil, fmt.Errorf("no DNS server address")
 		}
 		orig, err := d.ApplyResolvConf(req.Path, req.Server, req.Search, req.PID)
 		if err != nil {
 			return response{}, nil, err
 		}
-		s.resolv[req.Path] = orig
+		s.resolv[req.Path] = true
 		return response{Orig: orig}, nil, nil
 	case "restore-resolv":
-		if err := s.allowed(req.Path); err != nil {
+		if err := only(req.Path, resolvPath); err != nil {
 			return response{}, nil, err
 		}
 		delete(s.resolv, req.Path)
-		return response{}, nil, d.RestoreResolvConf(req.Path, req.Orig)
+		return response{}, nil, d.RestoreResolvConf(req.Path)
 	case "write-hosts":
-		if err := s.allowed(req.Path); err != nil {
+		if err := only(req.Path, hostsPath); err != nil {
 			return response{}, nil, err
-		}
-		for _, e := range req.Entries {
-			if _, err := netip.ParseAddr(e.IP); err != nil {
-				return response{}, nil, fmt.Errorf("bad address %q in hosts entries", e.IP)
-			}
-			for _, n := range e.Names {
-				if !validName(n) {
-					return response{}, nil, fmt.Errorf("bad name %q in hosts entries", n)
-				}
-			}
 		}
 		s.hosts[req.Path] = true
 		return response{}, nil, d.WriteHostsBlock(req.Path, req.Entries)
@@ -432,17 +492,12 @@ func (s *server) handle(req request) (response, []*os.File, error) {
 		if !s.tuns[req.Name] {
 			return response{}, nil, fmt.Errorf("per-link DNS goes only on the TUN device this helper made, not %q", req.Name)
 		}
-		if ap, err := netip.ParseAddr(req.Server); err != nil || !ap.IsLoopback() {
-			return response{}, nil, fmt.Errorf("the DNS server of the link must be a loopback address, not %q", req.Server)
-		}
-		for _, n := range append(append([]string{}, req.Search...), req.NSs...) {
-			if !validName(n) {
-				return response{}, nil, fmt.Errorf("bad domain %q", n)
-			}
+		if req.Server == "" {
+			return response{}, nil, fmt.Errorf("no DNS server address")
 		}
 		return response{}, nil, d.SetLinkDNS(req.Name, req.Server, req.Search, req.NSs)
 	case "remove-hosts":
-		if err := s.allowed(req.Path); err != nil {
+		if err := only(req.Path, hostsPath); err != nil {
 			return response{}, nil, err
 		}
 		delete(s.hosts, req.Path)
@@ -454,8 +509,8 @@ func (s *server) handle(req request) (response, []*os.File, error) {
 // undo restores what the user's process did not: it was killed, or lost its connection.
 func (s *server) undo(errOut io.Writer) {
 	var d Direct
-	for p, orig := range s.resolv {
-		if err := d.RestoreResolvConf(p, orig); err != nil {
+	for p := range s.resolv {
+		if err := d.RestoreResolvConf(p); err != nil {
 			fmt.Fprintf(errOut, "kubectl-kt helper: restore %s: %v\n", p, err)
 		}
 	}

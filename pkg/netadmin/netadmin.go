@@ -48,7 +48,7 @@ type Admin interface {
 	// ListenDNS opens UDP and TCP sockets on addr, which may be a privileged port.
 	ListenDNS(addr string) (net.PacketConn, net.Listener, error)
 	ApplyResolvConf(path, server string, search []string, pid int) ([]byte, error)
-	RestoreResolvConf(path string, orig []byte) error
+	RestoreResolvConf(path string) error
 	WriteHostsBlock(path string, entries []dns.HostEntry) error
 	RemoveHostsBlock(path string) error
 	// SetLinkDNS gives the TUN device per-link DNS in systemd-resolved (dns.ResolvedCommands).
@@ -78,10 +78,11 @@ func (Direct) ListenDNS(addr string) (net.PacketConn, net.Listener, error) {
 func (Direct) ApplyResolvConf(path, server string, search []string, pid int) ([]byte, error) {
 	return dns.ApplyResolvConf(path, server, search, pid)
 }
-func (Direct) RestoreResolvConf(path string, orig []byte) error {
-	return dns.RestoreResolvConf(path, orig)
-}
+func (Direct) RestoreResolvConf(path string) error { return dns.RestoreResolvConf(path) }
 func (Direct) WriteHostsBlock(path string, entries []dns.HostEntry) error {
+	if err := checkHostEntries(entries); err != nil {
+		return err
+	}
 	return dns.WriteHostsBlock(path, entries)
 }
 func (Direct) RemoveHostsBlock(path string) error { return dns.RemoveHostsBlock(path) }
@@ -189,12 +190,12 @@ func (l *lazy) ApplyResolvConf(path, server string, search []string, pid int) ([
 	}
 	return h.ApplyResolvConf(path, server, search, pid)
 }
-func (l *lazy) RestoreResolvConf(path string, orig []byte) error {
+func (l *lazy) RestoreResolvConf(path string) error {
 	h, err := l.get()
 	if err != nil {
 		return err
 	}
-	return h.RestoreResolvConf(path, orig)
+	return h.RestoreResolvConf(path)
 }
 func (l *lazy) WriteHostsBlock(path string, entries []dns.HostEntry) error {
 	h, err := l.get()
