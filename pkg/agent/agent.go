@@ -84,8 +84,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The stream secret, told over SSH to a logged-in client: every port but SSH and health
+	// takes only streams that open with it (wire/auth.go).
+	secret := make([]byte, wire.SecretLen)
+	if _, err := rand.Read(secret); err != nil {
+		return err
+	}
 	listen := func(port int) (net.Listener, error) {
-		return net.Listen("tcp", net.JoinHostPort(cfg.ListenIP, strconv.Itoa(port)))
+		l, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenIP, strconv.Itoa(port)))
+		if err != nil || !wire.Authenticated(port) {
+			return l, err
+		}
+		return newAuthListener(l, secret), nil
 	}
 	act := NewActivity(nil) // every client connection
 	ctl := NewActivity(nil) // SSH connections: the client's presence
@@ -117,7 +127,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	keys := newKeySet()
 	reverse := &reversePool{}
-	scfg := sshd.Config{AuthorizedKey: authorized, HostKey: hostKey, ForwardIP: cfg.PodIP, KeepAlive: cfg.KeepAlive, OnConn: func() func() {
+	scfg := sshd.Config{AuthorizedKey: authorized, HostKey: hostKey, Secret: secret, ForwardIP: cfg.PodIP, KeepAlive: cfg.KeepAlive, OnConn: func() func() {
 		end, endCtl := act.Begin(), ctl.Begin()
 		return func() { endCtl(); end() }
 	}}

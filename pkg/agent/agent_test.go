@@ -173,7 +173,7 @@ func TestProbeAndTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := sshtunnel.Dial(ctx, c, signer, time.Second)
+	client, err := sshtunnel.Dial(ctx, c, signer, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,4 +217,84 @@ func clientKey(t *testing.T) (authorized string, signer gossh.Signer, resolvConf
 	resolvConf = filepath.Join(t.TempDir(), "resolv.conf")
 	os.WriteFile(resolvConf, []byte("nameserver 127.0.0.1\n"), 0o644)
 	return string(gossh.MarshalAuthorizedKey(sp)), signer, resolvConf
+}
+
+// A port-forward to the shadow is open to anyone with pods/portforward: every port but SSH
+// and health takes only streams that open with the secret a logged-in client was told. A
+// keyless reverse hello of a higher generation used to evict the client's reverse streams and
+// take its next exchanged connection.
+func TestStreamsNeedTheSessionSecret(t *testing.T) {
+	authorized, signer, rc := clientKey(t)
+	const ip, fwdPort = "127.0.0.7", 18096
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go Run(ctx, Config{AuthorizedKey: authorized, ListenIP: ip, PodIP: ip, ProbePort: 2097, ResolvConf: rc})
+	dial := func(port int) net.Conn {
+		for i := 0; i < 100; i++ {
+			if c, err := net.Dial("tcp", net.JoinHostPort(ip, strconv.Itoa(port))); err == nil {
+				return c
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("agent not listening on %d", port)
+		return nil
+	}
+	closedWithin := func(c net.Conn, d time.Duration) bool {
+		c.SetReadDeadline(time.Now().Add(d))
+		_, err := c.Read(make([]byte, 1))
+		return err != nil && !os.IsTimeout(err)
+	}
+	client, err := sshtunnel.Dial(ctx, dial(wire.SSHPort), signer, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if len(client.Secret) != wire.SecretLen {
+		t.Fatalf("secret of %d bytes", len(client.Secret))
+	}
+	// The client's reverse stream, then an attacker's hello of the highest generation.
+	mine := dial(wire.ReversePort)
+	mine.Write(wire.AppendAuth(nil, client.Secret))
+	wire.WriteReverseHello(mine, 1)
+	l, err := client.Listen(fwdPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, opening := range [][]byte{nil, wire.AppendAuth(nil, make([]byte, wire.SecretLen)), []byte("KTA\x01short")} {
+		evil := dial(wire.ReversePort)
+		evil.Write(opening)
+		wire.WriteReverseHello(evil, ^uint64(0))
+		if len(opening) >= len(wire.AuthMagic)+wire.SecretLen && !closedWithin(evil, 2*time.Second) {
+			t.Errorf("a reverse stream opening with a wrong secret was kept")
+		}
+		defer evil.Close() // a short one waits for the rest, and must take nothing meanwhile
+	}
+	time.Sleep(100 * time.Millisecond)
+	in, err := net.Dial("tcp", net.JoinHostPort(ip, strconv.Itoa(fwdPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	in.Write([]byte("GET /secret HTTP/1.0\r\n\r\n"))
+	mine.SetReadDeadline(time.Now().Add(5 * time.Second))
+	port, err := wire.ReadReverseGo(mine)
+	if err != nil || port != fwdPort {
+		t.Fatalf("the client's reverse stream did not get the connection (port %d, %v)", port, err)
+	}
+	// Every other authenticated port: nothing without the secret, a working stream with it.
+	for _, port := range []int{wire.MuxPort, wire.MovePort, wire.DNSPort, wire.UDPRelayPort} {
+		c := dial(port)
+		c.Write(append(wire.AppendAuth(nil, []byte("0123456789abcdef0123456789abcdeX")), wire.RelayMagic[:]...))
+		if !closedWithin(c, 2*time.Second) {
+			t.Errorf("port %d kept a stream with a wrong secret", port)
+		}
+		c.Close()
+	}
+	relay := dial(wire.UDPRelayPort)
+	defer relay.Close()
+	relay.Write(append(wire.AppendAuth(nil, client.Secret), wire.RelayMagic[:]...))
+	if closedWithin(relay, 300*time.Millisecond) {
+		t.Error("the relay closed a stream with the right secret")
+	}
 }

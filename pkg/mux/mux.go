@@ -267,7 +267,7 @@ func (s *Session) handle(r *bufio.Reader, typ byte, id, n uint32) error {
 			return fmt.Errorf("mux: frame of %d bytes exceeds %d", n, maxPayload)
 		}
 		c := chunk{}
-		if n > 4<<10 {
+		if n > smallChunk {
 			c.pooled = bufPool.Get().(*[]byte)
 			c.b = (*c.pooled)[:n]
 		} else {
@@ -332,6 +332,10 @@ type Stream struct {
 	err      error
 }
 
+// smallChunk is the size up to which a frame's payload is allocated on its own (larger ones
+// take a pooled buffer) and joins the chunk queued before it.
+const smallChunk = 4 << 10
+
 func newStream(s *Session, id uint32) *Stream {
 	st := &Stream{s: s, id: id, credit: Window}
 	st.cond.L = &st.mu
@@ -348,6 +352,17 @@ func (st *Stream) push(c chunk) error {
 	if st.queued+len(c.b) > Window {
 		c.release()
 		return fmt.Errorf("mux: stream %d overran its window", st.id)
+	}
+	if len(c.b) == 0 {
+		return nil // carries nothing: never queued (4 M empty frames took 284 MiB)
+	}
+	// Small chunks join the last one, so that what a stream holds is bounded by its window
+	// whatever the frames' sizes: a chunk costs more than a byte.
+	if n := len(st.queue); n > 0 && c.pooled == nil && st.queue[n-1].pooled == nil && len(st.queue[n-1].b)+len(c.b) <= smallChunk {
+		st.queue[n-1].b = append(st.queue[n-1].b, c.b...)
+		st.queued += len(c.b)
+		st.cond.Broadcast()
+		return nil
 	}
 	st.queue = append(st.queue, c)
 	st.queued += len(c.b)

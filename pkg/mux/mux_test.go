@@ -342,3 +342,59 @@ func TestMoveEndsReadsWithErrMovedAfterTheData(t *testing.T) {
 		t.Errorf("move argument %d, want the 7 sent", arg)
 	}
 }
+
+// A stream's queue is bounded by its window whatever the frames: empty data frames, which
+// the window does not count, and one-byte frames, which cost a chunk each, used to grow the
+// peer's heap without bound (4 M empty frames: +284 MiB).
+func TestTinyFramesDoNotGrowTheQueue(t *testing.T) {
+	a, b := net.Pipe()
+	server := Server(b)
+	defer server.Close()
+	defer a.Close()
+	hdr := func(typ byte, n uint32) []byte {
+		return []byte{typ, 0, 0, 0, 1, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+	}
+	go func() {
+		a.Write(hdr(frameOpen, 0))
+		buf := bytes.Repeat(hdr(frameData, 0), 64<<10)
+		for i := 0; i < 64; i++ { // 4 M empty frames
+			if _, err := a.Write(buf); err != nil {
+				return
+			}
+		}
+		one := bytes.Repeat(append(hdr(frameData, 1), 'x'), 64<<10)
+		for i := 0; i < Window/(64<<10); i++ { // a window's worth of 1-byte frames
+			if _, err := a.Write(one); err != nil {
+				return
+			}
+		}
+		a.Write(hdr(frameFin, 0))
+	}()
+	st, err := server.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st.mu.Lock()
+		queued, chunks, fin := st.queued, len(st.queue), st.finRecv
+		st.mu.Unlock()
+		if chunks > Window/smallChunk+1 {
+			t.Fatalf("%d chunks queued for %d bytes", chunks, queued)
+		}
+		if fin {
+			if queued != Window {
+				t.Errorf("queued %d bytes, want %d", queued, Window)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the frames did not arrive (queued %d)", queued)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b2, err := io.ReadAll(st)
+	if err != nil || len(b2) != Window || b2[0] != 'x' {
+		t.Errorf("read %d bytes, %v", len(b2), err)
+	}
+}

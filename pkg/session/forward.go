@@ -114,7 +114,7 @@ func (s *Session) reverseWorker(ctx context.Context, gen uint64, fwds []Forward,
 		local[f.Remote] = f.Local
 	}
 	for backoff := 100 * time.Millisecond; ctx.Err() == nil; {
-		c, err := s.Dialer.Dial(ctx, wire.ReversePort)
+		c, err := s.Dial(ctx, wire.ReversePort)
 		if err == nil {
 			err = wire.WriteReverseHello(c, gen)
 		}

@@ -72,6 +72,8 @@ type Session struct {
 
 	mu             sync.Mutex
 	ssh            *sshtunnel.Client
+	hostKey        sshtunnel.HostKey // the agent's, pinned on the first SSH connection
+	secret         []byte            // the agent's stream secret, told over SSH
 	stopForwarding []context.CancelFunc // KeepForwarding's, called first by Close
 
 	stopHeartbeat context.CancelFunc
@@ -275,9 +277,32 @@ func (s *Session) NextPod(ctx context.Context) (*Session, error) {
 	return n, nil
 }
 
-// Dial opens a connection to one of the agent's ports through the port-forward.
+// Dial opens a connection to one of the agent's ports through the port-forward; a stream
+// to a port that authenticates starts with the agent's secret (learnt over SSH, which this
+// connects first if need be).
 func (s *Session) Dial(ctx context.Context, port uint16) (net.Conn, error) {
-	return s.Dialer.Dial(ctx, port)
+	if !wire.Authenticated(int(port)) {
+		return s.Dialer.Dial(ctx, port)
+	}
+	s.mu.Lock()
+	secret := s.secret
+	s.mu.Unlock()
+	if secret == nil {
+		c, err := s.SSH(ctx)
+		if err != nil {
+			return nil, err
+		}
+		secret = c.Secret
+	}
+	c, err := s.Dialer.Dial(ctx, port)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write(wire.AppendAuth(nil, secret)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // SSH returns the SSH connection to the agent, (re)connecting when there is none. Right after
@@ -300,8 +325,8 @@ func (s *Session) SSH(ctx context.Context) (*sshtunnel.Client, error) {
 		conn, err := s.Dialer.Dial(ctx, wire.SSHPort)
 		if err == nil {
 			var c *sshtunnel.Client
-			if c, err = sshtunnel.Dial(ctx, conn, s.signer, s.opts.KeepAlive); err == nil {
-				s.ssh = c
+			if c, err = sshtunnel.Dial(ctx, conn, s.signer, s.opts.KeepAlive, &s.hostKey); err == nil {
+				s.ssh, s.secret = c, c.Secret
 				return c, nil
 			}
 		}

@@ -23,20 +23,46 @@ const LastErrorRequest = "kt-last-error@" + wire.Domain
 // Client is an SSH connection to the agent.
 type Client struct {
 	*gossh.Client
+	// Secret opens every stream to the agent's other ports (wire.Authenticated).
+	Secret   []byte
 	done     chan struct{}
 	closeErr error
 	once     sync.Once
 }
 
+// HostKey pins an agent's host key: the first handshake learns it, every later one (a
+// reconnect to the same pod) must show the same key, or the pod is not the agent it was.
+type HostKey struct {
+	mu  sync.Mutex
+	key gossh.PublicKey
+}
+
+func (h *HostKey) check(_ string, _ net.Addr, key gossh.PublicKey) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.key == nil {
+		h.key = key
+		return nil
+	}
+	if string(h.key.Marshal()) != string(key.Marshal()) {
+		return fmt.Errorf("the shadow's host key changed (%s, was %s): the pod is not the agent this session talked to", gossh.FingerprintSHA256(key), gossh.FingerprintSHA256(h.key))
+	}
+	return nil
+}
+
 // Dial runs the SSH handshake over conn. The transport is already authenticated (TLS to the
 // API server, then a port-forward into one named pod), so the agent's per-pod host key is
-// accepted; the server's version string must be the agent's.
-func Dial(ctx context.Context, conn net.Conn, signer gossh.Signer, keepAlive time.Duration) (*Client, error) {
+// taken on first use and pinned in pin (nil: not checked); the server's version string must
+// be the agent's.
+func Dial(ctx context.Context, conn net.Conn, signer gossh.Signer, keepAlive time.Duration, pin *HostKey) (*Client, error) {
 	cfg := &gossh.ClientConfig{
 		User:            "kt",
 		Auth:            []gossh.AuthMethod{gossh.PublicKeys(signer)},
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
 		Timeout:         15 * time.Second,
+	}
+	if pin != nil {
+		cfg.HostKeyCallback = pin.check
 	}
 	type result struct {
 		c     gossh.Conn
@@ -74,6 +100,12 @@ func Dial(ctx context.Context, conn net.Conn, signer gossh.Signer, keepAlive tim
 		return nil, fmt.Errorf("the shadow speaks %q but this client needs %q; use the shadow image of this client's version (leave --image out)", sv, want)
 	}
 	c := &Client{Client: gossh.NewClient(r.c, r.chans, r.reqs), done: make(chan struct{})}
+	if ok, secret, err := c.SendRequest(wire.SecretRequest, true, nil); err != nil || !ok || len(secret) != wire.SecretLen {
+		c.Close()
+		return nil, fmt.Errorf("the shadow agent did not give its stream secret (ok %v, %d bytes, %v)", ok, len(secret), err)
+	} else {
+		c.Secret = secret
+	}
 	go func() {
 		c.closeErr = c.Client.Wait()
 		c.once.Do(func() { close(c.done) })

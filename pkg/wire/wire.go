@@ -6,7 +6,7 @@ import "time"
 
 // ProtocolVersion changes whenever client and agent stop understanding each other. The
 // agent reports it in its SSH version string and on its readiness endpoint.
-const ProtocolVersion = 2
+const ProtocolVersion = 3
 
 // Ports of the agent. All but the remote forwards listen on the pod's loopback only: they
 // are reached through the API server's port-forward, so no other pod can use them.

@@ -30,6 +30,8 @@ const LastErrorRequest = "kt-last-error@" + wire.Domain
 type Config struct {
 	// AuthorizedKey is the only key allowed to log in.
 	AuthorizedKey gossh.PublicKey
+	// Secret is the agent's stream secret, the reply to wire.SecretRequest.
+	Secret []byte
 	// HostKey signs the server's side of the handshake.
 	HostKey gossh.Signer
 	// ForwardIP is where remote forwards listen: the pod's IP.
@@ -94,9 +96,12 @@ func New(cfg Config) *Server {
 			"session":      rejectSession,
 		},
 		RequestHandlers: map[string]ssh.RequestHandler{
-			"tcpip-forward":         fwd.handle,
-			"cancel-tcpip-forward":  fwd.handle,
-			LastErrorRequest:        lastError,
+			"tcpip-forward":        fwd.handle,
+			"cancel-tcpip-forward": fwd.handle,
+			LastErrorRequest:       lastError,
+			wire.SecretRequest: func(ssh.Context, *ssh.Server, *gossh.Request) (bool, []byte) {
+				return cfg.Secret != nil, cfg.Secret
+			},
 			"keepalive@openssh.com": func(ssh.Context, *ssh.Server, *gossh.Request) (bool, []byte) { return true, nil },
 		},
 		LocalPortForwardingCallback:   func(ssh.Context, string, uint32) bool { return true },

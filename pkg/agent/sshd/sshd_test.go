@@ -16,6 +16,7 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/agent/sshd"
 	"github.com/kubectl-kt/kt/pkg/sshtunnel"
+	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
 func signer(t *testing.T) gossh.Signer {
@@ -41,7 +42,7 @@ func serverWith(t *testing.T, client gossh.Signer, onForwarded func()) (string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := sshd.New(sshd.Config{AuthorizedKey: client.PublicKey(), HostKey: signer(t), ForwardIP: "127.0.0.1", KeepAlive: time.Second, OnForwarded: onForwarded})
+	srv := sshd.New(sshd.Config{AuthorizedKey: client.PublicKey(), HostKey: signer(t), Secret: make([]byte, wire.SecretLen), ForwardIP: "127.0.0.1", KeepAlive: time.Second, OnForwarded: onForwarded})
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return l.Addr().String(), srv
@@ -53,7 +54,7 @@ func dial(t *testing.T, addr string, key gossh.Signer) (*sshtunnel.Client, error
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sshtunnel.Dial(context.Background(), c, key, time.Second)
+	return sshtunnel.Dial(context.Background(), c, key, time.Second, nil)
 }
 
 // echoServer answers with what it read, then half-closes after the client's EOF.
