@@ -72,8 +72,8 @@ type Session struct {
 
 	mu             sync.Mutex
 	ssh            *sshtunnel.Client
-	hostKey        sshtunnel.HostKey // the agent's, pinned on the first SSH connection
-	secret         []byte            // the agent's stream secret, told over SSH
+	hostKey        sshtunnel.HostKey    // the agent's, pinned on the first SSH connection
+	secret         []byte               // the agent's stream secret, told over SSH
 	stopForwarding []context.CancelFunc // KeepForwarding's, called first by Close
 
 	stopHeartbeat context.CancelFunc
