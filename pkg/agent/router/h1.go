@@ -84,22 +84,63 @@ func (u *upstream) close() { u.conn.Close() }
 // closed it meanwhile (its keep-alive timeout).
 func (u *upstream) open() bool { return u.r.Buffered() == 0 && connAlive(u.conn) }
 
-// serveH1 serves one client connection whose first bytes are in br.
-func (r *Router) serveH1(c net.Conn, br *bufio.Reader, port int) {
+// A request's head (request line and headers) is bounded before it is parsed, as net/http's
+// server bounds it: 126 MiB of header lines once grew the router's heap by 134 MiB, and a
+// router that runs out of memory leaves the Service with no endpoint.
+const (
+	MaxHeaderBytes = 64 << 10 // request line and headers, in bytes
+	MaxHeaders     = 256      // header fields
+)
+
+var errHeadTooLarge = errors.New("request head too large")
+
+// headLimit is the reader under a client connection's bufio.Reader: while left >= 0, it
+// gives at most left more bytes, then errHeadTooLarge.
+type headLimit struct {
+	r    io.Reader
+	left int64
+}
+
+func (h *headLimit) Read(p []byte) (int, error) {
+	if h.left < 0 {
+		return h.r.Read(p)
+	}
+	if h.left == 0 {
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > h.left {
+		p = p[:h.left]
+	}
+	n, err := h.r.Read(p)
+	h.left -= int64(n)
+	return n, err
+}
+
+// serveH1 serves one client connection whose first bytes are in br, which reads through lim.
+func (r *Router) serveH1(c net.Conn, br *bufio.Reader, lim *headLimit, port int) {
 	defer c.Close()
 	bw := bufio.NewWriterSize(c, 16<<10)
 	for {
 		c.SetReadDeadline(time.Now().Add(idleTimeout))
-		if handled, keep := r.serveRaw(br, bw, port); handled {
+		if handled, keep := r.serveRaw(br, bw, port); handled { // a head within br's buffer
 			if !keep {
 				return
 			}
 			continue
 		}
+		lim.left = MaxHeaderBytes // what br holds already is at most its 4 KiB buffer
 		req, err := http.ReadRequest(br)
+		lim.left = -1 // the body is bounded by its framing, not here
 		c.SetReadDeadline(time.Time{})
+		if err == nil && len(req.Header) > MaxHeaders {
+			err = errHeadTooLarge
+		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err) {
+			switch {
+			case errors.Is(err, errHeadTooLarge):
+				klog.V(1).InfoS("router: request head too large", "port", port, "limitBytes", MaxHeaderBytes, "limitFields", MaxHeaders)
+				writeStatus(bw, http.StatusRequestHeaderFieldsTooLarge)
+			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err):
 				writeStatus(bw, http.StatusBadRequest)
 			}
 			return

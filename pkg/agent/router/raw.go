@@ -84,6 +84,9 @@ func parseRawHead(head []byte) (h rawHead, ok bool) {
 			asciiEqualFold(name, "http2-settings"), asciiEqualFold(name, "trailer"):
 			return h, false
 		}
+		if len(h.headers) == MaxHeaders {
+			return h, false // the parsing path refuses it
+		}
 		h.headers = append(h.headers, [2][]byte{name, value})
 	}
 	return h, true

@@ -122,7 +122,7 @@ func (r *Router) Handler(port int) http.Handler {
 			w.WriteHeader(http.StatusBadGateway)
 		},
 	}
-	return h2c.NewHandler(rp, &http2.Server{})
+	return h2c.NewHandler(rp, &http2.Server{MaxConcurrentStreams: 250})
 }
 
 const http2Preface = "PRI * HTTP/2.0"
@@ -130,7 +130,7 @@ const http2Preface = "PRI * HTTP/2.0"
 // Serve accepts on l: TLS connections pass through to the origin untouched, HTTP/2 with prior
 // knowledge goes to net/http's server (h2c), and the rest is proxied as HTTP/1.1.
 func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
-	hs := &http.Server{Handler: r.Handler(port), ReadHeaderTimeout: 30 * time.Second}
+	hs := &http.Server{Handler: r.Handler(port), ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: MaxHeaderBytes}
 	pl := &peekListener{Listener: l, conns: make(chan net.Conn), done: make(chan struct{})}
 	go func() {
 		for {
@@ -140,7 +140,8 @@ func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
 				return
 			}
 			go func() {
-				br := bufio.NewReader(c)
+				lim := &headLimit{r: c, left: -1}
+				br := bufio.NewReader(lim)
 				c.SetReadDeadline(time.Now().Add(30 * time.Second))
 				b, err := br.Peek(1)
 				if err != nil {
@@ -158,7 +159,7 @@ func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
 					return
 				}
 				if string(pre) != http2Preface {
-					r.serveH1(c, br, port)
+					r.serveH1(c, br, lim, port)
 					return
 				}
 				select { // HTTP/2 with prior knowledge (gRPC): net/http's server

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -370,5 +371,70 @@ func TestSinceLastAcceptCountsFromTheLastConnection(t *testing.T) {
 	time.Sleep(30 * time.Millisecond)
 	if d := r.SinceLastAccept(); d < 30*time.Millisecond {
 		t.Fatalf("30ms later: %v since the last accept", d)
+	}
+}
+
+// An oversized head is refused with 431 after reading at most MaxHeaderBytes of it, and the
+// router's heap does not follow what the client sends (126 MiB of header lines grew it by
+// 134 MiB); other clients keep being served meanwhile.
+func TestOversizedHeadIsRefusedWithoutBuffering(t *testing.T) {
+	addr, _ := backends(t, echoName)
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sent := make(chan int64, 1)
+	go func() {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n")
+		line := []byte("X-Filler: " + strings.Repeat("a", 1000) + "\r\n")
+		var n int64
+		for n < 32<<20 {
+			if _, err := c.Write(line); err != nil {
+				break
+			}
+			n += int64(len(line))
+		}
+		sent <- n
+	}()
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("status %d, want 431", resp.StatusCode)
+	}
+	c.Close()
+	if n := <-sent; n >= 32<<20 {
+		t.Errorf("the router read all %d bytes of the head", n)
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 8<<20 {
+		t.Errorf("heap grew by %d MiB", grew>>20)
+	}
+	// Many small fields: the count is bounded too.
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	var b strings.Builder
+	b.WriteString("GET / HTTP/1.1\r\nHost: x\r\n")
+	for i := 0; i < MaxHeaders+10; i++ {
+		fmt.Fprintf(&b, "X-%d: 1\r\n", i)
+	}
+	b.WriteString("\r\n")
+	io.WriteString(c2, b.String())
+	if resp, err := http.ReadResponse(bufio.NewReader(c2), nil); err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("%d fields: %v %v", MaxHeaders+10, resp, err)
+	}
+	// And the router still serves everyone else.
+	if got := get(t, http.DefaultClient, "http://"+addr+"/after", "version", "dev1"); !strings.HasPrefix(got, "shadow GET /after") {
+		t.Errorf("after the oversized heads: %q", got)
 	}
 }
