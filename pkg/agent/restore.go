@@ -104,9 +104,12 @@ func restoreService(ctx context.Context, c *inCluster, svcRef, session string) e
 			}
 			return err
 		}
-		changed, err := wire.RestoreService(&svc, session)
-		if err != nil || !changed {
+		r, err := wire.RestoreService(&svc, session)
+		if err != nil || !r.Changed {
 			return err
+		}
+		if r.Kept {
+			klog.InfoS("the service's selector was changed while kt held it; it stays", "service", svcRef, "ktWouldRestore", r.Original)
 		}
 		err = c.do(ctx, http.MethodPut, path, &svc, nil)
 		if ae, ok := err.(*apiError); ok && ae.code == http.StatusConflict {

@@ -91,6 +91,11 @@ func (sr *SelfRestore) own(ctx context.Context, patch string) error {
 	return errors.Join(errs...)
 }
 
+// Identity is the identity named name in ns, as createIdentity made it.
+func Identity(client kubernetes.Interface, ns, name string) *SelfRestore {
+	return &SelfRestore{Namespace: ns, Name: name, client: client}
+}
+
 // Delete removes the three objects.
 func (sr *SelfRestore) Delete(ctx context.Context) error {
 	var errs []error

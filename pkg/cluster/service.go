@@ -87,18 +87,19 @@ func RedirectService(ctx context.Context, client kubernetes.Interface, ns, name,
 }
 
 // RestoreService undoes kt's change to the Service (only session's, when set). A missing
-// Service is not an error: there is nothing to restore.
-func RestoreService(ctx context.Context, client kubernetes.Interface, ns, name, session string) (bool, error) {
-	restored := false
+// Service is not an error: there is nothing to restore. A selector that someone changed
+// while kt held the Service stays (wire.Restored.Kept).
+func RestoreService(ctx context.Context, client kubernetes.Interface, ns, name, session string) (wire.Restored, error) {
+	var r wire.Restored
 	_, err := UpdateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
-		changed, err := wire.RestoreService(s, session)
-		restored = changed
-		return changed, err
+		var err error
+		r, err = wire.RestoreService(s, session)
+		return r.Changed, err
 	})
 	if apierrors.IsNotFound(err) {
-		return false, nil
+		return wire.Restored{}, nil
 	}
-	return restored, err
+	return r, err
 }
 
 // HeartbeatService refreshes the lock's heartbeat.

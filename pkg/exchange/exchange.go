@@ -159,7 +159,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 		undo.Push("restore service "+svcName, func(ctx context.Context) error {
-			_, err := cluster.RestoreService(ctx, cfg.Client, ns, svcName, lockID)
+			r, err := cluster.RestoreService(ctx, cfg.Client, ns, svcName, lockID)
+			if r.Kept {
+				fmt.Fprintln(cfg.ErrOut, r.KeptNote(ns, svcName))
+			}
 			if err == nil { // then delete the shadow only once no new connection goes to it
 				sess := x.current()
 				session.Drain(ctx, cfg.Client, ns, svcName, sess.Pod.Status.PodIP, sess.Dialer)
@@ -312,20 +315,42 @@ type WorkloadUndo struct {
 // scaleDown records the replicas on the workload, scales it to zero, and pushes the inverse:
 // scale back and wait until the pods are ready again (before the shadow is deleted).
 func (x *exchanger) scaleDown(ctx context.Context, w *Workload, undo *cluster.Undo) error {
-	b, _ := json.Marshal(WorkloadUndo{Replicas: w.Replicas, Session: x.lockID})
-	if err := setWorkload(ctx, x.cfg.Client, x.ns, w, map[string]any{wire.UndoAnnotation: string(b)}, ptr.To[int32](0)); err != nil {
+	replicas, inherited, err := ScaleToZero(ctx, x.cfg.Client, x.ns, w, x.lockID)
+	if err != nil {
 		return err
 	}
-	undo.Push(fmt.Sprintf("scale %s/%s back to %d", w.Kind, w.Name, w.Replicas), func(ctx context.Context) error {
-		if err := setWorkload(ctx, x.cfg.Client, x.ns, w, map[string]any{wire.UndoAnnotation: nil}, ptr.To(w.Replicas)); err != nil {
+	if inherited != nil {
+		fmt.Fprintf(x.cfg.ErrOut, "%s/%s was scaled down by an earlier kt session (%s) that never scaled it back; it goes back to its %d replicas when you stop\n", w.Kind, w.Name, inherited.Session, replicas)
+	}
+	back := *w
+	back.Replicas = replicas
+	undo.Push(fmt.Sprintf("scale %s/%s back to %d", w.Kind, w.Name, replicas), func(ctx context.Context) error {
+		if err := ScaleBack(ctx, x.cfg.Client, x.ns, &back); err != nil {
 			return err
 		}
-		if err := waitReady(ctx, x.cfg.Client, x.ns, w, x.cfg.RecoverWaitTime, x.cfg.ErrOut); err != nil {
+		if err := waitReady(ctx, x.cfg.Client, x.ns, &back, x.cfg.RecoverWaitTime, x.cfg.ErrOut); err != nil {
 			return err
 		}
 		return x.drainShadow(ctx)
 	})
 	return nil
+}
+
+// ScaleToZero scales the workload to zero and records, on it, the replicas to come back to.
+// A record left by an earlier session (one that crashed, leaving the workload at zero) is
+// never overwritten: its count is the workload's own, the current one is kt's 0. It returns
+// the replicas to restore and the inherited record, if any.
+func ScaleToZero(ctx context.Context, client kubernetes.Interface, ns string, w *Workload, session string) (int32, *WorkloadUndo, error) {
+	if w.Undo != nil {
+		return w.Undo.Replicas, w.Undo, setWorkload(ctx, client, ns, w, nil, ptr.To[int32](0))
+	}
+	b, _ := json.Marshal(WorkloadUndo{Replicas: w.Replicas, Session: session})
+	return w.Replicas, nil, setWorkload(ctx, client, ns, w, map[string]any{wire.UndoAnnotation: string(b)}, ptr.To[int32](0))
+}
+
+// ScaleBack is ScaleToZero's inverse: the workload gets w.Replicas and loses the record.
+func ScaleBack(ctx context.Context, client kubernetes.Interface, ns string, w *Workload) error {
+	return setWorkload(ctx, client, ns, w, map[string]any{wire.UndoAnnotation: nil}, ptr.To(w.Replicas))
 }
 
 // drainShadow takes the shadow out of the Service in scale mode, where it carries the
@@ -347,7 +372,10 @@ func (x *exchanger) drainShadow(ctx context.Context) error {
 
 // setWorkload patches annotations (nil deletes) and replicas of a Deployment or StatefulSet.
 func setWorkload(ctx context.Context, client kubernetes.Interface, ns string, w *Workload, ann map[string]any, replicas *int32) error {
-	patch := map[string]any{"metadata": map[string]any{"annotations": ann}}
+	patch := map[string]any{}
+	if ann != nil {
+		patch["metadata"] = map[string]any{"annotations": ann}
+	}
 	if replicas != nil {
 		patch["spec"] = map[string]any{"replicas": *replicas}
 	}

@@ -28,6 +28,9 @@ type Workload struct {
 	Labels     map[string]string // pod template labels
 	Selector   *metav1.LabelSelector
 	Containers []corev1.Container
+	// Undo is scale mode's record on the workload (wire.UndoAnnotation), if it holds one: a
+	// session scaled it to zero and has not scaled it back yet.
+	Undo *WorkloadUndo
 }
 
 // Target is what a command acts on.
@@ -126,7 +129,7 @@ func fromDeployment(d *appsv1.Deployment) *Workload {
 	if d.Spec.Replicas != nil {
 		r = *d.Spec.Replicas
 	}
-	return &Workload{Kind: "Deployment", Name: d.Name, Replicas: r, Labels: d.Spec.Template.Labels, Selector: d.Spec.Selector, Containers: d.Spec.Template.Spec.Containers}
+	return &Workload{Kind: "Deployment", Name: d.Name, Replicas: r, Labels: d.Spec.Template.Labels, Selector: d.Spec.Selector, Containers: d.Spec.Template.Spec.Containers, Undo: workloadUndo(d.Annotations)}
 }
 
 func fromStatefulSet(s *appsv1.StatefulSet) *Workload {
@@ -134,7 +137,36 @@ func fromStatefulSet(s *appsv1.StatefulSet) *Workload {
 	if s.Spec.Replicas != nil {
 		r = *s.Spec.Replicas
 	}
-	return &Workload{Kind: "StatefulSet", Name: s.Name, Replicas: r, Labels: s.Spec.Template.Labels, Selector: s.Spec.Selector, Containers: s.Spec.Template.Spec.Containers}
+	return &Workload{Kind: "StatefulSet", Name: s.Name, Replicas: r, Labels: s.Spec.Template.Labels, Selector: s.Spec.Selector, Containers: s.Spec.Template.Spec.Containers, Undo: workloadUndo(s.Annotations)}
+}
+
+// workloadUndo reads scale mode's record from a workload's annotations.
+func workloadUndo(ann map[string]string) *WorkloadUndo {
+	s, ok := ann[wire.UndoAnnotation]
+	if !ok {
+		return nil
+	}
+	var u WorkloadUndo
+	if json.Unmarshal([]byte(s), &u) != nil {
+		return nil
+	}
+	return &u
+}
+
+// ServiceWorkload finds the workload behind a Service: the one Deployment or StatefulSet its
+// selector (its original one, while kt has redirected it) selects; nil if there is none.
+func ServiceWorkload(ctx context.Context, client kubernetes.Interface, svc *corev1.Service) (*Workload, error) {
+	sel := svc.Spec.Selector
+	if s, ok := svc.Annotations[wire.UndoAnnotation]; ok {
+		var u wire.ServiceUndo
+		if json.Unmarshal([]byte(s), &u) == nil {
+			sel = u.Selector
+		}
+	}
+	if len(sel) == 0 {
+		return nil, nil
+	}
+	return workloadFor(ctx, client, svc.Namespace, sel)
 }
 
 // workloadFor finds the one Deployment or StatefulSet whose pods sel selects (nil if none).

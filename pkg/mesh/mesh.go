@@ -469,7 +469,10 @@ func (m *mesher) leave(ctx context.Context) error {
 			return true, nil
 		}
 		last = st
-		_, err := wire.RestoreService(s, "")
+		r, err := wire.RestoreService(s, "")
+		if r.Kept {
+			m.goodbye = r.KeptNote(m.ns, m.svc.Name)
+		}
 		return true, err
 	})
 	if apierrors.IsNotFound(err) {

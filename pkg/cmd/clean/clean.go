@@ -170,6 +170,9 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := o.cleanOrigins(ctx, ns, verb, live, &n); err != nil {
 		return err
 	}
+	if err := o.cleanIdentities(ctx, ns, verb, live, liveSession, &n); err != nil {
+		return err
+	}
 	if n == 0 && len(cleaned) == 0 {
 		fmt.Fprintln(o.ErrOut, "Nothing to clean")
 	}
@@ -189,8 +192,8 @@ func stale(p *corev1.Pod, threshold time.Duration) bool {
 	return time.Since(hb) > threshold
 }
 
-// cleanServices restores Services whose lock's heartbeat is stale, scales workloads that scale
-// mode left at zero back up, and removes self-restore identities whose pod is gone.
+// cleanServices restores Services whose lock's heartbeat is stale and scales workloads that
+// scale mode left at zero back up.
 // It returns the sessions whose lock is live.
 func (o *Options) cleanServices(ctx context.Context, ns, verb string) (map[string]bool, int, error) {
 	n := 0
@@ -254,21 +257,6 @@ func (o *Options) cleanServices(ctx context.Context, ns, verb string) (map[strin
 			}
 		}
 	}
-	sel := metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy}
-	if sas, err := o.client.CoreV1().ServiceAccounts(ns).List(ctx, sel); err == nil {
-		for _, sa := range sas.Items {
-			if _, err := o.client.CoreV1().Pods(sa.Namespace).Get(ctx, sa.Name, metav1.GetOptions{}); err == nil {
-				continue
-			}
-			n++
-			fmt.Fprintf(o.Out, "%s service account, role and role binding %s/%s of a gone shadow\n", verb, sa.Namespace, sa.Name)
-			if !o.DryRun {
-				o.client.RbacV1().RoleBindings(sa.Namespace).Delete(ctx, sa.Name, metav1.DeleteOptions{})
-				o.client.RbacV1().Roles(sa.Namespace).Delete(ctx, sa.Name, metav1.DeleteOptions{})
-				o.client.CoreV1().ServiceAccounts(sa.Namespace).Delete(ctx, sa.Name, metav1.DeleteOptions{})
-			}
-		}
-	}
 	return live, n, nil
 }
 
@@ -287,6 +275,32 @@ func (o *Options) cleanOrigins(ctx context.Context, ns, verb string, live map[st
 		if !o.DryRun {
 			if err := o.client.CoreV1().Services(s.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil {
 				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cleanIdentities removes the ServiceAccounts, Roles and RoleBindings kt gave shadows (to
+// restore a Service, or delete their Deployment) whose session is gone: no pod of the session
+// has a fresh heartbeat and no Service is locked by it. A session is told by its label, never
+// by a pod's name (a shadow Deployment's pods have hashed names: their live identity used to
+// be deleted). One made less than --threshold ago is left alone: its session may be starting.
+func (o *Options) cleanIdentities(ctx context.Context, ns, verb string, live, liveSession map[string]bool, n *int) error {
+	sas, err := o.client.CoreV1().ServiceAccounts(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
+	if err != nil {
+		return cluster.Explain(err, "list", "serviceaccounts", ns)
+	}
+	for _, sa := range sas.Items {
+		sess := sa.Labels[wire.SessionLabel]
+		if live[sess] || liveSession[sess] || time.Since(sa.CreationTimestamp.Time) <= o.Threshold {
+			continue
+		}
+		*n++
+		fmt.Fprintf(o.Out, "%s service account, role and role binding %s/%s of a gone session\n", verb, sa.Namespace, sa.Name)
+		if !o.DryRun {
+			if err := cluster.Identity(o.client, sa.Namespace, sa.Name).Delete(ctx); err != nil {
+				return fmt.Errorf("delete the identity %s/%s: %w", sa.Namespace, sa.Name, err)
 			}
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/exchange"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -53,19 +54,38 @@ session is gone and you do not want to wait for its shadow to restore the Servic
 	}
 }
 
-// Run restores the Service.
+// Run restores the Service, and the workload behind it if scale mode left it at zero.
 func (o *Options) Run(ctx context.Context, name string) error {
 	svc, err := o.client.CoreV1().Services(o.namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("service %s/%s: %w; check the name and -n/--namespace", o.namespace, name, cluster.Explain(err, "get", "services", o.namespace))
 	}
 	l, locked := wire.ServiceLock(svc)
+	w, err := exchange.ServiceWorkload(ctx, o.client, svc)
+	if err != nil {
+		return err
+	}
 	restored, err := cluster.RestoreService(ctx, o.client, o.namespace, name, "")
 	if err != nil {
 		return err
 	}
-	if !restored {
-		fmt.Fprintf(o.Out, "service %s/%s is not changed by kt; nothing to recover\n", o.namespace, name)
+	if restored.Kept {
+		fmt.Fprintln(o.ErrOut, restored.KeptNote(o.namespace, name))
+	}
+	scaled := false
+	if w != nil && w.Undo != nil {
+		back := *w
+		back.Replicas = w.Undo.Replicas
+		if err := exchange.ScaleBack(ctx, o.client, o.namespace, &back); err != nil {
+			return err
+		}
+		scaled = true
+		fmt.Fprintf(o.Out, "%s %s/%s scaled back to %d replicas (scale mode left it at zero)\n", strings.ToLower(w.Kind), o.namespace, w.Name, back.Replicas)
+	}
+	if !restored.Changed {
+		if !scaled {
+			fmt.Fprintf(o.Out, "service %s/%s is not changed by kt; nothing to recover\n", o.namespace, name)
+		}
 		return nil
 	}
 	if locked && l.Session != "" {
