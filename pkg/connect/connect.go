@@ -450,6 +450,9 @@ func (c *connector) startProxy(ctx context.Context, undo *cluster.Undo) (string,
 	if err != nil {
 		return "", fmt.Errorf("SOCKS5 proxy on %s: %w; choose another --proxy-port", addr, err)
 	}
+	if a, err := netip.ParseAddr(c.cfg.ProxyAddr); c.cfg.ProxyAddr != "localhost" && (err != nil || !a.IsLoopback()) {
+		fmt.Fprintf(c.cfg.ErrOut, "warning: the SOCKS5 proxy on %s takes connections from other machines, without authentication: whoever reaches it reaches the cluster as you\n", addr)
+	}
 	srv, err := socks5.New(&socks5.Config{
 		Resolver: nopResolver{},
 		Dial: func(ctx context.Context, _, hostport string) (net.Conn, error) {

@@ -34,7 +34,7 @@ type session struct {
 	br   *bufio.Reader
 
 	framer *spdy.Framer
-	feed   feeder       // what the framer reads: one control frame at a time
+	feed   feeder       // what the framer reads: nothing (kt parses what it reads itself)
 	wbuf   bytes.Buffer // what it writes
 
 	wmu    sync.Mutex // one frame per conn.Write; stream ids in the order they are written
@@ -342,35 +342,59 @@ func putFrame(bp *[]byte) {
 	}
 }
 
+// maxControlFrame bounds a control frame's payload: the API server's are a few dozen bytes.
+const maxControlFrame = 64 << 10
+
+// readControl reads one control frame and acts on it. It parses the few fields kt needs by
+// itself, never through spdystream's reader: that trusts counts in the frame (a 12-byte
+// SETTINGS frame claiming 0x7fffffff entries made it allocate 24 GiB, and a header block's
+// counts and lengths are as unchecked). A SYN_REPLY's headers are not needed, so they are not
+// decompressed.
 func (s *session) readControl(hdr [frameHeaderLen]byte, n int) error {
-	b := make([]byte, frameHeaderLen+n)
-	copy(b, hdr[:])
-	if _, err := io.ReadFull(s.br, b[frameHeaderLen:]); err != nil {
+	if n > maxControlFrame {
+		return fmt.Errorf("SPDY control frame of %d bytes, more than %d", n, maxControlFrame)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(s.br, b); err != nil {
 		return err
 	}
-	s.feed.b = b
-	f, err := s.framer.ReadFrame()
-	if err != nil {
-		return fmt.Errorf("SPDY control frame: %w", err)
-	}
-	switch f := f.(type) {
-	case *spdy.SynReplyFrame:
-		if st := s.stream(uint32(f.StreamId)); st != nil {
-			st.reply(f.CFHeader.Flags&spdy.ControlFlagFin != 0)
+	typ, flags := binary.BigEndian.Uint16(hdr[2:4]), hdr[4]
+	u32 := func(off int) (uint32, error) {
+		if len(b) < off+4 {
+			return 0, fmt.Errorf("SPDY control frame of type %d: %d bytes, too short", typ, len(b))
 		}
-	case *spdy.RstStreamFrame:
-		if st := s.stream(uint32(f.StreamId)); st != nil {
+		return binary.BigEndian.Uint32(b[off:]), nil
+	}
+	switch spdy.ControlFrameType(typ) {
+	case spdy.TypeSynReply:
+		id, err := u32(0)
+		if err != nil {
+			return err
+		}
+		if st := s.stream(id & 0x7fffffff); st != nil {
+			st.reply(spdy.ControlFlags(flags)&spdy.ControlFlagFin != 0)
+		}
+	case spdy.TypeRstStream:
+		id, err := u32(0)
+		if err != nil {
+			return err
+		}
+		if st := s.stream(id & 0x7fffffff); st != nil {
 			s.remove(st)
 			st.remoteEnd(io.EOF) // as spdystream: the error stream says why, if anything went wrong
 		}
-	case *spdy.PingFrame:
-		if f.Id%2 == 0 { // the server's: echo it (ours are odd, and their echo needs nothing)
-			go s.writeControl(f) //nolint:errcheck // a failed write ends the session via the read side
+	case spdy.TypePing:
+		id, err := u32(0)
+		if err != nil {
+			return err
 		}
-	case *spdy.GoAwayFrame:
+		if id%2 == 0 { // the server's: echo it (ours are odd, and their echo needs nothing)
+			go s.writeControl(&spdy.PingFrame{Id: id}) //nolint:errcheck // a failed write ends the session via the read side
+		}
+	case spdy.TypeGoAway:
 		return errSessionClosed
 	}
-	return nil // SETTINGS, WINDOW_UPDATE, HEADERS: nothing to do
+	return nil // SETTINGS, WINDOW_UPDATE, HEADERS, a server's SYN_STREAM: nothing to do
 }
 
 func (s *session) ping() {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand"
 	"net"
+	"runtime"
 	"net/http"
 	"strings"
 	"sync"
@@ -302,5 +303,47 @@ func TestSessionStalledReaderIsNotSilence(t *testing.T) {
 	got, err := io.ReadAll(c)
 	if err != nil || !bytes.Equal(got, payload) {
 		t.Fatalf("after the pause: %d of %d bytes, %v", len(got), len(payload), err)
+	}
+}
+
+// Counts in a control frame are not trusted: a 12-byte SETTINGS frame claiming 0x7fffffff
+// entries made spdystream's reader allocate 24 GiB. kt reads what it needs itself; the
+// session lives on, and a control frame too large to be the API server's ends it.
+func TestSessionBoundsControlFrames(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	s, err := newSession(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	go io.Copy(io.Discard, b) // the session's pings
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	settings := []byte{0x80, 3, 0, 4, 0, 0, 0, 4, 0x7f, 0xff, 0xff, 0xff}
+	if _, err := b.Write(settings); err != nil {
+		t.Fatal(err)
+	}
+	// a SYN_REPLY whose (uncompressed, invalid) header block claims 2^32-1 headers
+	reply := []byte{0x80, 3, 0, 2, 0, 0, 0, 8, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff}
+	if _, err := b.Write(reply); err != nil {
+		t.Fatal(err)
+	}
+	ping := []byte{0x80, 3, 0, 6, 0, 0, 0, 4, 0, 0, 0, 2}
+	b.Write(ping)
+	time.Sleep(100 * time.Millisecond)
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 16<<20 {
+		t.Errorf("reading three small frames allocated %d MiB", grew>>20)
+	}
+	if !s.alive() {
+		t.Fatalf("the session ended on frames it can ignore: %v", s.err)
+	}
+	big := append([]byte{0x80, 3, 0, 4, 0, 0x10, 0, 0}, make([]byte, 1<<20)...)
+	go b.Write(big)
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a 1 MiB control frame did not end the session")
 	}
 }

@@ -39,6 +39,7 @@ type Options struct {
 	DisableTunRoute  bool
 	DisableTUN       bool
 	ProxyAddr        string
+	AllowRemoteProxy bool
 	ProxyPort        int
 	TUNName          string
 	MTU              int
@@ -116,6 +117,7 @@ Ctrl-C restores every route, DNS setting and file, and deletes the shadow.`,
 	fs.BoolVar(&o.DisableTUN, "disable-tun", o.DisableTUN, "No TUN device: only a local SOCKS5 proxy (needs no root).")
 	fs.StringVar(&o.ProxyAddr, "proxy-addr", o.ProxyAddr, "Listen address of the SOCKS5 proxy (with --disable-tun).")
 	fs.IntVar(&o.ProxyPort, "proxy-port", o.ProxyPort, "Port of the SOCKS5 proxy (with --disable-tun).")
+	fs.BoolVar(&o.AllowRemoteProxy, "allow-remote-proxy", false, "Let --proxy-addr be an address other machines reach: the SOCKS5 proxy has no authentication, so anyone who reaches it reaches your cluster.")
 	fs.StringVar(&o.TUNName, "tun-name", "", "Name of the TUN device (default kt0, kt1, …).")
 	fs.IntVar(&o.MTU, "mtu", 0, "MTU of the TUN device (default 16384).")
 	fs.StringVar(&o.Protocol, "port-forward-protocol", "", "Tunnel protocol to the API server: spdy, websocket, or empty for spdy with a WebSocket fallback (for proxies that refuse SPDY).")
@@ -168,6 +170,9 @@ func (o *Options) Validate() error {
 	if !o.DisableTUN && (o.ProxyAddr != "127.0.0.1" || o.ProxyPort != 2223) {
 		return fmt.Errorf("--proxy-addr and --proxy-port apply only with --disable-tun")
 	}
+	if err := checkProxyAddr(o.ProxyAddr, o.AllowRemoteProxy); err != nil {
+		return err
+	}
 	if o.ProxyPort < 1 || o.ProxyPort > 65535 {
 		return fmt.Errorf("--proxy-port %d is not a port number", o.ProxyPort)
 	}
@@ -186,6 +191,27 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--mtu %d: use a value from 1280 to 65535", o.MTU)
 	}
 	return o.Pod.Validate()
+}
+
+// checkProxyAddr refuses a SOCKS5 listen address that is not loopback unless allowed: the
+// proxy takes anyone, and through it the cluster, so it is never opened to a network by
+// accident (--proxy-addr 0.0.0.0 used to do so without a word).
+func checkProxyAddr(addr string, allowRemote bool) error {
+	a, err := netip.ParseAddr(addr)
+	if err == nil && a.IsLoopback() {
+		return nil
+	}
+	if addr == "localhost" {
+		return nil
+	}
+	if err != nil && net.ParseIP(addr) == nil && addr != "" {
+		// a host name: only loopback names are taken
+		return fmt.Errorf("--proxy-addr %q: give an IP address (127.0.0.1 by default)", addr)
+	}
+	if !allowRemote {
+		return fmt.Errorf("--proxy-addr %s is not a loopback address: the SOCKS5 proxy has no authentication, so anyone who reaches it reaches your cluster; add --allow-remote-proxy if that is what you want", addr)
+	}
+	return nil
 }
 
 // Complete builds the clients; it changes nothing.
