@@ -22,7 +22,7 @@ TOOLS      := $(KT_ROOT)/tools
 GORELEASER := $(TOOLS)/goreleaser
 KREW       := $(TOOLS)/krew
 
-.PHONY: resolved all build tools release-snapshot image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
+.PHONY: fuzz resolved all build tools release-snapshot image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
 
 all: build image
 
@@ -72,6 +72,14 @@ test: test-unit test-e2e
 test-unit:
 	go vet ./...
 	go test -race -count=1 ./...
+	$(MAKE) fuzz
+
+# Each fuzzer for FUZZTIME (a short run in make test; e.g. make fuzz FUZZTIME=10m by hand).
+FUZZTIME ?= 5s
+FUZZERS  := FuzzReadFrame:./pkg/wire FuzzReadAuth:./pkg/wire FuzzReadHellos:./pkg/wire FuzzSession:./pkg/mux \
+  FuzzReadConnect:./pkg/agent FuzzParseRawHead:./pkg/agent/router FuzzDecodeRequest:./pkg/netadmin
+fuzz:
+	@for f in $(FUZZERS); do go test -run '^$$' -fuzz "^$${f%%:*}\$$" -fuzztime $(FUZZTIME) $${f#*:} | tail -1 || exit 1; done
 
 # Release tools, built from the Go module proxy (goreleaser v2.14 is the newest for Go 1.26).
 tools: $(GORELEASER) $(KREW)

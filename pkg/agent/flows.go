@@ -226,55 +226,16 @@ const (
 
 // connect reads a SOCKS5 greeting and CONNECT request, dials, and answers both in one write.
 func (f *Flows) connect(st *mux.Stream) (*net.TCPConn, error) {
-	var b [262]byte
-	if _, err := io.ReadFull(st, b[:2]); err != nil {
-		return nil, err
-	}
-	if b[0] != 5 {
-		return nil, fmt.Errorf("socks version %d", b[0])
-	}
-	if _, err := io.ReadFull(st, b[:b[1]]); err != nil { // the methods: kt offers "none"
-		return nil, err
-	}
-	if _, err := io.ReadFull(st, b[:4]); err != nil {
-		return nil, err
-	}
 	reply := func(code byte) []byte {
 		return []byte{5, 0, 5, code, 0, 1, 0, 0, 0, 0, 0, 0}
 	}
-	if b[1] != 1 {
-		st.Write(reply(socksNoCommand))
-		return nil, errors.New("socks: only CONNECT")
-	}
-	var host string
-	switch b[3] {
-	case 1:
-		if _, err := io.ReadFull(st, b[:4]); err != nil {
-			return nil, err
+	addr, code, err := readConnect(st)
+	if err != nil {
+		if code != 0 {
+			st.Write(reply(code))
 		}
-		host = net.IP(b[:4]).String()
-	case 4:
-		if _, err := io.ReadFull(st, b[:16]); err != nil {
-			return nil, err
-		}
-		host = net.IP(b[:16]).String()
-	case 3:
-		if _, err := io.ReadFull(st, b[:1]); err != nil {
-			return nil, err
-		}
-		n := int(b[0])
-		if _, err := io.ReadFull(st, b[:n]); err != nil {
-			return nil, err
-		}
-		host = string(b[:n])
-	default:
-		st.Write(reply(socksNoAddrType))
-		return nil, errors.New("socks: address type")
-	}
-	if _, err := io.ReadFull(st, b[:2]); err != nil {
 		return nil, err
 	}
-	addr := net.JoinHostPort(host, strconv.Itoa(int(binary.BigEndian.Uint16(b[:2]))))
 	c, err := net.DialTimeout("tcp", addr, f.dialTimeout)
 	if err != nil {
 		st.Write(reply(dialErrorCode(err)))
@@ -293,6 +254,55 @@ func (f *Flows) connect(st *mux.Stream) (*net.TCPConn, error) {
 		return nil, err
 	}
 	return tc, nil
+}
+
+// readConnect reads a stream's SOCKS5 greeting and CONNECT request (sent together) and
+// returns the destination, or the reply code to refuse it with (0: just close).
+func readConnect(r io.Reader) (addr string, code byte, err error) {
+	var b [262]byte
+	if _, err := io.ReadFull(r, b[:2]); err != nil {
+		return "", 0, err
+	}
+	if b[0] != 5 {
+		return "", 0, fmt.Errorf("socks version %d", b[0])
+	}
+	if _, err := io.ReadFull(r, b[:b[1]]); err != nil { // the methods: kt offers "none"
+		return "", 0, err
+	}
+	if _, err := io.ReadFull(r, b[:4]); err != nil {
+		return "", 0, err
+	}
+	if b[1] != 1 {
+		return "", socksNoCommand, errors.New("socks: only CONNECT")
+	}
+	var host string
+	switch b[3] {
+	case 1:
+		if _, err := io.ReadFull(r, b[:4]); err != nil {
+			return "", 0, err
+		}
+		host = net.IP(b[:4]).String()
+	case 4:
+		if _, err := io.ReadFull(r, b[:16]); err != nil {
+			return "", 0, err
+		}
+		host = net.IP(b[:16]).String()
+	case 3:
+		if _, err := io.ReadFull(r, b[:1]); err != nil {
+			return "", 0, err
+		}
+		n := int(b[0])
+		if _, err := io.ReadFull(r, b[:n]); err != nil {
+			return "", 0, err
+		}
+		host = string(b[:n])
+	default:
+		return "", socksNoAddrType, errors.New("socks: address type")
+	}
+	if _, err := io.ReadFull(r, b[:2]); err != nil {
+		return "", 0, err
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(binary.BigEndian.Uint16(b[:2])))), 0, nil
 }
 
 func dialErrorCode(err error) byte {
