@@ -296,6 +296,9 @@ func readConnect(r io.Reader) (addr string, code byte, err error) {
 			return "", 0, err
 		}
 		host = string(b[:n])
+		if !validDomain(host) {
+			return "", socksHostUnreach, fmt.Errorf("socks: bad domain name %q", host)
+		}
 	default:
 		return "", socksNoAddrType, errors.New("socks: address type")
 	}
@@ -303,6 +306,24 @@ func readConnect(r io.Reader) (addr string, code byte, err error) {
 		return "", 0, err
 	}
 	return net.JoinHostPort(host, strconv.Itoa(int(binary.BigEndian.Uint16(b[:2])))), 0, nil
+}
+
+// validDomain reports whether a SOCKS5 domain address is a host name (letters, digits, '-', '_'
+// and dots) or a plain IPv4 address; anything else, a ':' or ']' that would make the joined
+// address mean another host and port included, is refused before it is dialled.
+func validDomain(host string) bool {
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func dialErrorCode(err error) byte {

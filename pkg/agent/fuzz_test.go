@@ -23,3 +23,20 @@ func FuzzReadConnect(f *testing.F) {
 		}
 	})
 }
+
+func TestReadConnectRefusesBadDomains(t *testing.T) {
+	for _, host := range []string{"0]0", "a:b", "[::1]", "", "web\x00", "web\nHost", "a b"} {
+		req := append([]byte{5, 1, 0, 5, 1, 0, 3, byte(len(host))}, host...)
+		req = append(req, 0, 80)
+		if addr, code, err := readConnect(bytes.NewReader(req)); err == nil || code != socksHostUnreach {
+			t.Errorf("domain %q: got %q, code %d, err %v; want refused with host unreachable", host, addr, code, err)
+		}
+	}
+	for _, host := range []string{"web", "web.default.svc.cluster.local", "10.96.0.1", "my_host-1"} {
+		req := append([]byte{5, 1, 0, 5, 1, 0, 3, byte(len(host))}, host...)
+		req = append(req, 0, 80)
+		if addr, _, err := readConnect(bytes.NewReader(req)); err != nil || addr != net.JoinHostPort(host, "80") {
+			t.Errorf("domain %q: got %q, %v", host, addr, err)
+		}
+	}
+}

@@ -28,6 +28,10 @@ func portForwarder(t *testing.T) (*rest.Config, kubernetes.Interface) {
 	ctx := context.Background()
 	const name = "kt-e2e-portforwarder"
 	meta := metav1.ObjectMeta{Name: name, Namespace: testNamespace}
+	// A run that was killed left them behind: start from none.
+	client.RbacV1().RoleBindings(testNamespace).Delete(ctx, name, metav1.DeleteOptions{})
+	client.RbacV1().Roles(testNamespace).Delete(ctx, name, metav1.DeleteOptions{})
+	client.CoreV1().ServiceAccounts(testNamespace).Delete(ctx, name, metav1.DeleteOptions{})
 	if _, err := client.CoreV1().ServiceAccounts(testNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: meta}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -104,11 +108,29 @@ func TestShadowPortsNeedTheSession(t *testing.T) {
 		conn.Write(append([]byte{5, 1, 0, 5, 1, 0, 1, 10, 96, 0, 1, 0, 80}, make([]byte, 40)...))
 		evil = append(evil, conn)
 	}
+	// Each stream must be closed by the agent, unserved, well inside 15 s (port-forwarded
+	// streams have no deadlines: one still open then is closed here and counted as served).
+	type result struct {
+		n    int64
+		open bool
+	}
+	results := make([]chan result, len(evil))
 	for i, conn := range evil {
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, err := io.Copy(io.Discard, conn)
-		if n > 0 || err != nil && strings.Contains(err.Error(), "timeout") {
-			t.Errorf("stream %d without the session's secret was served: %d bytes, %v", i, n, err)
+		results[i] = make(chan result, 1)
+		go func() {
+			closed := make(chan struct{})
+			timer := time.AfterFunc(15*time.Second, func() { close(closed); conn.Close() })
+			n, _ := io.Copy(io.Discard, conn)
+			open := !timer.Stop()
+			if open {
+				<-closed
+			}
+			results[i] <- result{n, open}
+		}()
+	}
+	for i := range evil {
+		if r := <-results[i]; r.n > 0 || r.open {
+			t.Errorf("stream %d without the session's secret was served: %d bytes back, still open after 15 s: %v", i, r.n, r.open)
 		}
 	}
 	for i := 0; i < 5; i++ {
