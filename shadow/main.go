@@ -46,6 +46,7 @@ func main() {
 	cfg.PodName, cfg.PodNamespace = os.Getenv(wire.EnvPodName), os.Getenv(wire.EnvPodNamespace)
 	cfg.Deployment = os.Getenv(wire.EnvDeployment)
 	cfg.Shared = os.Getenv(wire.EnvShared) == "true"
+	cfg.JoinKey = os.Getenv(wire.EnvJoinKey)
 	if p := os.Getenv(wire.EnvProbePort); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil {

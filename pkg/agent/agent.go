@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -42,9 +41,11 @@ type Config struct {
 	RestoreService, Session, PodName, PodNamespace string
 	// Deployment (in PodNamespace) runs this agent; it is deleted when the client is gone.
 	Deployment string
-	// Shared accepts further client keys, registered over the health port (POST /authorize),
-	// which only a port-forward to this pod reaches: a shared connect shadow.
-	Shared bool
+	// Shared accepts further client keys, registered over the health port (POST /authorize,
+	// which only a port-forward to this pod reaches) by a client that proves JoinKey
+	// (wire/join.go): a shared connect shadow.
+	Shared  bool
+	JoinKey string
 }
 
 // Status is served on /version and /readyz.
@@ -67,6 +68,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.ResolvConf == "" {
 		cfg.ResolvConf = "/etc/resolv.conf"
+	}
+	if cfg.Shared && len(cfg.JoinKey) < 32 {
+		return fmt.Errorf("a shared shadow needs its join key (%s, at least 32 characters)", wire.EnvJoinKey)
 	}
 	authorized, _, _, _, err := gossh.ParseAuthorizedKey([]byte(cfg.AuthorizedKey))
 	if err != nil {
@@ -204,25 +208,7 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	handleTraffic(mux, func() time.Duration { return time.Since(time.Unix(0, lastForwarded.Load())) })
 	if cfg.Shared {
-		mux.HandleFunc("/authorize", func(w http.ResponseWriter, r *http.Request) {
-			k, ok := postedKey(w, r)
-			if !ok {
-				return
-			}
-			keys.add(k)
-			klog.InfoS("shared shadow: a client joined", "fingerprint", gossh.FingerprintSHA256(k))
-		})
-		// A leaving client learns whether others still use the shadow (then it leaves it be).
-		mux.HandleFunc("/leave", func(w http.ResponseWriter, r *http.Request) {
-			k, ok := postedKey(w, r)
-			if !ok {
-				return
-			}
-			others := keys.leave(k)
-			klog.InfoS("shared shadow: a client left", "fingerprint", gossh.FingerprintSHA256(k), "others", others)
-			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(map[string]int{"others": others})
-		})
+		handleJoins(mux, keys, []byte(cfg.JoinKey), hostKey.PublicKey())
 	}
 	serveHTTP := func(name string, l net.Listener, h http.Handler) {
 		hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
@@ -276,77 +262,6 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
-}
-
-// postedKey reads the authorized_keys line a client POSTed, or answers why not.
-func postedKey(w http.ResponseWriter, r *http.Request) (gossh.PublicKey, bool) {
-	if r.Method != http.MethodPost {
-		http.Error(w, "POST an authorized_keys line", http.StatusMethodNotAllowed)
-		return nil, false
-	}
-	b, _ := io.ReadAll(io.LimitReader(r.Body, 8<<10))
-	k, _, _, _, err := gossh.ParseAuthorizedKey(b)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return nil, false
-	}
-	return k, true
-}
-
-// keySet holds the keys of a shared shadow's later clients, and counts the connections each
-// key (the first client's too) has open.
-type keySet struct {
-	mu   sync.Mutex
-	keys map[string]bool
-	open map[string]int
-	left map[string]bool
-}
-
-func newKeySet() *keySet {
-	return &keySet{keys: map[string]bool{}, open: map[string]int{}, left: map[string]bool{}}
-}
-
-func (s *keySet) connected(k gossh.PublicKey) func() {
-	id := string(k.Marshal())
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.open[id]++
-	delete(s.left, id)
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.open[id]--; s.open[id] <= 0 {
-			delete(s.open, id)
-		}
-	}
-}
-
-// leave marks k as gone (its connections may take a while to drop) and counts the keys that
-// still have connections open.
-func (s *keySet) leave(k gossh.PublicKey) int {
-	id := string(k.Marshal())
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.left[id] = true
-	n := 0
-	for other := range s.open {
-		if !s.left[other] {
-			n++
-		}
-	}
-	return n
-}
-
-func (s *keySet) add(k gossh.PublicKey) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.keys[string(k.Marshal())] = true
-}
-
-func (s *keySet) has(k gossh.PublicKey) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.keys[string(k.Marshal())]
 }
 
 // handleTraffic serves /traffic (wire.Traffic) on mux: since is how long ago a connection

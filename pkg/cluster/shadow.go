@@ -53,7 +53,8 @@ type ShadowSpec struct {
 	// pods restart and are replaced; the agent deletes the Deployment once its client is gone,
 	// as the ServiceAccount of the same name allows (CreateSelfDelete).
 	Deployment bool
-	// Shared makes a connect shadow that several clients use (see agent.Config.Shared).
+	// Shared makes a connect shadow that several clients use (see agent.Config.Shared). Its
+	// agent has the join key from the Secret of the pod's name (EnsureJoinSecret).
 	Shared bool
 	Opts   *PodOptions
 }
@@ -152,7 +153,9 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 		)
 	}
 	if s.Shared {
-		c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvShared, Value: "true"})
+		c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvShared, Value: "true"},
+			corev1.EnvVar{Name: wire.EnvJoinKey, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: ShadowName(s.Role, s.Session)}, Key: wire.JoinSecretKey}}})
 	}
 	if s.Deployment {
 		c.Env = append(c.Env,

@@ -67,6 +67,7 @@ type Session struct {
 	signer     gossh.Signer
 	deployment string
 	others     int           // a shared shadow's other clients, counted on Close
+	joinKey    []byte        // a shared shadow's (wire/join.go)
 	lost       chan struct{} // closed when KeepForwarding finds the pod gone
 	undo       cluster.Undo
 
@@ -159,7 +160,11 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 			if o.Shared && s.othersRemain() {
 				return nil // the others keep it; the last one out deletes it
 			}
-			return cluster.DeleteShadow(ctx, client, o.Namespace, podName)
+			err := cluster.DeleteShadow(ctx, client, o.Namespace, podName)
+			if o.Shared && err == nil { // the garbage collector would too, a moment later
+				err = cluster.DeleteJoinSecret(ctx, client, o.Namespace, podName)
+			}
+			return err
 		})
 		if joined {
 			s.others = 1 // until counted on Close: never delete what others may use

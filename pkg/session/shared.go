@@ -1,7 +1,10 @@
 package session
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -26,9 +29,9 @@ import (
 // SharedID is the session id, and so the name suffix, of a namespace's shared shadow.
 const SharedID = "shared"
 
-// A shared shadow serves every client that can port-forward to it: a later client registers
-// its own key over the agent's loopback health port (only a port-forward reaches it), so no
-// private key is ever stored in the cluster. The last client to leave deletes the pod; if it
+// A shared shadow serves every client that can read its join key (a Secret of its name) and
+// port-forward to it: a later client registers its own key over the agent's loopback health
+// port, proving the join key (wire/join.go), so no private key is ever stored in the cluster. The last client to leave deletes the pod; if it
 // was killed, the agent expires and `kubectl kt clean` removes the pod.
 
 // sharedPod returns the running shared shadow, or creates it; joined tells which.
@@ -49,8 +52,18 @@ func (s *Session) sharedPod(ctx context.Context, spec cluster.ShadowSpec) (*core
 		case !apierrors.IsNotFound(err):
 			return nil, false, cluster.Explain(err, "get", "pods", spec.Namespace)
 		}
+		key, err := cluster.EnsureJoinSecret(ctx, s.client, spec.Namespace, name, map[string]string{
+			wire.ManagedByLabel: wire.ManagedBy, wire.RoleLabel: spec.Role, wire.SessionLabel: SharedID})
+		if err != nil {
+			return nil, false, fmt.Errorf("the shared shadow's join key: %w", err)
+		}
 		p, err = cluster.CreateShadow(ctx, s.client, spec)
 		if err == nil {
+			if err := cluster.OwnJoinSecret(ctx, s.client, p); err != nil {
+				cluster.DeleteShadow(context.WithoutCancel(ctx), s.client, spec.Namespace, name)
+				return nil, false, err
+			}
+			s.joinKey = key
 			return p, false, nil
 		}
 		if !apierrors.IsAlreadyExists(err) && !strings.Contains(err.Error(), "already exists") {
@@ -128,24 +141,31 @@ func waitQuiet(ctx context.Context, d *portforward.Dialer, timeout time.Duration
 	}
 }
 
-// authorize registers this session's key with a shared agent (retrying while it starts).
+// authorize registers this session's key with a shared agent (retrying while it starts), and
+// pins the agent's host key from its answer: only the pod that holds the namespace's join key
+// can answer, so a pod that someone else made under the shared shadow's name gets no login.
 func (s *Session) authorize(ctx context.Context) error {
-	key := gossh.MarshalAuthorizedKey(s.signer.PublicKey())
+	if s.joinKey == nil {
+		k, err := cluster.JoinKey(ctx, s.client, s.Pod)
+		if err != nil {
+			return err
+		}
+		s.joinKey = k
+	}
 	deadline := time.Now().Add(s.opts.Pod.PortForwardTimeout)
 	var lastErr error
 	for delay := 50 * time.Millisecond; time.Now().Before(deadline) && ctx.Err() == nil; delay = min(2*delay, time.Second) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/authorize", strings.NewReader(string(key)))
-		resp, err := agentHTTP(s.Dialer).Do(req)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
-			if resp.StatusCode == http.StatusNotFound {
-				return fmt.Errorf("shadow %s/%s is not a shared shadow (%v); stop the connect that made it, or run 'kubectl kt clean'", s.opts.Namespace, s.Pod.Name, err)
-			}
+		reply, status, err := joinRequest(ctx, agentHTTP(s.Dialer), "/authorize", wire.JoinAuthorize, s.joinKey, s.signer.PublicKey())
+		switch {
+		case err == nil:
+			hk, _, _, _, _ := gossh.ParseAuthorizedKey([]byte(reply.HostKey))
+			s.hostKey.Pin(hk)
+			return nil
+		case status == http.StatusNotFound:
+			return fmt.Errorf("shadow %s/%s is not a shared shadow (%v); stop the connect that made it, or run 'kubectl kt clean'", s.opts.Namespace, s.Pod.Name, err)
+		case status != 0:
+			// The agent answered, and refused: trying again changes nothing.
+			return fmt.Errorf("join the shared shadow %s/%s: %v", s.opts.Namespace, s.Pod.Name, err)
 		}
 		lastErr = err
 		time.Sleep(delay)
@@ -153,27 +173,56 @@ func (s *Session) authorize(ctx context.Context) error {
 	return fmt.Errorf("join the shared shadow %s/%s: %v", s.opts.Namespace, s.Pod.Name, lastErr)
 }
 
+// joinRequest POSTs a wire.JoinRequest for purpose to path and checks the agent's answer
+// against joinKey. status is the HTTP status when the agent answered with an error, or when
+// its answer does not prove the key (then 0 < status < 300).
+func joinRequest(ctx context.Context, hc *http.Client, path, purpose string, joinKey []byte, key gossh.PublicKey) (wire.JoinReply, int, error) {
+	req := wire.JoinRequest{Key: string(gossh.MarshalAuthorizedKey(key)), Nonce: make([]byte, wire.JoinNonceLen)}
+	rand.Read(req.Nonce)
+	req.MAC = wire.RequestMAC(joinKey, purpose, req)
+	body, _ := json.Marshal(req)
+	hreq, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent"+path, bytes.NewReader(body))
+	var reply wire.JoinReply
+	resp, err := hc.Do(hreq)
+	if err != nil {
+		return reply, 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+	if resp.StatusCode != http.StatusOK {
+		return reply, resp.StatusCode, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if err := json.Unmarshal(b, &reply); err != nil {
+		return reply, resp.StatusCode, fmt.Errorf("the agent's answer: %v", err)
+	}
+	if !hmac.Equal(reply.MAC, wire.ReplyMAC(joinKey, reply, req.Nonce)) {
+		return reply, resp.StatusCode, fmt.Errorf("the pod's answer does not prove the namespace's join key: it is not the shared shadow kt made (whoever made it can read your traffic); delete it, or ask who did")
+	}
+	if _, _, _, _, err := gossh.ParseAuthorizedKey([]byte(reply.HostKey)); err != nil {
+		return reply, resp.StatusCode, fmt.Errorf("the agent's host key: %v", err)
+	}
+	return reply, 0, nil
+}
+
 // leaveShared tells the shared agent that this session leaves, and returns how many other
 // clients it still serves (an unreachable agent serves nobody).
 func (s *Session) leaveShared() int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	key := gossh.MarshalAuthorizedKey(s.signer.PublicKey())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent/leave", strings.NewReader(string(key)))
-	resp, err := agentHTTP(s.Dialer).Do(req)
-	if err != nil {
+	if s.joinKey == nil {
+		return 1 // never joined: cannot tell, leave it to the others, its expiry and clean
+	}
+	reply, status, err := joinRequest(ctx, agentHTTP(s.Dialer), "/leave", wire.JoinLeave, s.joinKey, s.signer.PublicKey())
+	switch {
+	case err != nil && status == 0:
 		klog.V(1).InfoS("shared shadow: leave", "err", err)
 		return 0
-	}
-	defer resp.Body.Close()
-	var st struct {
-		Others int `json:"others"`
-	}
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+	case err != nil:
+		klog.V(1).InfoS("shared shadow: leave", "err", err)
 		return 1 // cannot tell: leave it to the others, its expiry and clean
 	}
-	klog.V(1).InfoS("shared shadow: leaving", "others", st.Others)
-	return st.Others
+	klog.V(1).InfoS("shared shadow: leaving", "others", reply.Others)
+	return reply.Others
 }
 
 // othersRemain reports whether other clients still use the shared shadow.

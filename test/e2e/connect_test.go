@@ -543,4 +543,7 @@ func TestConnectShareShadow(t *testing.T) {
 	if _, err := client.CoreV1().Pods(testNamespace).Get(ctx, "kt-connect-shared", metav1.GetOptions{}); err == nil {
 		t.Errorf("the last developer to leave should remove the shared shadow")
 	}
+	if _, err := client.CoreV1().Secrets(testNamespace).Get(ctx, "kt-connect-shared", metav1.GetOptions{}); err == nil {
+		t.Errorf("the last developer to leave should remove the shared shadow's join key")
+	}
 }

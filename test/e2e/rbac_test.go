@@ -74,6 +74,14 @@ spec:
 		}
 		stopClean(t, p)
 	})
+	t.Run("connect --share-shadow", func(t *testing.T) {
+		p := startKt(t, append(as, "connect", "--share-shadow", "--disable-tun", "--proxy-port", "12241", "--shadow-expire-after", "15s")...)
+		p.WaitFor("export ALL_PROXY=socks5h://127.0.0.1:12241", 60*time.Second)
+		if r := laptop(t, "curl", "-sS", "-m", "10", "--socks5-hostname", "127.0.0.1:12241", "http://app."+rbacNS+"/"); !strings.Contains(r.Stdout, "app-in-cluster") {
+			t.Errorf("curl through a shared shadow as the developer:\n%s\n%s", r, p.Output())
+		}
+		stopClean(t, p)
+	})
 	laptopServer(t, "laptop-dev", "127.0.0.1:8080")
 	t.Run("exchange", func(t *testing.T) {
 		p := startKt(t, append(as, "exchange", "app", "--expose", "8080:80")...)

@@ -3,13 +3,21 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -18,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/sshtunnel"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -180,4 +189,55 @@ func TestMeshRouterSurvivesOversizedHeader(t *testing.T) {
 		}
 	}
 	stopMesh(t, dev)
+}
+
+// TestSharedShadowNeedsTheJoinKey: someone with only pods/portforward on the shared shadow
+// cannot register a key with it (the agent used to take any key POSTed to /authorize, and
+// its SSH login then gave the cluster's network as the pod), nor make it count a developer
+// as gone; the developer keeps working.
+func TestSharedShadowNeedsTheJoinKey(t *testing.T) {
+	nothingLeftBehind(t)
+	ctx := context.Background()
+	first := startConnect(t, "--share-shadow")
+	cfg, c := portForwarder(t)
+	if _, err := c.CoreV1().Secrets(testNamespace).Get(ctx, "kt-connect-shared", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("the port-forwarder should not read the join key: %v", err)
+	}
+	d := portforward.NewDialer(cfg, c, testNamespace, "kt-connect-shared")
+	defer d.Close()
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.Dial(ctx, wire.HealthPort) }}}
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	evilPub, _ := gossh.NewPublicKey(pub)
+	evil, _ := gossh.NewSignerFromKey(priv)
+	line := gossh.MarshalAuthorizedKey(evilPub)
+	guess := wire.JoinRequest{Key: string(line), Nonce: make([]byte, wire.JoinNonceLen)}
+	guess.MAC = wire.RequestMAC([]byte("a guess"), wire.JoinAuthorize, guess)
+	guessed, _ := json.Marshal(guess)
+	for name, body := range map[string][]byte{"a bare key": line, "a join request with a guessed key": guessed} {
+		for _, path := range []string{"/authorize", "/leave"} {
+			resp, err := hc.Post("http://agent"+path, "application/json", bytes.NewReader(body))
+			if err != nil {
+				t.Fatalf("the port-forwarder could not reach the health port (the test needs it to): %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Errorf("%s to %s without the join key was taken: %s", name, path, b)
+			}
+		}
+	}
+	conn, err := d.Dial(ctx, wire.SSHPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl, err := sshtunnel.Dial(ctx, conn, evil, time.Second, nil); err == nil {
+		cl.Close()
+		t.Errorf("the port-forwarder's key logs in to the shared shadow")
+	}
+	conn.Close()
+	if r := laptop(t, "curl", "-sS", "-m", "10", "http://web/after-attack"); !strings.Contains(r.Stdout, "echo from web-") {
+		t.Errorf("the developer after the attack: %s", r)
+	}
+	stopClean(t, first)
 }

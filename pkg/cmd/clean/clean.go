@@ -10,11 +10,13 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
@@ -173,6 +175,9 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := o.cleanIdentities(ctx, ns, verb, live, liveSession, &n); err != nil {
 		return err
 	}
+	if err := o.cleanJoinSecrets(ctx, ns, verb, &n); err != nil {
+		return err
+	}
 	if n == 0 && len(cleaned) == 0 {
 		fmt.Fprintln(o.ErrOut, "Nothing to clean")
 	}
@@ -301,6 +306,37 @@ func (o *Options) cleanIdentities(ctx context.Context, ns, verb string, live, li
 		if !o.DryRun {
 			if err := cluster.Identity(o.client, sa.Namespace, sa.Name).Delete(ctx); err != nil {
 				return fmt.Errorf("delete the identity %s/%s: %w", sa.Namespace, sa.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// cleanJoinSecrets deletes the join Secrets of shared shadows that are gone. The garbage
+// collector removes one with its pod; this is for a client killed between making the Secret
+// and the pod. Without the right to list Secrets there are none of kt's to see.
+func (o *Options) cleanJoinSecrets(ctx context.Context, ns, verb string, n *int) error {
+	secs, err := o.client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
+	if apierrors.IsForbidden(err) {
+		klog.V(1).InfoS("not allowed to list secrets: no shared shadow's join key checked", "err", err)
+		return nil
+	}
+	if err != nil {
+		return cluster.Explain(err, "list", "secrets", ns)
+	}
+	for _, sec := range secs.Items {
+		if time.Since(sec.CreationTimestamp.Time) <= o.Threshold {
+			continue
+		}
+		// Every namespace's shared shadow has the same session: judge the pod of its name.
+		if p, err := o.client.CoreV1().Pods(sec.Namespace).Get(ctx, sec.Name, metav1.GetOptions{}); err == nil && !stale(p, o.Threshold) {
+			continue
+		}
+		*n++
+		fmt.Fprintf(o.Out, "%s join key %s/%s of a gone shared shadow\n", verb, sec.Namespace, sec.Name)
+		if !o.DryRun {
+			if err := cluster.DeleteJoinSecret(ctx, o.client, sec.Namespace, sec.Name); err != nil {
+				return err
 			}
 		}
 	}

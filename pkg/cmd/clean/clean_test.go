@@ -52,3 +52,32 @@ func TestCleanKeepsALiveSessionsIdentity(t *testing.T) {
 		t.Errorf("clean reported the live identity:\n%s", out.String())
 	}
 }
+
+// A client killed between making a shared shadow's join Secret and its pod left the Secret
+// with no pod to own it: clean removes it, and keeps a live shared shadow's.
+func TestCleanRemovesAGoneSharedShadowsJoinKey(t *testing.T) {
+	t.Setenv("KT_STATE_DIR", t.TempDir()+"/state")
+	ctx := context.Background()
+	old := metav1.NewTime(time.Now().Add(-time.Hour))
+	secret := func(ns string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "kt-connect-shared", Namespace: ns, CreationTimestamp: old,
+			Labels: map[string]string{wire.ManagedByLabel: wire.ManagedBy, wire.SessionLabel: "shared"}}}
+	}
+	live := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "kt-connect-shared", Namespace: "a", CreationTimestamp: old,
+		Labels:      map[string]string{wire.ManagedByLabel: wire.ManagedBy, wire.SessionLabel: "shared"},
+		Annotations: map[string]string{wire.HeartbeatAnnotation: time.Now().UTC().Format(time.RFC3339)}},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	client := fake.NewClientset(secret("a"), live, secret("b"))
+	var out bytes.Buffer
+	o := NewOptions(genericiooptions.IOStreams{Out: &out, ErrOut: &bytes.Buffer{}})
+	o.client, o.AllNamespaces = client, true
+	if err := o.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for ns, want := range map[string]bool{"a": true, "b": false} {
+		_, err := client.CoreV1().Secrets(ns).Get(ctx, "kt-connect-shared", metav1.GetOptions{})
+		if (err == nil) != want {
+			t.Errorf("%s: kept %v, want %v\n%s", ns, err == nil, want, out.String())
+		}
+	}
+}

@@ -30,29 +30,32 @@ type Permission struct {
 	Group, Resource, Sub, Verb string
 	For                        string // the commands that need it
 	Optional                   string // when set, what is lost without it (a warning, not a failure)
+	Name                       string // the one object the rule names, when it names one
 }
 
 // Permissions lists what kt asks of the API server (docs/rbac.yaml grants exactly these).
 var Permissions = []Permission{
-	{"", "pods", "", "create", "connect, exchange, mesh, preview, forward", ""},
-	{"", "pods", "", "get", "every command", ""},
-	{"", "pods", "", "list", "every command", ""},
-	{"", "pods", "", "watch", "connect, exchange", ""},
-	{"", "pods", "", "delete", "every command (its own shadows)", ""},
-	{"", "pods", "", "patch", "heartbeats", ""},
-	{"", "pods", "portforward", "create", "every command (the tunnel)", ""},
-	{"", "services", "", "get", "exchange, mesh, preview, forward", ""},
-	{"", "services", "", "list", "exchange, mesh, birdseye, clean", ""},
-	{"", "services", "", "update", "exchange, mesh, recover, clean", ""},
-	{"", "services", "", "create", "connect (dry-run range probe), mesh, preview", ""},
-	{"", "services", "", "delete", "mesh, preview, clean", ""},
-	{"discovery.k8s.io", "endpointslices", "", "list", "exchange, connect --dns-mode hosts", ""},
-	{"", "serviceaccounts", "", "create", "exchange, mesh, preview", "the shadow cannot restore a Service by itself after a crash"},
-	{"rbac.authorization.k8s.io", "roles", "", "create", "exchange, mesh, preview", "the shadow cannot restore a Service by itself after a crash"},
-	{"rbac.authorization.k8s.io", "rolebindings", "", "create", "exchange, mesh, preview", "the shadow cannot restore a Service by itself after a crash"},
-	{"apps", "deployments", "", "patch", "exchange --mode scale", "scale mode"},
-	{"", "namespaces", "", "list", "connect (cluster names by namespace)", "only the namespace connected to resolves as svc.ns"},
-	{"", "nodes", "", "list", "connect (pod ranges)", "pod ranges are guessed from a sample of pod IPs"},
+	{"", "pods", "", "create", "connect, exchange, mesh, preview, forward", "", ""},
+	{"", "pods", "", "get", "every command", "", ""},
+	{"", "pods", "", "list", "every command", "", ""},
+	{"", "pods", "", "watch", "connect, exchange", "", ""},
+	{"", "pods", "", "delete", "every command (its own shadows)", "", ""},
+	{"", "pods", "", "patch", "heartbeats", "", ""},
+	{"", "pods", "portforward", "create", "every command (the tunnel)", "", ""},
+	{"", "services", "", "get", "exchange, mesh, preview, forward", "", ""},
+	{"", "services", "", "list", "exchange, mesh, birdseye, clean", "", ""},
+	{"", "services", "", "update", "exchange, mesh, recover, clean", "", ""},
+	{"", "services", "", "create", "connect (dry-run range probe), mesh, preview", "", ""},
+	{"", "services", "", "delete", "mesh, preview, clean", "", ""},
+	{"discovery.k8s.io", "endpointslices", "", "list", "exchange, connect --dns-mode hosts", "", ""},
+	{"", "serviceaccounts", "", "create", "exchange, mesh, preview", "the shadow cannot restore a Service by itself after a crash", ""},
+	{"rbac.authorization.k8s.io", "roles", "", "create", "exchange, mesh, preview", "the shadow cannot restore a Service by itself after a crash", ""},
+	{"rbac.authorization.k8s.io", "rolebindings", "", "create", "exchange, mesh, preview", "the shadow cannot restore a Service by itself after a crash", ""},
+	{"apps", "deployments", "", "patch", "exchange --mode scale", "scale mode", ""},
+	{"", "secrets", "", "create", "connect --share-shadow (the join key)", "--share-shadow", ""},
+	{"", "secrets", "", "get", "connect --share-shadow (the join key)", "--share-shadow", "kt-connect-shared"},
+	{"", "namespaces", "", "list", "connect (cluster names by namespace)", "only the namespace connected to resolves as svc.ns", ""},
+	{"", "nodes", "", "list", "connect (pod ranges)", "pod ranges are guessed from a sample of pod IPs", ""},
 }
 
 // NewCmdDoctor returns the doctor command.
@@ -113,7 +116,7 @@ func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image
 			scope = ""
 		}
 		r, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authv1.SelfSubjectAccessReview{Spec: authv1.SelfSubjectAccessReviewSpec{
-			ResourceAttributes: &authv1.ResourceAttributes{Namespace: scope, Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Sub}}}, metav1.CreateOptions{})
+			ResourceAttributes: &authv1.ResourceAttributes{Namespace: scope, Verb: p.Verb, Group: p.Group, Resource: p.Resource, Subresource: p.Sub, Name: p.Name}}}, metav1.CreateOptions{})
 		res := p.Resource
 		if p.Sub != "" {
 			res += "/" + p.Sub
