@@ -22,7 +22,7 @@ TOOLS      := $(KT_ROOT)/tools
 GORELEASER := $(TOOLS)/goreleaser
 KREW       := $(TOOLS)/krew
 
-.PHONY: fuzz resolved all build tools release-snapshot image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
+.PHONY: deps fuzz resolved all build tools release-snapshot image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
 
 all: build image
 
@@ -57,7 +57,7 @@ dist/images/testapp.tar: bin/imgbuild bin/testapp
 	  -busybox /bin/busybox -docker $@
 
 # The local test cluster (hack/cluster, see its README).
-cluster-up:
+cluster-up: deps
 	hack/cluster/up.sh
 	$(MAKE) load-images
 
@@ -67,9 +67,13 @@ load-images: image test-images
 cluster-down:
 	hack/cluster/down.sh
 
+# The Debian packages of hack/packages.txt: installed when missing (as root), or named at once.
+deps:
+	@hack/deps.sh
+
 test: test-unit test-e2e
 
-test-unit:
+test-unit: deps
 	go vet ./...
 	go test -race -count=1 ./...
 	$(MAKE) fuzz
@@ -97,20 +101,20 @@ release-snapshot: tools
 	$(GORELEASER) release --snapshot --clean
 	hack/krew-manifest.sh $$(sed -n 's/.*"version":"\([^"]*\)".*/\1/p' dist/release/metadata.json) dist/release > dist/release/krew.yaml
 
-test-e2e: cluster-up build bin/testapp release-snapshot resolved
+test-e2e: deps cluster-up build bin/testapp release-snapshot resolved
 	KT_BIN=$(CURDIR)/bin/kubectl-kt KT_IMAGE=$(IMAGE) KT_TESTAPP=$(TESTAPP) \
 	  go test -tags e2e -count=1 -timeout 40m -v ./test/e2e 2>&1 | tee $(KT_ROOT)/logs/e2e.log | hack/summarize-go-test.sh
 
 resolved:
 	hack/resolved.sh
 
-demo: cluster-up build
+demo: deps cluster-up build
 	hack/demo.sh
 
-bench: cluster-up build
+bench: deps cluster-up build
 	KT_BIN=$(CURDIR)/bin/kubectl-kt go test -tags e2e -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./test/e2e | tee $(KT_ROOT)/logs/bench.log
 
-lint:
+lint: deps
 	go vet ./...
 	go vet -tags e2e ./test/e2e/...
 	@for t in darwin/amd64 darwin/arm64 windows/amd64 windows/arm64; do GOOS=$${t%/*} GOARCH=$${t#*/} go vet ./cmd/... ./pkg/... || exit 1; done

@@ -25,14 +25,7 @@ put() {
 }
 
 # ---------------------------------------------------------------- 0. Debian packages
-pkgs=(containerd runc containernetworking-plugins iptables conntrack busybox-static openssl curl iproute2)
-missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if ((${#missing[@]})); then
-  log "apt-get install ${missing[*]}"
-  apt-get update -q >"$KT_LOGS/apt.log" 2>&1
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >>"$KT_LOGS/apt.log" 2>&1
-fi
+"$KT_SRC/../deps.sh" || die "the Debian packages of hack/packages.txt"
 
 # ---------------------------------------------------------------- 1. build (no-op when built)
 log "build: $("$KT_SRC/build.sh" bins | tr '\n' ' ')"
