@@ -4,6 +4,7 @@ package clean
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -35,6 +36,7 @@ type Options struct {
 
 	client    kubernetes.Interface
 	namespace string
+	errs      []error // what could not be cleaned
 	genericiooptions.IOStreams
 }
 
@@ -56,11 +58,11 @@ heartbeats more than --threshold ago. Live sessions are never touched.`,
   kubectl kt clean --dry-run
   sudo kubectl kt clean --local-only`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Validate(); err != nil {
-				return usage.Wrap(err)
-			}
 			if err := o.Complete(f); err != nil {
 				return err
+			}
+			if err := o.Validate(); err != nil {
+				return usage.Wrap(err)
 			}
 			cmd.SilenceUsage = true
 			return o.Run(cmd.Context())
@@ -148,7 +150,7 @@ func (o *Options) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Out, "%s pod %s/%s (owner %s, last heartbeat %s)\n", verb, p.Namespace, p.Name, p.Annotations[wire.OwnerAnnotation], p.Annotations[wire.HeartbeatAnnotation])
 		if !o.DryRun {
 			if err := cluster.DeleteShadow(ctx, o.client, p.Namespace, p.Name); err != nil {
-				return err
+				o.failed(fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err))
 			}
 		}
 	}
@@ -165,7 +167,7 @@ func (o *Options) Run(ctx context.Context) error {
 		fmt.Fprintf(o.Out, "%s shadow deployment %s/%s (owner %s)\n", verb, d.Namespace, d.Name, d.Annotations[wire.OwnerAnnotation])
 		if !o.DryRun {
 			if err := cluster.DeleteShadowDeployment(ctx, o.client, d.Namespace, d.Name, d.Labels[wire.SessionLabel]); err != nil {
-				return err
+				o.failed(fmt.Errorf("delete shadow deployment %s/%s: %w", d.Namespace, d.Name, err))
 			}
 		}
 	}
@@ -178,10 +180,38 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := o.cleanJoinSecrets(ctx, ns, verb, &n); err != nil {
 		return err
 	}
+	if len(o.errs) > 0 {
+		return fmt.Errorf("%d of kt's objects could not be cleaned: %w", len(o.errs), errors.Join(o.errs...))
+	}
 	if n == 0 && len(cleaned) == 0 {
 		fmt.Fprintln(o.ErrOut, "Nothing to clean")
 	}
 	return nil
+}
+
+// failed records what could not be cleaned: the rest is still cleaned, then Run fails.
+func (o *Options) failed(err error) {
+	fmt.Fprintf(o.ErrOut, "Error: %v\n", err)
+	o.errs = append(o.errs, err)
+}
+
+// listed warns when kt's objects of a kind could not be listed for lack of the right (so none
+// of them is cleaned), and fails for any other error.
+func (o *Options) listed(err error, resource, ns string) {
+	switch {
+	case err == nil:
+	case apierrors.IsForbidden(err):
+		fmt.Fprintf(o.ErrOut, "Warning: not allowed to list %s in %s: none of them is checked (%v)\n", resource, scopeName(ns), err)
+	default:
+		o.failed(cluster.Explain(err, "list", resource, ns))
+	}
+}
+
+func scopeName(ns string) string {
+	if ns == "" {
+		return "any namespace"
+	}
+	return "namespace " + ns
 }
 
 // stale reports whether a kt pod's client is gone: its agent exited, or its heartbeat is older
@@ -224,7 +254,7 @@ func (o *Options) cleanServices(ctx context.Context, ns, verb string) (map[strin
 		fmt.Fprintf(o.Out, "%s service %s/%s (%sd by %s, last heartbeat %s)\n", verb, svc.Namespace, svc.Name, l.Role, l.Owner, l.Heartbeat.Local().Format(time.RFC3339))
 		if !o.DryRun {
 			if _, err := cluster.RestoreService(ctx, o.client, svc.Namespace, svc.Name, ""); err != nil {
-				return nil, n, err
+				o.failed(fmt.Errorf("restore service %s/%s: %w", svc.Namespace, svc.Name, err))
 			}
 		}
 	}
@@ -242,23 +272,27 @@ func (o *Options) cleanServices(ctx context.Context, ns, verb string) (map[strin
 		b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{wire.UndoAnnotation: nil}}, "spec": map[string]any{"replicas": u.Replicas}})
 		return patch(b)
 	}
-	if ds, err := o.client.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{}); err == nil {
+	ds, err := o.client.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
+	o.listed(err, "deployments", ns)
+	if err == nil {
 		for _, d := range ds.Items {
 			if err := scaleBack("deployment", d.Namespace, d.Name, d.Annotations, func(b []byte) error {
 				_, err := o.client.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType, b, metav1.PatchOptions{})
 				return err
 			}); err != nil {
-				return nil, n, err
+				o.failed(fmt.Errorf("scale back deployment %s/%s: %w", d.Namespace, d.Name, err))
 			}
 		}
 	}
-	if ss, err := o.client.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{}); err == nil {
+	ss, err := o.client.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{})
+	o.listed(err, "statefulsets", ns)
+	if err == nil {
 		for _, s := range ss.Items {
 			if err := scaleBack("statefulset", s.Namespace, s.Name, s.Annotations, func(b []byte) error {
 				_, err := o.client.AppsV1().StatefulSets(s.Namespace).Patch(ctx, s.Name, types.MergePatchType, b, metav1.PatchOptions{})
 				return err
 			}); err != nil {
-				return nil, n, err
+				o.failed(fmt.Errorf("scale back statefulset %s/%s: %w", s.Namespace, s.Name, err))
 			}
 		}
 	}
@@ -278,8 +312,8 @@ func (o *Options) cleanOrigins(ctx context.Context, ns, verb string, live map[st
 		*n++
 		fmt.Fprintf(o.Out, "%s service %s/%s (the origin Service of a gone mesh)\n", verb, s.Namespace, s.Name)
 		if !o.DryRun {
-			if err := o.client.CoreV1().Services(s.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil {
-				return err
+			if err := o.client.CoreV1().Services(s.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				o.failed(fmt.Errorf("delete service %s/%s: %w", s.Namespace, s.Name, cluster.Explain(err, "delete", "services", s.Namespace)))
 			}
 		}
 	}
@@ -305,7 +339,7 @@ func (o *Options) cleanIdentities(ctx context.Context, ns, verb string, live, li
 		fmt.Fprintf(o.Out, "%s service account, role and role binding %s/%s of a gone session\n", verb, sa.Namespace, sa.Name)
 		if !o.DryRun {
 			if err := cluster.Identity(o.client, sa.Namespace, sa.Name).Delete(ctx); err != nil {
-				return fmt.Errorf("delete the identity %s/%s: %w", sa.Namespace, sa.Name, err)
+				o.failed(fmt.Errorf("delete the identity %s/%s: %w", sa.Namespace, sa.Name, err))
 			}
 		}
 	}
@@ -336,7 +370,7 @@ func (o *Options) cleanJoinSecrets(ctx context.Context, ns, verb string, n *int)
 		fmt.Fprintf(o.Out, "%s join key %s/%s of a gone shared shadow\n", verb, sec.Namespace, sec.Name)
 		if !o.DryRun {
 			if err := cluster.DeleteJoinSecret(ctx, o.client, sec.Namespace, sec.Name); err != nil {
-				return err
+				o.failed(fmt.Errorf("delete secret %s/%s: %w", sec.Namespace, sec.Name, err))
 			}
 		}
 	}
