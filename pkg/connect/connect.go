@@ -39,6 +39,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/tun"
+	"github.com/kubectl-kt/kt/pkg/tunnel"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -93,13 +94,13 @@ type connector struct {
 	cfg     Config
 	admin   netadmin.Admin
 	sess    atomic.Pointer[session.Session]
-	dialer  *TunnelDialer
+	dialer  *tunnel.Dialer
 	lock    *Lock
 	state   *State
 	stateMu sync.Mutex
 }
 
-func (c *connector) agent() PortDialer { return c.sess.Load() }
+func (c *connector) agent() tunnel.PortDialer { return c.sess.Load() }
 
 // Run connects and blocks until ctx ends, then restores everything. A clean teardown after
 // ctx ends returns nil.
@@ -112,7 +113,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	pipe.OneProcessor()
 	c := &connector{cfg: cfg, admin: cfg.Admin}
-	c.dialer = &TunnelDialer{Agent: c.agent}
+	c.dialer = &tunnel.Dialer{Agent: c.agent}
 	server := cfg.RESTConfig.Host
 	if c.admin == nil {
 		c.admin = netadmin.ForUser(netadmin.HelperOptions{

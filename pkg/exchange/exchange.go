@@ -11,7 +11,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -24,6 +23,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
+	"github.com/kubectl-kt/kt/pkg/target"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -40,7 +40,7 @@ type Config struct {
 	Client           kubernetes.Interface
 	Namespace        string
 	Target           string
-	Expose           []Expose
+	Expose           []target.Expose
 	Mode             string
 	SkipPortChecking bool
 	RecoverWaitTime  time.Duration
@@ -58,19 +58,19 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	pipe.OneProcessor()
 	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
-	t, err := Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
+	t, err := target.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
 	if err != nil {
 		return err
 	}
 	if l, ok := wire.ServiceLock(t.Service); ok && time.Since(l.Heartbeat) < cluster.StaleAfter {
 		return &cluster.LockedError{Service: cfg.Namespace + "/" + t.Service.Name, Lock: *l}
 	}
-	ports, warnings, err := MapPorts(t.Service, t.Workload, cfg.Expose)
+	ports, warnings, err := target.MapPorts(t.Service, t.Workload, cfg.Expose)
 	if err != nil {
 		return err
 	}
 	if !cfg.SkipPortChecking {
-		if err := CheckLocal(ports); err != nil {
+		if err := session.CheckLocal(target.Locals(ports)...); err != nil {
 			return err
 		}
 	}
@@ -207,21 +207,11 @@ func modeName(m string) string {
 	return m
 }
 
-// CheckLocal fails unless something listens on each local port.
-func CheckLocal(ports []PortMap) error {
-	for _, p := range ports {
-		if err := session.CheckLocal(p.Local); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 type exchanger struct {
 	cfg    Config
 	ns     string
 	svc    *corev1.Service
-	ports  []PortMap
+	ports  []target.PortMap
 	lockID string
 
 	mu   sync.Mutex
@@ -306,16 +296,10 @@ func (x *exchanger) serve(ctx context.Context, fwds []session.Forward, ready fun
 	return nil
 }
 
-// WorkloadUndo is the inverse of scale mode, stored on the workload.
-type WorkloadUndo struct {
-	Replicas int32  `json:"replicas"`
-	Session  string `json:"session"`
-}
-
 // scaleDown records the replicas on the workload, scales it to zero, and pushes the inverse:
 // scale back and wait until the pods are ready again (before the shadow is deleted).
-func (x *exchanger) scaleDown(ctx context.Context, w *Workload, undo *cluster.Undo) error {
-	replicas, inherited, err := ScaleToZero(ctx, x.cfg.Client, x.ns, w, x.lockID)
+func (x *exchanger) scaleDown(ctx context.Context, w *target.Workload, undo *cluster.Undo) error {
+	replicas, inherited, err := cluster.ScaleToZero(ctx, x.cfg.Client, x.ns, w, x.lockID)
 	if err != nil {
 		return err
 	}
@@ -325,7 +309,7 @@ func (x *exchanger) scaleDown(ctx context.Context, w *Workload, undo *cluster.Un
 	back := *w
 	back.Replicas = replicas
 	undo.Push(fmt.Sprintf("scale %s/%s back to %d", w.Kind, w.Name, replicas), func(ctx context.Context) error {
-		if err := ScaleBack(ctx, x.cfg.Client, x.ns, &back); err != nil {
+		if err := cluster.ScaleBack(ctx, x.cfg.Client, x.ns, &back); err != nil {
 			return err
 		}
 		if err := waitReady(ctx, x.cfg.Client, x.ns, &back, x.cfg.RecoverWaitTime, x.cfg.ErrOut); err != nil {
@@ -334,23 +318,6 @@ func (x *exchanger) scaleDown(ctx context.Context, w *Workload, undo *cluster.Un
 		return x.drainShadow(ctx)
 	})
 	return nil
-}
-
-// ScaleToZero scales the workload to zero and records, on it, the replicas to come back to.
-// A record left by an earlier session (one that crashed, leaving the workload at zero) is
-// never overwritten: its count is the workload's own, the current one is kt's 0. It returns
-// the replicas to restore and the inherited record, if any.
-func ScaleToZero(ctx context.Context, client kubernetes.Interface, ns string, w *Workload, session string) (int32, *WorkloadUndo, error) {
-	if w.Undo != nil {
-		return w.Undo.Replicas, w.Undo, setWorkload(ctx, client, ns, w, nil, ptr.To[int32](0))
-	}
-	b, _ := json.Marshal(WorkloadUndo{Replicas: w.Replicas, Session: session})
-	return w.Replicas, nil, setWorkload(ctx, client, ns, w, map[string]any{wire.UndoAnnotation: string(b)}, ptr.To[int32](0))
-}
-
-// ScaleBack is ScaleToZero's inverse: the workload gets w.Replicas and loses the record.
-func ScaleBack(ctx context.Context, client kubernetes.Interface, ns string, w *Workload) error {
-	return setWorkload(ctx, client, ns, w, map[string]any{wire.UndoAnnotation: nil}, ptr.To(w.Replicas))
 }
 
 // drainShadow takes the shadow out of the Service in scale mode, where it carries the
@@ -370,29 +337,7 @@ func (x *exchanger) drainShadow(ctx context.Context) error {
 	return nil
 }
 
-// setWorkload patches annotations (nil deletes) and replicas of a Deployment or StatefulSet.
-func setWorkload(ctx context.Context, client kubernetes.Interface, ns string, w *Workload, ann map[string]any, replicas *int32) error {
-	patch := map[string]any{}
-	if ann != nil {
-		patch["metadata"] = map[string]any{"annotations": ann}
-	}
-	if replicas != nil {
-		patch["spec"] = map[string]any{"replicas": *replicas}
-	}
-	b, _ := json.Marshal(patch)
-	var err error
-	if w.Kind == "Deployment" {
-		_, err = client.AppsV1().Deployments(ns).Patch(ctx, w.Name, types.MergePatchType, b, metav1.PatchOptions{})
-	} else {
-		_, err = client.AppsV1().StatefulSets(ns).Patch(ctx, w.Name, types.MergePatchType, b, metav1.PatchOptions{})
-	}
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return cluster.Explain(err, "patch", strings.ToLower(w.Kind)+"s", ns)
-}
-
-func waitReady(ctx context.Context, client kubernetes.Interface, ns string, w *Workload, timeout time.Duration, out io.Writer) error {
+func waitReady(ctx context.Context, client kubernetes.Interface, ns string, w *target.Workload, timeout time.Duration, out io.Writer) error {
 	deadline := time.Now().Add(timeout)
 	wait := progress.Start(out, fmt.Sprintf("Waiting for %s/%s to have %d ready pods again", w.Kind, w.Name, w.Replicas))
 	defer wait.Stop()

@@ -19,10 +19,10 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
-	"github.com/kubectl-kt/kt/pkg/connect"
 	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/session"
+	"github.com/kubectl-kt/kt/pkg/tunnel"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -118,7 +118,7 @@ func runAddress(ctx context.Context, cfg Config) error {
 			fmt.Fprintln(cfg.ErrOut, "Stopped forwarding; deleted the shadow")
 		}
 	}()
-	d := &connect.TunnelDialer{Agent: func() connect.PortDialer { return sess }}
+	d := &tunnel.Dialer{Agent: func() tunnel.PortDialer { return sess }}
 	fmt.Fprintf(cfg.ErrOut, "Forwarding %s -> %s (dialled from shadow %s/%s). Ctrl-C to stop.\n", l.Addr(), net.JoinHostPort(host, portStr), cfg.Namespace, sess.Pod.Name)
 	go func() {
 		// keep the SSH control connection (and so the shadow) alive

@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
-	"github.com/kubectl-kt/kt/pkg/exchange"
+	"github.com/kubectl-kt/kt/pkg/target"
 )
 
 // podSource is where forward finds its pod.
@@ -86,7 +86,7 @@ func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 				return &podPort{remote: strconv.Itoa(int(sp.Port)), local: int(sp.Port), on: func(p *corev1.Pod) (uint16, error) { return targetPort(p, *sp) }}, nil
 			}}, nil
 	case "deploy", "deployment", "deployments", "sts", "statefulset", "statefulsets":
-		w, err := exchange.GetWorkload(ctx, cfg.Client, ns, strings.ToLower(kind), name)
+		w, err := target.GetWorkload(ctx, cfg.Client, ns, strings.ToLower(kind), name)
 		if err != nil {
 			return nil, err
 		}

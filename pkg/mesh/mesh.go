@@ -30,11 +30,11 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
-	"github.com/kubectl-kt/kt/pkg/exchange"
 	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
+	"github.com/kubectl-kt/kt/pkg/target"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -50,7 +50,7 @@ type Config struct {
 	Client           kubernetes.Interface
 	Namespace        string
 	Target           string
-	Expose           []exchange.Expose
+	Expose           []target.Expose
 	Mode             string
 	Key, Value       string
 	SkipPortChecking bool
@@ -99,19 +99,19 @@ func ParseVersionMark(s string) (key, value string, err error) {
 func Run(ctx context.Context, cfg Config) (err error) {
 	pipe.OneProcessor()
 	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
-	t, err := exchange.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
+	t, err := target.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
 	if err != nil {
 		return err
 	}
 	if l, ok := wire.ServiceLock(t.Service); ok && l.Role != wire.RoleMesh && time.Since(l.Heartbeat) < cluster.StaleAfter {
 		return &cluster.LockedError{Service: cfg.Namespace + "/" + t.Service.Name, Lock: *l}
 	}
-	ports, _, err := exchange.MapPorts(t.Service, t.Workload, cfg.Expose)
+	ports, _, err := target.MapPorts(t.Service, t.Workload, cfg.Expose)
 	if err != nil {
 		return err
 	}
 	if !cfg.SkipPortChecking {
-		if err := exchange.CheckLocal(ports); err != nil {
+		if err := session.CheckLocal(target.Locals(ports)...); err != nil {
 			return err
 		}
 	}
@@ -134,7 +134,7 @@ type mesher struct {
 	cfg     Config
 	ns      string
 	svc     *corev1.Service
-	ports   []exchange.PortMap
+	ports   []target.PortMap
 	session string
 	goodbye string
 }
@@ -279,7 +279,7 @@ func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
 	}
 }
 
-func describe(ports []exchange.PortMap) string {
+func describe(ports []target.PortMap) string {
 	var s []string
 	for _, p := range ports {
 		s = append(s, fmt.Sprintf("%d→localhost:%d", p.ServicePort, p.Local))

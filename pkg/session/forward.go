@@ -180,8 +180,17 @@ func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Wr
 	return err
 }
 
-// CheckLocal fails unless something listens on localhost:port.
-func CheckLocal(port int) error {
+// CheckLocal fails unless something listens on localhost at each port.
+func CheckLocal(ports ...int) error {
+	for _, p := range ports {
+		if err := checkLocal(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkLocal(port int) error {
 	c, err := net.DialTimeout("tcp", LocalAddr(port), time.Second)
 	if err != nil {
 		return fmt.Errorf("nothing listens on localhost:%d; start your service first, or pass --skip-port-checking", port)

@@ -16,9 +16,9 @@ import (
 	"github.com/miekg/dns"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/kubectl-kt/kt/pkg/connect"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/session"
+	"github.com/kubectl-kt/kt/pkg/tunnel"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -26,7 +26,7 @@ import (
 // sessions of SOCKS5 CONNECTs), as connect's and forward's do; host names are resolved in the pod.
 func socksHTTP(t *testing.T, s *session.Session) *http.Client {
 	t.Helper()
-	d := &connect.TunnelDialer{Agent: func() connect.PortDialer { return s }}
+	d := &tunnel.Dialer{Agent: func() tunnel.PortDialer { return s }}
 	t.Cleanup(d.Close)
 	dial := func(ctx context.Context, _, addr string) (net.Conn, error) { return d.DialHost(ctx, addr) }
 	return &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DialContext: dial}}

@@ -22,8 +22,8 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/connect"
-	"github.com/kubectl-kt/kt/pkg/exchange"
 	"github.com/kubectl-kt/kt/pkg/netadmin"
+	"github.com/kubectl-kt/kt/pkg/target"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -259,7 +259,7 @@ func (o *Options) cleanServices(ctx context.Context, ns, verb string) (map[strin
 		}
 	}
 	scaleBack := func(kind, ns, name string, ann map[string]string, patch func([]byte) error) error {
-		var u exchange.WorkloadUndo
+		var u target.WorkloadUndo
 		s, ok := ann[wire.UndoAnnotation]
 		if !ok || json.Unmarshal([]byte(s), &u) != nil || live[u.Session] {
 			return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/exchange"
+	"github.com/kubectl-kt/kt/pkg/target"
 )
 
 // Options holds the flags of exchange.
@@ -71,7 +72,7 @@ then deletes the shadow. Needs no root.`,
 // Validate checks the flags.
 func (o *Options) Validate() error {
 	var err error
-	if o.cfg.Expose, err = exchange.ParseExpose(o.Expose); err != nil {
+	if o.cfg.Expose, err = target.ParseExpose(o.Expose); err != nil {
 		return err
 	}
 	switch o.Mode {

@@ -13,8 +13,8 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
-	"github.com/kubectl-kt/kt/pkg/exchange"
 	"github.com/kubectl-kt/kt/pkg/mesh"
+	"github.com/kubectl-kt/kt/pkg/target"
 )
 
 // Options holds the flags of mesh.
@@ -74,7 +74,7 @@ original pods. --mode manual only starts a shadow labelled KEY=VALUE, for Istio 
 // Validate checks the flags.
 func (o *Options) Validate() error {
 	var err error
-	if o.cfg.Expose, err = exchange.ParseExpose(o.Expose); err != nil {
+	if o.cfg.Expose, err = target.ParseExpose(o.Expose); err != nil {
 		return err
 	}
 	if o.Mode != mesh.ModeAuto && o.Mode != mesh.ModeManual {

@@ -14,8 +14,8 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
-	"github.com/kubectl-kt/kt/pkg/exchange"
 	"github.com/kubectl-kt/kt/pkg/preview"
+	"github.com/kubectl-kt/kt/pkg/target"
 )
 
 // NewCmdPreview returns the preview command.
@@ -33,7 +33,7 @@ the local ports, so pods can call your local build by name. Both are removed on 
 			if errs := validation.IsDNS1035Label(args[0]); len(errs) > 0 {
 				return usage.Errorf("service name %q: %s", args[0], errs[0])
 			}
-			ex, err := exchange.ParseExpose(expose)
+			ex, err := target.ParseExpose(expose)
 			if err != nil {
 				return usage.Wrap(err)
 			}

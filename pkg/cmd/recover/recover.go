@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
-	"github.com/kubectl-kt/kt/pkg/exchange"
+	"github.com/kubectl-kt/kt/pkg/target"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -61,7 +61,7 @@ func (o *Options) Run(ctx context.Context, name string) error {
 		return fmt.Errorf("service %s/%s: %w; check the name and -n/--namespace", o.namespace, name, cluster.Explain(err, "get", "services", o.namespace))
 	}
 	l, locked := wire.ServiceLock(svc)
-	w, err := exchange.ServiceWorkload(ctx, o.client, svc)
+	w, err := target.ServiceWorkload(ctx, o.client, svc)
 	if err != nil {
 		return err
 	}
@@ -76,7 +76,7 @@ func (o *Options) Run(ctx context.Context, name string) error {
 	if w != nil && w.Undo != nil {
 		back := *w
 		back.Replicas = w.Undo.Replicas
-		if err := exchange.ScaleBack(ctx, o.client, o.namespace, &back); err != nil {
+		if err := cluster.ScaleBack(ctx, o.client, o.namespace, &back); err != nil {
 			return err
 		}
 		scaled = true

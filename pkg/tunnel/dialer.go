@@ -1,4 +1,7 @@
-package connect
+// Package tunnel carries connections to the cluster through a shadow's agent: TCP flows as
+// SOCKS5 CONNECTs on a few shared mux sessions (large ones moved to streams of their own), UDP
+// flows on the framed relay. connect's netstack and forward dial with it.
+package tunnel
 
 import (
 	"context"
@@ -22,13 +25,13 @@ type PortDialer interface {
 	Dial(ctx context.Context, port uint16) (net.Conn, error)
 }
 
-// TunnelDialer carries the netstack's flows to the cluster through the agent: TCP with SOCKS5
+// Dialer carries the netstack's flows to the cluster through the agent: TCP with SOCKS5
 // CONNECT, UDP with the framed relay. TCP flows share a few mux sessions, each one port-forward
 // stream: a new connection costs one round trip to the agent, where a stream of its own would
 // first cost a round trip through the API server, the kubelet and the container runtime, and
 // work there that slows the flows already running. A flow that turns into a large download
 // or upload moves to a stream of its own, which the agent splices (pkg/wire/flows.go).
-type TunnelDialer struct {
+type Dialer struct {
 	Agent func() PortDialer // the current session, which may be replaced on recovery
 
 	mu       sync.Mutex
@@ -55,7 +58,7 @@ func (e *refusedError) Error() string { return e.msg }
 // session returns a running mux session to the current agent, in turn, opening one where the
 // slot is empty or its session ended. A stale session (one that just failed a dial) is replaced
 // in its slot by a new one, which is returned.
-func (d *TunnelDialer) session(ctx context.Context, stale *muxSession) (*muxSession, error) {
+func (d *Dialer) session(ctx context.Context, stale *muxSession) (*muxSession, error) {
 	a := d.Agent()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -95,7 +98,7 @@ func (d *TunnelDialer) session(ctx context.Context, stale *muxSession) (*muxSess
 	return s, nil
 }
 
-func (d *TunnelDialer) closeLocked() {
+func (d *Dialer) closeLocked() {
 	for i, s := range d.sessions {
 		if s != nil {
 			s.Close()
@@ -105,7 +108,7 @@ func (d *TunnelDialer) closeLocked() {
 }
 
 // Close ends the mux sessions and the flows on them.
-func (d *TunnelDialer) Close() {
+func (d *Dialer) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.closeLocked()
@@ -113,7 +116,7 @@ func (d *TunnelDialer) Close() {
 
 // socks dials hostport through the agent. A session that turns out dead (its port-forward
 // dropped) is replaced by a new one, once.
-func (d *TunnelDialer) socks(ctx context.Context, hostport string) (net.Conn, error) {
+func (d *Dialer) socks(ctx context.Context, hostport string) (net.Conn, error) {
 	var stale *muxSession
 	for attempt := 0; ; attempt++ {
 		s, err := d.session(ctx, stale)
@@ -289,12 +292,12 @@ var socksErrors = map[byte]string{
 
 // DialTCP connects to dst through the agent's SOCKS5 proxy. The greeting and the request are
 // sent together, saving a round trip; the agent's reply carries its dial result.
-func (d *TunnelDialer) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+func (d *Dialer) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 	return d.socks(ctx, dst.String())
 }
 
 // DialHost connects to host:port (a name the cluster resolves) through the agent.
-func (d *TunnelDialer) DialHost(ctx context.Context, hostport string) (net.Conn, error) {
+func (d *Dialer) DialHost(ctx context.Context, hostport string) (net.Conn, error) {
 	return d.socks(ctx, hostport)
 }
 
@@ -377,7 +380,7 @@ func socksConnect(ctx context.Context, c net.Conn, hostport string) error {
 }
 
 // DialUDP opens a relay stream for datagrams to dst.
-func (d *TunnelDialer) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+func (d *Dialer) DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 	c, err := d.Agent().Dial(ctx, wire.UDPRelayPort)
 	if err != nil {
 		return nil, err

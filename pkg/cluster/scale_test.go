@@ -1,4 +1,4 @@
-package exchange
+package cluster
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 
+	"github.com/kubectl-kt/kt/pkg/target"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -30,7 +31,7 @@ func TestScaleToZeroInheritsAnEarlierRecord(t *testing.T) {
 		}
 		return d
 	}
-	w, err := GetWorkload(ctx, client, "ns", "deploy", "bars")
+	w, err := target.GetWorkload(ctx, client, "ns", "deploy", "bars")
 	if err != nil || w.Undo == nil || w.Undo.Replicas != 3 {
 		t.Fatalf("workload %+v, %v", w, err)
 	}
@@ -51,7 +52,7 @@ func TestScaleToZeroInheritsAnEarlierRecord(t *testing.T) {
 	}
 
 	// A workload with no record gets this session's.
-	w, _ = GetWorkload(ctx, client, "ns", "deploy", "fresh")
+	w, _ = target.GetWorkload(ctx, client, "ns", "deploy", "fresh")
 	if replicas, inherited, err := ScaleToZero(ctx, client, "ns", w, "mine"); err != nil || replicas != 2 || inherited != nil {
 		t.Fatalf("ScaleToZero: %d %+v %v", replicas, inherited, err)
 	}

@@ -1,4 +1,4 @@
-package connect
+package tunnel
 
 import (
 	"bytes"
@@ -148,7 +148,7 @@ func echo(t *testing.T, c net.Conn) {
 
 func TestDialerSpreadsFlowsOverAFewSessions(t *testing.T) {
 	agent := newFakeAgent(t)
-	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
+	d := &Dialer{Agent: func() PortDialer { return agent }}
 	defer d.Close()
 	dst := echoServer(t)
 	var conns []net.Conn
@@ -170,7 +170,7 @@ func TestDialerSpreadsFlowsOverAFewSessions(t *testing.T) {
 
 func TestDialerReplacesDeadSessionsButDoesNotRetryRefusals(t *testing.T) {
 	agent := newFakeAgent(t)
-	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
+	d := &Dialer{Agent: func() PortDialer { return agent }}
 	defer d.Close()
 	dst := echoServer(t)
 	for range muxSessions {
@@ -208,7 +208,7 @@ func byteServer(t *testing.T, n int) (netip.AddrPort, []byte) {
 
 func TestDialerMovesLargeDownloadsToAStreamOfTheirOwn(t *testing.T) {
 	agent := newFakeAgent(t)
-	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
+	d := &Dialer{Agent: func() PortDialer { return agent }}
 	defer d.Close()
 	for _, tc := range []struct {
 		size  int
@@ -249,7 +249,7 @@ func digestServer(t *testing.T) netip.AddrPort {
 // move-port streams meanwhile. With pauseAt > 0 it waits, once pauseAt bytes are sent, until
 // the flow may move its upload, so that the rest must go on the flow's own stream however
 // slow the move.
-func upload(t *testing.T, d *TunnelDialer, agent *fakeAgent, dst netip.AddrPort, size, pauseAt int) int64 {
+func upload(t *testing.T, d *Dialer, agent *fakeAgent, dst netip.AddrPort, size, pauseAt int) int64 {
 	t.Helper()
 	data := make([]byte, size)
 	rand.Read(data)
@@ -292,7 +292,7 @@ func upload(t *testing.T, d *TunnelDialer, agent *fakeAgent, dst netip.AddrPort,
 
 func TestDialerCarriesALargeUploadAndTheHalfClose(t *testing.T) {
 	agent := newFakeAgent(t)
-	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
+	d := &Dialer{Agent: func() PortDialer { return agent }}
 	defer d.Close()
 	dst := digestServer(t)
 	// The server sends nothing before the upload ends: the agent must move the flow without
@@ -311,7 +311,7 @@ func TestDialerCarriesALargeUploadAndTheHalfClose(t *testing.T) {
 func TestDialerKeepsUploadsOnTheMuxForAnOlderAgent(t *testing.T) {
 	agent := newFakeAgent(t)
 	agent.older = true
-	d := &TunnelDialer{Agent: func() PortDialer { return agent }}
+	d := &Dialer{Agent: func() PortDialer { return agent }}
 	defer d.Close()
 	size := 32*wire.MoveAfter + 777
 	if up := upload(t, d, agent, digestServer(t), size, 0); up > 32 { // the request and the go-ahead

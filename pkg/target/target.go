@@ -1,7 +1,7 @@
-// Package exchange sends a Service's in-cluster traffic to processes on this machine: a
-// shadow pod takes the Service's place (by selector, or by scaling the workload to zero) and
-// hands each connection to a local port through SSH remote forwards.
-package exchange
+// Package target resolves what a command works on: a Service, the workload behind it and its
+// pods' containers, and the ports of --expose mapped onto the Service's. It only reads the
+// cluster.
+package target
 
 import (
 	"context"
@@ -330,4 +330,19 @@ func describePorts(svc *corev1.Service) string {
 	}
 	sort.Strings(s)
 	return strings.Join(s, ", ")
+}
+
+// WorkloadUndo is the inverse of exchange's scale mode, stored on the workload.
+type WorkloadUndo struct {
+	Replicas int32  `json:"replicas"`
+	Session  string `json:"session"`
+}
+
+// Locals are the local ports of ports.
+func Locals(ports []PortMap) []int {
+	out := make([]int, len(ports))
+	for i, p := range ports {
+		out[i] = p.Local
+	}
+	return out
 }
