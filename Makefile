@@ -22,9 +22,21 @@ TOOLS      := $(KT_ROOT)/tools
 GORELEASER := $(TOOLS)/goreleaser
 KREW       := $(TOOLS)/krew
 
-.PHONY: deps fuzz resolved all build tools release-snapshot image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
+.PHONY: help e2e deps fuzz resolved all build tools release-snapshot image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
 
 all: build image
+
+help:
+	@echo 'make demo                 the local cluster, a sample app, and kubectl kt connect from the "laptop" netns'
+	@echo 'make test                 unit tests (-race), fuzzers, then every e2e test (what CI runs)'
+	@echo 'make test-unit            go vet, unit tests with -race, each fuzzer for FUZZTIME (5s)'
+	@echo 'make e2e RUN=TestMesh     the e2e tests matching RUN (a go test -run regexp) against the cluster'
+	@echo 'make bench                benchmarks against the local cluster (docs/benchmarks.md)'
+	@echo 'make lint                 go vet (every OS), gofmt, the bundled wintun signature'
+	@echo 'make fuzz FUZZTIME=10m    every fuzzer, longer'
+	@echo 'make build | image        bin/kubectl-kt | the shadow image tarballs in dist/images'
+	@echo 'make cluster-up | cluster-down | load-images   the local cluster (hack/cluster/README.md)'
+	@echo 'make release-snapshot     the whole release without publishing, in dist/release'
 
 build: bin/kubectl-kt
 
@@ -104,6 +116,14 @@ release-snapshot: tools
 test-e2e: deps cluster-up build bin/testapp release-snapshot resolved
 	KT_BIN=$(CURDIR)/bin/kubectl-kt KT_IMAGE=$(IMAGE) KT_TESTAPP=$(TESTAPP) \
 	  go test -tags e2e -count=1 -timeout 40m -v ./test/e2e 2>&1 | tee $(KT_ROOT)/logs/e2e.log | hack/summarize-go-test.sh
+
+# The e2e tests matching RUN, for the developer loop: no release snapshot unless a release
+# test (TestKrewInstall, TestReleaseCarriesWintun) matches.
+RUN ?= .
+e2e: deps cluster-up build bin/testapp resolved
+	@if printf 'TestKrewInstall\nTestReleaseCarriesWintun\n' | grep -qE '$(RUN)'; then $(MAKE) release-snapshot; fi
+	KT_BIN=$(CURDIR)/bin/kubectl-kt KT_IMAGE=$(IMAGE) KT_TESTAPP=$(TESTAPP) KT_E2E_REQUIRED=1 \
+	  go test -tags e2e -count=1 -timeout 40m -v -run '$(RUN)' ./test/e2e 2>&1 | tee $(KT_ROOT)/logs/e2e-run.log | hack/summarize-go-test.sh
 
 resolved:
 	hack/resolved.sh

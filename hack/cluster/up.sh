@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# up.sh - bring up a real single-node Kubernetes cluster on this machine (see NOTES.md).
+# up.sh - bring up a real single-node Kubernetes cluster on this machine (see README.md).
 # Idempotent: builds what is missing, starts what is not running, waits for node Ready and
 # CoreDNS. Admin kubeconfig: /var/tmp/ktcluster/kubeconfig (https://127.0.0.1:6443).
 # Everything started is recorded in /var/tmp/ktcluster/run/*.pid; down.sh undoes it all.

@@ -36,10 +36,13 @@ type multi []string
 func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
-// busybox applets linked into /bin when -busybox is given (test images only).
-var applets = []string{"sh", "ls", "cat", "echo", "env", "ps", "sleep", "wget", "nc", "nslookup", "ip",
-	"hostname", "id", "mkdir", "rm", "grep", "sed", "awk", "head", "tail", "kill", "tr", "cut", "sort",
-	"wc", "date", "true", "false", "test", "printf", "timeout", "seq", "sha256sum", "dd", "md5sum", "xargs"}
+// busybox applets linked into /bin when -busybox is given (the test images and the test
+// cluster's: a shell and the tools the tests and `kubectl exec` use).
+var applets = []string{"sh", "ash", "ls", "cat", "echo", "env", "ps", "sleep", "wget", "nc", "nslookup",
+	"ip", "ifconfig", "route", "netstat", "hostname", "id", "mkdir", "rm", "cp", "mv", "grep", "sed", "awk",
+	"head", "tail", "vi", "kill", "top", "df", "du", "find", "xargs", "tr", "cut", "sort", "uniq", "wc",
+	"date", "true", "false", "test", "[", "printf", "chmod", "chown", "ln", "touch", "uname", "whoami",
+	"tee", "which", "timeout", "seq", "sha256sum", "md5sum", "dd"}
 
 var epoch = time.Unix(0, 0)
 
@@ -144,9 +147,13 @@ func image(osName, arch, entry, user string, ents []entryT) v1.Image {
 	}
 	uid, _, _ := strings.Cut(user, ":")
 	gen := map[string]string{
-		"/etc/passwd":        "root:x:0:0:root:/:/sbin/nologin\nnonroot:x:" + uid + ":" + uid + ":nonroot:/:/sbin/nologin\n",
-		"/etc/group":         "root:x:0:\nnonroot:x:" + uid + ":\n",
+		"/etc/passwd":        "root:x:0:0:root:/:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n",
+		"/etc/group":         "root:x:0:\nnogroup:x:65534:\n",
 		"/etc/nsswitch.conf": "hosts: files dns\n",
+	}
+	if uid != "0" && uid != "65534" {
+		gen["/etc/passwd"] += "nonroot:x:" + uid + ":" + uid + ":nonroot:/:/sbin/nologin\n"
+		gen["/etc/group"] += "nonroot:x:" + uid + ":\n"
 	}
 	keys := make([]string, 0, len(gen))
 	for k := range gen {
