@@ -19,12 +19,12 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cmd/exchange"
 	"github.com/kubectl-kt/kt/pkg/cmd/forward"
 	"github.com/kubectl-kt/kt/pkg/cmd/mesh"
+	netadmincmd "github.com/kubectl-kt/kt/pkg/cmd/netadmin"
 	"github.com/kubectl-kt/kt/pkg/cmd/preview"
 	"github.com/kubectl-kt/kt/pkg/cmd/recover"
 	"github.com/kubectl-kt/kt/pkg/cmd/status"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/cmd/version"
-	"github.com/kubectl-kt/kt/pkg/netadmin"
 )
 
 // NewKtCommand returns the root command.
@@ -65,7 +65,7 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 		doctor.NewCmdDoctor(configFlags, streams),
 		version.NewCmdVersion(configFlags, streams),
 	)
-	root.AddCommand(ktconfig.NewCmdConfig(root, streams), newCmdNetAdmin(streams))
+	root.AddCommand(ktconfig.NewCmdConfig(root, streams), netadmincmd.NewCmdNetAdmin(streams))
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		return ktconfig.ApplyDefaults(cmd)
 	}
@@ -102,23 +102,4 @@ func wrapArgs(c *cobra.Command) {
 		}
 		wrapArgs(sub)
 	}
-}
-
-// newCmdNetAdmin is the helper that connect starts through sudo when run as a normal user.
-func newCmdNetAdmin(streams genericiooptions.IOStreams) *cobra.Command {
-	var sock string
-	var uid int
-	cmd := &cobra.Command{
-		Use:    netadmin.HelperCommand,
-		Short:  "Privileged helper of connect (started through sudo; not for direct use)",
-		Hidden: true,
-		// No kt config defaults: this runs as root, on behalf of the user's process.
-		PersistentPreRunE: func(*cobra.Command, []string) error { return nil },
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return netadmin.ServeHelper(sock, uid, streams.ErrOut)
-		},
-	}
-	cmd.Flags().StringVar(&sock, "socket", "", "the user's Unix socket")
-	cmd.Flags().IntVar(&uid, "uid", -1, "the user's uid, which must own the socket")
-	return cmd
 }

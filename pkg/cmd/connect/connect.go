@@ -239,7 +239,7 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Comm
 		ctxName = fl.Value.String()
 	}
 	o.cfg.RESTConfig, o.cfg.Client, o.cfg.Namespace, o.cfg.Context = rc, client, ns, ctxName
-	o.cfg.Command = "kubectl kt " + strings.Join(os.Args[1:], " ")
+	o.cfg.Command = kube.CommandLine()
 	o.cfg.Pod = o.Pod
 	o.cfg.Protocol = portforward.Protocol(o.Protocol)
 	o.cfg.ClusterDomain = o.ClusterDomain

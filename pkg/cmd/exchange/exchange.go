@@ -3,8 +3,6 @@ package exchange
 
 import (
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -50,11 +48,11 @@ then deletes the shadow. Needs no root.`,
   kubectl kt exchange svc/web --expose 8080 --mode scale`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Validate(); err != nil {
-				return usage.Wrap(err)
-			}
 			if err := o.Complete(f, args[0]); err != nil {
 				return err
+			}
+			if err := o.Validate(); err != nil {
+				return usage.Wrap(err)
 			}
 			cmd.SilenceUsage = true
 			return exchange.Run(cmd.Context(), o.cfg)
@@ -69,10 +67,9 @@ then deletes the shadow. Needs no root.`,
 	return cmd
 }
 
-// Validate checks the flags.
+// Validate checks the flags; it changes nothing.
 func (o *Options) Validate() error {
-	var err error
-	if o.cfg.Expose, err = target.ParseExpose(o.Expose); err != nil {
+	if _, err := target.ParseExpose(o.Expose); err != nil {
 		return err
 	}
 	switch o.Mode {
@@ -89,14 +86,15 @@ func (o *Options) Validate() error {
 }
 
 // Complete builds the client.
-func (o *Options) Complete(f genericclioptions.RESTClientGetter, target string) error {
+func (o *Options) Complete(f genericclioptions.RESTClientGetter, tgt string) error {
 	ns, rc, client, err := kube.Clients(f)
 	if err != nil {
 		return err
 	}
-	o.cfg.RESTConfig, o.cfg.Client, o.cfg.Namespace, o.cfg.Target = rc, client, ns, target
+	o.cfg.RESTConfig, o.cfg.Client, o.cfg.Namespace, o.cfg.Target = rc, client, ns, tgt
+	o.cfg.Expose, _ = target.ParseExpose(o.Expose) // an unparsable one stays empty for Validate to refuse
 	o.cfg.Mode, o.cfg.SkipPortChecking, o.cfg.RecoverWaitTime, o.cfg.Pod = o.Mode, o.SkipPortChecking, o.RecoverWaitTime, o.Pod
-	o.cfg.Command = "kubectl kt " + strings.Join(os.Args[1:], " ")
+	o.cfg.Command = kube.CommandLine()
 	o.cfg.ErrOut = o.ErrOut
 	return nil
 }

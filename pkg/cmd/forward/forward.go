@@ -2,7 +2,6 @@
 package forward
 
 import (
-	"os"
 	"strconv"
 	"strings"
 
@@ -49,7 +48,7 @@ resolves, or an address only reachable from inside it) a shadow pod dials it. Ne
 				return err
 			}
 			cfg.RESTConfig, cfg.Client, cfg.Namespace = rc, client, ns
-			cfg.Command = "kubectl kt " + strings.Join(os.Args[1:], " ")
+			cfg.Command = kube.CommandLine()
 			cmd.SilenceUsage = true
 			return forward.Run(cmd.Context(), cfg)
 		},

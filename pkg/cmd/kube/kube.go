@@ -3,6 +3,9 @@
 package kube
 
 import (
+	"os"
+	"strings"
+
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -25,3 +28,7 @@ func Clients(f genericclioptions.RESTClientGetter) (string, *rest.Config, kubern
 	}
 	return ns, rc, client, nil
 }
+
+// CommandLine is how the user started this kt, as `kubectl kt …`: shadows carry it, for status
+// and birdseye.
+func CommandLine() string { return "kubectl kt " + strings.Join(os.Args[1:], " ") }

@@ -3,8 +3,6 @@ package mesh
 
 import (
 	"fmt"
-	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -30,9 +28,14 @@ type Options struct {
 	genericiooptions.IOStreams
 }
 
+// NewOptions returns the defaults.
+func NewOptions(streams genericiooptions.IOStreams) *Options {
+	return &Options{Mode: mesh.ModeAuto, Pod: cluster.NewPodOptions(), IOStreams: streams}
+}
+
 // NewCmdMesh returns the mesh command.
 func NewCmdMesh(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{Mode: mesh.ModeAuto, Pod: cluster.NewPodOptions(), IOStreams: streams}
+	o := NewOptions(streams)
 	cmd := &cobra.Command{
 		Use:   "mesh (svc/NAME | deploy/NAME | NAME) --expose LOCAL:REMOTE[,…] [--version-mark KEY:VALUE]",
 		Short: "Send only requests with your header mark to this machine; everyone else keeps the cluster's pods",
@@ -46,17 +49,12 @@ original pods. --mode manual only starts a shadow labelled KEY=VALUE, for Istio 
   curl -H 'version: dev1' http://web     # from inside the cluster: reaches your laptop`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(f, args[0]); err != nil {
+				return err
+			}
 			if err := o.Validate(); err != nil {
 				return usage.Wrap(err)
 			}
-			ns, rc, client, err := kube.Clients(f)
-			if err != nil {
-				return err
-			}
-			o.cfg.RESTConfig, o.cfg.Client, o.cfg.Namespace, o.cfg.Target = rc, client, ns, args[0]
-			o.cfg.Mode, o.cfg.SkipPortChecking, o.cfg.RouterImage, o.cfg.Pod = o.Mode, o.SkipPortChecking, o.RouterImage, o.Pod
-			o.cfg.Command = "kubectl kt " + strings.Join(os.Args[1:], " ")
-			o.cfg.ErrOut = o.ErrOut
 			cmd.SilenceUsage = true
 			return mesh.Run(cmd.Context(), o.cfg)
 		},
@@ -71,16 +69,36 @@ original pods. --mode manual only starts a shadow labelled KEY=VALUE, for Istio 
 	return cmd
 }
 
-// Validate checks the flags.
+// Complete builds the client and parses the flags into the run's configuration.
+func (o *Options) Complete(f genericclioptions.RESTClientGetter, target string) error {
+	ns, rc, client, err := kube.Clients(f)
+	if err != nil {
+		return err
+	}
+	o.complete(target)
+	o.cfg.RESTConfig, o.cfg.Client, o.cfg.Namespace = rc, client, ns
+	return nil
+}
+
+// complete fills what needs no cluster: the parsed flags (an unparsable one stays empty for
+// Validate to refuse).
+func (o *Options) complete(tgt string) {
+	o.cfg.Target, o.cfg.Mode, o.cfg.SkipPortChecking, o.cfg.RouterImage, o.cfg.Pod = tgt, o.Mode, o.SkipPortChecking, o.RouterImage, o.Pod
+	o.cfg.Expose, _ = target.ParseExpose(o.Expose)
+	o.cfg.Key, o.cfg.Value, _ = mesh.ParseVersionMark(o.VersionMark)
+	o.cfg.Command = kube.CommandLine()
+	o.cfg.ErrOut = o.ErrOut
+}
+
+// Validate checks the flags; it changes nothing.
 func (o *Options) Validate() error {
-	var err error
-	if o.cfg.Expose, err = target.ParseExpose(o.Expose); err != nil {
+	if _, err := target.ParseExpose(o.Expose); err != nil {
 		return err
 	}
 	if o.Mode != mesh.ModeAuto && o.Mode != mesh.ModeManual {
 		return fmt.Errorf("--mode %q: use auto or manual", o.Mode)
 	}
-	if o.cfg.Key, o.cfg.Value, err = mesh.ParseVersionMark(o.VersionMark); err != nil {
+	if _, _, err := mesh.ParseVersionMark(o.VersionMark); err != nil {
 		return err
 	}
 	return o.Pod.Validate()

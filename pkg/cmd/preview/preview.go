@@ -3,8 +3,6 @@ package preview
 
 import (
 	"fmt"
-	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -53,7 +51,7 @@ the local ports, so pods can call your local build by name. Both are removed on 
 				return err
 			}
 			cfg.RESTConfig, cfg.Client, cfg.Namespace, cfg.Name = rc, client, ns, args[0]
-			cfg.Command = "kubectl kt " + strings.Join(os.Args[1:], " ")
+			cfg.Command = kube.CommandLine()
 			cmd.SilenceUsage = true
 			return preview.Run(cmd.Context(), cfg)
 		},
