@@ -121,9 +121,9 @@ test-e2e: deps cluster-up build bin/testapp release-snapshot resolved
 # test (TestKrewInstall, TestReleaseCarriesWintun) matches.
 RUN ?= .
 e2e: deps cluster-up build bin/testapp resolved
-	@if printf 'TestKrewInstall\nTestReleaseCarriesWintun\n' | grep -qE '$(RUN)'; then $(MAKE) release-snapshot; fi
+	@if printf 'TestKrewInstall\nTestReleaseCarriesWintun\n' | grep -qE '$(value RUN)'; then $(MAKE) release-snapshot; fi
 	KT_BIN=$(CURDIR)/bin/kubectl-kt KT_IMAGE=$(IMAGE) KT_TESTAPP=$(TESTAPP) KT_E2E_REQUIRED=1 \
-	  go test -tags e2e -count=1 -timeout 40m -v -run '$(RUN)' ./test/e2e 2>&1 | tee $(KT_ROOT)/logs/e2e-run.log | hack/summarize-go-test.sh
+	  go test -tags e2e -count=1 -timeout 40m -v -run '$(value RUN)' ./test/e2e 2>&1 | tee $(KT_ROOT)/logs/e2e-run.log | hack/summarize-go-test.sh
 
 resolved:
 	hack/resolved.sh
