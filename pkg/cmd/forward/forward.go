@@ -2,6 +2,7 @@
 package forward
 
 import (
+	"context"
 	"strconv"
 	"strings"
 
@@ -15,9 +16,25 @@ import (
 	"github.com/kubectl-kt/kt/pkg/forward"
 )
 
+// Options holds the arguments and flags of forward.
+type Options struct {
+	Target  string
+	Ports   []string // [LOCAL:]REMOTE, or one LOCAL after HOST:PORT
+	Address string
+	Pod     *cluster.PodOptions
+
+	cfg forward.Config
+	genericiooptions.IOStreams
+}
+
+// NewOptions returns the defaults.
+func NewOptions(streams genericiooptions.IOStreams) *Options {
+	return &Options{Address: "127.0.0.1", Pod: cluster.NewPodOptions(), IOStreams: streams}
+}
+
 // NewCmdForward returns the forward command.
 func NewCmdForward(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
-	cfg := forward.Config{Pod: cluster.NewPodOptions(), Address: "127.0.0.1", ErrOut: streams.ErrOut}
+	o := NewOptions(streams)
 	cmd := &cobra.Command{
 		Use:   "forward (svc/NAME | deploy/NAME | sts/NAME | pod/NAME) [[LOCAL:]REMOTE...] | HOST:PORT [LOCAL]",
 		Short: "Forward a local port to a Service, or to any address the cluster reaches",
@@ -34,29 +51,44 @@ resolves, or an address only reachable from inside it) a shadow pod dials it. Ne
   kubectl kt forward 10.20.30.40:6379`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg.Target = args[0]
-			ports, err := parsePorts(cfg.Target, args[1:])
-			if err != nil {
+			if err := o.Complete(f, args); err != nil {
 				return err
 			}
-			cfg.Ports = ports
-			if err := cfg.Pod.Validate(); err != nil {
+			if err := o.Validate(); err != nil {
 				return usage.Wrap(err)
 			}
-			ns, rc, client, err := kube.Clients(f)
-			if err != nil {
-				return err
-			}
-			cfg.RESTConfig, cfg.Client, cfg.Namespace = rc, client, ns
-			cfg.Command = kube.CommandLine()
 			cmd.SilenceUsage = true
-			return forward.Run(cmd.Context(), cfg)
+			return o.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVar(&cfg.Address, "address", cfg.Address, "Local address to listen on.")
-	cfg.Pod.AddFlags(cmd.Flags())
+	cmd.Flags().StringVar(&o.Address, "address", o.Address, "Local address to listen on.")
+	o.Pod.AddFlags(cmd.Flags())
 	return cmd
 }
+
+// Complete builds the client and the run's configuration.
+func (o *Options) Complete(f genericclioptions.RESTClientGetter, args []string) error {
+	ns, rc, client, err := kube.Clients(f)
+	if err != nil {
+		return err
+	}
+	o.Target, o.Ports = args[0], args[1:]
+	o.cfg = forward.Config{RESTConfig: rc, Client: client, Namespace: ns, Target: o.Target, Address: o.Address,
+		Pod: o.Pod, Command: kube.CommandLine(), ErrOut: o.ErrOut}
+	o.cfg.Ports, _ = parsePorts(o.Target, o.Ports) // unparsable: Validate refuses them
+	return nil
+}
+
+// Validate checks the ports and flags; it changes nothing.
+func (o *Options) Validate() error {
+	if _, err := parsePorts(o.Target, o.Ports); err != nil {
+		return err
+	}
+	return o.Pod.Validate()
+}
+
+// Run forwards until ctx ends.
+func (o *Options) Run(ctx context.Context) error { return forward.Run(ctx, o.cfg) }
 
 // parsePorts reads the [LOCAL:]REMOTE arguments after a KIND/NAME target, or the one LOCAL
 // after HOST:PORT.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+
 	"github.com/kubectl-kt/kt/pkg/forward"
 )
 
@@ -34,6 +36,36 @@ func TestParsePorts(t *testing.T) {
 		}
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s %v: got %v, %v; want %v", tc.target, tc.args, got, err, tc.want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		target string
+		ports  []string
+		image  string
+		want   string // "" valid; else a part of the error
+	}{
+		{"svc/web", []string{"8080:80"}, "img", ""},
+		{"svc/web", nil, "img", ""},
+		{"db.prod:5432", []string{"15432"}, "img", ""},
+		{"svc/web", []string{"0:80"}, "img", "local port"},
+		{"svc/web", []string{"8080:"}, "img", "no remote port"},
+		{"db.prod:5432", []string{"1", "2"}, "img", "one LOCAL port"},
+		{"svc/web", []string{"8080:80"}, "", "--image"},
+	} {
+		o := NewOptions(genericiooptions.IOStreams{})
+		o.Target, o.Ports, o.Pod.Image = tc.target, tc.ports, tc.image
+		err := o.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s %v: %v", tc.target, tc.ports, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s %v: %v, want an error about %s", tc.target, tc.ports, err, tc.want)
+		}
+		if o.cfg.Ports != nil {
+			t.Errorf("%s %v: Validate changed the options", tc.target, tc.ports)
 		}
 	}
 }
