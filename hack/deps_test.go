@@ -104,7 +104,8 @@ func TestPackagesCoverWhatTestsRun(t *testing.T) {
 	listed := packages(t)
 	var paths []string
 	byPath := map[string]string{} // path -> word
-	for w := range words(t) {
+	where := words(t)
+	for w := range where {
 		for _, dir := range []string{"/usr/bin", "/usr/sbin", "/bin", "/sbin"} {
 			p := filepath.Join(dir, w)
 			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
@@ -162,7 +163,6 @@ func TestPackagesCoverWhatTestsRun(t *testing.T) {
 	for p := range listed {
 		cover(p)
 	}
-	where := words(t)
 	for w, pkgs := range owner {
 		if why, ok := notRun[w]; ok {
 			t.Logf("%q: %s", w, why)

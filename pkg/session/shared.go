@@ -31,8 +31,9 @@ const SharedID = "shared"
 
 // A shared shadow serves every client that can read its join key (a Secret of its name) and
 // port-forward to it: a later client registers its own key over the agent's loopback health
-// port, proving the join key (wire/join.go), so no private key is ever stored in the cluster. The last client to leave deletes the pod; if it
-// was killed, the agent expires and `kubectl kt clean` removes the pod.
+// port, proving the join key (wire/join.go), so no private key is ever stored in the cluster.
+// The last client to leave deletes the pod; if it was killed, the agent expires and
+// `kubectl kt clean` removes the pod.
 
 // sharedPod returns the running shared shadow, or creates it; joined tells which.
 func (s *Session) sharedPod(ctx context.Context, spec cluster.ShadowSpec) (*corev1.Pod, bool, error) {
@@ -155,11 +156,10 @@ func (s *Session) authorize(ctx context.Context) error {
 	deadline := time.Now().Add(s.opts.Pod.PortForwardTimeout)
 	var lastErr error
 	for delay := 50 * time.Millisecond; time.Now().Before(deadline) && ctx.Err() == nil; delay = min(2*delay, time.Second) {
-		reply, status, err := joinRequest(ctx, agentHTTP(s.Dialer), "/authorize", wire.JoinAuthorize, s.joinKey, s.signer.PublicKey())
+		_, hostKey, status, err := joinRequest(ctx, agentHTTP(s.Dialer), "/authorize", wire.JoinAuthorize, s.joinKey, s.signer.PublicKey())
 		switch {
 		case err == nil:
-			hk, _, _, _, _ := gossh.ParseAuthorizedKey([]byte(reply.HostKey))
-			s.hostKey.Pin(hk)
+			s.hostKey.Pin(hostKey)
 			return nil
 		case status == http.StatusNotFound:
 			return fmt.Errorf("shadow %s/%s is not a shared shadow (%v); stop the connect that made it, or run 'kubectl kt clean'", s.opts.Namespace, s.Pod.Name, err)
@@ -174,9 +174,10 @@ func (s *Session) authorize(ctx context.Context) error {
 }
 
 // joinRequest POSTs a wire.JoinRequest for purpose to path and checks the agent's answer
-// against joinKey. status is the HTTP status when the agent answered with an error, or when
-// its answer does not prove the key (then 0 < status < 300).
-func joinRequest(ctx context.Context, hc *http.Client, path, purpose string, joinKey []byte, key gossh.PublicKey) (wire.JoinReply, int, error) {
+// against joinKey; it returns the answer and the agent's host key in it. status is the HTTP
+// status when the agent answered with an error, or when its answer does not prove the key
+// (then 0 < status < 300).
+func joinRequest(ctx context.Context, hc *http.Client, path, purpose string, joinKey []byte, key gossh.PublicKey) (wire.JoinReply, gossh.PublicKey, int, error) {
 	req := wire.JoinRequest{Key: string(gossh.MarshalAuthorizedKey(key)), Nonce: make([]byte, wire.JoinNonceLen)}
 	rand.Read(req.Nonce)
 	req.MAC = wire.RequestMAC(joinKey, purpose, req)
@@ -185,23 +186,24 @@ func joinRequest(ctx context.Context, hc *http.Client, path, purpose string, joi
 	var reply wire.JoinReply
 	resp, err := hc.Do(hreq)
 	if err != nil {
-		return reply, 0, err
+		return reply, nil, 0, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
 	if resp.StatusCode != http.StatusOK {
-		return reply, resp.StatusCode, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		return reply, nil, resp.StatusCode, fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 	if err := json.Unmarshal(b, &reply); err != nil {
-		return reply, resp.StatusCode, fmt.Errorf("the agent's answer: %v", err)
+		return reply, nil, resp.StatusCode, fmt.Errorf("the agent's answer: %v", err)
 	}
 	if !hmac.Equal(reply.MAC, wire.ReplyMAC(joinKey, reply, req.Nonce)) {
-		return reply, resp.StatusCode, fmt.Errorf("the pod's answer does not prove the namespace's join key: it is not the shared shadow kt made (whoever made it can read your traffic); delete it, or ask who did")
+		return reply, nil, resp.StatusCode, fmt.Errorf("the pod's answer does not prove the namespace's join key: it is not the shared shadow kt made (whoever made it can read your traffic); delete it, or ask who did")
 	}
-	if _, _, _, _, err := gossh.ParseAuthorizedKey([]byte(reply.HostKey)); err != nil {
-		return reply, resp.StatusCode, fmt.Errorf("the agent's host key: %v", err)
+	hostKey, _, _, _, err := gossh.ParseAuthorizedKey([]byte(reply.HostKey))
+	if err != nil {
+		return reply, nil, resp.StatusCode, fmt.Errorf("the agent's host key: %v", err)
 	}
-	return reply, 0, nil
+	return reply, hostKey, 0, nil
 }
 
 // leaveShared tells the shared agent that this session leaves, and returns how many other
@@ -212,7 +214,7 @@ func (s *Session) leaveShared() int {
 	if s.joinKey == nil {
 		return 1 // never joined: cannot tell, leave it to the others, its expiry and clean
 	}
-	reply, status, err := joinRequest(ctx, agentHTTP(s.Dialer), "/leave", wire.JoinLeave, s.joinKey, s.signer.PublicKey())
+	reply, _, status, err := joinRequest(ctx, agentHTTP(s.Dialer), "/leave", wire.JoinLeave, s.joinKey, s.signer.PublicKey())
 	switch {
 	case err != nil && status == 0:
 		klog.V(1).InfoS("shared shadow: leave", "err", err)

@@ -52,7 +52,7 @@ func TestJoinRequestRefusesAnAgentWithoutTheJoinKey(t *testing.T) {
 		defer srv.Close()
 		hc := &http.Client{Transport: &http.Transport{Proxy: nil}}
 		hc.Transport.(*http.Transport).DialContext = (&httpDialer{srv.Listener.Addr().String()}).dial
-		_, _, err := joinRequest(ctx, hc, "/authorize", wire.JoinAuthorize, joinKey, newKey(t))
+		_, _, _, err := joinRequest(ctx, hc, "/authorize", wire.JoinAuthorize, joinKey, newKey(t))
 		return err
 	}
 	if err := try(agent(joinKey, false)); err != nil {

@@ -135,9 +135,9 @@ func (o *Options) report(ctx context.Context) Report {
 		return rep
 	}
 	var errs []string
-	shadows, err := cluster.Shadows(ctx, o.client, "")
-	if err != nil {
-		errs = append(errs, err.Error())
+	shadows, shadowsErr := cluster.Shadows(ctx, o.client, "")
+	if shadowsErr != nil {
+		errs = append(errs, shadowsErr.Error())
 	}
 	alive := map[string]bool{}
 	for _, s := range shadows {
@@ -147,7 +147,7 @@ func (o *Options) report(ctx context.Context) Report {
 		}
 	}
 	for i := range rep.Connects {
-		if c := &rep.Connects[i]; c.Running && err == nil {
+		if c := &rep.Connects[i]; c.Running && shadowsErr == nil {
 			if alive[c.Shadow] {
 				c.Tunnel = "healthy"
 			} else {
