@@ -31,7 +31,7 @@ func TestScaleToZeroInheritsAnEarlierRecord(t *testing.T) {
 		}
 		return d
 	}
-	w, err := target.GetWorkload(ctx, client, "ns", "deploy", "bars")
+	w, err := target.GetWorkload(ctx, client, "ns", target.KindDeployment, "bars")
 	if err != nil || w.Undo == nil || w.Undo.Replicas != 3 {
 		t.Fatalf("workload %+v, %v", w, err)
 	}
@@ -52,7 +52,7 @@ func TestScaleToZeroInheritsAnEarlierRecord(t *testing.T) {
 	}
 
 	// A workload with no record gets this session's.
-	w, _ = target.GetWorkload(ctx, client, "ns", "deploy", "fresh")
+	w, _ = target.GetWorkload(ctx, client, "ns", target.KindDeployment, "fresh")
 	if replicas, inherited, err := ScaleToZero(ctx, client, "ns", w, "mine"); err != nil || replicas != 2 || inherited != nil {
 		t.Fatalf("ScaleToZero: %d %+v %v", replicas, inherited, err)
 	}

@@ -54,19 +54,16 @@ const targetKinds = "svc/NAME, deploy/NAME, sts/NAME, pod/NAME, a Service NAME o
 
 // resolve finds what cfg.Target names.
 func resolve(ctx context.Context, cfg Config) (*podSource, error) {
-	kind, name, ok := strings.Cut(cfg.Target, "/")
+	kind, name, ok := target.ParseRef(cfg.Target)
 	if !ok {
-		kind, name = "svc", cfg.Target
-	}
-	if name == "" || strings.Contains(name, "/") {
 		return nil, fmt.Errorf("%q: forward takes %s", cfg.Target, targetKinds)
 	}
 	ns := cfg.Namespace
 	notFound := func(what string) error {
 		return fmt.Errorf("%s %s/%s not found; check the name and -n/--namespace", what, ns, name)
 	}
-	switch strings.ToLower(kind) {
-	case "svc", "service", "services":
+	switch kind {
+	case target.KindService:
 		svc, err := cfg.Client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil, notFound("service")
@@ -85,8 +82,8 @@ func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 				}
 				return &podPort{remote: strconv.Itoa(int(sp.Port)), local: int(sp.Port), on: func(p *corev1.Pod) (uint16, error) { return targetPort(p, *sp) }}, nil
 			}}, nil
-	case "deploy", "deployment", "deployments", "sts", "statefulset", "statefulsets":
-		w, err := target.GetWorkload(ctx, cfg.Client, ns, strings.ToLower(kind), name)
+	case target.KindDeployment, target.KindStatefulSet:
+		w, err := target.GetWorkload(ctx, cfg.Client, ns, kind, name)
 		if err != nil {
 			return nil, err
 		}
@@ -96,7 +93,7 @@ func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		return &podSource{what: what, selector: selector, portOf: func(remote string) (*podPort, error) { return containerPort(what, w.Containers, remote) }}, nil
-	case "pod", "pods", "po":
+	default: // target.KindPod
 		p, err := cfg.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil, notFound("pod")
@@ -107,7 +104,6 @@ func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 		what := "pod " + ns + "/" + name
 		return &podSource{what: what, pod: name, portOf: func(remote string) (*podPort, error) { return containerPort(what, p.Spec.Containers, remote) }}, nil
 	}
-	return nil, fmt.Errorf("%q: forward takes %s", cfg.Target, targetKinds)
 }
 
 // containerPort is the container port that remote names in containers: a number (declared or not, as

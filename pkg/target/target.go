@@ -41,15 +41,12 @@ type Target struct {
 
 // Resolve finds the Service (and its workload) for svc/NAME, deploy/NAME, sts/NAME or NAME.
 func Resolve(ctx context.Context, client kubernetes.Interface, ns, ref string) (*Target, error) {
-	kind, name, ok := strings.Cut(ref, "/")
-	if !ok {
-		kind, name = "svc", ref
+	kind, name, ok := ParseRef(ref)
+	if !ok || kind == KindPod {
+		return nil, fmt.Errorf("%q: write svc/NAME, deploy/NAME, sts/NAME or a Service NAME", ref)
 	}
-	if name == "" {
-		return nil, fmt.Errorf("%q names nothing; write svc/NAME, deploy/NAME, sts/NAME or NAME", ref)
-	}
-	switch strings.ToLower(kind) {
-	case "svc", "service", "services":
+	switch kind {
+	case KindService:
 		svc, err := client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("service %s/%s not found; check the name and -n/--namespace", ns, name)
@@ -72,8 +69,8 @@ func Resolve(ctx context.Context, client kubernetes.Interface, ns, ref string) (
 			return nil, err
 		}
 		return &Target{Service: svc, Workload: w}, nil
-	case "deploy", "deployment", "deployments", "sts", "statefulset", "statefulsets":
-		w, err := GetWorkload(ctx, client, ns, strings.ToLower(kind), name)
+	default:
+		w, err := GetWorkload(ctx, client, ns, kind, name)
 		if err != nil {
 			return nil, err
 		}
@@ -99,12 +96,11 @@ func Resolve(ctx context.Context, client kubernetes.Interface, ns, ref string) (
 		}
 		return nil, fmt.Errorf("several Services select %s/%s (%s); name one", kind, name, strings.Join(names, ", "))
 	}
-	return nil, fmt.Errorf("%q: exchange takes svc/NAME, deploy/NAME, sts/NAME or a Service NAME", ref)
 }
 
-// GetWorkload reads the Deployment (kind deploy…) or else the StatefulSet ns/name.
-func GetWorkload(ctx context.Context, client kubernetes.Interface, ns, kind, name string) (*Workload, error) {
-	if strings.HasPrefix(kind, "deploy") {
+// GetWorkload reads the Deployment (KindDeployment) or else the StatefulSet ns/name.
+func GetWorkload(ctx context.Context, client kubernetes.Interface, ns string, kind Kind, name string) (*Workload, error) {
+	if kind == KindDeployment {
 		d, err := client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("deployment %s/%s not found; check the name and -n/--namespace", ns, name)
