@@ -20,7 +20,6 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/pipe"
-	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/target"
@@ -45,17 +44,12 @@ type Config struct {
 	SkipPortChecking bool
 	RecoverWaitTime  time.Duration
 	Pod              *cluster.PodOptions
-	Protocol         portforward.Protocol
 	Command          string
-	Role             string // exchange (default) or mesh's manual mode
 	ErrOut           io.Writer
 }
 
 // Run exchanges until ctx ends, then restores the Service (first) and deletes the shadow.
 func Run(ctx context.Context, cfg Config) (err error) {
-	if cfg.Role == "" {
-		cfg.Role = wire.RoleExchange
-	}
 	pipe.OneProcessor()
 	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	t, err := target.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
@@ -84,7 +78,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	lockID := cluster.NewSession()
 	now := time.Now().UTC()
 	prev, svc, err := cluster.LockService(ctx, cfg.Client, ns, svcName, wire.Lock{
-		Owner: cluster.Owner(), Session: lockID, Role: cfg.Role, Command: cfg.Command, Since: now, Heartbeat: now})
+		Owner: cluster.Owner(), Session: lockID, Role: wire.RoleExchange, Command: cfg.Command, Since: now, Heartbeat: now})
 	if err != nil {
 		return err
 	}
@@ -228,11 +222,11 @@ func (x *exchanger) current() *session.Session {
 // selector mode it gets the identity to restore the Service itself after a crashed client.
 func (x *exchanger) newShadow(ctx context.Context, undo *cluster.Undo) (*session.Session, error) {
 	id := cluster.NewSession()
-	podName := cluster.ShadowName(x.cfg.Role, id)
+	podName := cluster.ShadowName(wire.RoleExchange, id)
 	labels := map[string]string{wire.ExchangeLabel: x.lockID}
 	opts := session.Options{
-		ID: id, Namespace: x.ns, Role: x.cfg.Role, Command: x.cfg.Command, Pod: x.cfg.Pod,
-		Protocol: x.cfg.Protocol, Progress: x.cfg.ErrOut, Labels: labels,
+		ID: id, Namespace: x.ns, Role: wire.RoleExchange, Command: x.cfg.Command, Pod: x.cfg.Pod,
+		Progress: x.cfg.ErrOut, Labels: labels,
 	}
 	for _, p := range x.ports {
 		opts.ForwardPorts = append(opts.ForwardPorts, corev1.ContainerPort{ContainerPort: p.Target, Name: p.Name})

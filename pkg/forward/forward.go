@@ -35,7 +35,6 @@ type Config struct {
 	Ports      []Port // at least one; one for HOST:PORT
 	Address    string // local listen address
 	Pod        *cluster.PodOptions
-	Protocol   portforward.Protocol
 	Command    string
 	ErrOut     io.Writer
 }
@@ -109,7 +108,7 @@ func runAddress(ctx context.Context, cfg Config) error {
 	}
 	defer l.Close()
 	sess, err := session.Start(ctx, cfg.RESTConfig, cfg.Client, session.Options{Namespace: cfg.Namespace, Role: wire.RoleForward,
-		Command: cfg.Command, Pod: cfg.Pod, Protocol: cfg.Protocol, Progress: cfg.ErrOut})
+		Command: cfg.Command, Pod: cfg.Pod, Progress: cfg.ErrOut})
 	if err != nil {
 		return err
 	}
@@ -221,7 +220,7 @@ func (f *podPicker) pick(ctx context.Context) (*portforward.Dialer, error) {
 			}
 		}
 		d := portforward.NewDialer(f.cfg.RESTConfig, f.cfg.Client, f.cfg.Namespace, p.Name)
-		d.Protocol, d.Timeout = f.cfg.Protocol, f.cfg.Pod.PortForwardTimeout
+		d.Timeout = f.cfg.Pod.PortForwardTimeout
 		f.mu.Lock()
 		if f.dialer != nil {
 			f.dialer.Close()

@@ -56,7 +56,6 @@ type Config struct {
 	SkipPortChecking bool
 	RouterImage      string
 	Pod              *cluster.PodOptions
-	Protocol         portforward.Protocol
 	Command          string
 	ErrOut           io.Writer
 }
@@ -155,7 +154,7 @@ func (m *mesher) shadow(ctx context.Context, undo *cluster.Undo, id string, labe
 	fwds, cps := m.forwards()
 	sess, err := session.Start(ctx, m.cfg.RESTConfig, m.cfg.Client, session.Options{
 		ID: id, Namespace: m.ns, Role: wire.RoleMesh, Command: m.cfg.Command, Pod: m.cfg.Pod,
-		Protocol: m.cfg.Protocol, Progress: m.cfg.ErrOut, ForwardPorts: cps, Labels: labels, OwnerRef: owner,
+		Progress: m.cfg.ErrOut, ForwardPorts: cps, Labels: labels, OwnerRef: owner,
 	})
 	if err != nil {
 		return nil, err
@@ -506,7 +505,6 @@ func (m *mesher) leave(ctx context.Context) error {
 // routerDialer is a port-forward to the router, for its loopback endpoints (wire.HealthPort).
 func (m *mesher) routerDialer(pod string) *portforward.Dialer {
 	d := portforward.NewDialer(m.cfg.RESTConfig, m.cfg.Client, m.ns, pod)
-	d.Protocol = m.cfg.Protocol
 	return d
 }
 

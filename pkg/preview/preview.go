@@ -18,7 +18,6 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/pipe"
-	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
@@ -35,7 +34,6 @@ type Config struct {
 	External         bool
 	SkipPortChecking bool
 	Pod              *cluster.PodOptions
-	Protocol         portforward.Protocol
 	Command          string
 	ErrOut           io.Writer
 }
@@ -122,7 +120,7 @@ func (pv *previewer) shadow(ctx context.Context, undo *cluster.Undo, id string) 
 	// The shadow may delete itself after a crashed client; the Service is owned by the pod and goes with it.
 	sr, srErr := cluster.CreateSelfRestore(ctx, cfg.Client, cfg.Namespace, podName, cfg.Name, id)
 	opts := session.Options{ID: id, Namespace: cfg.Namespace, Role: wire.RolePreview, Command: cfg.Command, Pod: cfg.Pod,
-		Protocol: cfg.Protocol, Progress: cfg.ErrOut, Labels: map[string]string{wire.ExchangeLabel: pv.id}}
+		Progress: cfg.ErrOut, Labels: map[string]string{wire.ExchangeLabel: pv.id}}
 	if srErr == nil {
 		opts.ServiceAccount, opts.RestoreService, opts.RestoreSession = sr.Name, cfg.Namespace+"/"+cfg.Name, id
 		undo.Push("delete the shadow's service account", sr.Delete)

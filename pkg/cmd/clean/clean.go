@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/connect"
@@ -88,16 +89,8 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter) error {
 	if o.LocalOnly {
 		return nil
 	}
-	ns, _, err := f.ToRawKubeConfigLoader().Namespace()
-	if err != nil {
-		return err
-	}
-	rc, err := f.ToRESTConfig()
-	if err != nil {
-		return err
-	}
-	o.namespace = ns
-	o.client, err = kubernetes.NewForConfig(rc)
+	var err error
+	o.namespace, _, o.client, err = kube.Clients(f)
 	return err
 }
 

@@ -12,6 +12,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/target"
 	"github.com/kubectl-kt/kt/pkg/wire"
@@ -36,18 +37,10 @@ session is gone and you do not want to wait for its shadow to restore the Servic
 		Example: "  kubectl kt recover web",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ns, _, err := f.ToRawKubeConfigLoader().Namespace()
-			if err != nil {
+			var err error
+			if o.namespace, _, o.client, err = kube.Clients(f); err != nil {
 				return err
 			}
-			rc, err := f.ToRESTConfig()
-			if err != nil {
-				return err
-			}
-			if o.client, err = kubernetes.NewForConfig(rc); err != nil {
-				return err
-			}
-			o.namespace = ns
 			cmd.SilenceUsage = true
 			return o.Run(cmd.Context(), strings.TrimPrefix(strings.TrimPrefix(args[0], "svc/"), "service/"))
 		},
