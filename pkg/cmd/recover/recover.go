@@ -12,8 +12,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/target"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
