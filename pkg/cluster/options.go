@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -37,21 +36,6 @@ func NewPodOptions() *PodOptions {
 		PortForwardTimeout: 10 * time.Second,
 		ExpireAfter:        60 * time.Second,
 	}
-}
-
-// AddFlags binds the options to fs.
-func (o *PodOptions) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVarP(&o.Image, "image", "i", o.Image, "Shadow image. The default is built from the same source as this client.")
-	fs.StringVar(&o.ImagePullSecret, "image-pull-secret", o.ImagePullSecret, "Secret to pull the shadow image with.")
-	fs.StringVar(&o.ServiceAccount, "service-account", o.ServiceAccount, "Service account of the shadow pod (default: the namespace's default).")
-	fs.StringToStringVar(&o.NodeSelector, "node-selector", o.NodeSelector, "Node selector of the shadow pod, k=v[,k=v].")
-	fs.StringToStringVar(&o.Labels, "with-label", o.Labels, "Extra labels on the shadow pod, k=v[,k=v].")
-	fs.StringToStringVar(&o.Annotations, "with-annotation", o.Annotations, "Extra annotations on the shadow pod, k=v[,k=v].")
-	fs.StringVar(&o.PodQuota, "pod-quota", o.PodQuota, "CPU and memory of the shadow pod as requests = limits, e.g. 0.5c,256m (c: cores; k, m, g: KiB, MiB, GiB).")
-	DurationVar(fs, &o.PodCreationTimeout, "pod-creation-timeout", o.PodCreationTimeout, "How long to wait for the shadow pod to run.")
-	DurationVar(fs, &o.PortForwardTimeout, "port-forward-timeout", o.PortForwardTimeout, "How long to wait for a port-forward tunnel.")
-	fs.BoolVarP(&o.ForceUpdate, "force-update", "f", o.ForceUpdate, "Pull the shadow image every time (imagePullPolicy Always).")
-	DurationVar(fs, &o.ExpireAfter, "shadow-expire-after", o.ExpireAfter, "The shadow exits once this client has been gone this long.")
 }
 
 var quotaRE = regexp.MustCompile(`^([0-9]*\.?[0-9]+)([ckmg])$`)

@@ -91,18 +91,19 @@ func (sr *SelfRestore) own(ctx context.Context, patch string) error {
 	return errors.Join(errs...)
 }
 
-// Identity is the identity named name in ns, as createIdentity made it.
-func Identity(client kubernetes.Interface, ns, name string) *SelfRestore {
-	return &SelfRestore{Namespace: ns, Name: name, client: client}
-}
-
 // Delete removes the three objects.
 func (sr *SelfRestore) Delete(ctx context.Context) error {
+	return DeleteIdentity(ctx, sr.client, sr.Namespace, sr.Name)
+}
+
+// DeleteIdentity removes the ServiceAccount, Role and RoleBinding named name in ns, as
+// createIdentity made them, whichever of them exist.
+func DeleteIdentity(ctx context.Context, client kubernetes.Interface, ns, name string) error {
 	var errs []error
 	for _, err := range []error{
-		sr.client.RbacV1().RoleBindings(sr.Namespace).Delete(ctx, sr.Name, metav1.DeleteOptions{}),
-		sr.client.RbacV1().Roles(sr.Namespace).Delete(ctx, sr.Name, metav1.DeleteOptions{}),
-		sr.client.CoreV1().ServiceAccounts(sr.Namespace).Delete(ctx, sr.Name, metav1.DeleteOptions{}),
+		client.RbacV1().RoleBindings(ns).Delete(ctx, name, metav1.DeleteOptions{}),
+		client.RbacV1().Roles(ns).Delete(ctx, name, metav1.DeleteOptions{}),
+		client.CoreV1().ServiceAccounts(ns).Delete(ctx, name, metav1.DeleteOptions{}),
 	} {
 		if err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, err)

@@ -1,13 +1,14 @@
-// Package cluster holds every change kt makes to a cluster, each with its recorded inverse:
-// the shadow pod's spec and lifecycle, and the undo stack run on exit.
+// Package cluster holds every change kt makes to a cluster, each beside its inverse: shadow
+// pods and Deployments (their spec, PodOptions, and the waits for them), the identities and
+// join Secrets they use, the Services kt makes (mesh's origin, preview's) and the ones it
+// locks and redirects, and scale mode's workloads. Reading the cluster is pkg/target's and
+// pkg/inventory's; the undo stack that runs these inverses on exit is pkg/undo.
 package cluster
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/json"
 	"fmt"
-	"os"
-	"os/user"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,8 +17,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -58,33 +62,6 @@ type ShadowSpec struct {
 	Shared bool
 	Opts   *PodOptions
 }
-
-// NewSession returns a random session id: 6 characters of [a-z0-9].
-func NewSession() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
-}
-
-// Owner returns user@host of this process, for the owner annotation.
-func Owner() string {
-	name := "unknown"
-	if u, err := user.Current(); err == nil {
-		name = u.Username
-	}
-	if su := os.Getenv("SUDO_USER"); su != "" {
-		name = su
-	}
-	host, _ := os.Hostname()
-	return name + "@" + host
-}
-
-// ShadowName is the pod name for a role and session.
-func ShadowName(role, session string) string { return "kt-" + role + "-" + session }
 
 // ShadowPod builds the pod. It passes Pod Security "restricted": non-root, read-only root
 // filesystem, no privilege escalation, no capabilities, RuntimeDefault seccomp.
@@ -155,11 +132,11 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 	if s.Shared {
 		c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvShared, Value: "true"},
 			corev1.EnvVar{Name: wire.EnvJoinKey, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-				LocalObjectReference: corev1.LocalObjectReference{Name: ShadowName(s.Role, s.Session)}, Key: wire.JoinSecretKey}}})
+				LocalObjectReference: corev1.LocalObjectReference{Name: wire.ShadowName(s.Role, s.Session)}, Key: wire.JoinSecretKey}}})
 	}
 	if s.Deployment {
 		c.Env = append(c.Env,
-			corev1.EnvVar{Name: wire.EnvDeployment, Value: ShadowName(s.Role, s.Session)},
+			corev1.EnvVar{Name: wire.EnvDeployment, Value: wire.ShadowName(s.Role, s.Session)},
 			corev1.EnvVar{Name: wire.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 		)
 	}
@@ -168,14 +145,14 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 		// the shadow no earlier. The agent answers on a port of its own: a probe of the
 		// forwarded port would look like traffic (wire.Traffic). The router serves its
 		// ports itself and tells a probe's empty connection from traffic.
-		handler := corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstrFrom(s.ForwardPorts[0].ContainerPort)}}
+		handler := corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(s.ForwardPorts[0].ContainerPort)}}
 		if s.Role != wire.RoleRouter {
 			probe := probePort(s.ForwardPorts)
 			if probe != wire.ProbePort {
 				c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvProbePort, Value: strconv.Itoa(int(probe))})
 			}
 			handler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: fmt.Sprintf("/forwarding?port=%d", s.ForwardPorts[0].ContainerPort), Port: intstrFrom(probe)}}
+				Path: fmt.Sprintf("/forwarding?port=%d", s.ForwardPorts[0].ContainerPort), Port: intstr.FromInt32(probe)}}
 		}
 		c.ReadinessProbe = &corev1.Probe{
 			ProbeHandler:  handler,
@@ -195,7 +172,7 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        ShadowName(s.Role, s.Session),
+			Name:        wire.ShadowName(s.Role, s.Session),
 			Namespace:   s.Namespace,
 			Labels:      labels,
 			Annotations: ann,
@@ -224,7 +201,37 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 	if s.Opts.ImagePullSecret != "" {
 		pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: s.Opts.ImagePullSecret}}
 	}
+	if s.Role == wire.RoleRouter {
+		routerResources(pod)
+	}
 	return pod, nil
+}
+
+// The router's default resources, where --pod-quota sets none: it holds every meshed
+// request's head and buffers, so it gets a memory limit, and Go a soft limit below it
+// (GOMEMLIMIT) to collect garbage before the kernel kills it. Should it die anyway (out of
+// memory, a crash), the kubelet restarts it in place: same pod, same IP, so the Service's
+// only endpoint comes back within seconds instead of staying empty.
+var (
+	routerRequests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")}
+	routerLimits   = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")}
+)
+
+func routerResources(pod *corev1.Pod) {
+	pod.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+	c := &pod.Spec.Containers[0]
+	if c.Resources.Requests == nil {
+		c.Resources.Requests = routerRequests.DeepCopy()
+	}
+	if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
+		if c.Resources.Limits == nil {
+			c.Resources.Limits = corev1.ResourceList{}
+		}
+		c.Resources.Limits[corev1.ResourceMemory] = routerLimits[corev1.ResourceMemory]
+	}
+	if mem, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
+		c.Env = append(c.Env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: strconv.FormatInt(mem.Value()*4/5, 10)})
+	}
 }
 
 // ShadowDeployment is a Deployment of one replica running pod (from ShadowPod with
@@ -379,6 +386,16 @@ func podUsable(p *corev1.Pod, needReady bool) (bool, error) {
 	return false, nil
 }
 
+// CreateShadowDeployment creates the Deployment that keeps a pod like tmpl running (see
+// ShadowDeployment). Its inverse is DeleteShadowDeployment.
+func CreateShadowDeployment(ctx context.Context, client kubernetes.Interface, tmpl *corev1.Pod) (*appsv1.Deployment, error) {
+	d, err := client.AppsV1().Deployments(tmpl.Namespace).Create(ctx, ShadowDeployment(tmpl), metav1.CreateOptions{})
+	if err != nil {
+		return nil, Explain(err, "create", "deployments", tmpl.Namespace)
+	}
+	return d, nil
+}
+
 // DeleteShadowDeployment deletes a shadow Deployment and, at once, its pods (those of its
 // session).
 func DeleteShadowDeployment(ctx context.Context, client kubernetes.Interface, ns, name, session string) error {
@@ -411,6 +428,26 @@ func DeleteShadow(ctx context.Context, client kubernetes.Interface, ns, name str
 		return Explain(err, "delete", "pods", ns)
 	}
 	return nil
+}
+
+// HeartbeatPod stamps the shadow pod with the time: its agent, status and clean tell a live
+// client by it.
+func HeartbeatPod(ctx context.Context, client kubernetes.Interface, ns, name string) error {
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, wire.HeartbeatAnnotation, time.Now().UTC().Format(time.RFC3339))
+	_, err := client.CoreV1().Pods(ns).Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	return err
+}
+
+// DropPodLabels removes the label keys from a pod (exchange's scale mode takes its shadow out
+// of the Service so).
+func DropPodLabels(ctx context.Context, client kubernetes.Interface, ns, name string, keys []string) error {
+	labels := map[string]any{}
+	for _, k := range keys {
+		labels[k] = nil
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
+	_, err := client.CoreV1().Pods(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{})
+	return Explain(err, "patch", "pods", ns)
 }
 
 // Explain turns a Forbidden from the API server into a message that names the missing permission.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -154,5 +155,28 @@ func TestPodOptionsValidate(t *testing.T) {
 	}
 	if err := NewPodOptions().Validate(); err != nil {
 		t.Errorf("defaults: %v", err)
+	}
+}
+
+func TestRouterResources(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "agent"}}}}
+	routerResources(pod)
+	c := pod.Spec.Containers[0]
+	if pod.Spec.RestartPolicy != corev1.RestartPolicyOnFailure {
+		t.Errorf("restart policy %s: a router that dies must come back", pod.Spec.RestartPolicy)
+	}
+	if m := c.Resources.Limits[corev1.ResourceMemory]; m.String() != "256Mi" {
+		t.Errorf("memory limit %s", m.String())
+	}
+	if len(c.Env) != 1 || c.Env[0].Name != "GOMEMLIMIT" || c.Env[0].Value != strconv.Itoa(256<<20*4/5) {
+		t.Errorf("env %v", c.Env)
+	}
+	// --pod-quota's memory stays, and sets GOMEMLIMIT.
+	q := resource.MustParse("1Gi")
+	pod = &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Resources: corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceMemory: q}, Limits: corev1.ResourceList{corev1.ResourceMemory: q}}}}}}
+	routerResources(pod)
+	if m := pod.Spec.Containers[0].Resources.Limits[corev1.ResourceMemory]; m.String() != "1Gi" || pod.Spec.Containers[0].Env[0].Value != strconv.Itoa(1<<30*4/5) {
+		t.Errorf("with --pod-quota: %s %v", m.String(), pod.Spec.Containers[0].Env)
 	}
 }

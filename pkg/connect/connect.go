@@ -32,6 +32,7 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/dns"
+	"github.com/kubectl-kt/kt/pkg/inventory"
 	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/netstack"
 	"github.com/kubectl-kt/kt/pkg/pipe"
@@ -40,6 +41,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/tun"
 	"github.com/kubectl-kt/kt/pkg/tunnel"
+	"github.com/kubectl-kt/kt/pkg/undo"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -127,7 +129,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}()
 
-	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
+	inventory.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	lock, recovered, err := Acquire(server, c.admin)
 	if err != nil {
 		return err
@@ -137,7 +139,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		fmt.Fprintf(cfg.ErrOut, "Cleaned up after an earlier connect that did not exit cleanly (pid %d)\n", recovered.PID)
 	}
 	c.state = &State{PID: os.Getpid(), Started: time.Now(), Server: server, Context: cfg.Context, Namespace: cfg.Namespace, NetNS: NetNS(), DNSMode: cfg.DNSMode}
-	var undo cluster.Undo
+	var undo undo.Stack
 	defer func() {
 		if uerr := undo.Run(30 * time.Second); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("restore: %w; run 'kubectl kt clean --local-only'", uerr))
@@ -161,13 +163,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	var routes []netip.Prefix
 	var clusterRanges []netip.Prefix
 	if !cfg.DisableTUN {
-		svcRanges, err := cluster.ServiceCIDRs(ctx, cfg.Client, cfg.Namespace)
+		svcRanges, err := inventory.ServiceCIDRs(ctx, cfg.Client, cfg.Namespace)
 		if err != nil {
 			return err
 		}
 		clusterRanges = append(clusterRanges, svcRanges...)
 		if !cfg.DisablePodIP {
-			podRanges, err := cluster.PodCIDRs(ctx, cfg.Client, cfg.Namespace)
+			podRanges, err := inventory.PodCIDRs(ctx, cfg.Client, cfg.Namespace)
 			if err != nil {
 				return err
 			}
@@ -252,7 +254,7 @@ func apiServerAddrs(ctx context.Context, server string) []netip.Addr {
 	return ips
 }
 
-func (c *connector) startTUN(ctx context.Context, routes []netip.Prefix, undo *cluster.Undo) error {
+func (c *connector) startTUN(ctx context.Context, routes []netip.Prefix, undo *undo.Stack) error {
 	name := c.cfg.TUNName
 	if name == "" {
 		name = "kt%d"
@@ -290,7 +292,7 @@ func (c *connector) startTUN(ctx context.Context, routes []netip.Prefix, undo *c
 }
 
 // startDNS sets up the chosen DNS mode and describes it.
-func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *cluster.Undo) (string, error) {
+func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *undo.Stack) (string, error) {
 	domain := c.cfg.ClusterDomain
 	switch c.cfg.DNSMode {
 	case DNSNone:
@@ -445,7 +447,7 @@ func (c *connector) clusterDNS(ctx context.Context, m *mdns.Msg) (*mdns.Msg, err
 
 // startProxy runs a local SOCKS5 proxy whose connections go through the agent, which also
 // resolves names, so cluster names work with socks5h.
-func (c *connector) startProxy(ctx context.Context, undo *cluster.Undo) (string, error) {
+func (c *connector) startProxy(ctx context.Context, undo *undo.Stack) (string, error) {
 	addr := net.JoinHostPort(c.cfg.ProxyAddr, strconv.Itoa(c.cfg.ProxyPort))
 	l, err := net.Listen("tcp", addr)
 	if err != nil {

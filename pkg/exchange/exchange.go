@@ -2,27 +2,29 @@ package exchange
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/inventory"
 	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/target"
+	"github.com/kubectl-kt/kt/pkg/undo"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -51,7 +53,7 @@ type Config struct {
 // Run exchanges until ctx ends, then restores the Service (first) and deletes the shadow.
 func Run(ctx context.Context, cfg Config) (err error) {
 	pipe.OneProcessor()
-	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
+	inventory.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	t, err := target.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
 	if err != nil {
 		return err
@@ -75,17 +77,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		fmt.Fprintf(cfg.ErrOut, "warning: %s\n", w)
 	}
 	ns, svcName := cfg.Namespace, t.Service.Name
-	lockID := cluster.NewSession()
+	lockID := wire.NewSession()
 	now := time.Now().UTC()
 	prev, svc, err := cluster.LockService(ctx, cfg.Client, ns, svcName, wire.Lock{
-		Owner: cluster.Owner(), Session: lockID, Role: wire.RoleExchange, Command: cfg.Command, Since: now, Heartbeat: now})
+		Owner: wire.Owner(), Session: lockID, Role: wire.RoleExchange, Command: cfg.Command, Since: now, Heartbeat: now})
 	if err != nil {
 		return err
 	}
 	if prev != nil {
 		fmt.Fprintf(cfg.ErrOut, "Took over service %s/%s from %s, whose session stopped sending heartbeats at %s\n", ns, svcName, prev.Owner, prev.Heartbeat.Local().Format("15:04:05"))
 	}
-	var undo cluster.Undo
+	var undo undo.Stack
 	defer func() {
 		if uerr := undo.Run(cfg.RecoverWaitTime + 30*time.Second); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("restore: %w; run 'kubectl kt recover %s'", uerr, svcName))
@@ -220,9 +222,9 @@ func (x *exchanger) current() *session.Session {
 
 // newShadow starts a shadow for this exchange (also as the replacement of a lost one). In
 // selector mode it gets the identity to restore the Service itself after a crashed client.
-func (x *exchanger) newShadow(ctx context.Context, undo *cluster.Undo) (*session.Session, error) {
-	id := cluster.NewSession()
-	podName := cluster.ShadowName(wire.RoleExchange, id)
+func (x *exchanger) newShadow(ctx context.Context, undo *undo.Stack) (*session.Session, error) {
+	id := wire.NewSession()
+	podName := wire.ShadowName(wire.RoleExchange, id)
 	labels := map[string]string{wire.ExchangeLabel: x.lockID}
 	opts := session.Options{
 		ID: id, Namespace: x.ns, Role: wire.RoleExchange, Command: x.cfg.Command, Pod: x.cfg.Pod,
@@ -271,7 +273,7 @@ func (x *exchanger) newShadow(ctx context.Context, undo *cluster.Undo) (*session
 // serve keeps the forwards up: after a dropped tunnel it reconnects, and after a lost shadow
 // it starts a new one.
 func (x *exchanger) serve(ctx context.Context, fwds []session.Forward, ready func()) error {
-	var extra cluster.Undo // replacement shadows, removed at the end
+	var extra undo.Stack // replacement shadows, removed at the end
 	defer extra.Run(30 * time.Second)
 	for ctx.Err() == nil {
 		sess := x.current()
@@ -292,7 +294,7 @@ func (x *exchanger) serve(ctx context.Context, fwds []session.Forward, ready fun
 
 // scaleDown records the replicas on the workload, scales it to zero, and pushes the inverse:
 // scale back and wait until the pods are ready again (before the shadow is deleted).
-func (x *exchanger) scaleDown(ctx context.Context, w *target.Workload, undo *cluster.Undo) error {
+func (x *exchanger) scaleDown(ctx context.Context, w *target.Workload, undo *undo.Stack) error {
 	replicas, inherited, err := cluster.ScaleToZero(ctx, x.cfg.Client, x.ns, w, x.lockID)
 	if err != nil {
 		return err
@@ -319,13 +321,8 @@ func (x *exchanger) scaleDown(ctx context.Context, w *target.Workload, undo *clu
 // followed, so that deleting it refuses no client's connection.
 func (x *exchanger) drainShadow(ctx context.Context) error {
 	sess := x.current()
-	labels := map[string]any{}
-	for k := range x.svc.Spec.Selector {
-		labels[k] = nil
-	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels}})
-	if _, err := x.cfg.Client.CoreV1().Pods(x.ns).Patch(ctx, sess.Pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-		return cluster.Explain(err, "patch", "pods", x.ns)
+	if err := cluster.DropPodLabels(ctx, x.cfg.Client, x.ns, sess.Pod.Name, slices.Collect(maps.Keys(x.svc.Spec.Selector))); err != nil {
+		return err
 	}
 	session.Drain(ctx, x.cfg.Client, x.ns, x.svc.Name, sess.Pod.Status.PodIP, sess.Dialer)
 	return nil

@@ -22,7 +22,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -30,11 +29,13 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/inventory"
 	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/session"
 	"github.com/kubectl-kt/kt/pkg/target"
+	"github.com/kubectl-kt/kt/pkg/undo"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -97,7 +98,7 @@ func ParseVersionMark(s string) (key, value string, err error) {
 // Run meshes until ctx ends.
 func Run(ctx context.Context, cfg Config) (err error) {
 	pipe.OneProcessor()
-	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
+	inventory.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	t, err := target.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
 	if err != nil {
 		return err
@@ -114,8 +115,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 	}
-	m := &mesher{cfg: cfg, ns: cfg.Namespace, svc: t.Service, ports: ports, session: cluster.NewSession()}
-	var undo cluster.Undo
+	m := &mesher{cfg: cfg, ns: cfg.Namespace, svc: t.Service, ports: ports, session: wire.NewSession()}
+	var undo undo.Stack
 	defer func() {
 		if uerr := undo.Run(60 * time.Second); uerr != nil {
 			err = errors.Join(err, fmt.Errorf("restore: %w; run 'kubectl kt clean'", uerr))
@@ -150,7 +151,7 @@ func (m *mesher) forwards() ([]session.Forward, []corev1.ContainerPort) {
 
 // shadow starts this developer's shadow and serves its forwards in the background. The first
 // one is named for the session, a replacement for an id of its own.
-func (m *mesher) shadow(ctx context.Context, undo *cluster.Undo, id string, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, error) {
+func (m *mesher) shadow(ctx context.Context, undo *undo.Stack, id string, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, error) {
 	fwds, cps := m.forwards()
 	sess, err := session.Start(ctx, m.cfg.RESTConfig, m.cfg.Client, session.Options{
 		ID: id, Namespace: m.ns, Role: wire.RoleMesh, Command: m.cfg.Command, Pod: m.cfg.Pod,
@@ -167,15 +168,15 @@ func (m *mesher) shadow(ctx context.Context, undo *cluster.Undo, id string, labe
 }
 
 // replace starts a shadow in place of lost, retrying until one runs or ctx ends.
-func (m *mesher) replace(ctx context.Context, undo *cluster.Undo, lost *session.Session, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, error) {
+func (m *mesher) replace(ctx context.Context, undo *undo.Stack, lost *session.Session, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, error) {
 	return session.Replace(ctx, m.cfg.ErrOut, lost.Pod.Name, func() (*session.Session, error) {
-		return m.shadow(ctx, undo, cluster.NewSession(), labels, owner)
+		return m.shadow(ctx, undo, wire.NewSession(), labels, owner)
 	})
 }
 
 // manual starts a shadow that carries the workload's labels plus KEY=VALUE, for a service
 // mesh's routing rules to select; the Service is not changed.
-func (m *mesher) manual(ctx context.Context, undo *cluster.Undo) error {
+func (m *mesher) manual(ctx context.Context, undo *undo.Stack) error {
 	labels := map[string]string{m.cfg.Key: m.cfg.Value}
 	for k, v := range m.svc.Spec.Selector {
 		labels[k] = v
@@ -203,7 +204,7 @@ func (m *mesher) manual(ctx context.Context, undo *cluster.Undo) error {
 }
 
 // auto joins (or creates) the Service's mesh.
-func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
+func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 	created, err := m.join(ctx, undo)
 	if err != nil {
 		return err
@@ -215,7 +216,7 @@ func (m *mesher) auto(ctx context.Context, undo *cluster.Undo) error {
 	if err != nil {
 		return err
 	}
-	member := wire.MeshMember{Owner: cluster.Owner(), Session: m.session, Key: m.cfg.Key, Value: m.cfg.Value, Shadow: sess.Pod.Status.PodIP, Heartbeat: time.Now().UTC()}
+	member := wire.MeshMember{Owner: wire.Owner(), Session: m.session, Key: m.cfg.Key, Value: m.cfg.Value, Shadow: sess.Pod.Status.PodIP, Heartbeat: time.Now().UTC()}
 	if err := m.update(ctx, func(st *wire.MeshState) error {
 		for _, o := range st.Live(cluster.StaleAfter) {
 			if strings.EqualFold(o.Key, member.Key) && o.Value == member.Value && o.Session != m.session {
@@ -308,9 +309,9 @@ func (m *mesher) update(ctx context.Context, f func(*wire.MeshState) error) erro
 
 // join takes the Service's mesh lock, or joins a live mesh. The first developer creates the
 // origin Service and the router and switches the Service to the router.
-func (m *mesher) join(ctx context.Context, undo *cluster.Undo) (created bool, err error) {
-	meshID := cluster.NewSession()
-	routerName := cluster.ShadowName(wire.RoleRouter, meshID)
+func (m *mesher) join(ctx context.Context, undo *undo.Stack) (created bool, err error) {
+	meshID := wire.NewSession()
+	routerName := wire.ShadowName(wire.RoleRouter, meshID)
 	origin := originName(m.svc.Name, meshID)
 	var targets []int32
 	for _, p := range m.svc.Spec.Ports {
@@ -336,7 +337,7 @@ func (m *mesher) join(ctx context.Context, undo *cluster.Undo) (created bool, er
 			}
 		}
 		created = true
-		wire.SetServiceLock(s, wire.Lock{Owner: cluster.Owner(), Session: meshID, Role: wire.RoleMesh, Command: m.cfg.Command, Since: now, Heartbeat: now})
+		wire.SetServiceLock(s, wire.Lock{Owner: wire.Owner(), Session: meshID, Role: wire.RoleMesh, Command: m.cfg.Command, Since: now, Heartbeat: now})
 		wire.SetMesh(s, &wire.MeshState{Router: routerName, Origin: origin, Ports: targets})
 		return true, nil
 	})
@@ -350,24 +351,19 @@ func (m *mesher) join(ctx context.Context, undo *cluster.Undo) (created bool, er
 	fail := func(err error) (bool, error) {
 		ctx := context.WithoutCancel(ctx)
 		cleanup(ctx)
-		m.cfg.Client.CoreV1().Services(m.ns).Delete(ctx, origin, metav1.DeleteOptions{})
+		cluster.DeleteService(ctx, m.cfg.Client, m.ns, origin)
 		cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, routerName)
 		return false, err
 	}
-	// The origin Service selects the original pods on the router's port numbers.
-	osvc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: origin, Namespace: m.ns, Labels: map[string]string{
-			wire.ManagedByLabel: wire.ManagedBy, wire.RoleLabel: "origin", wire.ExchangeLabel: meshID}},
-		Spec: corev1.ServiceSpec{Selector: m.svc.Spec.Selector},
-	}
+	var ops []corev1.ServicePort
 	for _, p := range m.svc.Spec.Ports {
 		if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
-			osvc.Spec.Ports = append(osvc.Spec.Ports, corev1.ServicePort{Name: p.Name, Port: m.targetOf(p), TargetPort: p.TargetPort})
+			ops = append(ops, corev1.ServicePort{Name: p.Name, Port: m.targetOf(p), TargetPort: p.TargetPort})
 		}
 	}
-	osvc, err = m.cfg.Client.CoreV1().Services(m.ns).Create(ctx, osvc, metav1.CreateOptions{})
+	osvc, err := cluster.CreateOriginService(ctx, m.cfg.Client, m.ns, origin, meshID, m.svc.Spec.Selector, ops)
 	if err != nil {
-		return fail(cluster.Explain(err, "create", "services", m.ns))
+		return fail(err)
 	}
 	sr, err := cluster.CreateSelfRestore(ctx, m.cfg.Client, m.ns, routerName, m.svc.Name, meshID, origin)
 	if err != nil {
@@ -390,8 +386,8 @@ func (m *mesher) join(ctx context.Context, undo *cluster.Undo) (created bool, er
 	if m.cfg.RouterImage != "" {
 		opts.Image = m.cfg.RouterImage
 	}
-	pod, err := cluster.ShadowPod(cluster.ShadowSpec{
-		Namespace: m.ns, Role: wire.RoleRouter, Session: meshID, Owner: cluster.Owner(), Command: m.cfg.Command,
+	pod, err := cluster.CreateShadow(ctx, m.cfg.Client, cluster.ShadowSpec{
+		Namespace: m.ns, Role: wire.RoleRouter, Session: meshID, Owner: wire.Owner(), Command: m.cfg.Command,
 		ForwardPorts: cps, Labels: map[string]string{wire.ExchangeLabel: meshID}, Opts: &opts,
 		RestoreService: m.ns + "/" + m.svc.Name, RestoreSession: meshID, ServiceAccount: sr.Name,
 		Args: []string{"--router", "--service=" + m.ns + "/" + m.svc.Name, "--origin=" + origin, "--origin-ip=" + osvc.Spec.ClusterIP, "--ports=" + strings.Join(ps, ","),
@@ -400,12 +396,6 @@ func (m *mesher) join(ctx context.Context, undo *cluster.Undo) (created bool, er
 	if err != nil {
 		sr.Delete(ctx)
 		return fail(err)
-	}
-	routerResources(pod)
-	pod, err = m.cfg.Client.CoreV1().Pods(m.ns).Create(ctx, pod, metav1.CreateOptions{})
-	if err != nil {
-		sr.Delete(ctx)
-		return fail(cluster.Explain(err, "create", "pods", m.ns))
 	}
 	sr.OwnBy(ctx, pod)
 	wait := progress.Start(m.cfg.ErrOut, "Waiting for mesh router "+m.ns+"/"+routerName+" to be ready")
@@ -496,7 +486,7 @@ func (m *mesher) leave(ctx context.Context) error {
 	}
 	// The router sends unmarked requests to the origin Service until it is gone: it goes first.
 	errs := []error{cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, last.Router)}
-	if err := m.cfg.Client.CoreV1().Services(m.ns).Delete(ctx, last.Origin, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if err := cluster.DeleteService(ctx, m.cfg.Client, m.ns, last.Origin); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -555,32 +545,5 @@ func (m *mesher) waitRoute(ctx context.Context, router string, want bool, timeou
 			return false, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
-	}
-}
-
-// The router's default resources, where --pod-quota sets none: it holds every meshed
-// request's head and buffers, so it gets a memory limit, and Go a soft limit below it
-// (GOMEMLIMIT) to collect garbage before the kernel kills it. Should it die anyway (out of
-// memory, a crash), the kubelet restarts it in place: same pod, same IP, so the Service's
-// only endpoint comes back within seconds instead of staying empty.
-var (
-	routerRequests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi")}
-	routerLimits   = corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")}
-)
-
-func routerResources(pod *corev1.Pod) {
-	pod.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
-	c := &pod.Spec.Containers[0]
-	if c.Resources.Requests == nil {
-		c.Resources.Requests = routerRequests.DeepCopy()
-	}
-	if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
-		if c.Resources.Limits == nil {
-			c.Resources.Limits = corev1.ResourceList{}
-		}
-		c.Resources.Limits[corev1.ResourceMemory] = routerLimits[corev1.ResourceMemory]
-	}
-	if mem, ok := c.Resources.Limits[corev1.ResourceMemory]; ok {
-		c.Env = append(c.Env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: strconv.FormatInt(mem.Value()*4/5, 10)})
 	}
 }

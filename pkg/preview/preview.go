@@ -11,14 +11,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/inventory"
 	"github.com/kubectl-kt/kt/pkg/pipe"
 	"github.com/kubectl-kt/kt/pkg/session"
+	"github.com/kubectl-kt/kt/pkg/undo"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -54,9 +54,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 	}
-	cluster.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
-	pv := &previewer{cfg: cfg, id: cluster.NewSession()}
-	var undo cluster.Undo
+	inventory.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
+	pv := &previewer{cfg: cfg, id: wire.NewSession()}
+	var undo undo.Stack
 	defer func() {
 		if uerr := undo.Run(30 * time.Second); uerr != nil {
 			err = errors.Join(err, uerr)
@@ -68,15 +68,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := pv.ensureService(ctx, sess); err != nil {
+	if err := cluster.EnsurePreviewService(ctx, cfg.Client, pv.service(), sess.Pod); err != nil {
 		return err
 	}
 	undo.Push("delete preview service "+cfg.Name, func(ctx context.Context) error {
-		err := cfg.Client.CoreV1().Services(cfg.Namespace).Delete(ctx, cfg.Name, metav1.DeleteOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		return err
+		return cluster.DeleteService(ctx, cfg.Client, cfg.Namespace, cfg.Name)
 	})
 	kind := "ClusterIP"
 	if cfg.External {
@@ -92,9 +88,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		// The Service belonged to the lost pod, so the garbage collector removes it too: the
 		// new shadow gets it back (the same name, maybe a new ClusterIP).
 		sess, err = session.Replace(ctx, cfg.ErrOut, sess.Pod.Name, func() (*session.Session, error) {
-			s, err := pv.shadow(ctx, &undo, cluster.NewSession())
+			s, err := pv.shadow(ctx, &undo, wire.NewSession())
 			if err == nil {
-				if err = pv.ensureService(ctx, s); err != nil {
+				if err = cluster.EnsurePreviewService(ctx, cfg.Client, pv.service(), s.Pod); err != nil {
 					s.Close() // the next try starts another
 				}
 			}
@@ -114,9 +110,9 @@ type previewer struct {
 
 // shadow starts a shadow for the preview (also in place of a lost one), with the identity to
 // delete itself after a crashed client, and serves its forwards in the background.
-func (pv *previewer) shadow(ctx context.Context, undo *cluster.Undo, id string) (*session.Session, error) {
+func (pv *previewer) shadow(ctx context.Context, undo *undo.Stack, id string) (*session.Session, error) {
 	cfg := pv.cfg
-	podName := cluster.ShadowName(wire.RolePreview, id)
+	podName := wire.ShadowName(wire.RolePreview, id)
 	// The shadow may delete itself after a crashed client; the Service is owned by the pod and goes with it.
 	sr, srErr := cluster.CreateSelfRestore(ctx, cfg.Client, cfg.Namespace, podName, cfg.Name, id)
 	opts := session.Options{ID: id, Namespace: cfg.Namespace, Role: wire.RolePreview, Command: cfg.Command, Pod: cfg.Pod,
@@ -144,51 +140,12 @@ func (pv *previewer) shadow(ctx context.Context, undo *cluster.Undo, id string) 
 	return sess, nil
 }
 
-// ensureService makes the preview Service exist and belong to sess's pod: it creates it, or
-// moves an existing one (still there after its old pod was deleted) to the new pod.
-func (pv *previewer) ensureService(ctx context.Context, sess *session.Session) error {
+// service is the preview Service this preview keeps.
+func (pv *previewer) service() cluster.PreviewService {
 	cfg := pv.cfg
-	owner := []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: sess.Pod.Name, UID: sess.Pod.UID, Controller: ptr.To(true)}}
-	svcs := cfg.Client.CoreV1().Services(cfg.Namespace)
-	for {
-		old, err := svcs.Get(ctx, cfg.Name, metav1.GetOptions{})
-		switch {
-		case apierrors.IsNotFound(err):
-			svc := &corev1.Service{
-				ObjectMeta: metav1.ObjectMeta{Name: cfg.Name, Namespace: cfg.Namespace,
-					Labels:          map[string]string{wire.ManagedByLabel: wire.ManagedBy, wire.RoleLabel: wire.RolePreview, wire.SessionLabel: pv.id},
-					Annotations:     map[string]string{wire.OwnerAnnotation: cluster.Owner(), wire.CommandAnnotation: cfg.Command},
-					OwnerReferences: owner},
-				Spec: corev1.ServiceSpec{Selector: map[string]string{wire.ExchangeLabel: pv.id}},
-			}
-			if cfg.External {
-				svc.Spec.Type = corev1.ServiceTypeLoadBalancer
-			}
-			for _, p := range cfg.Ports {
-				svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: fmt.Sprintf("port-%d", p.Remote), Port: int32(p.Remote), TargetPort: intstr.FromInt32(int32(p.Remote))})
-			}
-			_, err = svcs.Create(ctx, svc, metav1.CreateOptions{})
-			if apierrors.IsAlreadyExists(err) {
-				continue
-			}
-			return cluster.Explain(err, "create", "services", cfg.Namespace)
-		case err != nil:
-			return cluster.Explain(err, "get", "services", cfg.Namespace)
-		case old.Labels[wire.SessionLabel] != pv.id:
-			return fmt.Errorf("service %s/%s now belongs to someone else; the preview cannot take it back", cfg.Namespace, cfg.Name)
-		case old.DeletionTimestamp != nil:
-			select { // the garbage collector is removing it with the old pod: wait, then create
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(200 * time.Millisecond):
-			}
-		default:
-			old.OwnerReferences = owner
-			_, err = svcs.Update(ctx, old, metav1.UpdateOptions{})
-			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-				continue
-			}
-			return cluster.Explain(err, "update", "services", cfg.Namespace)
-		}
+	s := cluster.PreviewService{Namespace: cfg.Namespace, Name: cfg.Name, Session: pv.id, Command: cfg.Command, External: cfg.External}
+	for _, p := range cfg.Ports {
+		s.Ports = append(s.Ports, p.Remote)
 	}
+	return s
 }

@@ -17,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -26,6 +25,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/progress"
 	"github.com/kubectl-kt/kt/pkg/sshtunnel"
+	"github.com/kubectl-kt/kt/pkg/undo"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -69,7 +69,7 @@ type Session struct {
 	others     int           // a shared shadow's other clients, counted on Close
 	joinKey    []byte        // a shared shadow's (wire/join.go)
 	lost       chan struct{} // closed when KeepForwarding finds the pod gone
-	undo       cluster.Undo
+	undo       undo.Stack
 
 	mu             sync.Mutex
 	ssh            *sshtunnel.Client
@@ -106,7 +106,7 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		id = SharedID
 	}
 	if id == "" {
-		id = cluster.NewSession()
+		id = wire.NewSession()
 	}
 	sess := &Session{ID: id, opts: o, config: config, client: client, signer: signer, lost: make(chan struct{})}
 	s = sess
@@ -121,7 +121,7 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		Namespace:      o.Namespace,
 		Role:           o.Role,
 		Session:        s.ID,
-		Owner:          cluster.Owner(),
+		Owner:          wire.Owner(),
 		Command:        o.Command,
 		AuthorizedKey:  strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey()))),
 		ForwardPorts:   o.ForwardPorts,
@@ -209,10 +209,10 @@ func (s *Session) startDeployment(ctx context.Context, spec cluster.ShadowSpec) 
 	if err != nil {
 		return nil, fmt.Errorf("a shadow Deployment needs a ServiceAccount and Role to delete itself when you are gone: %w", err)
 	}
-	d, err := client.AppsV1().Deployments(o.Namespace).Create(ctx, cluster.ShadowDeployment(tmpl), metav1.CreateOptions{})
+	d, err := cluster.CreateShadowDeployment(ctx, client, tmpl)
 	if err != nil {
 		sd.Delete(context.WithoutCancel(ctx))
-		return nil, cluster.Explain(err, "create", "deployments", o.Namespace)
+		return nil, err
 	}
 	s.deployment = d.Name
 	s.undo.Push("delete shadow deployment "+o.Namespace+"/"+d.Name, func(ctx context.Context) error {
@@ -357,8 +357,7 @@ func (s *Session) heartbeat(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, wire.HeartbeatAnnotation, time.Now().UTC().Format(time.RFC3339))
-		if _, err := s.client.CoreV1().Pods(s.opts.Namespace).Patch(ctx, s.Pod.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		if err := cluster.HeartbeatPod(ctx, s.client, s.opts.Namespace, s.Pod.Name); err != nil {
 			klog.FromContext(ctx).V(2).Info("heartbeat", "err", err)
 		}
 	}
@@ -387,4 +386,4 @@ func (s *Session) Close() error {
 }
 
 // Undo exposes the session's undo stack to commands that change more than the shadow.
-func (s *Session) Undo() *cluster.Undo { return &s.undo }
+func (s *Session) Undo() *undo.Stack { return &s.undo }

@@ -38,7 +38,7 @@ const SharedID = "shared"
 // sharedPod returns the running shared shadow, or creates it; joined tells which.
 func (s *Session) sharedPod(ctx context.Context, spec cluster.ShadowSpec) (*corev1.Pod, bool, error) {
 	pods := s.client.CoreV1().Pods(spec.Namespace)
-	name := cluster.ShadowName(spec.Role, SharedID)
+	name := wire.ShadowName(spec.Role, SharedID)
 	for attempt := 0; attempt < 5; attempt++ {
 		p, err := pods.Get(ctx, name, metav1.GetOptions{})
 		switch {

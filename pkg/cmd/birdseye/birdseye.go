@@ -12,9 +12,9 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
-	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
+	"github.com/kubectl-kt/kt/pkg/inventory"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -34,7 +34,7 @@ func NewCmdBirdseye(f genericclioptions.RESTClientGetter, streams genericiooptio
 				return err
 			}
 			cmd.SilenceUsage = true
-			svcs, err := cluster.Services(cmd.Context(), client, ns)
+			svcs, err := inventory.Services(cmd.Context(), client, ns)
 			if err != nil {
 				return err
 			}
@@ -55,7 +55,7 @@ func NewCmdBirdseye(f genericclioptions.RESTClientGetter, streams genericiooptio
 			}
 			w.Flush()
 			if showConnector {
-				shadows, err := cluster.Shadows(cmd.Context(), client, "")
+				shadows, err := inventory.Shadows(cmd.Context(), client, "")
 				if err != nil {
 					return err
 				}

@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
@@ -69,7 +69,7 @@ heartbeats more than --threshold ago. Live sessions are never touched.`,
 			return o.Run(cmd.Context())
 		},
 	}
-	cluster.DurationVar(cmd.Flags(), &o.Threshold, "threshold", o.Threshold, "Age of the last heartbeat after which a kt object counts as abandoned.")
+	kube.DurationVar(cmd.Flags(), &o.Threshold, "threshold", o.Threshold, "Age of the last heartbeat after which a kt object counts as abandoned.")
 	cmd.Flags().BoolVar(&o.DryRun, "dry-run", o.DryRun, "Only print what would be cleaned.")
 	cmd.Flags().BoolVar(&o.LocalOnly, "local-only", o.LocalOnly, "Clean only this machine, not the cluster.")
 	cmd.Flags().BoolVarP(&o.AllNamespaces, "all-namespaces", "A", o.AllNamespaces, "Clean kt objects in every namespace.")
@@ -251,28 +251,24 @@ func (o *Options) cleanServices(ctx context.Context, ns, verb string) (map[strin
 			}
 		}
 	}
-	scaleBack := func(kind, ns, name string, ann map[string]string, patch func([]byte) error) error {
+	scaleBack := func(kind, ns, name string, ann map[string]string) error {
 		var u target.WorkloadUndo
 		s, ok := ann[wire.UndoAnnotation]
 		if !ok || json.Unmarshal([]byte(s), &u) != nil || live[u.Session] {
 			return nil
 		}
 		n++
-		fmt.Fprintf(o.Out, "%s %s %s/%s: scale back to %d replicas\n", verb, kind, ns, name, u.Replicas)
+		fmt.Fprintf(o.Out, "%s %s %s/%s: scale back to %d replicas\n", verb, strings.ToLower(kind), ns, name, u.Replicas)
 		if o.DryRun {
 			return nil
 		}
-		b, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{wire.UndoAnnotation: nil}}, "spec": map[string]any{"replicas": u.Replicas}})
-		return patch(b)
+		return cluster.ScaleBack(ctx, o.client, ns, &target.Workload{Kind: kind, Name: name, Replicas: u.Replicas})
 	}
 	ds, err := o.client.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{})
 	o.listed(err, "deployments", ns)
 	if err == nil {
 		for _, d := range ds.Items {
-			if err := scaleBack("deployment", d.Namespace, d.Name, d.Annotations, func(b []byte) error {
-				_, err := o.client.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.MergePatchType, b, metav1.PatchOptions{})
-				return err
-			}); err != nil {
+			if err := scaleBack("Deployment", d.Namespace, d.Name, d.Annotations); err != nil {
 				o.failed(fmt.Errorf("scale back deployment %s/%s: %w", d.Namespace, d.Name, err))
 			}
 		}
@@ -281,10 +277,7 @@ func (o *Options) cleanServices(ctx context.Context, ns, verb string) (map[strin
 	o.listed(err, "statefulsets", ns)
 	if err == nil {
 		for _, s := range ss.Items {
-			if err := scaleBack("statefulset", s.Namespace, s.Name, s.Annotations, func(b []byte) error {
-				_, err := o.client.AppsV1().StatefulSets(s.Namespace).Patch(ctx, s.Name, types.MergePatchType, b, metav1.PatchOptions{})
-				return err
-			}); err != nil {
+			if err := scaleBack("StatefulSet", s.Namespace, s.Name, s.Annotations); err != nil {
 				o.failed(fmt.Errorf("scale back statefulset %s/%s: %w", s.Namespace, s.Name, err))
 			}
 		}
@@ -305,8 +298,8 @@ func (o *Options) cleanOrigins(ctx context.Context, ns, verb string, live map[st
 		*n++
 		fmt.Fprintf(o.Out, "%s service %s/%s (the origin Service of a gone mesh)\n", verb, s.Namespace, s.Name)
 		if !o.DryRun {
-			if err := o.client.CoreV1().Services(s.Namespace).Delete(ctx, s.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				o.failed(fmt.Errorf("delete service %s/%s: %w", s.Namespace, s.Name, cluster.Explain(err, "delete", "services", s.Namespace)))
+			if err := cluster.DeleteService(ctx, o.client, s.Namespace, s.Name); err != nil {
+				o.failed(fmt.Errorf("delete service %s/%s: %w", s.Namespace, s.Name, err))
 			}
 		}
 	}
@@ -331,7 +324,7 @@ func (o *Options) cleanIdentities(ctx context.Context, ns, verb string, live, li
 		*n++
 		fmt.Fprintf(o.Out, "%s service account, role and role binding %s/%s of a gone session\n", verb, sa.Namespace, sa.Name)
 		if !o.DryRun {
-			if err := cluster.Identity(o.client, sa.Namespace, sa.Name).Delete(ctx); err != nil {
+			if err := cluster.DeleteIdentity(ctx, o.client, sa.Namespace, sa.Name); err != nil {
 				o.failed(fmt.Errorf("delete the identity %s/%s: %w", sa.Namespace, sa.Name, err))
 			}
 		}

@@ -106,7 +106,7 @@ Ctrl-C restores every route, DNS setting and file, and deletes the shadow.`,
 	fs := cmd.Flags()
 	fs.StringVar(&o.DNSMode, "dns-mode", o.DNSMode, "localDNS[:ORDER] (a local DNS server; ORDER like cluster,upstream or upstream,cluster,10.0.0.2), hosts[:NS1,NS2] (a block in /etc/hosts), or none.")
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "The cluster's DNS domain.")
-	cluster.DurationVar(fs, &o.DNSCacheTTL, "dns-cache-ttl", o.DNSCacheTTL, "Longest time the local DNS server caches an answer (never longer than the record's TTL).")
+	kube.DurationVar(fs, &o.DNSCacheTTL, "dns-cache-ttl", o.DNSCacheTTL, "Longest time the local DNS server caches an answer (never longer than the record's TTL).")
 	fs.BoolVar(&o.ShareShadow, "share-shadow", false, "Use the namespace's shared shadow (kt-connect-shared) with other developers, starting it if needed; the last one to leave removes it. Anyone who may port-forward to it can use it.")
 	fs.BoolVar(&o.ShadowDeployment, "use-shadow-deployment", false, "Run the shadow from a Deployment, which replaces its pod if it is deleted or its node goes away; the shadow deletes the Deployment itself once you are gone.")
 	fs.StringVar(&o.DNSAddr, "dns-addr", o.DNSAddr, "Address of the local DNS server (localDNS mode).")
@@ -124,7 +124,7 @@ Ctrl-C restores every route, DNS setting and file, and deletes the shadow.`,
 	fs.StringVar(&o.ResolvConf, "resolv-conf", o.ResolvConf, "The resolver file localDNS edits.")
 	fs.StringVar(&o.HostsFile, "hosts-file", o.HostsFile, "The hosts file the hosts mode edits ($HOSTS_PATH).")
 	fs.MarkHidden("resolv-conf")
-	o.Pod.AddFlags(fs)
+	kube.AddPodFlags(fs, o.Pod)
 	return cmd
 }
 

@@ -18,8 +18,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/dns"
+	"github.com/kubectl-kt/kt/pkg/inventory"
 	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/tun"
 	"github.com/kubectl-kt/kt/pkg/version"
@@ -167,8 +167,8 @@ func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image
 		d.ok("TUN device available and running as root")
 	}
 	// Overlapping routes.
-	if svc, err := cluster.ServiceCIDRs(ctx, client, ns); err == nil {
-		pods, _ := cluster.PodCIDRs(ctx, client, ns)
+	if svc, err := inventory.ServiceCIDRs(ctx, client, ns); err == nil {
+		pods, _ := inventory.PodCIDRs(ctx, client, ns)
 		for _, p := range append(svc, pods...) {
 			if over, _ := tun.Overlaps(p, ""); len(over) > 0 {
 				d.warn("cluster range %s overlaps local route %s; connect would take it over (exclude it with --exclude-ips)", p, strings.Join(over, ", "))

@@ -62,8 +62,8 @@ then deletes the shadow. Needs no root.`,
 	fs.StringVar(&o.Expose, "expose", "", "LOCAL:REMOTE[,LOCAL:REMOTE…] or PORT: local ports that receive the Service's traffic (required).")
 	fs.StringVar(&o.Mode, "mode", o.Mode, "selector (switch the Service's selector to the shadow; no pod restarts) or scale (scale the workload to 0 and back).")
 	fs.BoolVar(&o.SkipPortChecking, "skip-port-checking", false, "Do not check that the local ports listen.")
-	cluster.DurationVar(fs, &o.RecoverWaitTime, "recover-wait-time", o.RecoverWaitTime, "In scale mode, how long to wait on exit for the workload to be ready again.")
-	o.Pod.AddFlags(fs)
+	kube.DurationVar(fs, &o.RecoverWaitTime, "recover-wait-time", o.RecoverWaitTime, "In scale mode, how long to wait on exit for the workload to be ready again.")
+	kube.AddPodFlags(fs, o.Pod)
 	return cmd
 }
 

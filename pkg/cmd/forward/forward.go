@@ -62,7 +62,7 @@ resolves, or an address only reachable from inside it) a shadow pod dials it. Ne
 		},
 	}
 	cmd.Flags().StringVar(&o.Address, "address", o.Address, "Local address to listen on.")
-	o.Pod.AddFlags(cmd.Flags())
+	kube.AddPodFlags(cmd.Flags(), o.Pod)
 	return cmd
 }
 

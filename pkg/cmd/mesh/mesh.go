@@ -65,7 +65,7 @@ original pods. --mode manual only starts a shadow labelled KEY=VALUE, for Istio 
 	fs.StringVar(&o.VersionMark, "version-mark", "", "KEY:VALUE, VALUE, or KEY: the header (default key \"version\", default value random).")
 	fs.BoolVar(&o.SkipPortChecking, "skip-port-checking", false, "Do not check that the local ports listen.")
 	fs.StringVar(&o.RouterImage, "router-image", "", "Image of the router (default: the shadow image; it plays both roles).")
-	o.Pod.AddFlags(fs)
+	kube.AddPodFlags(fs, o.Pod)
 	return cmd
 }
 

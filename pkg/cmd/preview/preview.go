@@ -59,7 +59,7 @@ the local ports, so pods can call your local build by name. Both are removed on 
 	fs.StringVar(&o.Expose, "expose", "", "LOCAL:REMOTE[,…] or PORT: local ports, and the Service ports that reach them (required).")
 	fs.BoolVar(&o.External, "external", false, "Create a LoadBalancer Service instead of a ClusterIP one.")
 	fs.BoolVar(&o.SkipPortChecking, "skip-port-checking", false, "Do not check that the local ports listen.")
-	o.Pod.AddFlags(fs)
+	kube.AddPodFlags(fs, o.Pod)
 	return cmd
 }
 

@@ -15,10 +15,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
-	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/connect"
+	"github.com/kubectl-kt/kt/pkg/inventory"
 	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/tun"
 )
@@ -34,10 +34,10 @@ type Connect struct {
 
 // Report is what status prints.
 type Report struct {
-	Connects []Connect             `json:"connects"`
-	Sessions []cluster.ShadowInfo  `json:"sessions"`
-	Services []cluster.ServiceInfo `json:"services"`
-	Error    string                `json:"clusterError,omitempty"`
+	Connects []Connect               `json:"connects"`
+	Sessions []inventory.ShadowInfo  `json:"sessions"`
+	Services []inventory.ServiceInfo `json:"services"`
+	Error    string                  `json:"clusterError,omitempty"`
 	// LocalError is why this machine's connect state could not be read.
 	LocalError string `json:"localError,omitempty"`
 }
@@ -135,14 +135,14 @@ func (o *Options) report(ctx context.Context) Report {
 		return rep
 	}
 	var errs []string
-	shadows, shadowsErr := cluster.Shadows(ctx, o.client, "")
+	shadows, shadowsErr := inventory.Shadows(ctx, o.client, "")
 	if shadowsErr != nil {
 		errs = append(errs, shadowsErr.Error())
 	}
 	alive := map[string]bool{}
 	for _, s := range shadows {
 		alive[s.Namespace+"/"+s.Pod] = s.Phase == "Running"
-		if cluster.Mine(s.Owner) {
+		if inventory.Mine(s.Owner) {
 			rep.Sessions = append(rep.Sessions, s)
 		}
 	}
@@ -159,13 +159,13 @@ func (o *Options) report(ctx context.Context) Report {
 	if o.AllNamespaces {
 		scope = ""
 	}
-	svcs, err := cluster.Services(ctx, o.client, scope)
+	svcs, err := inventory.Services(ctx, o.client, scope)
 	if err != nil {
 		errs = append(errs, err.Error())
 	}
 	for _, s := range svcs {
 		for _, by := range s.By {
-			if cluster.Mine(by) {
+			if inventory.Mine(by) {
 				rep.Services = append(rep.Services, s)
 				break
 			}

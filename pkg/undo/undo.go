@@ -1,4 +1,5 @@
-package cluster
+// Package undo is a stack of the inverses of the changes a command made, run on exit.
+package undo
 
 import (
 	"context"
@@ -10,9 +11,9 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// Undo is a stack of inverses of the changes made so far. Run applies them last-in-first-out
+// Stack holds the inverses of the changes made so far. Run applies them last-in-first-out
 // with a fresh, bounded context, so teardown works after the command's context is canceled.
-type Undo struct {
+type Stack struct {
 	mu    sync.Mutex
 	steps []undoStep
 }
@@ -23,14 +24,14 @@ type undoStep struct {
 }
 
 // Push records the inverse of a change just made.
-func (u *Undo) Push(what string, fn func(context.Context) error) {
+func (u *Stack) Push(what string, fn func(context.Context) error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.steps = append(u.steps, undoStep{what, fn})
 }
 
 // Run applies every inverse, newest first, and empties the stack. It returns all errors joined.
-func (u *Undo) Run(timeout time.Duration) error {
+func (u *Stack) Run(timeout time.Duration) error {
 	u.mu.Lock()
 	steps := u.steps
 	u.steps = nil
@@ -49,7 +50,7 @@ func (u *Undo) Run(timeout time.Duration) error {
 }
 
 // TakeFrom moves every inverse pending in from onto u (a session handing its teardown over).
-func (u *Undo) TakeFrom(from *Undo) {
+func (u *Stack) TakeFrom(from *Stack) {
 	from.mu.Lock()
 	steps := from.steps
 	from.steps = nil
@@ -60,7 +61,7 @@ func (u *Undo) TakeFrom(from *Undo) {
 }
 
 // Len reports how many inverses are pending.
-func (u *Undo) Len() int {
+func (u *Stack) Len() int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return len(u.steps)

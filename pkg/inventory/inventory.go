@@ -1,4 +1,6 @@
-package cluster
+// Package inventory reads what kt needs to know about a cluster and changes nothing: its
+// Service and pod ranges, the shadows and Services kt has there, and the stale ones to warn of.
+package inventory
 
 import (
 	"context"
@@ -10,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -28,7 +31,7 @@ type ShadowInfo struct {
 func Shadows(ctx context.Context, client kubernetes.Interface, ns string) ([]ShadowInfo, error) {
 	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
 	if err != nil {
-		return nil, Explain(err, "list", "pods", ns)
+		return nil, cluster.Explain(err, "list", "pods", ns)
 	}
 	var out []ShadowInfo
 	for _, p := range pods.Items {
@@ -52,7 +55,7 @@ type ServiceInfo struct {
 func Services(ctx context.Context, client kubernetes.Interface, ns string) ([]ServiceInfo, error) {
 	svcs, err := client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, Explain(err, "list", "services", ns)
+		return nil, cluster.Explain(err, "list", "services", ns)
 	}
 	meshPods, _ := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + wire.RoleMesh})
 	var out []ServiceInfo
@@ -67,7 +70,7 @@ func Services(ctx context.Context, client kubernetes.Interface, ns string) ([]Se
 		default:
 			if m, ok := wire.GetMesh(&s); ok {
 				si.Status = "meshed (auto)"
-				for _, mm := range m.Live(StaleAfter) {
+				for _, mm := range m.Live(cluster.StaleAfter) {
 					si.By = append(si.By, mm.Owner)
 					si.Marks = append(si.Marks, mm.Key+": "+mm.Value)
 				}
@@ -90,4 +93,4 @@ func Services(ctx context.Context, client kubernetes.Interface, ns string) ([]Se
 }
 
 // Mine reports whether owner (user@host) is this user on this machine.
-func Mine(owner string) bool { return strings.EqualFold(owner, Owner()) }
+func Mine(owner string) bool { return strings.EqualFold(owner, wire.Owner()) }

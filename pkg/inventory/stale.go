@@ -1,4 +1,4 @@
-package cluster
+package inventory
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -24,7 +25,7 @@ func WarnStale(ctx context.Context, client kubernetes.Interface, ns string, w io
 	n := 0
 	for _, s := range svcs.Items {
 		l, ok := wire.ServiceLock(&s)
-		if !ok || time.Since(l.Heartbeat) < StaleAfter {
+		if !ok || time.Since(l.Heartbeat) < cluster.StaleAfter {
 			continue
 		}
 		n++
