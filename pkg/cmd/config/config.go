@@ -60,9 +60,15 @@ mesh, …) or global, ITEM a flag name. A flag given on the command line always 
   kubectl kt config set global.image=registry.example.com/kt/shadow:v1
   kubectl kt config save-profile team-a`,
 	}
+	cmd.AddCommand(newCmdShow(root, streams), newCmdGet(root, streams), newCmdSet(root, streams), newCmdUnset(),
+		newCmdSaveProfile(streams), newCmdLoadProfile(), newCmdListProfile(streams), newCmdDropProfile())
+	return cmd
+}
+
+func newCmdShow(root *cobra.Command, streams genericiooptions.IOStreams) *cobra.Command {
 	var all bool
-	show := &cobra.Command{
-		Use: "show", Short: "Print the configured defaults (--all: every key that can be set)",
+	cmd := &cobra.Command{
+		Use: "show", Short: "Print the configured defaults (--all: every key that can be set)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := config.Load()
 			if err != nil {
@@ -81,18 +87,24 @@ mesh, …) or global, ITEM a flag name. A flag given on the command line always 
 			return nil
 		},
 	}
-	show.Flags().BoolVarP(&all, "all", "a", false, "List every key, with its value or default.")
-	get := &cobra.Command{
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "List every key, with its value or default.")
+	return cmd
+}
+
+func newCmdGet(root *cobra.Command, streams genericiooptions.IOStreams) *cobra.Command {
+	return &cobra.Command{
 		Use: "get KEY...", Short: "Print configured values", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, k := range args {
+				if _, err := lookup(root, k); err != nil {
+					return usage.Wrap(err)
+				}
+			}
 			c, err := config.Load()
 			if err != nil {
 				return err
 			}
 			for _, k := range args {
-				if _, err := lookup(root, k); err != nil {
-					return usage.Wrap(err)
-				}
 				v, ok := c.Get(k)
 				if !ok {
 					v = "(not set)"
@@ -102,22 +114,32 @@ mesh, …) or global, ITEM a flag name. A flag given on the command line always 
 			return nil
 		},
 	}
-	set := &cobra.Command{
+}
+
+// parseSet reads set's arguments: KEY=VALUE, KEY VALUE or KEY = VALUE.
+func parseSet(args []string) (key, value string, err error) {
+	switch {
+	case len(args) == 1:
+		k, v, ok := strings.Cut(args[0], "=")
+		if !ok {
+			return "", "", fmt.Errorf("set %q: write KEY=VALUE or KEY VALUE", args[0])
+		}
+		return k, v, nil
+	case len(args) == 3 && args[1] == "=":
+		return args[0], args[2], nil
+	case len(args) == 2:
+		return args[0], args[1], nil
+	}
+	return "", "", fmt.Errorf("write KEY=VALUE, KEY VALUE or KEY = VALUE")
+}
+
+func newCmdSet(root *cobra.Command, streams genericiooptions.IOStreams) *cobra.Command {
+	return &cobra.Command{
 		Use: "set KEY VALUE | KEY=VALUE", Short: "Set a default", Args: cobra.RangeArgs(1, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var k, v string
-			switch {
-			case len(args) == 1:
-				var ok bool
-				if k, v, ok = strings.Cut(args[0], "="); !ok {
-					return usage.Errorf("set %q: write KEY=VALUE or KEY VALUE", args[0])
-				}
-			case len(args) == 3 && args[1] == "=":
-				k, v = args[0], args[2]
-			case len(args) == 2:
-				k, v = args[0], args[1]
-			default:
-				return usage.Errorf("write KEY=VALUE, KEY VALUE or KEY = VALUE")
+			k, v, err := parseSet(args)
+			if err != nil {
+				return usage.Wrap(err)
 			}
 			f, err := lookup(root, k)
 			if err != nil {
@@ -140,19 +162,22 @@ mesh, …) or global, ITEM a flag name. A flag given on the command line always 
 			return nil
 		},
 	}
-	var unsetAll bool
-	unset := &cobra.Command{
+}
+
+func newCmdUnset() *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
 		Use: "unset KEY... | --all", Short: "Remove defaults",
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !all && len(args) == 0 {
+				return usage.Errorf("name the keys to unset, or pass --all")
+			}
 			c, err := config.Load()
 			if err != nil {
 				return err
 			}
-			if unsetAll {
+			if all {
 				return config.Config{}.Save()
-			}
-			if len(args) == 0 {
-				return usage.Errorf("name the keys to unset, or pass --all")
 			}
 			for _, k := range args {
 				if err := c.Unset(k); err != nil {
@@ -162,9 +187,13 @@ mesh, …) or global, ITEM a flag name. A flag given on the command line always 
 			return c.Save()
 		},
 	}
-	unset.Flags().BoolVarP(&unsetAll, "all", "a", false, "Remove every default.")
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "Remove every default.")
+	return cmd
+}
+
+func newCmdSaveProfile(streams genericiooptions.IOStreams) *cobra.Command {
 	var force bool
-	save := &cobra.Command{
+	cmd := &cobra.Command{
 		Use: "save-profile NAME", Short: "Save the current defaults as a profile", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := config.SaveProfile(args[0], force); err != nil {
@@ -174,13 +203,20 @@ mesh, …) or global, ITEM a flag name. A flag given on the command line always 
 			return nil
 		},
 	}
-	save.Flags().BoolVar(&force, "force", false, "Overwrite an existing profile.")
-	load := &cobra.Command{
+	cmd.Flags().BoolVar(&force, "force", false, "Overwrite an existing profile.")
+	return cmd
+}
+
+func newCmdLoadProfile() *cobra.Command {
+	return &cobra.Command{
 		Use: "load-profile NAME", Short: "Replace the current defaults with a profile", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return config.LoadProfile(args[0]) },
 	}
-	list := &cobra.Command{
-		Use: "list-profile", Short: "List the profiles",
+}
+
+func newCmdListProfile(streams genericiooptions.IOStreams) *cobra.Command {
+	return &cobra.Command{
+		Use: "list-profile", Short: "List the profiles", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ps, err := config.ListProfiles()
 			if err != nil {
@@ -192,12 +228,13 @@ mesh, …) or global, ITEM a flag name. A flag given on the command line always 
 			return nil
 		},
 	}
-	drop := &cobra.Command{
+}
+
+func newCmdDropProfile() *cobra.Command {
+	return &cobra.Command{
 		Use: "drop-profile NAME", Short: "Delete a profile", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return config.DropProfile(args[0]) },
 	}
-	cmd.AddCommand(show, get, set, unset, save, load, list, drop)
-	return cmd
 }
 
 func printAll(w io.Writer, root *cobra.Command, c config.Config) {

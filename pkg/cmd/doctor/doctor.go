@@ -18,6 +18,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/dns"
 	"github.com/kubectl-kt/kt/pkg/inventory"
 	"github.com/kubectl-kt/kt/pkg/netadmin"
@@ -58,37 +59,74 @@ var Permissions = []Permission{
 	{"", "nodes", "", "list", "connect (pod ranges)", "pod ranges are guessed from a sample of pod IPs", ""},
 }
 
+// Options holds the flags of doctor.
+type Options struct {
+	Image string
+
+	namespace string
+	client    kubernetes.Interface
+	genericiooptions.IOStreams
+}
+
+// NewOptions returns the defaults.
+func NewOptions(streams genericiooptions.IOStreams) *Options {
+	return &Options{Image: version.ShadowImage(), IOStreams: streams}
+}
+
 // NewCmdDoctor returns the doctor command.
 func NewCmdDoctor(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
-	var image string
+	o := NewOptions(streams)
 	cmd := &cobra.Command{
 		Use:   "doctor",
 		Short: "Check what kt needs here and in the cluster, and say how to fix what is missing",
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.Complete(f); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return usage.Wrap(err)
+			}
 			cmd.SilenceUsage = true
-			ns, _, err := f.ToRawKubeConfigLoader().Namespace()
-			if err != nil {
-				return err
-			}
-			rc, err := f.ToRESTConfig()
-			if err != nil {
-				return err
-			}
-			rc.Timeout = 10 * time.Second
-			client, err := kubernetes.NewForConfig(rc)
-			if err != nil {
-				return err
-			}
-			d := &doctor{out: streams.Out}
-			d.run(cmd.Context(), client, ns, image)
-			if d.failed > 0 {
-				return fmt.Errorf("%d check(s) failed; see the lines marked FAIL above", d.failed)
-			}
-			return nil
+			return o.Run(cmd.Context())
 		},
 	}
-	cmd.Flags().StringVar(&image, "image", version.ShadowImage(), "The shadow image to look for on the nodes.")
+	cmd.Flags().StringVar(&o.Image, "image", o.Image, "The shadow image to look for on the nodes.")
 	return cmd
+}
+
+// Complete builds a client that gives up on an unreachable cluster after 10 s.
+func (o *Options) Complete(f genericclioptions.RESTClientGetter) error {
+	ns, _, err := f.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return err
+	}
+	rc, err := f.ToRESTConfig()
+	if err != nil {
+		return err
+	}
+	rc.Timeout = 10 * time.Second
+	o.namespace = ns
+	o.client, err = kubernetes.NewForConfig(rc)
+	return err
+}
+
+// Validate checks --image; it changes nothing.
+func (o *Options) Validate() error {
+	if strings.TrimSpace(o.Image) == "" || strings.ContainsAny(o.Image, " \t\n") {
+		return fmt.Errorf("--image %q: name an image, such as %s", o.Image, version.ShadowImage())
+	}
+	return nil
+}
+
+// Run prints one line per check and fails when any check failed.
+func (o *Options) Run(ctx context.Context) error {
+	d := &doctor{out: o.Out}
+	d.run(ctx, o.client, o.namespace, o.Image)
+	if d.failed > 0 {
+		return fmt.Errorf("%d check(s) failed; see the lines marked FAIL above", d.failed)
+	}
+	return nil
 }
 
 type doctor struct {
@@ -110,6 +148,15 @@ func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image
 		return
 	}
 	d.ok("cluster reachable (Kubernetes %s), namespace %s", v.GitVersion, ns)
+	d.permissions(ctx, client, ns)
+	d.image(ctx, client, image)
+	d.privileges()
+	d.routes(ctx, client, ns)
+	d.resolver()
+}
+
+// permissions checks each of Permissions with a SelfSubjectAccessReview.
+func (d *doctor) permissions(ctx context.Context, client kubernetes.Interface, ns string) {
 	for _, p := range Permissions {
 		scope := ns
 		if p.Resource == "namespaces" || p.Resource == "nodes" {
@@ -132,7 +179,10 @@ func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image
 			d.fail("may not %s %s in namespace %s, which %s needs; ask your admin for the Role in docs/rbac.yaml", p.Verb, res, scope, p.For)
 		}
 	}
-	// The shadow image on the nodes (when nodes can be read).
+}
+
+// image looks for the shadow image on the nodes (when nodes can be read).
+func (d *doctor) image(ctx context.Context, client kubernetes.Interface, image string) {
 	if nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
 		have := 0
 		for _, n := range nodes.Items {
@@ -150,7 +200,10 @@ func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image
 			d.warn("shadow image %s is on no node yet: nodes must pull it from its registry (or pass --image with a copy they can pull)", image)
 		}
 	}
-	// Local privileges for connect.
+}
+
+// privileges checks what connect's TUN device needs on this machine.
+func (d *doctor) privileges() {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		d.warn("no /dev/net/tun: connect needs the tun module (sudo modprobe tun), or use connect --disable-tun")
 	} else if os.Geteuid() != 0 {
@@ -166,7 +219,10 @@ func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image
 	} else {
 		d.ok("TUN device available and running as root")
 	}
-	// Overlapping routes.
+}
+
+// routes warns of cluster ranges that local routes overlap.
+func (d *doctor) routes(ctx context.Context, client kubernetes.Interface, ns string) {
 	if svc, err := inventory.ServiceCIDRs(ctx, client, ns); err == nil {
 		pods, _ := inventory.PodCIDRs(ctx, client, ns)
 		for _, p := range append(svc, pods...) {
@@ -177,7 +233,10 @@ func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image
 			}
 		}
 	}
-	// DNS.
+}
+
+// resolver checks /etc/resolv.conf, which connect's localDNS forwards to.
+func (d *doctor) resolver() {
 	if b, err := os.ReadFile("/etc/resolv.conf"); err == nil {
 		if strings.Contains(string(b), dns.Marker) {
 			d.warn("/etc/resolv.conf holds kt's settings: a connect is running, or one crashed (then run 'kubectl kt clean --local-only')")
