@@ -93,11 +93,11 @@ Ctrl-C restores every route, DNS setting and file, and deletes the shadow.`,
   kubectl kt connect -n dev --dns-mode hosts:dev,shared
   kubectl kt connect --disable-tun          # no root: a SOCKS5 proxy on 127.0.0.1:2223`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Validate(); err != nil {
-				return usage.Wrap(err)
-			}
 			if err := o.Complete(f, cmd); err != nil {
 				return err
+			}
+			if err := o.Validate(); err != nil {
+				return usage.Wrap(err)
 			}
 			cmd.SilenceUsage = true
 			return o.Run(cmd.Context())
@@ -128,9 +128,10 @@ Ctrl-C restores every route, DNS setting and file, and deletes the shadow.`,
 	return cmd
 }
 
-// Validate checks the flags without touching anything.
-func (o *Options) Validate() error {
-	mode, arg, _ := strings.Cut(o.DNSMode, ":")
+// dnsMode parses --dns-mode: the mode, and the lookup order (localDNS:…) or the namespaces
+// (hosts:…) after its colon.
+func dnsMode(v string) (mode string, order, hostsNS []string, err error) {
+	mode, arg, _ := strings.Cut(v, ":")
 	switch mode {
 	case connect.DNSLocal:
 		for _, s := range strings.Split(arg, ",") {
@@ -144,27 +145,33 @@ func (o *Options) Validate() error {
 					host = h
 				}
 				if _, err := netip.ParseAddr(host); err != nil {
-					return fmt.Errorf("--dns-mode %s: %q is not cluster, upstream or an IP[:port]", o.DNSMode, s)
+					return "", nil, nil, fmt.Errorf("--dns-mode %s: %q is not cluster, upstream or an IP[:port]", v, s)
 				}
 			}
-			o.cfg.DNSOrder = append(o.cfg.DNSOrder, s)
+			order = append(order, s)
 		}
 	case connect.DNSHosts:
 		for _, ns := range strings.Split(arg, ",") {
 			if ns = strings.TrimSpace(ns); ns != "" {
-				o.cfg.HostsNS = append(o.cfg.HostsNS, ns)
+				hostsNS = append(hostsNS, ns)
 			}
 		}
 	case connect.DNSNone:
 	default:
-		return fmt.Errorf("--dns-mode %q: use localDNS, localDNS:cluster,upstream, hosts, hosts:NS1,NS2 or none", o.DNSMode)
+		return "", nil, nil, fmt.Errorf("--dns-mode %q: use localDNS, localDNS:cluster,upstream, hosts, hosts:NS1,NS2 or none", v)
 	}
-	o.cfg.DNSMode = mode
-	var err error
-	if o.cfg.IncludeIPs, err = connect.ParsePrefixes("include-ips", o.IncludeIPs); err != nil {
+	return mode, order, hostsNS, nil
+}
+
+// Validate checks the flags; it changes nothing.
+func (o *Options) Validate() error {
+	if _, _, _, err := dnsMode(o.DNSMode); err != nil {
 		return err
 	}
-	if o.cfg.ExcludeIPs, err = connect.ParsePrefixes("exclude-ips", o.ExcludeIPs); err != nil {
+	if _, err := connect.ParsePrefixes("include-ips", o.IncludeIPs); err != nil {
+		return err
+	}
+	if _, err := connect.ParsePrefixes("exclude-ips", o.ExcludeIPs); err != nil {
 		return err
 	}
 	if !o.DisableTUN && (o.ProxyAddr != "127.0.0.1" || o.ProxyPort != 2223) {
@@ -214,7 +221,7 @@ func checkProxyAddr(addr string, allowRemote bool) error {
 	return nil
 }
 
-// Complete builds the clients; it changes nothing.
+// Complete builds the clients and the run's configuration; it changes nothing.
 func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Command) error {
 	if !o.DisableTUN && os.Geteuid() != 0 && runtime.GOOS == "linux" {
 		// The TUN device, routes and DNS are set up by a helper started through sudo.
@@ -239,6 +246,10 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Comm
 		ctxName = fl.Value.String()
 	}
 	o.cfg.RESTConfig, o.cfg.Client, o.cfg.Namespace, o.cfg.Context = rc, client, ns, ctxName
+	// Unparsable flags leave these empty, and Validate refuses them.
+	o.cfg.DNSMode, o.cfg.DNSOrder, o.cfg.HostsNS, _ = dnsMode(o.DNSMode)
+	o.cfg.IncludeIPs, _ = connect.ParsePrefixes("include-ips", o.IncludeIPs)
+	o.cfg.ExcludeIPs, _ = connect.ParsePrefixes("exclude-ips", o.ExcludeIPs)
 	o.cfg.Command = kube.CommandLine()
 	o.cfg.Pod = o.Pod
 	o.cfg.Protocol = portforward.Protocol(o.Protocol)

@@ -39,3 +39,21 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestDNSMode(t *testing.T) {
+	for _, c := range []struct {
+		in, mode       string
+		order, hostsNS string
+	}{
+		{"localDNS", "localDNS", "", ""},
+		{"localDNS:upstream, cluster,10.0.0.2:5353", "localDNS", "upstream cluster 10.0.0.2:5353", ""},
+		{"hosts", "hosts", "", ""},
+		{"hosts:dev, shared,", "hosts", "", "dev shared"},
+		{"none", "none", "", ""},
+	} {
+		mode, order, hostsNS, err := dnsMode(c.in)
+		if err != nil || mode != c.mode || strings.Join(order, " ") != c.order || strings.Join(hostsNS, " ") != c.hostsNS {
+			t.Errorf("dnsMode(%q) = %q, %q, %q, %v", c.in, mode, order, hostsNS, err)
+		}
+	}
+}
