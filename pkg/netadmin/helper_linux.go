@@ -51,7 +51,7 @@ func StartHelper(opts HelperOptions) (*Helper, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "sock")
+	sock, _ := filepath.Abs(filepath.Join(dir, "sock")) // the helper takes only an absolute path
 	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
 	if err != nil {
 		return nil, err
