@@ -48,77 +48,107 @@ type Config struct {
 	Pod              *cluster.PodOptions
 	Command          string
 	ErrOut           io.Writer
+	// Start starts the shadow's session; nil starts a real one through RESTConfig.
+	Start session.Starter
 }
 
 // Run exchanges until ctx ends, then restores the Service (first) and deletes the shadow.
 func Run(ctx context.Context, cfg Config) (err error) {
 	pipe.OneProcessor()
+	if cfg.Start == nil {
+		cfg.Start = session.NewStarter(cfg.RESTConfig, cfg.Client)
+	}
 	inventory.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
-	t, err := target.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
+	t, ports, err := plan(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	var undo undo.Stack
+	x, err := lock(ctx, cfg, t.Service.Name, ports, &undo)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if uerr := undo.Run(cfg.RecoverWaitTime + 30*time.Second); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("restore: %w; run 'kubectl kt recover %s'", uerr, x.svc.Name))
+		} else if err == nil {
+			fmt.Fprintf(cfg.ErrOut, "Restored service %s/%s and deleted the shadow\n", x.ns, x.svc.Name)
+		}
+	}()
+	if _, err := x.newShadow(ctx, &undo); err != nil {
+		return err
+	}
+	serveErr, err := x.startServing(ctx, &undo)
+	if err != nil || ctx.Err() != nil {
+		return err
+	}
+	if err := x.switchTraffic(ctx, t.Workload, &undo); err != nil {
+		return err
+	}
+	return x.keep(ctx, serveErr)
+}
+
+// plan resolves the target and its ports and checks everything that can be checked before
+// the cluster is changed.
+func plan(ctx context.Context, cfg Config) (*target.Target, []target.PortMap, error) {
+	t, err := target.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
+	if err != nil {
+		return nil, nil, err
+	}
 	if l, ok := wire.ServiceLock(t.Service); ok && time.Since(l.Heartbeat) < cluster.StaleAfter {
-		return &cluster.LockedError{Service: cfg.Namespace + "/" + t.Service.Name, Lock: *l}
+		return nil, nil, &cluster.LockedError{Service: cfg.Namespace + "/" + t.Service.Name, Lock: *l}
 	}
 	ports, warnings, err := target.MapPorts(t.Service, t.Workload, cfg.Expose)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if !cfg.SkipPortChecking {
 		if err := session.CheckLocal(target.Locals(ports)...); err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
 	if cfg.Mode == ModeScale && t.Workload == nil {
-		return fmt.Errorf("--mode scale: no single Deployment or StatefulSet runs the pods of service %s; use --mode selector", t.Service.Name)
+		return nil, nil, fmt.Errorf("--mode scale: no single Deployment or StatefulSet runs the pods of service %s; use --mode selector", t.Service.Name)
 	}
 	for _, w := range warnings {
 		fmt.Fprintf(cfg.ErrOut, "warning: %s\n", w)
 	}
-	ns, svcName := cfg.Namespace, t.Service.Name
+	return t, ports, nil
+}
+
+// lock takes the Service's lock (over a stale one) and pushes its release.
+func lock(ctx context.Context, cfg Config, svcName string, ports []target.PortMap, undo *undo.Stack) (*exchanger, error) {
+	ns := cfg.Namespace
 	lockID := wire.NewSession()
 	now := time.Now().UTC()
 	prev, svc, err := cluster.LockService(ctx, cfg.Client, ns, svcName, wire.Lock{
 		Owner: wire.Owner(), Session: lockID, Role: wire.RoleExchange, Command: cfg.Command, Since: now, Heartbeat: now})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if prev != nil {
 		fmt.Fprintf(cfg.ErrOut, "Took over service %s/%s from %s, whose session stopped sending heartbeats at %s\n", ns, svcName, prev.Owner, prev.Heartbeat.Local().Format("15:04:05"))
 	}
-	var undo undo.Stack
-	defer func() {
-		if uerr := undo.Run(cfg.RecoverWaitTime + 30*time.Second); uerr != nil {
-			err = errors.Join(err, fmt.Errorf("restore: %w; run 'kubectl kt recover %s'", uerr, svcName))
-		} else if err == nil {
-			fmt.Fprintf(cfg.ErrOut, "Restored service %s/%s and deleted the shadow\n", ns, svcName)
-		}
-	}()
 	undo.Push("unlock service "+svcName, func(ctx context.Context) error {
 		_, err := cluster.RestoreService(ctx, cfg.Client, ns, svcName, lockID)
 		return err
 	})
+	return &exchanger{cfg: cfg, ns: ns, svc: svc, ports: ports, lockID: lockID}, nil
+}
 
-	x := &exchanger{cfg: cfg, ns: ns, svc: svc, ports: ports, lockID: lockID}
+// startServing serves the forwards and waits until they listen. The forwards outlive ctx: at
+// the end they serve until the Service is restored and kube-proxy has followed (the undo
+// steps pushed after this one run before it), so no connection that still comes here is
+// refused. It returns the serving's error channel, and nil if ctx ended first.
+func (x *exchanger) startServing(ctx context.Context, undo *undo.Stack) (<-chan error, error) {
 	var fwds []session.Forward
-	for _, p := range ports {
+	for _, p := range x.ports {
 		fwds = append(fwds, session.Forward{Remote: int(p.Target), Local: session.LocalAddr(p.Local)})
 	}
-	sess, err := x.newShadow(ctx, &undo)
-	if err != nil {
-		return err
-	}
-
-	// Serve the forwards, then switch the traffic once the shadow is Ready (its probe passes
-	// when the forwards listen).
 	readyc := make(chan struct{})
 	var once sync.Once
 	serveErr := make(chan error, 1)
 	served := make(chan struct{})
-	// The forwards outlive ctx: at the end they serve until the Service is restored and
-	// kube-proxy has followed (the undo steps pushed after this one run before it), so no
-	// connection that still comes here is refused.
 	sctx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
 		defer close(served)
@@ -134,34 +164,41 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	})
 	select {
 	case <-readyc:
+		return serveErr, nil
 	case err := <-serveErr:
-		return err
+		return nil, err
 	case <-ctx.Done():
-		return nil
+		return nil, nil
 	}
+}
+
+// switchTraffic sends the Service's traffic to the shadow once it is Ready (its probe passes
+// when the forwards listen): by its selector, or in scale mode by scaling the workload to
+// zero. It pushes the inverse and waits until the Service's endpoints are the shadow.
+func (x *exchanger) switchTraffic(ctx context.Context, w *target.Workload, undo *undo.Stack) error {
+	cfg, ns, svcName := x.cfg, x.ns, x.svc.Name
 	wait := progress.Start(cfg.ErrOut, "Waiting for the shadow to be ready")
-	readyPod, err := cluster.WaitRunning(ctx, cfg.Client, ns, sess.Pod.Name, cfg.Pod.PodCreationTimeout, true)
+	readyPod, err := cluster.WaitRunning(ctx, cfg.Client, ns, x.current().ShadowPod().Name, cfg.Pod.PodCreationTimeout, true)
 	wait.Stop()
 	if err != nil {
 		return err
 	}
 	switch cfg.Mode {
 	case ModeScale:
-		if err := x.scaleDown(ctx, t.Workload, &undo); err != nil {
+		if err := x.scaleDown(ctx, w, undo); err != nil {
 			return err
 		}
 	default:
-		if err := cluster.RedirectService(ctx, cfg.Client, ns, svcName, lockID, map[string]string{wire.ExchangeLabel: lockID}); err != nil {
+		if err := cluster.RedirectService(ctx, cfg.Client, ns, svcName, x.lockID, map[string]string{wire.ExchangeLabel: x.lockID}); err != nil {
 			return err
 		}
 		undo.Push("restore service "+svcName, func(ctx context.Context) error {
-			r, err := cluster.RestoreService(ctx, cfg.Client, ns, svcName, lockID)
+			r, err := cluster.RestoreService(ctx, cfg.Client, ns, svcName, x.lockID)
 			if r.Kept {
 				fmt.Fprintln(cfg.ErrOut, r.KeptNote(ns, svcName))
 			}
 			if err == nil { // then delete the shadow only once no new connection goes to it
-				sess := x.current()
-				session.Drain(ctx, cfg.Client, ns, svcName, sess.Pod.Status.PodIP, sess.Dialer)
+				x.current().DrainService(ctx, svcName)
 			}
 			return err
 		})
@@ -173,14 +210,18 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	var desc []string
-	for _, p := range ports {
+	for _, p := range x.ports {
 		desc = append(desc, fmt.Sprintf("%d→localhost:%d", p.ServicePort, p.Local))
 	}
 	// The Service's endpoints are the shadow now; each node's kube-proxy follows within about
 	// a second (its sync period), which cannot be observed from here.
 	fmt.Fprintf(cfg.ErrOut, "Exchanged service %s/%s (%s mode): its traffic now goes to this machine (%s). Ctrl-C to restore.\n", ns, svcName, modeName(cfg.Mode), strings.Join(desc, ", "))
+	return nil
+}
 
-	hb := time.NewTicker(15 * time.Second)
+// keep refreshes the lock's heartbeat until ctx ends or serving fails.
+func (x *exchanger) keep(ctx context.Context, serveErr <-chan error) error {
+	hb := time.NewTicker(HeartbeatInterval)
 	defer hb.Stop()
 	for {
 		select {
@@ -189,12 +230,15 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		case err := <-serveErr:
 			return err
 		case <-hb.C:
-			if err := cluster.HeartbeatService(ctx, cfg.Client, ns, svcName, lockID); err != nil && ctx.Err() == nil {
-				fmt.Fprintf(cfg.ErrOut, "warning: heartbeat: %v\n", err)
+			if err := cluster.HeartbeatService(ctx, x.cfg.Client, x.ns, x.svc.Name, x.lockID); err != nil && ctx.Err() == nil {
+				fmt.Fprintf(x.cfg.ErrOut, "warning: heartbeat: %v\n", err)
 			}
 		}
 	}
 }
+
+// HeartbeatInterval is how often an exchange refreshes its Service lock's heartbeat.
+var HeartbeatInterval = 15 * time.Second
 
 func modeName(m string) string {
 	if m == "" {
@@ -211,10 +255,10 @@ type exchanger struct {
 	lockID string
 
 	mu   sync.Mutex
-	sess *session.Session
+	sess session.Shadow
 }
 
-func (x *exchanger) current() *session.Session {
+func (x *exchanger) current() session.Shadow {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.sess
@@ -222,7 +266,7 @@ func (x *exchanger) current() *session.Session {
 
 // newShadow starts a shadow for this exchange (also as the replacement of a lost one). In
 // selector mode it gets the identity to restore the Service itself after a crashed client.
-func (x *exchanger) newShadow(ctx context.Context, undo *undo.Stack) (*session.Session, error) {
+func (x *exchanger) newShadow(ctx context.Context, undo *undo.Stack) (session.Shadow, error) {
 	id := wire.NewSession()
 	podName := wire.ShadowName(wire.RoleExchange, id)
 	labels := map[string]string{wire.ExchangeLabel: x.lockID}
@@ -254,16 +298,17 @@ func (x *exchanger) newShadow(ctx context.Context, undo *undo.Stack) (*session.S
 			undo.Push("delete the shadow's service account "+sr.Name, sr.Delete)
 		}
 	}
-	sess, err := session.Start(ctx, x.cfg.RESTConfig, x.cfg.Client, opts)
+	sess, err := x.cfg.Start(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
+	pod := sess.ShadowPod()
 	if sr != nil {
-		if err := sr.OwnBy(ctx, sess.Pod); err != nil {
+		if err := sr.OwnBy(ctx, pod); err != nil {
 			klog.FromContext(ctx).V(1).Info("own the self-restore identity", "err", err)
 		}
 	}
-	undo.Push("delete shadow pod "+sess.Pod.Name, func(context.Context) error { return sess.Close() })
+	undo.Push("delete shadow pod "+pod.Name, func(context.Context) error { return sess.Close() })
 	x.mu.Lock()
 	x.sess = sess
 	x.mu.Unlock()
@@ -281,13 +326,14 @@ func (x *exchanger) serve(ctx context.Context, fwds []session.Forward, ready fun
 		if ctx.Err() != nil {
 			return nil
 		}
-		p, gerr := x.cfg.Client.CoreV1().Pods(x.ns).Get(ctx, sess.Pod.Name, metav1.GetOptions{})
+		name := sess.ShadowPod().Name
+		p, gerr := x.cfg.Client.CoreV1().Pods(x.ns).Get(ctx, name, metav1.GetOptions{})
 		if gerr == nil && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
 			fmt.Fprintf(x.cfg.ErrOut, "Tunnel to the shadow dropped (%v); reconnecting\n", err)
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
-		session.Replace(ctx, x.cfg.ErrOut, sess.Pod.Name, func() (*session.Session, error) { return x.newShadow(ctx, &extra) })
+		session.Replace(ctx, x.cfg.ErrOut, name, func() (session.Shadow, error) { return x.newShadow(ctx, &extra) })
 	}
 	return nil
 }
@@ -321,10 +367,10 @@ func (x *exchanger) scaleDown(ctx context.Context, w *target.Workload, undo *und
 // followed, so that deleting it refuses no client's connection.
 func (x *exchanger) drainShadow(ctx context.Context) error {
 	sess := x.current()
-	if err := cluster.DropPodLabels(ctx, x.cfg.Client, x.ns, sess.Pod.Name, slices.Collect(maps.Keys(x.svc.Spec.Selector))); err != nil {
+	if err := cluster.DropPodLabels(ctx, x.cfg.Client, x.ns, sess.ShadowPod().Name, slices.Collect(maps.Keys(x.svc.Spec.Selector))); err != nil {
 		return err
 	}
-	session.Drain(ctx, x.cfg.Client, x.ns, x.svc.Name, sess.Pod.Status.PodIP, sess.Dialer)
+	sess.DrainService(ctx, x.svc.Name)
 	return nil
 }
 

@@ -387,3 +387,40 @@ func (s *Session) Close() error {
 
 // Undo exposes the session's undo stack to commands that change more than the shadow.
 func (s *Session) Undo() *undo.Stack { return &s.undo }
+
+// Shadow is what exchange, mesh and preview use of a running session: *Session is one, and
+// their unit tests have their own, on a fake clientset.
+type Shadow interface {
+	// ShadowPod is the shadow pod as it was when the session started.
+	ShadowPod() *corev1.Pod
+	// ServeForwards serves the remote forwards until ctx ends or the tunnel fails (see
+	// (*Session).ServeForwards).
+	ServeForwards(ctx context.Context, fwds []Forward, warn io.Writer, ready func()) error
+	// DrainService waits until the Service svc no longer sends new connections to the
+	// shadow (see Drain).
+	DrainService(ctx context.Context, svc string)
+	// Close tears the session down.
+	Close() error
+}
+
+// Starter starts a session.
+type Starter func(ctx context.Context, o Options) (Shadow, error)
+
+// NewStarter returns the Starter of real sessions: Start through config and client.
+func NewStarter(config *rest.Config, client kubernetes.Interface) Starter {
+	return func(ctx context.Context, o Options) (Shadow, error) {
+		s, err := Start(ctx, config, client, o)
+		if err != nil {
+			return nil, err // not a nil *Session in a non-nil Shadow
+		}
+		return s, nil
+	}
+}
+
+// ShadowPod returns s.Pod.
+func (s *Session) ShadowPod() *corev1.Pod { return s.Pod }
+
+// DrainService is Drain for this session's pod.
+func (s *Session) DrainService(ctx context.Context, svc string) {
+	Drain(ctx, s.client, s.opts.Namespace, svc, s.Pod.Status.PodIP, s.Dialer)
+}

@@ -1,0 +1,283 @@
+package exchange
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"maps"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
+	"github.com/kubectl-kt/kt/pkg/cluster/clustertest"
+	"github.com/kubectl-kt/kt/pkg/session"
+	"github.com/kubectl-kt/kt/pkg/target"
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// fakeShadow is a session whose pod exists in the fake cluster and whose forwards "listen" at
+// once; nothing is tunnelled.
+type fakeShadow struct {
+	client kubernetes.Interface
+	pod    *corev1.Pod
+
+	mu      sync.Mutex
+	drained []string
+	closed  bool
+}
+
+func (f *fakeShadow) ShadowPod() *corev1.Pod { return f.pod }
+func (f *fakeShadow) ServeForwards(ctx context.Context, _ []session.Forward, _ io.Writer, ready func()) error {
+	ready()
+	<-ctx.Done()
+	return nil
+}
+func (f *fakeShadow) DrainService(_ context.Context, svc string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.drained = append(f.drained, svc)
+}
+func (f *fakeShadow) Close() error {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	return cluster.DeleteShadow(context.Background(), f.client, f.pod.Namespace, f.pod.Name)
+}
+
+// starter starts fake shadows: real shadow pod specs, created in the fake cluster.
+func starter(client kubernetes.Interface, started *[]*fakeShadow) session.Starter {
+	return func(ctx context.Context, o session.Options) (session.Shadow, error) {
+		pod, err := cluster.CreateShadow(ctx, client, cluster.ShadowSpec{Namespace: o.Namespace, Role: o.Role, Session: o.ID,
+			Owner: wire.Owner(), ForwardPorts: o.ForwardPorts, Labels: o.Labels, Opts: o.Pod, OwnerRef: o.OwnerRef,
+			RestoreService: o.RestoreService, RestoreSession: o.RestoreSession, ServiceAccount: o.ServiceAccount})
+		if err != nil {
+			return nil, err
+		}
+		s := &fakeShadow{client: client, pod: pod}
+		*started = append(*started, s)
+		return s, nil
+	}
+}
+
+// syncBuffer is an io.Writer that Run writes to while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func objects() (*corev1.Service, *appsv1.Deployment, []*corev1.Pod) {
+	sel := map[string]string{"app": "web"}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns", UID: "svc-uid"},
+		Spec: corev1.ServiceSpec{Selector: sel, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2), Selector: &metav1.LabelSelector{MatchLabels: sel},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}}}
+	var pods []*corev1.Pod
+	for _, n := range []string{"web-1", "web-2"} {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: n, Namespace: "ns", Labels: sel}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}
+		clustertest.Start(p, "10.244.0."+n[len(n)-1:])
+		pods = append(pods, p)
+	}
+	return svc, d, pods
+}
+
+// exchange runs Run until the Service is exchanged, calls during, then stops it and returns
+// Run's error and output.
+func exchange(t *testing.T, client kubernetes.Interface, mode string, during func(started []*fakeShadow)) (error, string, []*fakeShadow) {
+	t.Helper()
+	var started []*fakeShadow
+	out := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Client: client, Namespace: "ns", Target: "svc/web", Mode: mode, SkipPortChecking: true,
+			Expose: []target.Expose{{Local: 18080, Remote: "80"}}, RecoverWaitTime: 5 * time.Second,
+			Pod: cluster.NewPodOptions(), Command: "kubectl kt exchange web", ErrOut: out, Start: starter(client, &started)})
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "Exchanged service ns/web") {
+		select {
+		case err := <-done:
+			return err, out.String(), started
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not exchanged after 20 s:\n%s", out.String())
+		}
+	}
+	during(started)
+	cancel()
+	select {
+	case err := <-done:
+		return err, out.String(), started
+	case <-time.After(20 * time.Second):
+		t.Fatalf("Run did not return after its context ended:\n%s", out.String())
+	}
+	return nil, "", nil
+}
+
+func getService(t *testing.T, client kubernetes.Interface) *corev1.Service {
+	t.Helper()
+	s, err := client.CoreV1().Services("ns").Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// leftOver lists kt's objects still in the fake cluster.
+func leftOver(t *testing.T, client kubernetes.Interface) []string {
+	t.Helper()
+	ctx := context.Background()
+	kt := metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy}
+	var left []string
+	pods, _ := client.CoreV1().Pods("ns").List(ctx, kt)
+	for _, p := range pods.Items {
+		left = append(left, "pod/"+p.Name)
+	}
+	sas, _ := client.CoreV1().ServiceAccounts("ns").List(ctx, metav1.ListOptions{})
+	for _, s := range sas.Items {
+		left = append(left, "serviceaccount/"+s.Name)
+	}
+	roles, _ := client.RbacV1().Roles("ns").List(ctx, metav1.ListOptions{})
+	for _, r := range roles.Items {
+		left = append(left, "role/"+r.Name)
+	}
+	rbs, _ := client.RbacV1().RoleBindings("ns").List(ctx, metav1.ListOptions{})
+	for _, r := range rbs.Items {
+		left = append(left, "rolebinding/"+r.Name)
+	}
+	return left
+}
+
+func TestRunSelectorMode(t *testing.T) {
+	svc, d, pods := objects()
+	client := clustertest.New(svc, d, pods[0], pods[1])
+	err, out, started := exchange(t, client, ModeSelector, func(started []*fakeShadow) {
+		s := getService(t, client)
+		l, locked := wire.ServiceLock(s)
+		if !locked || l.Role != wire.RoleExchange || l.Command != "kubectl kt exchange web" {
+			t.Errorf("while exchanged: lock %+v, %v", l, locked)
+		}
+		if want := map[string]string{wire.ExchangeLabel: l.Session}; !maps.Equal(s.Spec.Selector, want) {
+			t.Errorf("while exchanged: selector %v, want %v", s.Spec.Selector, want)
+		}
+		if err := cluster.WaitEndpoints(context.Background(), client, "ns", "web", []string{started[0].pod.Status.PodIP}, time.Second); err != nil {
+			t.Errorf("while exchanged: %v", err)
+		}
+		if len(leftOver(t, client)) != 4 { // the shadow and the identity it restores the Service with
+			t.Errorf("while exchanged: kt objects %v, want the shadow and its service account, role and binding", leftOver(t, client))
+		}
+		// A second exchange of the same Service is refused and changes nothing.
+		err := Run(context.Background(), Config{Client: client, Namespace: "ns", Target: "web", SkipPortChecking: true,
+			Expose: []target.Expose{{Local: 18081, Remote: "80"}}, Pod: cluster.NewPodOptions(), ErrOut: &bytes.Buffer{},
+			Start: func(context.Context, session.Options) (session.Shadow, error) { return nil, errors.New("started a shadow") }})
+		var le *cluster.LockedError
+		if !errors.As(err, &le) {
+			t.Errorf("a second exchange: %v, want a LockedError", err)
+		}
+		if got := getService(t, client); !maps.Equal(got.Spec.Selector, s.Spec.Selector) || !maps.Equal(got.Annotations, s.Annotations) {
+			t.Errorf("the refused exchange changed the Service: %v %v", got.Spec.Selector, got.Annotations)
+		}
+	})
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "Restored service ns/web and deleted the shadow") {
+		t.Errorf("output:\n%s", out)
+	}
+	after := getService(t, client)
+	if !maps.Equal(after.Spec.Selector, svc.Spec.Selector) || len(after.Annotations) != 0 {
+		t.Errorf("after: selector %v, annotations %v; want the original selector and no annotations", after.Spec.Selector, after.Annotations)
+	}
+	if left := leftOver(t, client); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	if len(started) != 1 || !started[0].closed || len(started[0].drained) != 1 {
+		t.Errorf("shadows %d; the first closed %v, drained from %v", len(started), started[0].closed, started[0].drained)
+	}
+}
+
+func TestRunScaleMode(t *testing.T) {
+	svc, d, pods := objects()
+	client := clustertest.New(svc, d, pods[0], pods[1])
+	err, out, _ := exchange(t, client, ModeScale, func(started []*fakeShadow) {
+		w, err := client.AppsV1().Deployments("ns").Get(context.Background(), "web", metav1.GetOptions{})
+		if err != nil || *w.Spec.Replicas != 0 || !strings.Contains(w.Annotations[wire.UndoAnnotation], `"replicas":2`) {
+			t.Errorf("while exchanged: deployment %v, %v", w.Spec.Replicas, w.Annotations)
+		}
+		s := getService(t, client)
+		if !maps.Equal(s.Spec.Selector, svc.Spec.Selector) {
+			t.Errorf("scale mode changed the selector: %v", s.Spec.Selector)
+		}
+		sp := started[0].pod
+		if sp.Labels["app"] != "web" || len(sp.OwnerReferences) != 1 || sp.OwnerReferences[0].Kind != "Service" {
+			t.Errorf("the shadow: labels %v, owners %v; want the workload's labels and the Service as controller", sp.Labels, sp.OwnerReferences)
+		}
+	})
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, out)
+	}
+	w, _ := client.AppsV1().Deployments("ns").Get(context.Background(), "web", metav1.GetOptions{})
+	if *w.Spec.Replicas != 2 || w.Annotations[wire.UndoAnnotation] != "" {
+		t.Errorf("after: %d replicas, annotations %v; want 2 and none", *w.Spec.Replicas, w.Annotations)
+	}
+	if s := getService(t, client); len(s.Annotations) != 0 {
+		t.Errorf("after: the Service keeps %v", s.Annotations)
+	}
+	if left := leftOver(t, client); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+func TestRunRefusesBeforeChanging(t *testing.T) {
+	svc, d, pods := objects()
+	for _, tc := range []struct {
+		name   string
+		cfg    func(*Config)
+		errHas string
+	}{
+		{"no such Service", func(c *Config) { c.Target = "svc/nope" }, "not found"},
+		{"no such port", func(c *Config) { c.Expose = []target.Expose{{Local: 18080, Remote: "81"}} }, "81"},
+		{"scale mode without a workload", func(c *Config) { c.Target = "svc/lonely"; c.Mode = ModeScale }, "--mode selector"},
+	} {
+		lonely := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "lonely", Namespace: "ns"},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "none"}, Ports: []corev1.ServicePort{{Port: 80}}}}
+		client := clustertest.New(svc.DeepCopy(), d.DeepCopy(), pods[0].DeepCopy(), lonely)
+		cfg := Config{Client: client, Namespace: "ns", Target: "svc/web", SkipPortChecking: true,
+			Expose: []target.Expose{{Local: 18080, Remote: "80"}}, Pod: cluster.NewPodOptions(), ErrOut: &bytes.Buffer{},
+			Start: func(context.Context, session.Options) (session.Shadow, error) { return nil, errors.New("started a shadow") }}
+		tc.cfg(&cfg)
+		err := Run(context.Background(), cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.errHas)
+		}
+		for _, name := range []string{"web", "lonely"} {
+			if s, _ := client.CoreV1().Services("ns").Get(context.Background(), name, metav1.GetOptions{}); len(s.Annotations) != 0 {
+				t.Errorf("%s: service %s changed: %v", tc.name, name, s.Annotations)
+			}
+		}
+	}
+}
