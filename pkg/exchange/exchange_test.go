@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"maps"
 	"strings"
 	"sync"
@@ -21,53 +20,10 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cluster/clustertest"
 	"github.com/kubectl-kt/kt/pkg/session"
+	"github.com/kubectl-kt/kt/pkg/session/sessiontest"
 	"github.com/kubectl-kt/kt/pkg/target"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
-
-// fakeShadow is a session whose pod exists in the fake cluster and whose forwards "listen" at
-// once; nothing is tunnelled.
-type fakeShadow struct {
-	client kubernetes.Interface
-	pod    *corev1.Pod
-
-	mu      sync.Mutex
-	drained []string
-	closed  bool
-}
-
-func (f *fakeShadow) ShadowPod() *corev1.Pod { return f.pod }
-func (f *fakeShadow) ServeForwards(ctx context.Context, _ []session.Forward, _ io.Writer, ready func()) error {
-	ready()
-	<-ctx.Done()
-	return nil
-}
-func (f *fakeShadow) DrainService(_ context.Context, svc string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.drained = append(f.drained, svc)
-}
-func (f *fakeShadow) Close() error {
-	f.mu.Lock()
-	f.closed = true
-	f.mu.Unlock()
-	return cluster.DeleteShadow(context.Background(), f.client, f.pod.Namespace, f.pod.Name)
-}
-
-// starter starts fake shadows: real shadow pod specs, created in the fake cluster.
-func starter(client kubernetes.Interface, started *[]*fakeShadow) session.Starter {
-	return func(ctx context.Context, o session.Options) (session.Shadow, error) {
-		pod, err := cluster.CreateShadow(ctx, client, cluster.ShadowSpec{Namespace: o.Namespace, Role: o.Role, Session: o.ID,
-			Owner: wire.Owner(), ForwardPorts: o.ForwardPorts, Labels: o.Labels, Opts: o.Pod, OwnerRef: o.OwnerRef,
-			RestoreService: o.RestoreService, RestoreSession: o.RestoreSession, ServiceAccount: o.ServiceAccount})
-		if err != nil {
-			return nil, err
-		}
-		s := &fakeShadow{client: client, pod: pod}
-		*started = append(*started, s)
-		return s, nil
-	}
-}
 
 // syncBuffer is an io.Writer that Run writes to while the test reads it.
 type syncBuffer struct {
@@ -104,9 +60,9 @@ func objects() (*corev1.Service, *appsv1.Deployment, []*corev1.Pod) {
 
 // exchange runs Run until the Service is exchanged, calls during, then stops it and returns
 // Run's error and output.
-func exchange(t *testing.T, client kubernetes.Interface, mode string, during func(started []*fakeShadow)) (error, string, []*fakeShadow) {
+func exchange(t *testing.T, client kubernetes.Interface, mode string, during func(started []*sessiontest.Shadow)) (error, string, []*sessiontest.Shadow) {
 	t.Helper()
-	var started []*fakeShadow
+	st := &sessiontest.Starter{Client: client}
 	out := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -114,24 +70,24 @@ func exchange(t *testing.T, client kubernetes.Interface, mode string, during fun
 	go func() {
 		done <- Run(ctx, Config{Client: client, Namespace: "ns", Target: "svc/web", Mode: mode, SkipPortChecking: true,
 			Expose: []target.Expose{{Local: 18080, Remote: "80"}}, RecoverWaitTime: 5 * time.Second,
-			Pod: cluster.NewPodOptions(), Command: "kubectl kt exchange web", ErrOut: out, Start: starter(client, &started)})
+			Pod: cluster.NewPodOptions(), Command: "kubectl kt exchange web", ErrOut: out, Start: st.Start})
 	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(out.String(), "Exchanged service ns/web") {
 		select {
 		case err := <-done:
-			return err, out.String(), started
+			return err, out.String(), st.Started()
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("not exchanged after 20 s:\n%s", out.String())
 		}
 	}
-	during(started)
+	during(st.Started())
 	cancel()
 	select {
 	case err := <-done:
-		return err, out.String(), started
+		return err, out.String(), st.Started()
 	case <-time.After(20 * time.Second):
 		t.Fatalf("Run did not return after its context ended:\n%s", out.String())
 	}
@@ -175,7 +131,7 @@ func leftOver(t *testing.T, client kubernetes.Interface) []string {
 func TestRunSelectorMode(t *testing.T) {
 	svc, d, pods := objects()
 	client := clustertest.New(svc, d, pods[0], pods[1])
-	err, out, started := exchange(t, client, ModeSelector, func(started []*fakeShadow) {
+	err, out, started := exchange(t, client, ModeSelector, func(started []*sessiontest.Shadow) {
 		s := getService(t, client)
 		l, locked := wire.ServiceLock(s)
 		if !locked || l.Role != wire.RoleExchange || l.Command != "kubectl kt exchange web" {
@@ -184,7 +140,7 @@ func TestRunSelectorMode(t *testing.T) {
 		if want := map[string]string{wire.ExchangeLabel: l.Session}; !maps.Equal(s.Spec.Selector, want) {
 			t.Errorf("while exchanged: selector %v, want %v", s.Spec.Selector, want)
 		}
-		if err := cluster.WaitEndpoints(context.Background(), client, "ns", "web", []string{started[0].pod.Status.PodIP}, time.Second); err != nil {
+		if err := cluster.WaitEndpoints(context.Background(), client, "ns", "web", []string{started[0].ShadowPod().Status.PodIP}, time.Second); err != nil {
 			t.Errorf("while exchanged: %v", err)
 		}
 		if len(leftOver(t, client)) != 4 { // the shadow and the identity it restores the Service with
@@ -215,15 +171,15 @@ func TestRunSelectorMode(t *testing.T) {
 	if left := leftOver(t, client); len(left) != 0 {
 		t.Errorf("left behind: %v", left)
 	}
-	if len(started) != 1 || !started[0].closed || len(started[0].drained) != 1 {
-		t.Errorf("shadows %d; the first closed %v, drained from %v", len(started), started[0].closed, started[0].drained)
+	if len(started) != 1 || !started[0].Closed() || len(started[0].Drained()) != 1 {
+		t.Errorf("shadows %d; the first closed %v, drained from %v", len(started), started[0].Closed(), started[0].Drained())
 	}
 }
 
 func TestRunScaleMode(t *testing.T) {
 	svc, d, pods := objects()
 	client := clustertest.New(svc, d, pods[0], pods[1])
-	err, out, _ := exchange(t, client, ModeScale, func(started []*fakeShadow) {
+	err, out, _ := exchange(t, client, ModeScale, func(started []*sessiontest.Shadow) {
 		w, err := client.AppsV1().Deployments("ns").Get(context.Background(), "web", metav1.GetOptions{})
 		if err != nil || *w.Spec.Replicas != 0 || !strings.Contains(w.Annotations[wire.UndoAnnotation], `"replicas":2`) {
 			t.Errorf("while exchanged: deployment %v, %v", w.Spec.Replicas, w.Annotations)
@@ -232,7 +188,7 @@ func TestRunScaleMode(t *testing.T) {
 		if !maps.Equal(s.Spec.Selector, svc.Spec.Selector) {
 			t.Errorf("scale mode changed the selector: %v", s.Spec.Selector)
 		}
-		sp := started[0].pod
+		sp := started[0].ShadowPod()
 		if sp.Labels["app"] != "web" || len(sp.OwnerReferences) != 1 || sp.OwnerReferences[0].Kind != "Service" {
 			t.Errorf("the shadow: labels %v, owners %v; want the workload's labels and the Service as controller", sp.Labels, sp.OwnerReferences)
 		}

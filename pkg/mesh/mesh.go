@@ -59,6 +59,50 @@ type Config struct {
 	Pod              *cluster.PodOptions
 	Command          string
 	ErrOut           io.Writer
+	// Start starts a shadow's session; nil starts a real one through RESTConfig.
+	Start session.Starter
+	// Router asks the mesh router; nil asks it through a port-forward.
+	Router Router
+}
+
+// Router is what mesh asks of the mesh router pod.
+type Router interface {
+	// Routes lists the members the router routes to now.
+	Routes(ctx context.Context, ns, pod string) ([]wire.MeshMember, error)
+	// Drain waits until the Service svc no longer sends new connections to the router pod.
+	Drain(ctx context.Context, ns, svc string, pod *corev1.Pod)
+}
+
+// portForwardRouter reaches the router's loopback endpoints (wire.HealthPort) through a
+// port-forward.
+type portForwardRouter struct {
+	config *rest.Config
+	client kubernetes.Interface
+}
+
+func (r portForwardRouter) Routes(ctx context.Context, ns, pod string) ([]wire.MeshMember, error) {
+	d := portforward.NewDialer(r.config, r.client, ns, pod)
+	defer d.Close()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.Dial(ctx, wire.HealthPort) },
+	}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://router/routes", nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var members []wire.MeshMember
+	if err := json.NewDecoder(resp.Body).Decode(&members); err != nil {
+		return nil, err
+	}
+	return members, nil
+}
+
+func (r portForwardRouter) Drain(ctx context.Context, ns, svc string, pod *corev1.Pod) {
+	d := portforward.NewDialer(r.config, r.client, ns, pod.Name)
+	defer d.Close()
+	session.Drain(ctx, r.client, ns, svc, pod.Status.PodIP, d)
 }
 
 var keyRE = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
@@ -98,6 +142,12 @@ func ParseVersionMark(s string) (key, value string, err error) {
 // Run meshes until ctx ends.
 func Run(ctx context.Context, cfg Config) (err error) {
 	pipe.OneProcessor()
+	if cfg.Start == nil {
+		cfg.Start = session.NewStarter(cfg.RESTConfig, cfg.Client)
+	}
+	if cfg.Router == nil {
+		cfg.Router = portForwardRouter{cfg.RESTConfig, cfg.Client}
+	}
 	inventory.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	t, err := target.Resolve(ctx, cfg.Client, cfg.Namespace, cfg.Target)
 	if err != nil {
@@ -151,16 +201,16 @@ func (m *mesher) forwards() ([]session.Forward, []corev1.ContainerPort) {
 
 // shadow starts this developer's shadow and serves its forwards in the background. The first
 // one is named for the session, a replacement for an id of its own.
-func (m *mesher) shadow(ctx context.Context, undo *undo.Stack, id string, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, error) {
+func (m *mesher) shadow(ctx context.Context, undo *undo.Stack, id string, labels map[string]string, owner *metav1.OwnerReference) (session.Shadow, error) {
 	fwds, cps := m.forwards()
-	sess, err := session.Start(ctx, m.cfg.RESTConfig, m.cfg.Client, session.Options{
+	sess, err := m.cfg.Start(ctx, session.Options{
 		ID: id, Namespace: m.ns, Role: wire.RoleMesh, Command: m.cfg.Command, Pod: m.cfg.Pod,
 		Progress: m.cfg.ErrOut, ForwardPorts: cps, Labels: labels, OwnerRef: owner,
 	})
 	if err != nil {
 		return nil, err
 	}
-	undo.Push("delete shadow "+sess.Pod.Name, func(context.Context) error { return sess.Close() })
+	undo.Push("delete shadow "+sess.ShadowPod().Name, func(context.Context) error { return sess.Close() })
 	if err := sess.KeepForwarding(ctx, fwds, m.cfg.ErrOut); err != nil {
 		return nil, err
 	}
@@ -168,8 +218,8 @@ func (m *mesher) shadow(ctx context.Context, undo *undo.Stack, id string, labels
 }
 
 // replace starts a shadow in place of lost, retrying until one runs or ctx ends.
-func (m *mesher) replace(ctx context.Context, undo *undo.Stack, lost *session.Session, labels map[string]string, owner *metav1.OwnerReference) (*session.Session, error) {
-	return session.Replace(ctx, m.cfg.ErrOut, lost.Pod.Name, func() (*session.Session, error) {
+func (m *mesher) replace(ctx context.Context, undo *undo.Stack, lost session.Shadow, labels map[string]string, owner *metav1.OwnerReference) (session.Shadow, error) {
+	return session.Replace(ctx, m.cfg.ErrOut, lost.ShadowPod().Name, func() (session.Shadow, error) {
 		return m.shadow(ctx, undo, wire.NewSession(), labels, owner)
 	})
 }
@@ -187,7 +237,7 @@ func (m *mesher) manual(ctx context.Context, undo *undo.Stack) error {
 		return err
 	}
 	fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s carries the labels of service %s plus %s=%s; route to pods labelled %s=%s with your service mesh (e.g. an Istio DestinationRule subset). Ctrl-C to stop.\n",
-		m.ns, sess.Pod.Name, m.svc.Name, m.cfg.Key, m.cfg.Value, m.cfg.Key, m.cfg.Value)
+		m.ns, sess.ShadowPod().Name, m.svc.Name, m.cfg.Key, m.cfg.Value, m.cfg.Key, m.cfg.Value)
 	m.goodbye = "Deleted the shadow"
 	for {
 		select {
@@ -198,7 +248,7 @@ func (m *mesher) manual(ctx context.Context, undo *undo.Stack) error {
 			if sess, err = m.replace(ctx, undo, sess, labels, owner); err != nil {
 				return nil // ctx ended
 			}
-			fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s took over, with the same labels\n", m.ns, sess.Pod.Name)
+			fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s took over, with the same labels\n", m.ns, sess.ShadowPod().Name)
 		}
 	}
 }
@@ -216,7 +266,7 @@ func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 	if err != nil {
 		return err
 	}
-	member := wire.MeshMember{Owner: wire.Owner(), Session: m.session, Key: m.cfg.Key, Value: m.cfg.Value, Shadow: sess.Pod.Status.PodIP, Heartbeat: time.Now().UTC()}
+	member := wire.MeshMember{Owner: wire.Owner(), Session: m.session, Key: m.cfg.Key, Value: m.cfg.Value, Shadow: sess.ShadowPod().Status.PodIP, Heartbeat: time.Now().UTC()}
 	if err := m.update(ctx, func(st *wire.MeshState) error {
 		for _, o := range st.Live(cluster.StaleAfter) {
 			if strings.EqualFold(o.Key, member.Key) && o.Value == member.Value && o.Session != m.session {
@@ -243,7 +293,7 @@ func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 	// were unreachable joins again.
 	beat := func() error {
 		return m.update(ctx, func(st *wire.MeshState) error {
-			member.Shadow, member.Heartbeat = sess.Pod.Status.PodIP, time.Now().UTC()
+			member.Shadow, member.Heartbeat = sess.ShadowPod().Status.PodIP, time.Now().UTC()
 			for i := range st.Members {
 				if st.Members[i].Session == m.session {
 					st.Members[i].Shadow, st.Members[i].Heartbeat = member.Shadow, member.Heartbeat
@@ -270,7 +320,7 @@ func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 				}
 				continue
 			}
-			fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s took over: requests with header '%s: %s' come here again\n", m.ns, sess.Pod.Name, m.cfg.Key, m.cfg.Value)
+			fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s took over: requests with header '%s: %s' come here again\n", m.ns, sess.ShadowPod().Name, m.cfg.Key, m.cfg.Value)
 		case <-hb.C:
 			if err := beat(); err != nil && ctx.Err() == nil {
 				fmt.Fprintf(m.cfg.ErrOut, "warning: heartbeat: %v\n", err)
@@ -480,9 +530,7 @@ func (m *mesher) leave(ctx context.Context) error {
 	}
 	m.goodbye = fmt.Sprintf("Restored service %s/%s (the last developer left the mesh) and removed its router", m.ns, m.svc.Name)
 	if rp, err := m.cfg.Client.CoreV1().Pods(m.ns).Get(ctx, last.Router, metav1.GetOptions{}); err == nil {
-		d := m.routerDialer(last.Router)
-		session.Drain(ctx, m.cfg.Client, m.ns, m.svc.Name, rp.Status.PodIP, d)
-		d.Close()
+		m.cfg.Router.Drain(ctx, m.ns, m.svc.Name, rp)
 	}
 	// The router sends unmarked requests to the origin Service until it is gone: it goes first.
 	errs := []error{cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, last.Router)}
@@ -490,12 +538,6 @@ func (m *mesher) leave(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// routerDialer is a port-forward to the router, for its loopback endpoints (wire.HealthPort).
-func (m *mesher) routerDialer(pod string) *portforward.Dialer {
-	d := portforward.NewDialer(m.cfg.RESTConfig, m.cfg.Client, m.ns, pod)
-	return d
 }
 
 // waitRouted waits until the router lists this developer's route, so that the first marked
@@ -519,19 +561,10 @@ func (m *mesher) waitRouted(ctx context.Context) error {
 // waitRoute waits until the router's routes include this session (want) or no longer do,
 // for at most timeout; it reports whether they did, and the last error asking.
 func (m *mesher) waitRoute(ctx context.Context, router string, want bool, timeout time.Duration) (bool, error) {
-	d := m.routerDialer(router)
-	defer d.Close()
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.Dial(ctx, wire.HealthPort) },
-	}}
 	deadline := time.Now().Add(timeout)
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://router/routes", nil)
-		resp, err := hc.Do(req)
+		members, err := m.cfg.Router.Routes(ctx, m.ns, router)
 		if err == nil {
-			var members []wire.MeshMember
-			json.NewDecoder(resp.Body).Decode(&members)
-			resp.Body.Close()
 			routed := slices.ContainsFunc(members, func(mm wire.MeshMember) bool { return mm.Session == m.session })
 			if routed == want {
 				return true, nil

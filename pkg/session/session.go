@@ -396,6 +396,10 @@ type Shadow interface {
 	// ServeForwards serves the remote forwards until ctx ends or the tunnel fails (see
 	// (*Session).ServeForwards).
 	ServeForwards(ctx context.Context, fwds []Forward, warn io.Writer, ready func()) error
+	// KeepForwarding serves the forwards in the background and keeps them up (see
+	// (*Session).KeepForwarding); Lost is closed when it finds the pod gone.
+	KeepForwarding(ctx context.Context, fwds []Forward, warn io.Writer) error
+	Lost() <-chan struct{}
 	// DrainService waits until the Service svc no longer sends new connections to the
 	// shadow (see Drain).
 	DrainService(ctx context.Context, svc string)
