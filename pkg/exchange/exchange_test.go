@@ -149,7 +149,9 @@ func TestRunSelectorMode(t *testing.T) {
 		// A second exchange of the same Service is refused and changes nothing.
 		err := Run(context.Background(), Config{Client: client, Namespace: "ns", Target: "web", SkipPortChecking: true,
 			Expose: []target.Expose{{Local: 18081, Remote: "80"}}, Pod: cluster.NewPodOptions(), ErrOut: &bytes.Buffer{},
-			Start: func(context.Context, session.Options) (session.Shadow, error) { return nil, errors.New("started a shadow") }})
+			Start: func(context.Context, session.Options) (session.Shadow, error) {
+				return nil, errors.New("started a shadow")
+			}})
 		var le *cluster.LockedError
 		if !errors.As(err, &le) {
 			t.Errorf("a second exchange: %v, want a LockedError", err)
@@ -224,7 +226,9 @@ func TestRunRefusesBeforeChanging(t *testing.T) {
 		client := clustertest.New(svc.DeepCopy(), d.DeepCopy(), pods[0].DeepCopy(), lonely)
 		cfg := Config{Client: client, Namespace: "ns", Target: "svc/web", SkipPortChecking: true,
 			Expose: []target.Expose{{Local: 18080, Remote: "80"}}, Pod: cluster.NewPodOptions(), ErrOut: &bytes.Buffer{},
-			Start: func(context.Context, session.Options) (session.Shadow, error) { return nil, errors.New("started a shadow") }}
+			Start: func(context.Context, session.Options) (session.Shadow, error) {
+				return nil, errors.New("started a shadow")
+			}}
 		tc.cfg(&cfg)
 		err := Run(context.Background(), cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.errHas) {

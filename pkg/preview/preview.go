@@ -36,11 +36,16 @@ type Config struct {
 	Pod              *cluster.PodOptions
 	Command          string
 	ErrOut           io.Writer
+	// Start starts the shadow's session; nil starts a real one through RESTConfig.
+	Start session.Starter
 }
 
 // Run creates the Service and its shadow, serves until ctx ends, and removes both.
 func Run(ctx context.Context, cfg Config) (err error) {
 	pipe.OneProcessor()
+	if cfg.Start == nil {
+		cfg.Start = session.NewStarter(cfg.RESTConfig, cfg.Client)
+	}
 	if _, err := cfg.Client.CoreV1().Services(cfg.Namespace).Get(ctx, cfg.Name, metav1.GetOptions{}); err == nil {
 		return fmt.Errorf("service %s/%s already exists; choose another name for the preview", cfg.Namespace, cfg.Name)
 	} else if !apierrors.IsNotFound(err) {
@@ -68,7 +73,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := cluster.EnsurePreviewService(ctx, cfg.Client, pv.service(), sess.Pod); err != nil {
+	if err := cluster.EnsurePreviewService(ctx, cfg.Client, pv.service(), sess.ShadowPod()); err != nil {
 		return err
 	}
 	undo.Push("delete preview service "+cfg.Name, func(ctx context.Context) error {
@@ -87,10 +92,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		// The Service belonged to the lost pod, so the garbage collector removes it too: the
 		// new shadow gets it back (the same name, maybe a new ClusterIP).
-		sess, err = session.Replace(ctx, cfg.ErrOut, sess.Pod.Name, func() (*session.Session, error) {
+		sess, err = session.Replace(ctx, cfg.ErrOut, sess.ShadowPod().Name, func() (session.Shadow, error) {
 			s, err := pv.shadow(ctx, &undo, wire.NewSession())
 			if err == nil {
-				if err = cluster.EnsurePreviewService(ctx, cfg.Client, pv.service(), s.Pod); err != nil {
+				if err = cluster.EnsurePreviewService(ctx, cfg.Client, pv.service(), s.ShadowPod()); err != nil {
 					s.Close() // the next try starts another
 				}
 			}
@@ -99,7 +104,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if err != nil {
 			return nil // ctx ended
 		}
-		fmt.Fprintf(cfg.ErrOut, "Shadow %s/%s took over: service %s sends its traffic here again\n", cfg.Namespace, sess.Pod.Name, cfg.Name)
+		fmt.Fprintf(cfg.ErrOut, "Shadow %s/%s took over: service %s sends its traffic here again\n", cfg.Namespace, sess.ShadowPod().Name, cfg.Name)
 	}
 }
 
@@ -110,7 +115,7 @@ type previewer struct {
 
 // shadow starts a shadow for the preview (also in place of a lost one), with the identity to
 // delete itself after a crashed client, and serves its forwards in the background.
-func (pv *previewer) shadow(ctx context.Context, undo *undo.Stack, id string) (*session.Session, error) {
+func (pv *previewer) shadow(ctx context.Context, undo *undo.Stack, id string) (session.Shadow, error) {
 	cfg := pv.cfg
 	podName := wire.ShadowName(wire.RolePreview, id)
 	// The shadow may delete itself after a crashed client; the Service is owned by the pod and goes with it.
@@ -126,13 +131,13 @@ func (pv *previewer) shadow(ctx context.Context, undo *undo.Stack, id string) (*
 		opts.ForwardPorts = append(opts.ForwardPorts, corev1.ContainerPort{ContainerPort: int32(p.Remote)})
 		fwds = append(fwds, session.Forward{Remote: p.Remote, Local: session.LocalAddr(p.Local)})
 	}
-	sess, err := session.Start(ctx, cfg.RESTConfig, cfg.Client, opts)
+	sess, err := cfg.Start(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	undo.Push("delete shadow "+sess.Pod.Name, func(context.Context) error { return sess.Close() })
+	undo.Push("delete shadow "+sess.ShadowPod().Name, func(context.Context) error { return sess.Close() })
 	if sr != nil {
-		sr.OwnBy(ctx, sess.Pod)
+		sr.OwnBy(ctx, sess.ShadowPod())
 	}
 	if err := sess.KeepForwarding(ctx, fwds, cfg.ErrOut); err != nil {
 		return nil, err

@@ -39,7 +39,7 @@ func (f *Shadow) ServeForwards(ctx context.Context, _ []session.Forward, _ io.Wr
 }
 
 func (f *Shadow) KeepForwarding(context.Context, []session.Forward, io.Writer) error { return nil }
-func (f *Shadow) Lost() <-chan struct{}                                          { return f.lost }
+func (f *Shadow) Lost() <-chan struct{}                                              { return f.lost }
 
 // Lose makes the session report its pod lost.
 func (f *Shadow) Lose() { close(f.lost) }
