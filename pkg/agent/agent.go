@@ -69,6 +69,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ResolvConf == "" {
 		cfg.ResolvConf = "/etc/resolv.conf"
 	}
+	if cfg.ProbePort == 0 {
+		cfg.ProbePort = wire.ProbePort
+	}
 	if cfg.Shared && len(cfg.JoinKey) < 32 {
 		return fmt.Errorf("a shared shadow needs its join key (%s, at least 32 characters)", wire.EnvJoinKey)
 	}
@@ -94,108 +97,157 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := rand.Read(secret); err != nil {
 		return err
 	}
-	listen := func(port int) (net.Listener, error) {
-		l, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenIP, strconv.Itoa(port)))
-		if err != nil || !wire.Authenticated(port) {
-			return l, err
-		}
-		return newAuthListener(l, secret), nil
-	}
-	act := NewActivity(nil) // every client connection
-	ctl := NewActivity(nil) // SSH connections: the client's presence
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
-	var closers []func() error
-	defer func() {
-		for _, c := range closers {
-			c()
-		}
-		wg.Wait()
-	}()
-	run := func(name string, f func() error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(); err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
-				errc <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
-
-	// SSH
-	sshL, err := listen(wire.SSHPort)
+	a := &agent{cfg: cfg, ctx: ctx, secret: secret, act: NewActivity(nil), ctl: NewActivity(nil), errc: make(chan error, 8)}
+	defer a.close()
+	keys := newKeySet()
+	srv, lastForwarded, err := a.serveSSH(authorized, hostKey, keys)
 	if err != nil {
 		return err
 	}
-	keys := newKeySet()
-	reverse := &reversePool{}
-	scfg := sshd.Config{AuthorizedKey: authorized, HostKey: hostKey, Secret: secret, ForwardIP: cfg.PodIP, KeepAlive: cfg.KeepAlive, OnConn: func() func() {
-		end, endCtl := act.Begin(), ctl.Begin()
+	for _, start := range []func() error{a.serveFlows, func() error { return a.serveDNS(fwd) }, a.serveReverse, a.serveRelay,
+		func() error { return a.serveHealth(keys, hostKey, lastForwarded) }, func() error { return a.serveProbe(srv) }} {
+		if err := start(); err != nil {
+			return err
+		}
+	}
+	klog.InfoS("kt shadow agent ready", "version", version.Version, "protocol", wire.ProtocolVersion, "podIP", cfg.PodIP, "expireAfter", cfg.ExpireAfter)
+	return a.wait()
+}
+
+// agent is one Run: its listeners and the goroutines serving them.
+type agent struct {
+	cfg    Config
+	ctx    context.Context
+	secret []byte
+	act    *Activity // every client connection
+	ctl    *Activity // SSH connections: the client's presence
+
+	wg      sync.WaitGroup
+	errc    chan error
+	reverse reversePool
+	closers []func() error
+}
+
+// close stops every server and waits for their goroutines.
+func (a *agent) close() {
+	for _, c := range a.closers {
+		c()
+	}
+	a.wg.Wait()
+}
+
+// listen listens on one of the agent's loopback ports; every port but SSH and health takes
+// only streams that open with the secret.
+func (a *agent) listen(port int) (net.Listener, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(a.cfg.ListenIP, strconv.Itoa(port)))
+	if err != nil || !wire.Authenticated(port) {
+		return l, err
+	}
+	return newAuthListener(l, a.secret), nil
+}
+
+// run runs f in the background; its error (but a closed listener's) ends Run.
+func (a *agent) run(name string, f func() error) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := f(); err != nil && a.ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+			a.errc <- fmt.Errorf("%s: %w", name, err)
+		}
+	}()
+}
+
+// serveSSH serves the client's SSH connections; lastForwarded is when a connection last came
+// in on a forwarded port (Unix nanoseconds).
+func (a *agent) serveSSH(authorized gossh.PublicKey, hostKey gossh.Signer, keys *keySet) (*sshd.Server, *atomic.Int64, error) {
+	sshL, err := a.listen(wire.SSHPort)
+	if err != nil {
+		return nil, nil, err
+	}
+	scfg := sshd.Config{AuthorizedKey: authorized, HostKey: hostKey, Secret: a.secret, ForwardIP: a.cfg.PodIP, KeepAlive: a.cfg.KeepAlive, OnConn: func() func() {
+		end, endCtl := a.act.Begin(), a.ctl.Begin()
 		return func() { endCtl(); end() }
 	}}
-	scfg.Reverse = reverse.take
-	var lastForwarded atomic.Int64 // Unix nanoseconds; the start before the first
+	scfg.Reverse = a.reverse.take
+	lastForwarded := &atomic.Int64{} // the start before the first
 	lastForwarded.Store(time.Now().UnixNano())
 	scfg.OnForwarded = func() { lastForwarded.Store(time.Now().UnixNano()) }
-	if cfg.Shared {
+	if a.cfg.Shared {
 		scfg.Also = keys.has
 		scfg.OnAuth = keys.connected
 	}
 	srv := sshd.New(scfg)
-	closers = append(closers, srv.Close)
-	run("ssh", func() error { return srv.Serve(sshL) })
+	a.closers = append(a.closers, srv.Close)
+	a.run("ssh", func() error { return srv.Serve(sshL) })
+	return srv, lastForwarded, nil
+}
 
-	// TCP flows on mux sessions, and the streams large downloads and uploads move to
+// serveFlows serves TCP flows on mux sessions, and the streams large downloads and uploads
+// move to.
+func (a *agent) serveFlows() error {
 	fl := NewFlows()
 	for port, serve := range map[int]func(net.Conn){wire.MuxPort: fl.ServeSession, wire.MovePort: fl.ServeMove} {
-		l, err := listen(port)
+		l, err := a.listen(port)
 		if err != nil {
 			return err
 		}
-		closers = append(closers, l.Close)
-		run("flows", func() error { return act.serve(l, serve) })
+		a.closers = append(a.closers, l.Close)
+		a.run("flows", func() error { return a.act.serve(l, serve) })
 	}
+	return nil
+}
 
-	// DNS over TCP
-	dnsL, err := listen(wire.DNSPort)
+// serveDNS serves DNS over TCP, forwarded to the pod's resolvers.
+func (a *agent) serveDNS(fwd dns.Handler) error {
+	dnsL, err := a.listen(wire.DNSPort)
 	if err != nil {
 		return err
 	}
-	dnsSrv := &dns.Server{Listener: trackedListener{dnsL, act}, Net: "tcp", Handler: fwd, ReadTimeout: 30 * time.Second, IdleTimeout: func() time.Duration { return 2 * time.Minute }}
-	closers = append(closers, dnsSrv.Shutdown)
-	run("dns", dnsSrv.ActivateAndServe)
+	dnsSrv := &dns.Server{Listener: trackedListener{dnsL, a.act}, Net: "tcp", Handler: fwd, ReadTimeout: 30 * time.Second, IdleTimeout: func() time.Duration { return 2 * time.Minute }}
+	a.closers = append(a.closers, dnsSrv.Shutdown)
+	a.run("dns", dnsSrv.ActivateAndServe)
+	return nil
+}
 
-	// Reverse streams for remote forwards
-	reverseL, err := listen(wire.ReversePort)
+// serveReverse takes the client's reverse streams, for remote forwards.
+func (a *agent) serveReverse() error {
+	reverseL, err := a.listen(wire.ReversePort)
 	if err != nil {
 		return err
 	}
-	closers = append(closers, reverseL.Close, func() error { reverse.flush(); return nil })
-	run("reverse streams", func() error { return reverse.serve(reverseL) })
+	a.closers = append(a.closers, reverseL.Close, func() error { a.reverse.flush(); return nil })
+	a.run("reverse streams", func() error { return a.reverse.serve(reverseL) })
+	return nil
+}
 
-	// UDP relay
-	relayL, err := listen(wire.UDPRelayPort)
+// serveRelay serves the UDP relay's streams.
+func (a *agent) serveRelay() error {
+	relayL, err := a.listen(wire.UDPRelayPort)
 	if err != nil {
 		return err
 	}
-	closers = append(closers, relayL.Close)
-	run("udp relay", func() error {
-		return act.serve(relayL, func(c net.Conn) {
+	a.closers = append(a.closers, relayL.Close)
+	a.run("udp relay", func() error {
+		return a.act.serve(relayL, func(c net.Conn) {
 			if err := udprelay.Serve(c); err != nil {
 				klog.V(1).InfoS("udp relay stream ended", "err", err)
 			}
 		})
 	})
+	return nil
+}
 
-	// readiness
-	healthL, err := listen(wire.HealthPort)
+// serveHealth serves readiness, version, traffic and (for a shared shadow) joins on the
+// health port.
+func (a *agent) serveHealth(keys *keySet, hostKey gossh.Signer, lastForwarded *atomic.Int64) error {
+	healthL, err := a.listen(wire.HealthPort)
 	if err != nil {
 		return err
 	}
 	status := func() Status {
-		return Status{Version: version.Version, ProtocolVersion: wire.ProtocolVersion, Ready: true, Clients: act.Active()}
+		return Status{Version: version.Version, ProtocolVersion: wire.ProtocolVersion, Ready: true, Clients: a.act.Active()}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -207,27 +259,17 @@ func Run(ctx context.Context, cfg Config) error {
 		json.NewEncoder(w).Encode(status())
 	})
 	handleTraffic(mux, func() time.Duration { return time.Since(time.Unix(0, lastForwarded.Load())) })
-	if cfg.Shared {
-		handleJoins(mux, keys, []byte(cfg.JoinKey), hostKey.PublicKey())
+	if a.cfg.Shared {
+		handleJoins(mux, keys, []byte(a.cfg.JoinKey), hostKey.PublicKey())
 	}
-	serveHTTP := func(name string, l net.Listener, h http.Handler) {
-		hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-		closers = append(closers, hs.Close)
-		run(name, func() error {
-			if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-	}
-	serveHTTP("health", healthL, mux)
+	a.serveHTTP("health", healthL, mux)
+	return nil
+}
 
-	// The kubelet's readiness probe, on the pod's IP: a forwarded port is ready once the
-	// client's forward listens on it. (Probing that port itself would count as traffic.)
-	if cfg.ProbePort == 0 {
-		cfg.ProbePort = wire.ProbePort
-	}
-	probeL, err := net.Listen("tcp", net.JoinHostPort(cfg.PodIP, strconv.Itoa(cfg.ProbePort)))
+// serveProbe serves the kubelet's readiness probe, on the pod's IP: a forwarded port is ready
+// once the client's forward listens on it. (Probing that port itself would count as traffic.)
+func (a *agent) serveProbe(srv *sshd.Server) error {
+	probeL, err := net.Listen("tcp", net.JoinHostPort(a.cfg.PodIP, strconv.Itoa(a.cfg.ProbePort)))
 	if err != nil {
 		return fmt.Errorf("readiness probe: %w", err)
 	}
@@ -241,23 +283,37 @@ func Run(ctx context.Context, cfg Config) error {
 			http.Error(w, "no forward listens on this port yet", http.StatusServiceUnavailable)
 		}
 	})
-	serveHTTP("readiness probe", probeL, probeMux)
+	a.serveHTTP("readiness probe", probeL, probeMux)
+	return nil
+}
 
-	klog.InfoS("kt shadow agent ready", "version", version.Version, "protocol", wire.ProtocolVersion, "podIP", cfg.PodIP, "expireAfter", cfg.ExpireAfter)
+func (a *agent) serveHTTP(name string, l net.Listener, h http.Handler) {
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	a.closers = append(a.closers, hs.Close)
+	a.run(name, func() error {
+		if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+}
 
+// wait runs until ctx ends, a server fails, or the client has been gone ExpireAfter (then the
+// shadow restores what its client changed, and exits).
+func (a *agent) wait() error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-a.ctx.Done():
 			klog.InfoS("shutting down")
 			return nil
-		case err := <-errc:
+		case err := <-a.errc:
 			return err
 		case <-tick.C:
-			if cfg.ExpireAfter > 0 && ctl.Idle() >= cfg.ExpireAfter {
-				klog.InfoS("client gone; expiring", "gone", ctl.Idle().Round(time.Second), "leftConnections", act.Active())
-				selfRestore(cfg)
+			if a.cfg.ExpireAfter > 0 && a.ctl.Idle() >= a.cfg.ExpireAfter {
+				klog.InfoS("client gone; expiring", "gone", a.ctl.Idle().Round(time.Second), "leftConnections", a.act.Active())
+				selfRestore(a.cfg)
 				return nil
 			}
 		}
