@@ -68,24 +68,13 @@ func RunRouter(ctx context.Context, cfg RouterConfig) error {
 			}
 		}(p)
 	}
-	// On loopback, for clients through a port-forward: /routes tells a joining one when it is
-	// routed, /traffic a leaving one when kube-proxy no longer sends connections here.
-	mux := http.NewServeMux()
-	mux.HandleFunc("/routes", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(r.Members())
-	})
-	handleTraffic(mux, r.SinceLastAccept)
-	hl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(wire.HealthPort)))
+	hs, err := serveRoutes(r)
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go hs.Serve(hl)
 	defer hs.Close()
 	klog.InfoS("mesh router ready", "service", cfg.Service, "origin", cfg.Origin, "ports", cfg.Ports)
-	path := "/api/v1/namespaces/" + ns + "/services/" + name
-	emptySince := time.Now()
+	rt := &routerLoop{cfg: cfg, api: api, r: r, ns: ns, path: "/api/v1/namespaces/" + ns + "/services/" + name, emptySince: time.Now()}
 	t := time.NewTicker(cfg.Poll)
 	defer t.Stop()
 	for {
@@ -94,54 +83,93 @@ func RunRouter(ctx context.Context, cfg RouterConfig) error {
 			return nil
 		case <-t.C:
 		}
-		var svc corev1.Service
-		if err := api.do(ctx, http.MethodGet, path, nil, &svc); err != nil {
-			klog.V(1).InfoS("router: read service", "err", err)
-			continue
-		}
-		m, ok := wire.GetMesh(&svc)
-		if !ok || m.Router != cfg.PodName {
-			// The client that switched the Service away deletes this pod too, once it has
-			// seen it quiet; whichever comes first.
-			klog.InfoS("the service is no longer meshed through this router; exiting once kube-proxy has followed")
-			waitQuiet(ctx, r, wire.KubeProxySync, 30*time.Second)
-			api.deleteSelf(ctx, cfg)
-			return nil
-		}
-		live := m.Live(cfg.MemberExpiry)
-		r.SetMembers(live)
-		if len(live) > 0 {
-			emptySince = time.Now()
-		}
-		if len(live) < len(m.Members) {
-			klog.InfoS("router: dropping developers whose heartbeat stopped", "left", len(m.Members)-len(live))
-			api.updateService(ctx, path, func(s *corev1.Service) bool {
-				cur, ok := wire.GetMesh(s)
-				if !ok {
-					return false
-				}
-				cur.Members = cur.Live(cfg.MemberExpiry)
-				wire.SetMesh(s, cur)
-				return true
-			})
-		}
-		if len(live) == 0 && time.Since(emptySince) > cfg.MemberExpiry {
-			klog.InfoS("router: every developer is gone; restoring the service")
-			l, _ := wire.ServiceLock(&svc)
-			session := ""
-			if l != nil {
-				session = l.Session
-			}
-			if err := restoreService(ctx, api, cfg.Service, session); err != nil {
-				klog.ErrorS(err, "router: restore; run 'kubectl kt clean'")
-				continue
-			}
-			waitQuiet(ctx, r, wire.KubeProxySync, 30*time.Second)
-			api.do(ctx, http.MethodDelete, "/api/v1/namespaces/"+ns+"/services/"+cfg.Origin, nil, nil)
-			api.deleteSelf(ctx, cfg)
+		if rt.poll(ctx) {
 			return nil
 		}
 	}
+}
+
+// serveRoutes serves, on loopback for clients through a port-forward, /routes (which tells a
+// joining one when it is routed) and /traffic (which tells a leaving one when kube-proxy no
+// longer sends connections here).
+func serveRoutes(r *router.Router) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/routes", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(r.Members())
+	})
+	handleTraffic(mux, r.SinceLastAccept)
+	hl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(wire.HealthPort)))
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go hs.Serve(hl)
+	return hs, nil
+}
+
+// routerLoop follows the Service's mesh state, once per poll.
+type routerLoop struct {
+	cfg        RouterConfig
+	api        *inCluster
+	r          *router.Router
+	ns, path   string
+	emptySince time.Time // since when no developer is live
+}
+
+// poll reads the Service and routes its live members; it reports true when the router is done
+// (the Service is no longer meshed through it, or every developer is gone and the Service
+// restored) and has deleted itself.
+func (rt *routerLoop) poll(ctx context.Context) (done bool) {
+	cfg, api, r := rt.cfg, rt.api, rt.r
+	var svc corev1.Service
+	if err := api.do(ctx, http.MethodGet, rt.path, nil, &svc); err != nil {
+		klog.V(1).InfoS("router: read service", "err", err)
+		return false
+	}
+	m, ok := wire.GetMesh(&svc)
+	if !ok || m.Router != cfg.PodName {
+		// The client that switched the Service away deletes this pod too, once it has
+		// seen it quiet; whichever comes first.
+		klog.InfoS("the service is no longer meshed through this router; exiting once kube-proxy has followed")
+		waitQuiet(ctx, r, wire.KubeProxySync, 30*time.Second)
+		api.deleteSelf(ctx, cfg)
+		return true
+	}
+	live := m.Live(cfg.MemberExpiry)
+	r.SetMembers(live)
+	if len(live) > 0 {
+		rt.emptySince = time.Now()
+	}
+	if len(live) < len(m.Members) {
+		klog.InfoS("router: dropping developers whose heartbeat stopped", "left", len(m.Members)-len(live))
+		api.updateService(ctx, rt.path, func(s *corev1.Service) bool {
+			cur, ok := wire.GetMesh(s)
+			if !ok {
+				return false
+			}
+			cur.Members = cur.Live(cfg.MemberExpiry)
+			wire.SetMesh(s, cur)
+			return true
+		})
+	}
+	if len(live) > 0 || time.Since(rt.emptySince) <= cfg.MemberExpiry {
+		return false
+	}
+	klog.InfoS("router: every developer is gone; restoring the service")
+	l, _ := wire.ServiceLock(&svc)
+	session := ""
+	if l != nil {
+		session = l.Session
+	}
+	if err := restoreService(ctx, api, cfg.Service, session); err != nil {
+		klog.ErrorS(err, "router: restore; run 'kubectl kt clean'")
+		return false
+	}
+	waitQuiet(ctx, r, wire.KubeProxySync, 30*time.Second)
+	api.do(ctx, http.MethodDelete, "/api/v1/namespaces/"+rt.ns+"/services/"+cfg.Origin, nil, nil)
+	api.deleteSelf(ctx, cfg)
+	return true
 }
 
 // waitQuiet waits until the router has accepted no connection for quiet (kube-proxy has
