@@ -70,49 +70,7 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	labels := map[string]string{}
-	for k, v := range s.Opts.Labels {
-		labels[k] = v
-	}
-	for k, v := range s.Labels {
-		labels[k] = v
-	}
-	labels[wire.ManagedByLabel] = wire.ManagedBy
-	labels[wire.RoleLabel] = s.Role
-	labels[wire.SessionLabel] = s.Session
-	ann := map[string]string{}
-	for k, v := range s.Opts.Annotations {
-		ann[k] = v
-	}
-	ann[wire.OwnerAnnotation] = s.Owner
-	ann[wire.CommandAnnotation] = s.Command
-	ann[wire.HeartbeatAnnotation] = time.Now().UTC().Format(time.RFC3339)
-
-	pull := corev1.PullIfNotPresent
-	if s.Opts.ForceUpdate {
-		pull = corev1.PullAlways
-	}
-	c := corev1.Container{
-		Name:            "agent",
-		Image:           s.Opts.Image,
-		ImagePullPolicy: pull,
-		Args:            []string{fmt.Sprintf("--expire-after=%s", s.Opts.ExpireAfter)},
-		Env: []corev1.EnvVar{
-			{Name: wire.EnvAuthorizedKey, Value: s.AuthorizedKey},
-			{Name: wire.EnvPodIP, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}},
-		},
-		Resources: corev1.ResourceRequirements{Requests: res, Limits: res},
-		SecurityContext: &corev1.SecurityContext{
-			AllowPrivilegeEscalation: ptr.To(false),
-			ReadOnlyRootFilesystem:   ptr.To(true),
-			RunAsNonRoot:             ptr.To(true),
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-		},
-		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-	}
-	if s.Args != nil {
-		c.Args = s.Args
-	}
+	c := agentContainer(s, res)
 	lowPort := false
 	for _, p := range s.ForwardPorts {
 		p.Protocol = corev1.ProtocolTCP
@@ -121,44 +79,7 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 			lowPort = true
 		}
 	}
-	if s.RestoreService != "" {
-		c.Env = append(c.Env,
-			corev1.EnvVar{Name: wire.EnvRestoreService, Value: s.RestoreService},
-			corev1.EnvVar{Name: wire.EnvSession, Value: s.RestoreSession},
-			corev1.EnvVar{Name: wire.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
-			corev1.EnvVar{Name: wire.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
-		)
-	}
-	if s.Shared {
-		c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvShared, Value: "true"},
-			corev1.EnvVar{Name: wire.EnvJoinKey, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-				LocalObjectReference: corev1.LocalObjectReference{Name: wire.ShadowName(s.Role, s.Session)}, Key: wire.JoinSecretKey}}})
-	}
-	if s.Deployment {
-		c.Env = append(c.Env,
-			corev1.EnvVar{Name: wire.EnvDeployment, Value: wire.ShadowName(s.Role, s.Session)},
-			corev1.EnvVar{Name: wire.EnvPodNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
-		)
-	}
-	if len(s.ForwardPorts) > 0 {
-		// Ready only once the client's remote forwards listen: a Service sends traffic to
-		// the shadow no earlier. The agent answers on a port of its own: a probe of the
-		// forwarded port would look like traffic (wire.Traffic). The router serves its
-		// ports itself and tells a probe's empty connection from traffic.
-		handler := corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(s.ForwardPorts[0].ContainerPort)}}
-		if s.Role != wire.RoleRouter {
-			probe := probePort(s.ForwardPorts)
-			if probe != wire.ProbePort {
-				c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvProbePort, Value: strconv.Itoa(int(probe))})
-			}
-			handler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-				Path: fmt.Sprintf("/forwarding?port=%d", s.ForwardPorts[0].ContainerPort), Port: intstr.FromInt32(probe)}}
-		}
-		c.ReadinessProbe = &corev1.Probe{
-			ProbeHandler:  handler,
-			PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1,
-		}
-	}
+	c.ReadinessProbe = readinessProbe(s, &c)
 	psc := &corev1.PodSecurityContext{
 		RunAsNonRoot:   ptr.To(true),
 		RunAsUser:      ptr.To[int64](65532),
@@ -171,12 +92,7 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 		psc.Sysctls = []corev1.Sysctl{{Name: "net.ipv4.ip_unprivileged_port_start", Value: "0"}}
 	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        wire.ShadowName(s.Role, s.Session),
-			Namespace:   s.Namespace,
-			Labels:      labels,
-			Annotations: ann,
-		},
+		ObjectMeta: shadowMeta(s),
 		Spec: corev1.PodSpec{
 			Containers:                    []corev1.Container{c},
 			RestartPolicy:                 corev1.RestartPolicyNever,
@@ -205,6 +121,106 @@ func ShadowPod(s ShadowSpec) (*corev1.Pod, error) {
 		routerResources(pod)
 	}
 	return pod, nil
+}
+
+// shadowMeta is the shadow pod's name, labels (the user's, the spec's, then kt's own) and
+// annotations.
+func shadowMeta(s ShadowSpec) metav1.ObjectMeta {
+	labels := map[string]string{}
+	for k, v := range s.Opts.Labels {
+		labels[k] = v
+	}
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	labels[wire.ManagedByLabel] = wire.ManagedBy
+	labels[wire.RoleLabel] = s.Role
+	labels[wire.SessionLabel] = s.Session
+	ann := map[string]string{}
+	for k, v := range s.Opts.Annotations {
+		ann[k] = v
+	}
+	ann[wire.OwnerAnnotation] = s.Owner
+	ann[wire.CommandAnnotation] = s.Command
+	ann[wire.HeartbeatAnnotation] = time.Now().UTC().Format(time.RFC3339)
+	return metav1.ObjectMeta{Name: wire.ShadowName(s.Role, s.Session), Namespace: s.Namespace, Labels: labels, Annotations: ann}
+}
+
+// agentContainer is the agent's container: non-root, read-only, no capabilities, with what
+// the agent needs to know in its environment.
+func agentContainer(s ShadowSpec, res corev1.ResourceList) corev1.Container {
+	pull := corev1.PullIfNotPresent
+	if s.Opts.ForceUpdate {
+		pull = corev1.PullAlways
+	}
+	fieldRef := func(path string) *corev1.EnvVarSource {
+		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}
+	}
+	c := corev1.Container{
+		Name:            "agent",
+		Image:           s.Opts.Image,
+		ImagePullPolicy: pull,
+		Args:            []string{fmt.Sprintf("--expire-after=%s", s.Opts.ExpireAfter)},
+		Env: []corev1.EnvVar{
+			{Name: wire.EnvAuthorizedKey, Value: s.AuthorizedKey},
+			{Name: wire.EnvPodIP, ValueFrom: fieldRef("status.podIP")},
+		},
+		Resources: corev1.ResourceRequirements{Requests: res, Limits: res},
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			RunAsNonRoot:             ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	if s.Args != nil {
+		c.Args = s.Args
+	}
+	if s.RestoreService != "" {
+		c.Env = append(c.Env,
+			corev1.EnvVar{Name: wire.EnvRestoreService, Value: s.RestoreService},
+			corev1.EnvVar{Name: wire.EnvSession, Value: s.RestoreSession},
+			corev1.EnvVar{Name: wire.EnvPodName, ValueFrom: fieldRef("metadata.name")},
+			corev1.EnvVar{Name: wire.EnvPodNamespace, ValueFrom: fieldRef("metadata.namespace")},
+		)
+	}
+	if s.Shared {
+		c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvShared, Value: "true"},
+			corev1.EnvVar{Name: wire.EnvJoinKey, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: wire.ShadowName(s.Role, s.Session)}, Key: wire.JoinSecretKey}}})
+	}
+	if s.Deployment {
+		c.Env = append(c.Env,
+			corev1.EnvVar{Name: wire.EnvDeployment, Value: wire.ShadowName(s.Role, s.Session)},
+			corev1.EnvVar{Name: wire.EnvPodNamespace, ValueFrom: fieldRef("metadata.namespace")},
+		)
+	}
+	return c
+}
+
+// readinessProbe makes a shadow with remote forwards Ready only once the client's forwards
+// listen: a Service sends traffic to the shadow no earlier. The agent answers on a port of its
+// own (told to it in c's environment): a probe of the forwarded port would look like traffic
+// (wire.Traffic). The router serves its ports itself and tells a probe's empty connection
+// from traffic. A shadow without forwards has no probe.
+func readinessProbe(s ShadowSpec, c *corev1.Container) *corev1.Probe {
+	if len(s.ForwardPorts) == 0 {
+		return nil
+	}
+	handler := corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(s.ForwardPorts[0].ContainerPort)}}
+	if s.Role != wire.RoleRouter {
+		probe := probePort(s.ForwardPorts)
+		if probe != wire.ProbePort {
+			c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvProbePort, Value: strconv.Itoa(int(probe))})
+		}
+		handler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: fmt.Sprintf("/forwarding?port=%d", s.ForwardPorts[0].ContainerPort), Port: intstr.FromInt32(probe)}}
+	}
+	return &corev1.Probe{
+		ProbeHandler:  handler,
+		PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1,
+	}
 }
 
 // The router's default resources, where --pod-quota sets none: it holds every meshed
