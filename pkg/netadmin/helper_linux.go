@@ -388,81 +388,13 @@ func (s *server) handle(req request) (response, []*os.File, error) {
 	var d Direct
 	switch req.Op {
 	case "create-tun":
-		if !strings.HasPrefix(req.Name, "kt") {
-			return response{}, nil, fmt.Errorf("the helper makes only TUN devices named kt…, not %q (--tun-name)", req.Name)
-		}
-		dev, err := d.CreateTUN(req.Name, req.MTU)
-		if err != nil {
-			return response{}, nil, err
-		}
-		// The device lives as long as any copy of its file is open: the user's process holds
-		// one, so the device, and its routes, go away with that process. It is the user's
-		// (TUNSETOWNER), so that remove-tun can tell whose a leftover device is.
-		file := dev.File()
-		if err := unix.IoctlSetInt(int(file.Fd()), unix.TUNSETOWNER, s.uid); err != nil {
-			dev.Close()
-			return response{}, nil, fmt.Errorf("set the owner of %s: %w", dev.Name(), err)
-		}
-		dup, err := unix.Dup(int(file.Fd()))
-		dev.Close()
-		if err != nil {
-			return response{}, nil, err
-		}
-		s.tuns[dev.Name()] = true
-		return response{Name: dev.Name()}, []*os.File{os.NewFile(uintptr(dup), "tun")}, nil
+		return s.createTUN(req)
 	case "add-routes":
-		if !s.tuns[req.Name] {
-			return response{}, nil, fmt.Errorf("routes go only into the TUN device this helper made, not %q", req.Name)
-		}
-		if s.routes+len(req.Routes) > maxRoutes {
-			return response{}, nil, fmt.Errorf("at most %d routes in all", maxRoutes)
-		}
-		taken, err := s.taken(s.tuns)
-		if err != nil {
-			return response{}, nil, fmt.Errorf("read this machine's routes: %w", err)
-		}
-		allowed := s.allowed()
-		for _, p := range req.Routes {
-			if err := checkRoute(p, allowed, taken); err != nil {
-				return response{}, nil, err
-			}
-		}
-		s.routes += len(req.Routes)
-		return response{}, nil, d.AddRoutes(req.Name, req.Routes)
+		return s.addRoutes(req)
 	case "remove-tun":
-		// A crashed connect's device: a TUN device named like kt's, and the user's own.
-		l, err := netlink.LinkByName(req.Name)
-		if err != nil || l.Type() != "tuntap" || !strings.HasPrefix(req.Name, "kt") {
-			return response{}, nil, fmt.Errorf("%q is not a TUN device of kt's", req.Name)
-		}
-		if t, ok := l.(*netlink.Tuntap); !ok || int64(t.Owner) != int64(s.uid) {
-			return response{}, nil, fmt.Errorf("TUN device %q is not yours: the helper removes only devices it made for you", req.Name)
-		}
-		return response{}, nil, d.RemoveTUN(req.Name)
+		return s.removeTUN(req)
 	case "listen-dns":
-		ap, err := netip.ParseAddrPort(req.Addr)
-		if err != nil || ap.Addr().Zone() != "" || !ap.Addr().IsLoopback() {
-			return response{}, nil, fmt.Errorf("the local DNS server listens only on a loopback address, not %q", req.Addr)
-		}
-		if ap.Port() != 53 {
-			return response{}, nil, fmt.Errorf("the helper opens only port 53 for the local DNS server, not %d (a port above 1023 needs no helper)", ap.Port())
-		}
-		pc, l, err := d.ListenDNS(req.Addr)
-		if err != nil {
-			return response{}, nil, err
-		}
-		defer pc.Close()
-		defer l.Close()
-		pf, err := pc.(*net.UDPConn).File()
-		if err != nil {
-			return response{}, nil, err
-		}
-		lf, err := l.(*net.TCPListener).File()
-		if err != nil {
-			pf.Close()
-			return response{}, nil, err
-		}
-		return response{}, []*os.File{pf, lf}, nil
+		return s.listenDNS(req)
 	case "apply-resolv":
 		if err := only(req.Path, resolvPath); err != nil {
 			return response{}, nil, err
@@ -504,6 +436,100 @@ func (s *server) handle(req request) (response, []*os.File, error) {
 		return response{}, nil, d.RemoveHostsBlock(req.Path)
 	}
 	return response{}, nil, fmt.Errorf("unknown request %q", req.Op)
+}
+
+// createTUN makes a TUN device named kt… and hands the user a copy of its file.
+func (s *server) createTUN(req request) (response, []*os.File, error) {
+	var d Direct
+	if !strings.HasPrefix(req.Name, "kt") {
+		return response{}, nil, fmt.Errorf("the helper makes only TUN devices named kt…, not %q (--tun-name)", req.Name)
+	}
+	dev, err := d.CreateTUN(req.Name, req.MTU)
+	if err != nil {
+		return response{}, nil, err
+	}
+	// The device lives as long as any copy of its file is open: the user's process holds
+	// one, so the device, and its routes, go away with that process. It is the user's
+	// (TUNSETOWNER), so that remove-tun can tell whose a leftover device is.
+	file := dev.File()
+	if err := unix.IoctlSetInt(int(file.Fd()), unix.TUNSETOWNER, s.uid); err != nil {
+		dev.Close()
+		return response{}, nil, fmt.Errorf("set the owner of %s: %w", dev.Name(), err)
+	}
+	dup, err := unix.Dup(int(file.Fd()))
+	dev.Close()
+	if err != nil {
+		return response{}, nil, err
+	}
+	s.tuns[dev.Name()] = true
+	return response{Name: dev.Name()}, []*os.File{os.NewFile(uintptr(dup), "tun")}, nil
+}
+
+// addRoutes routes req.Routes into the helper's own TUN device, within the allowed ranges
+// and the limit, and never over a route this machine already has.
+func (s *server) addRoutes(req request) (response, []*os.File, error) {
+	var d Direct
+	if !s.tuns[req.Name] {
+		return response{}, nil, fmt.Errorf("routes go only into the TUN device this helper made, not %q", req.Name)
+	}
+	if s.routes+len(req.Routes) > maxRoutes {
+		return response{}, nil, fmt.Errorf("at most %d routes in all", maxRoutes)
+	}
+	taken, err := s.taken(s.tuns)
+	if err != nil {
+		return response{}, nil, fmt.Errorf("read this machine's routes: %w", err)
+	}
+	allowed := s.allowed()
+	for _, p := range req.Routes {
+		if err := checkRoute(p, allowed, taken); err != nil {
+			return response{}, nil, err
+		}
+	}
+	s.routes += len(req.Routes)
+	return response{}, nil, d.AddRoutes(req.Name, req.Routes)
+}
+
+// removeTUN removes a crashed connect's device: a TUN device named like kt's, and the
+// user's own.
+func (s *server) removeTUN(req request) (response, []*os.File, error) {
+	var d Direct
+	l, err := netlink.LinkByName(req.Name)
+	if err != nil || l.Type() != "tuntap" || !strings.HasPrefix(req.Name, "kt") {
+		return response{}, nil, fmt.Errorf("%q is not a TUN device of kt's", req.Name)
+	}
+	if t, ok := l.(*netlink.Tuntap); !ok || int64(t.Owner) != int64(s.uid) {
+		return response{}, nil, fmt.Errorf("TUN device %q is not yours: the helper removes only devices it made for you", req.Name)
+	}
+	return response{}, nil, d.RemoveTUN(req.Name)
+}
+
+// listenDNS opens port 53 on a loopback address for the local DNS server and hands the user
+// the sockets.
+func (s *server) listenDNS(req request) (response, []*os.File, error) {
+	var d Direct
+	ap, err := netip.ParseAddrPort(req.Addr)
+	if err != nil || ap.Addr().Zone() != "" || !ap.Addr().IsLoopback() {
+		return response{}, nil, fmt.Errorf("the local DNS server listens only on a loopback address, not %q", req.Addr)
+	}
+	if ap.Port() != 53 {
+		return response{}, nil, fmt.Errorf("the helper opens only port 53 for the local DNS server, not %d (a port above 1023 needs no helper)", ap.Port())
+	}
+	pc, l, err := d.ListenDNS(req.Addr)
+	if err != nil {
+		return response{}, nil, err
+	}
+	defer pc.Close()
+	defer l.Close()
+	pf, err := pc.(*net.UDPConn).File()
+	if err != nil {
+		return response{}, nil, err
+	}
+	lf, err := l.(*net.TCPListener).File()
+	if err != nil {
+		pf.Close()
+		return response{}, nil, err
+	}
+	return response{}, []*os.File{pf, lf}, nil
 }
 
 // undo restores what the user's process did not: it was killed, or lost its connection.
