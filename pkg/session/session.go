@@ -143,41 +143,12 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	t0 := time.Now()
 	var pod *corev1.Pod
 	if o.Deployment {
-		if pod, err = s.startDeployment(ctx, spec); err != nil {
-			return nil, err
-		}
+		pod, err = s.startDeployment(ctx, spec)
 	} else {
-		joined := false
-		if o.Shared {
-			if pod, joined, err = s.sharedPod(ctx, spec); err != nil {
-				return nil, err
-			}
-		} else if pod, err = cluster.CreateShadow(ctx, client, spec); err != nil {
-			return nil, err
-		}
-		podName := pod.Name // pod is reassigned below, to nil when the wait fails
-		s.undo.Push("delete shadow pod "+o.Namespace+"/"+podName, func(ctx context.Context) error {
-			if o.Shared && s.othersRemain() {
-				return nil // the others keep it; the last one out deletes it
-			}
-			err := cluster.DeleteShadow(ctx, client, o.Namespace, podName)
-			if o.Shared && err == nil { // the garbage collector would too, a moment later
-				err = cluster.DeleteJoinSecret(ctx, client, o.Namespace, podName)
-			}
-			return err
-		})
-		if joined {
-			s.others = 1 // until counted on Close: never delete what others may use
-			fmt.Fprintf(o.Progress, "Joining shared shadow pod %s/%s\n", o.Namespace, pod.Name)
-		} else {
-			fmt.Fprintf(o.Progress, "Created shadow pod %s/%s\n", o.Namespace, pod.Name)
-		}
-		wait := progress.Start(o.Progress, "Waiting for shadow pod "+o.Namespace+"/"+pod.Name+" to run")
-		pod, err = cluster.WaitRunning(ctx, client, o.Namespace, pod.Name, o.Pod.PodCreationTimeout, false)
-		wait.Stop()
-		if err != nil {
-			return nil, err
-		}
+		pod, err = s.startPod(ctx, spec)
+	}
+	if err != nil {
+		return nil, err
 	}
 	s.Pod = pod
 	s.Dialer = s.dialer(pod)
@@ -195,6 +166,41 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	go s.heartbeat(hctx)
 	fmt.Fprintf(o.Progress, "Shadow pod %s/%s (%s) ready after %s, tunnel over %s\n", o.Namespace, pod.Name, pod.Status.PodIP, time.Since(t0).Round(10*time.Millisecond), s.Dialer.Tunnel())
 	return s, nil
+}
+
+// startPod creates the shadow pod, or joins the shared one, and waits for it to run.
+func (s *Session) startPod(ctx context.Context, spec cluster.ShadowSpec) (*corev1.Pod, error) {
+	o, client := s.opts, s.client
+	var pod *corev1.Pod
+	var err error
+	joined := false
+	if o.Shared {
+		if pod, joined, err = s.sharedPod(ctx, spec); err != nil {
+			return nil, err
+		}
+	} else if pod, err = cluster.CreateShadow(ctx, client, spec); err != nil {
+		return nil, err
+	}
+	podName := pod.Name
+	s.undo.Push("delete shadow pod "+o.Namespace+"/"+podName, func(ctx context.Context) error {
+		if o.Shared && s.othersRemain() {
+			return nil // the others keep it; the last one out deletes it
+		}
+		err := cluster.DeleteShadow(ctx, client, o.Namespace, podName)
+		if o.Shared && err == nil { // the garbage collector would too, a moment later
+			err = cluster.DeleteJoinSecret(ctx, client, o.Namespace, podName)
+		}
+		return err
+	})
+	if joined {
+		s.others = 1 // until counted on Close: never delete what others may use
+		fmt.Fprintf(o.Progress, "Joining shared shadow pod %s/%s\n", o.Namespace, podName)
+	} else {
+		fmt.Fprintf(o.Progress, "Created shadow pod %s/%s\n", o.Namespace, podName)
+	}
+	wait := progress.Start(o.Progress, "Waiting for shadow pod "+o.Namespace+"/"+podName+" to run")
+	defer wait.Stop()
+	return cluster.WaitRunning(ctx, client, o.Namespace, podName, o.Pod.PodCreationTimeout, false)
 }
 
 // startDeployment creates the shadow Deployment (with the identity its agent deletes it with)
