@@ -394,16 +394,19 @@ func (m *mesher) join(ctx context.Context, undo *undo.Stack) (created bool, err 
 	if err != nil || !created {
 		return created, err
 	}
-	cleanup := func(ctx context.Context) error {
-		_, err := cluster.RestoreService(ctx, m.cfg.Client, m.ns, m.svc.Name, meshID)
-		return err
-	}
-	fail := func(err error) (bool, error) {
+	return true, m.startRouter(ctx, meshID, routerName, origin)
+}
+
+// startRouter makes the mesh a new lock created: the origin Service, the router (with the
+// identity it restores the Service with when everyone is gone), and the switch of the
+// Service to the router. On failure it undoes all of it, the lock included.
+func (m *mesher) startRouter(ctx context.Context, meshID, routerName, origin string) error {
+	fail := func(err error) error {
 		ctx := context.WithoutCancel(ctx)
-		cleanup(ctx)
+		cluster.RestoreService(ctx, m.cfg.Client, m.ns, m.svc.Name, meshID)
 		cluster.DeleteService(ctx, m.cfg.Client, m.ns, origin)
 		cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, routerName)
-		return false, err
+		return err
 	}
 	var ops []corev1.ServicePort
 	for _, p := range m.svc.Spec.Ports {
@@ -463,7 +466,7 @@ func (m *mesher) join(ctx context.Context, undo *undo.Stack) (created bool, err 
 	if err != nil {
 		return fail(err)
 	}
-	return true, nil
+	return nil
 }
 
 func (m *mesher) targetOf(p corev1.ServicePort) int32 {
