@@ -160,27 +160,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	// Routes first: a cluster whose ranges cannot be found should fail before anything changes.
-	var routes []netip.Prefix
-	var clusterRanges []netip.Prefix
-	if !cfg.DisableTUN {
-		svcRanges, err := inventory.ServiceCIDRs(ctx, cfg.Client, cfg.Namespace)
-		if err != nil {
-			return err
-		}
-		clusterRanges = append(clusterRanges, svcRanges...)
-		if !cfg.DisablePodIP {
-			podRanges, err := inventory.PodCIDRs(ctx, cfg.Client, cfg.Namespace)
-			if err != nil {
-				return err
-			}
-			clusterRanges = append(clusterRanges, podRanges...)
-		}
-		routes = Routes(clusterRanges, cfg.IncludeIPs, cfg.ExcludeIPs, apiServerAddrs(ctx, server))
-		if len(routes) == 0 && !cfg.DisableTunRoute {
-			return fmt.Errorf("nothing to route: every cluster range is excluded; check --exclude-ips")
-		}
+	routes, clusterRanges, err := c.routes(ctx, server)
+	if err != nil {
+		return err
 	}
-
 	sess, err := c.startSession(ctx)
 	if err != nil {
 		return err
@@ -210,6 +193,31 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	dropColdPages()
 	c.supervise(ctx)
 	return nil
+}
+
+// routes finds the cluster's ranges and the routes to them (none with --disable-tun).
+func (c *connector) routes(ctx context.Context, server string) (routes, clusterRanges []netip.Prefix, err error) {
+	cfg := c.cfg
+	if cfg.DisableTUN {
+		return nil, nil, nil
+	}
+	svcRanges, err := inventory.ServiceCIDRs(ctx, cfg.Client, cfg.Namespace)
+	if err != nil {
+		return nil, nil, err
+	}
+	clusterRanges = append(clusterRanges, svcRanges...)
+	if !cfg.DisablePodIP {
+		podRanges, err := inventory.PodCIDRs(ctx, cfg.Client, cfg.Namespace)
+		if err != nil {
+			return nil, nil, err
+		}
+		clusterRanges = append(clusterRanges, podRanges...)
+	}
+	routes = Routes(clusterRanges, cfg.IncludeIPs, cfg.ExcludeIPs, apiServerAddrs(ctx, server))
+	if len(routes) == 0 && !cfg.DisableTunRoute {
+		return nil, nil, fmt.Errorf("nothing to route: every cluster range is excluded; check --exclude-ips")
+	}
+	return routes, clusterRanges, nil
 }
 
 func (c *connector) save() error {
@@ -298,25 +306,7 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *u
 	case DNSNone:
 		return "none (cluster names do not resolve; use IPs)", nil
 	case DNSHosts:
-		nss := c.cfg.HostsNS
-		if len(nss) == 0 {
-			nss = []string{c.cfg.Namespace}
-		}
-		c.state.Hosts = c.cfg.HostsFile
-		c.save()
-		h := &hostsWriter{client: c.cfg.Client, admin: c.admin, path: c.cfg.HostsFile, namespaces: nss, current: c.cfg.Namespace, domain: domain}
-		if err := h.sync(ctx); err != nil {
-			return "", err
-		}
-		hctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); h.run(hctx) }()
-		undo.Push("remove the hosts block", func(context.Context) error {
-			cancel()
-			<-done
-			return c.admin.RemoveHostsBlock(c.cfg.HostsFile)
-		})
-		return fmt.Sprintf("hosts (%s, namespaces %s)", c.cfg.HostsFile, strings.Join(nss, ",")), nil
+		return c.startHosts(ctx, undo)
 	}
 	orig, err := os.ReadFile(c.cfg.ResolvConf)
 	if err != nil && !dns.SplitDNSSupported() { // Windows has none; only cluster names come here
@@ -338,33 +328,75 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *u
 		cls.SetNamespaces(append(names, c.cfg.Namespace))
 		go c.refreshNamespaces(ctx, cls)
 	}
-	srv := &dns.Server{CacheTTL: c.cfg.DNSCacheTTL}
 	order := c.cfg.DNSOrder
 	if len(order) == 0 {
 		order = []string{"cluster", "upstream"}
 	}
-	for _, o := range order {
-		switch o {
-		case "cluster":
-			srv.Sources = append(srv.Sources, dns.Source{Name: "cluster", Exchange: c.clusterDNS, OnlyFor: cls.IsCluster})
-		case "upstream":
-			for _, u := range upstreams {
-				srv.Sources = append(srv.Sources, dns.Source{Name: "upstream " + u, Exchange: dns.Upstream(u), FinalNX: true})
-			}
-		default:
-			addr := o
-			if _, _, err := net.SplitHostPort(o); err != nil {
-				addr = net.JoinHostPort(o, "53")
-			}
-			srv.Sources = append(srv.Sources, dns.Source{Name: addr, Exchange: dns.Upstream(addr), FinalNX: true})
-		}
-	}
+	srv := &dns.Server{CacheTTL: c.cfg.DNSCacheTTL, Sources: c.dnsSources(order, upstreams, cls)}
 	pc, l, err := c.admin.ListenDNS(c.cfg.DNSListen)
 	if err != nil {
 		return "", err
 	}
 	srv.Serve(pc, l)
 	undo.Push("stop the local DNS server", func(context.Context) error { srv.Close(); return nil })
+	how, err := c.pointResolver(orig, listenHost, cls, undo)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("localDNS on %s (%s; order %s; upstream %s)", c.cfg.DNSListen, how, strings.Join(order, ","), strings.Join(upstreams, ",")), nil
+}
+
+// startHosts keeps a block of cluster names in the hosts file.
+func (c *connector) startHosts(ctx context.Context, undo *undo.Stack) (string, error) {
+	nss := c.cfg.HostsNS
+	if len(nss) == 0 {
+		nss = []string{c.cfg.Namespace}
+	}
+	c.state.Hosts = c.cfg.HostsFile
+	c.save()
+	h := &hostsWriter{client: c.cfg.Client, admin: c.admin, path: c.cfg.HostsFile, namespaces: nss, current: c.cfg.Namespace, domain: c.cfg.ClusterDomain}
+	if err := h.sync(ctx); err != nil {
+		return "", err
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); h.run(hctx) }()
+	undo.Push("remove the hosts block", func(context.Context) error {
+		cancel()
+		<-done
+		return c.admin.RemoveHostsBlock(c.cfg.HostsFile)
+	})
+	return fmt.Sprintf("hosts (%s, namespaces %s)", c.cfg.HostsFile, strings.Join(nss, ",")), nil
+}
+
+// dnsSources are the local DNS server's sources in --dns-mode's order: the cluster (through
+// the shadow, for cluster names only), this machine's upstream servers, or given servers.
+func (c *connector) dnsSources(order, upstreams []string, cls *dns.Classifier) []dns.Source {
+	var sources []dns.Source
+	for _, o := range order {
+		switch o {
+		case "cluster":
+			sources = append(sources, dns.Source{Name: "cluster", Exchange: c.clusterDNS, OnlyFor: cls.IsCluster})
+		case "upstream":
+			for _, u := range upstreams {
+				sources = append(sources, dns.Source{Name: "upstream " + u, Exchange: dns.Upstream(u), FinalNX: true})
+			}
+		default:
+			addr := o
+			if _, _, err := net.SplitHostPort(o); err != nil {
+				addr = net.JoinHostPort(o, "53")
+			}
+			sources = append(sources, dns.Source{Name: addr, Exchange: dns.Upstream(addr), FinalNX: true})
+		}
+	}
+	return sources
+}
+
+// pointResolver sends this machine's lookups to the local DNS server: per-domain entries
+// (macOS, Windows), systemd-resolved's per-link DNS on the TUN device, or an edited
+// resolv.conf. It returns how, for the "Connected" line.
+func (c *connector) pointResolver(orig []byte, listenHost string, cls *dns.Classifier, undo *undo.Stack) (string, error) {
+	domain := c.cfg.ClusterDomain
 	search := []string{c.cfg.Namespace + ".svc." + domain, "svc." + domain, domain}
 	if dns.SplitDNSSupported() {
 		// macOS and Windows: per-domain entries for the cluster domain and each namespace
@@ -377,14 +409,14 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *u
 			return "", err
 		}
 		undo.Push("remove the per-domain DNS entries", func(context.Context) error { return dns.RemoveSplitDNS() })
-		return fmt.Sprintf("localDNS on %s (per-domain DNS for %s and %d namespaces)", c.cfg.DNSListen, domain, len(domains)-1), nil
+		return fmt.Sprintf("per-domain DNS for %s and %d namespaces", domain, len(domains)-1), nil
 	}
 	if c.cfg.ResolvConf == "/etc/resolv.conf" && os.Getenv("KT_NO_RESOLVED") == "" && dns.ResolvedRunning(orig) {
 		// systemd-resolved: split DNS on the TUN device; it goes with the device.
 		if err := c.admin.SetLinkDNS(c.state.TUN, listenHost, search, cls.Namespaces()); err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("localDNS on %s (systemd-resolved sends %s and the namespaces' names over %s; order %s)", c.cfg.DNSListen, domain, c.state.TUN, strings.Join(order, ",")), nil
+		return fmt.Sprintf("systemd-resolved sends %s and the namespaces' names over %s", domain, c.state.TUN), nil
 	}
 	c.state.ResolvConf = c.cfg.ResolvConf
 	if err := c.save(); err != nil {
@@ -394,7 +426,7 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *u
 		return "", err
 	}
 	undo.Push("restore "+c.cfg.ResolvConf, func(context.Context) error { return c.admin.RestoreResolvConf(c.cfg.ResolvConf) })
-	return fmt.Sprintf("localDNS on %s (%s edited; order %s; upstream %s)", c.cfg.DNSListen, c.cfg.ResolvConf, strings.Join(order, ","), strings.Join(upstreams, ",")), nil
+	return c.cfg.ResolvConf + " edited", nil
 }
 
 func (c *connector) refreshNamespaces(ctx context.Context, cls *dns.Classifier) {
