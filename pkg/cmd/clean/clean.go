@@ -121,48 +121,10 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pods, err := o.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
-	if err != nil {
-		return cluster.Explain(err, "list", "pods", ns)
-	}
 	n := m
-	liveSession := map[string]bool{}
-	for _, p := range pods.Items {
-		if !stale(&p, o.Threshold) {
-			liveSession[p.Labels[wire.SessionLabel]] = true
-		}
-	}
-	for _, p := range pods.Items {
-		if metav1.GetControllerOf(&p) != nil && metav1.GetControllerOf(&p).Kind == "ReplicaSet" {
-			continue // a shadow Deployment's pod: its Deployment is judged below
-		}
-		if live[p.Labels[wire.ExchangeLabel]] || !stale(&p, o.Threshold) {
-			continue // a live exchange's or mesh's pod (a router refreshes no heartbeat of its own)
-		}
-		n++
-		fmt.Fprintf(o.Out, "%s pod %s/%s (owner %s, last heartbeat %s)\n", verb, p.Namespace, p.Name, p.Annotations[wire.OwnerAnnotation], p.Annotations[wire.HeartbeatAnnotation])
-		if !o.DryRun {
-			if err := cluster.DeleteShadow(ctx, o.client, p.Namespace, p.Name); err != nil {
-				o.failed(fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err))
-			}
-		}
-	}
-	// Shadow Deployments: stale when no pod of theirs has a fresh heartbeat.
-	deps, err := o.client.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
+	liveSession, err := o.cleanShadows(ctx, ns, verb, live, &n)
 	if err != nil {
-		return cluster.Explain(err, "list", "deployments", ns)
-	}
-	for _, d := range deps.Items {
-		if liveSession[d.Labels[wire.SessionLabel]] || time.Since(d.CreationTimestamp.Time) <= o.Threshold {
-			continue
-		}
-		n++
-		fmt.Fprintf(o.Out, "%s shadow deployment %s/%s (owner %s)\n", verb, d.Namespace, d.Name, d.Annotations[wire.OwnerAnnotation])
-		if !o.DryRun {
-			if err := cluster.DeleteShadowDeployment(ctx, o.client, d.Namespace, d.Name, d.Labels[wire.SessionLabel]); err != nil {
-				o.failed(fmt.Errorf("delete shadow deployment %s/%s: %w", d.Namespace, d.Name, err))
-			}
-		}
+		return err
 	}
 	if err := o.cleanOrigins(ctx, ns, verb, live, &n); err != nil {
 		return err
@@ -180,6 +142,54 @@ func (o *Options) Run(ctx context.Context) error {
 		fmt.Fprintln(o.ErrOut, "Nothing to clean")
 	}
 	return nil
+}
+
+// cleanShadows deletes the shadow pods and Deployments whose client is gone; it returns the
+// sessions that still have a live pod.
+func (o *Options) cleanShadows(ctx context.Context, ns, verb string, live map[string]bool, n *int) (map[string]bool, error) {
+	pods, err := o.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
+	if err != nil {
+		return nil, cluster.Explain(err, "list", "pods", ns)
+	}
+	liveSession := map[string]bool{}
+	for _, p := range pods.Items {
+		if !stale(&p, o.Threshold) {
+			liveSession[p.Labels[wire.SessionLabel]] = true
+		}
+	}
+	for _, p := range pods.Items {
+		if metav1.GetControllerOf(&p) != nil && metav1.GetControllerOf(&p).Kind == "ReplicaSet" {
+			continue // a shadow Deployment's pod: its Deployment is judged below
+		}
+		if live[p.Labels[wire.ExchangeLabel]] || !stale(&p, o.Threshold) {
+			continue // a live exchange's or mesh's pod (a router refreshes no heartbeat of its own)
+		}
+		*n++
+		fmt.Fprintf(o.Out, "%s pod %s/%s (owner %s, last heartbeat %s)\n", verb, p.Namespace, p.Name, p.Annotations[wire.OwnerAnnotation], p.Annotations[wire.HeartbeatAnnotation])
+		if !o.DryRun {
+			if err := cluster.DeleteShadow(ctx, o.client, p.Namespace, p.Name); err != nil {
+				o.failed(fmt.Errorf("delete pod %s/%s: %w", p.Namespace, p.Name, err))
+			}
+		}
+	}
+	// Shadow Deployments: stale when no pod of theirs has a fresh heartbeat.
+	deps, err := o.client.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
+	if err != nil {
+		return nil, cluster.Explain(err, "list", "deployments", ns)
+	}
+	for _, d := range deps.Items {
+		if liveSession[d.Labels[wire.SessionLabel]] || time.Since(d.CreationTimestamp.Time) <= o.Threshold {
+			continue
+		}
+		*n++
+		fmt.Fprintf(o.Out, "%s shadow deployment %s/%s (owner %s)\n", verb, d.Namespace, d.Name, d.Annotations[wire.OwnerAnnotation])
+		if !o.DryRun {
+			if err := cluster.DeleteShadowDeployment(ctx, o.client, d.Namespace, d.Name, d.Labels[wire.SessionLabel]); err != nil {
+				o.failed(fmt.Errorf("delete shadow deployment %s/%s: %w", d.Namespace, d.Name, err))
+			}
+		}
+	}
+	return liveSession, nil
 }
 
 // failed records what could not be cleaned: the rest is still cleaned, then Run fails.
