@@ -42,29 +42,8 @@ func Serve(stream net.Conn) error {
 	}
 	defer pc.Close()
 
-	var mu sync.Mutex
-	last := time.Now()
-	touch := func() { mu.Lock(); last = time.Now(); mu.Unlock() }
-	done := make(chan struct{})
-	defer close(done)
-	go func() { // idle watchdog
-		t := time.NewTicker(IdleTimeout / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				mu.Lock()
-				idle := time.Since(last)
-				mu.Unlock()
-				if idle > IdleTimeout {
-					stream.Close()
-					return
-				}
-			}
-		}
-	}()
+	idle := newIdleWatch(stream)
+	defer idle.stop()
 	go func() { // replies from the cluster to the client
 		buf := make([]byte, 65535)
 		for {
@@ -72,7 +51,7 @@ func Serve(stream net.Conn) error {
 			if err != nil {
 				return
 			}
-			touch()
+			idle.touch()
 			if err := w.write(wire.Frame{Type: wire.FrameDatagram, Addr: from, Payload: buf[:n]}); err != nil {
 				stream.Close()
 				return
@@ -97,13 +76,46 @@ func Serve(stream net.Conn) error {
 			w.writeError(err)
 			return err
 		}
-		touch()
+		idle.touch()
 		dst := netip.AddrPortFrom(f.Addr.Addr().Unmap(), f.Addr.Port())
 		if _, err := pc.WriteToUDPAddrPort(f.Payload, dst); err != nil {
 			klog.V(4).InfoS("udp relay: send", "dst", dst, "err", err)
 		}
 	}
 }
+
+// idleWatch closes a stream that has carried no datagram either way for IdleTimeout.
+type idleWatch struct {
+	mu   sync.Mutex
+	last time.Time
+	done chan struct{}
+}
+
+func newIdleWatch(stream net.Conn) *idleWatch {
+	iw := &idleWatch{last: time.Now(), done: make(chan struct{})}
+	go func() {
+		t := time.NewTicker(IdleTimeout / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-iw.done:
+				return
+			case <-t.C:
+				iw.mu.Lock()
+				idle := time.Since(iw.last)
+				iw.mu.Unlock()
+				if idle > IdleTimeout {
+					stream.Close()
+					return
+				}
+			}
+		}
+	}()
+	return iw
+}
+
+func (iw *idleWatch) touch() { iw.mu.Lock(); iw.last = time.Now(); iw.mu.Unlock() }
+func (iw *idleWatch) stop()  { close(iw.done) }
 
 type frameWriter struct {
 	mu  sync.Mutex
