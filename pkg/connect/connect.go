@@ -172,26 +172,35 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	c.state.Shadow = cfg.Namespace + "/" + sess.Pod.Name
 	c.save()
 
-	if cfg.DisableTUN {
-		addr, err := c.startProxy(ctx, &undo)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(cfg.ErrOut, "Connected: SOCKS5 proxy on %s (no TUN device). To use it:\n  export ALL_PROXY=socks5h://%s\n", addr, addr)
-	} else {
-		if err := c.startTUN(ctx, routes, &undo); err != nil {
-			return err
-		}
-		desc, err := c.startDNS(ctx, clusterRanges, &undo)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(cfg.ErrOut, "Connected to %s through shadow %s\n  routes: %s (dev %s)\n  dns: %s\n",
-			server, c.state.Shadow, joinPrefixes(routes), c.state.TUN, desc)
+	if err := c.bringUp(ctx, server, routes, clusterRanges, &undo); err != nil {
+		return err
 	}
 	log.V(1).Info("connected", "routes", len(routes))
 	dropColdPages()
 	c.supervise(ctx)
+	return nil
+}
+
+// bringUp opens the way to the cluster through the session: the SOCKS5 proxy, or the TUN
+// device with its routes and DNS.
+func (c *connector) bringUp(ctx context.Context, server string, routes, clusterRanges []netip.Prefix, undo *undo.Stack) error {
+	if c.cfg.DisableTUN {
+		addr, err := c.startProxy(ctx, undo)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.cfg.ErrOut, "Connected: SOCKS5 proxy on %s (no TUN device). To use it:\n  export ALL_PROXY=socks5h://%s\n", addr, addr)
+	} else {
+		if err := c.startTUN(ctx, routes, undo); err != nil {
+			return err
+		}
+		desc, err := c.startDNS(ctx, clusterRanges, undo)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.cfg.ErrOut, "Connected to %s through shadow %s\n  routes: %s (dev %s)\n  dns: %s\n",
+			server, c.state.Shadow, joinPrefixes(routes), c.state.TUN, desc)
+	}
 	return nil
 }
 

@@ -81,7 +81,14 @@ func New(objects ...runtime.Object) *fake.Clientset {
 	}
 	c.PrependReactor("get", "deployments", ready)
 	c.PrependReactor("get", "statefulsets", ready)
-	c.PrependReactor("list", "endpointslices", func(a k8stesting.Action) (bool, runtime.Object, error) {
+	c.PrependReactor("list", "endpointslices", endpointSlices(c))
+	return c
+}
+
+// endpointSlices answers a list of a Service's EndpointSlices with one slice of the ready
+// pods its selector matches.
+func endpointSlices(c *fake.Clientset) k8stesting.ReactionFunc {
+	return func(a k8stesting.Action) (bool, runtime.Object, error) {
 		name, ok := a.(k8stesting.ListAction).GetListRestrictions().Labels.RequiresExactMatch(discoveryv1.LabelServiceName)
 		if !ok {
 			return false, nil, nil
@@ -111,8 +118,7 @@ func New(objects ...runtime.Object) *fake.Clientset {
 		}
 		out.Items = append(out.Items, slice)
 		return true, out, nil
-	})
-	return c
+	}
 }
 
 // reconcile makes the pods of each Deployment and StatefulSet as many as its replicas. A pod
