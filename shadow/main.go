@@ -74,7 +74,7 @@ func main() {
 		}
 		rcfg.PodName, rcfg.PodNamespace = os.Getenv(wire.EnvPodName), os.Getenv(wire.EnvPodNamespace)
 		if err := agent.RunRouter(ctx, rcfg); err != nil {
-			klog.ErrorS(err, "router failed")
+			klog.FromContext(ctx).Error(err, "router failed")
 			klog.Flush()
 			os.Exit(1)
 		}
@@ -82,7 +82,7 @@ func main() {
 		return
 	}
 	if err := agent.Run(ctx, cfg); err != nil {
-		klog.ErrorS(err, "agent failed")
+		klog.FromContext(ctx).Error(err, "agent failed")
 		klog.Flush()
 		os.Exit(1)
 	}

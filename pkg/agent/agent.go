@@ -112,7 +112,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	klog.InfoS("kt shadow agent ready", "version", version.Version, "protocol", wire.ProtocolVersion, "podIP", cfg.PodIP, "expireAfter", cfg.ExpireAfter)
+	klog.FromContext(ctx).Info("kt shadow agent ready", "version", version.Version, "protocol", wire.ProtocolVersion, "podIP", cfg.PodIP, "expireAfter", cfg.ExpireAfter)
 	return a.wait()
 }
 
@@ -232,7 +232,7 @@ func (a *agent) serveRelay() error {
 	a.run("udp relay", func() error {
 		return a.act.serve(relayL, func(c net.Conn) {
 			if err := udprelay.Serve(c); err != nil {
-				klog.V(1).InfoS("udp relay stream ended", "err", err)
+				klog.Background().V(1).Info("udp relay stream ended", "err", err)
 			}
 		})
 	})
@@ -306,13 +306,13 @@ func (a *agent) wait() error {
 	for {
 		select {
 		case <-a.ctx.Done():
-			klog.InfoS("shutting down")
+			klog.Background().Info("shutting down")
 			return nil
 		case err := <-a.errc:
 			return err
 		case <-tick.C:
 			if a.cfg.ExpireAfter > 0 && a.ctl.Idle() >= a.cfg.ExpireAfter {
-				klog.InfoS("client gone; expiring", "gone", a.ctl.Idle().Round(time.Second), "leftConnections", a.act.Active())
+				klog.Background().Info("client gone; expiring", "gone", a.ctl.Idle().Round(time.Second), "leftConnections", a.act.Active())
 				selfRestore(a.cfg)
 				return nil
 			}

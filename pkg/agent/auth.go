@@ -58,7 +58,7 @@ func (a *authListener) loop() {
 			err := wire.ReadAuth(c, a.secret)
 			c.SetReadDeadline(time.Time{})
 			if err != nil {
-				klog.V(1).InfoS("refused a stream without the session's secret", "port", portOf(a.Listener.Addr()))
+				klog.Background().V(1).Info("refused a stream without the session's secret", "port", portOf(a.Listener.Addr()))
 				c.Close()
 				return
 			}

@@ -109,14 +109,14 @@ func restoreService(ctx context.Context, c *inCluster, svcRef, session string) e
 			return err
 		}
 		if r.Kept {
-			klog.InfoS("the service's selector was changed while kt held it; it stays", "service", svcRef, "ktWouldRestore", r.Original)
+			klog.FromContext(ctx).Info("the service's selector was changed while kt held it; it stays", "service", svcRef, "ktWouldRestore", r.Original)
 		}
 		err = c.do(ctx, http.MethodPut, path, &svc, nil)
 		if ae, ok := err.(*apiError); ok && ae.code == http.StatusConflict {
 			continue
 		}
 		if err == nil {
-			klog.InfoS("restored the service of the gone client", "service", svcRef)
+			klog.FromContext(ctx).Info("restored the service of the gone client", "service", svcRef)
 		}
 		return err
 	}
@@ -134,28 +134,28 @@ func selfRestore(cfg Config) {
 	defer cancel()
 	c, err := newInCluster()
 	if err != nil {
-		klog.ErrorS(err, "cannot clean up after my client myself; run 'kubectl kt clean'", "service", cfg.RestoreService, "deployment", cfg.Deployment)
+		klog.FromContext(ctx).Error(err, "cannot clean up after my client myself; run 'kubectl kt clean'", "service", cfg.RestoreService, "deployment", cfg.Deployment)
 		return
 	}
 	if cfg.Deployment != "" {
 		path := "/apis/apps/v1/namespaces/" + cfg.PodNamespace + "/deployments/" + cfg.Deployment
 		if err := c.do(ctx, http.MethodDelete, path, map[string]any{"propagationPolicy": "Background"}, nil); err != nil {
-			klog.ErrorS(err, "delete my Deployment; run 'kubectl kt clean'", "deployment", cfg.Deployment)
+			klog.FromContext(ctx).Error(err, "delete my Deployment; run 'kubectl kt clean'", "deployment", cfg.Deployment)
 		} else {
-			klog.InfoS("deleted my Deployment", "deployment", cfg.Deployment)
+			klog.FromContext(ctx).Info("deleted my Deployment", "deployment", cfg.Deployment)
 		}
 		if cfg.RestoreService == "" {
 			return
 		}
 	}
 	if err := restoreService(ctx, c, cfg.RestoreService, cfg.Session); err != nil {
-		klog.ErrorS(err, "restore failed; run 'kubectl kt clean'", "service", cfg.RestoreService)
+		klog.FromContext(ctx).Error(err, "restore failed; run 'kubectl kt clean'", "service", cfg.RestoreService)
 		return
 	}
 	if cfg.PodName != "" {
 		path := "/api/v1/namespaces/" + cfg.PodNamespace + "/pods/" + cfg.PodName
 		if err := c.do(ctx, http.MethodDelete, path, map[string]any{"gracePeriodSeconds": 0}, nil); err != nil {
-			klog.ErrorS(err, "delete my own pod")
+			klog.FromContext(ctx).Error(err, "delete my own pod")
 		}
 	}
 }

@@ -93,7 +93,7 @@ func (p *reversePool) take(port int) net.Conn {
 	if err == nil {
 		return c
 	}
-	klog.V(1).InfoS("reverse stream gone; dropping the idle ones", "err", err)
+	klog.Background().V(1).Info("reverse stream gone; dropping the idle ones", "err", err)
 	c.Close()
 	p.flush() // opened with it, so as dead as it
 	return nil

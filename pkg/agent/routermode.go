@@ -64,7 +64,7 @@ func RunRouter(ctx context.Context, cfg RouterConfig) error {
 		go func(p int) {
 			defer wg.Done()
 			if err := r.Serve(ctx, l, p); err != nil {
-				klog.ErrorS(err, "router: serve", "port", p)
+				klog.FromContext(ctx).Error(err, "router: serve", "port", p)
 			}
 		}(p)
 	}
@@ -73,7 +73,7 @@ func RunRouter(ctx context.Context, cfg RouterConfig) error {
 		return err
 	}
 	defer hs.Close()
-	klog.InfoS("mesh router ready", "service", cfg.Service, "origin", cfg.Origin, "ports", cfg.Ports)
+	klog.FromContext(ctx).Info("mesh router ready", "service", cfg.Service, "origin", cfg.Origin, "ports", cfg.Ports)
 	rt := &routerLoop{cfg: cfg, api: api, r: r, ns: ns, path: "/api/v1/namespaces/" + ns + "/services/" + name, emptySince: time.Now()}
 	t := time.NewTicker(cfg.Poll)
 	defer t.Stop()
@@ -124,14 +124,14 @@ func (rt *routerLoop) poll(ctx context.Context) (done bool) {
 	cfg, api, r := rt.cfg, rt.api, rt.r
 	var svc corev1.Service
 	if err := api.do(ctx, http.MethodGet, rt.path, nil, &svc); err != nil {
-		klog.V(1).InfoS("router: read service", "err", err)
+		klog.FromContext(ctx).V(1).Info("router: read service", "err", err)
 		return false
 	}
 	m, ok := wire.GetMesh(&svc)
 	if !ok || m.Router != cfg.PodName {
 		// The client that switched the Service away deletes this pod too, once it has
 		// seen it quiet; whichever comes first.
-		klog.InfoS("the service is no longer meshed through this router; exiting once kube-proxy has followed")
+		klog.FromContext(ctx).Info("the service is no longer meshed through this router; exiting once kube-proxy has followed")
 		waitQuiet(ctx, r, wire.KubeProxySync, 30*time.Second)
 		api.deleteSelf(ctx, cfg)
 		return true
@@ -142,7 +142,7 @@ func (rt *routerLoop) poll(ctx context.Context) (done bool) {
 		rt.emptySince = time.Now()
 	}
 	if len(live) < len(m.Members) {
-		klog.InfoS("router: dropping developers whose heartbeat stopped", "left", len(m.Members)-len(live))
+		klog.FromContext(ctx).Info("router: dropping developers whose heartbeat stopped", "left", len(m.Members)-len(live))
 		api.updateService(ctx, rt.path, func(s *corev1.Service) bool {
 			cur, ok := wire.GetMesh(s)
 			if !ok {
@@ -156,14 +156,14 @@ func (rt *routerLoop) poll(ctx context.Context) (done bool) {
 	if len(live) > 0 || time.Since(rt.emptySince) <= cfg.MemberExpiry {
 		return false
 	}
-	klog.InfoS("router: every developer is gone; restoring the service")
+	klog.FromContext(ctx).Info("router: every developer is gone; restoring the service")
 	l, _ := wire.ServiceLock(&svc)
 	session := ""
 	if l != nil {
 		session = l.Session
 	}
 	if err := restoreService(ctx, api, cfg.Service, session); err != nil {
-		klog.ErrorS(err, "router: restore; run 'kubectl kt clean'")
+		klog.FromContext(ctx).Error(err, "router: restore; run 'kubectl kt clean'")
 		return false
 	}
 	waitQuiet(ctx, r, wire.KubeProxySync, 30*time.Second)
@@ -192,7 +192,7 @@ func (c *inCluster) deleteSelf(ctx context.Context, cfg RouterConfig) {
 	}
 	err := c.do(ctx, http.MethodDelete, "/api/v1/namespaces/"+cfg.PodNamespace+"/pods/"+cfg.PodName, map[string]any{"gracePeriodSeconds": 0}, nil)
 	if err != nil {
-		klog.ErrorS(err, "delete my own pod")
+		klog.FromContext(ctx).Error(err, "delete my own pod")
 	}
 }
 

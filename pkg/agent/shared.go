@@ -34,13 +34,13 @@ func handleJoins(mux *http.ServeMux, keys *keySet, joinKey []byte, hostKey gossh
 	}
 	handle("/authorize", wire.JoinAuthorize, func(k gossh.PublicKey) int {
 		keys.add(k)
-		klog.InfoS("shared shadow: a client joined", "fingerprint", gossh.FingerprintSHA256(k))
+		klog.Background().Info("shared shadow: a client joined", "fingerprint", gossh.FingerprintSHA256(k))
 		return 0
 	})
 	// A leaving client learns whether others still use the shadow (then it leaves it be).
 	handle("/leave", wire.JoinLeave, func(k gossh.PublicKey) int {
 		others := keys.leave(k)
-		klog.InfoS("shared shadow: a client left", "fingerprint", gossh.FingerprintSHA256(k), "others", others)
+		klog.Background().Info("shared shadow: a client left", "fingerprint", gossh.FingerprintSHA256(k), "others", others)
 		return others
 	})
 }
@@ -61,7 +61,7 @@ func joinRequest(w http.ResponseWriter, r *http.Request, joinKey []byte, purpose
 		return req, nil, false
 	}
 	if !hmac.Equal(req.MAC, wire.RequestMAC(joinKey, purpose, req)) {
-		klog.InfoS("shared shadow: refused a request without the join key", "path", r.URL.Path)
+		klog.Background().Info("shared shadow: refused a request without the join key", "path", r.URL.Path)
 		http.Error(w, "the join key does not match the shared shadow's Secret", http.StatusForbidden)
 		return req, nil, false
 	}

@@ -117,10 +117,10 @@ func (s *Server) Resolve(ctx context.Context, r *mdns.Msg) *mdns.Msg {
 		}
 		resp, err := src.Exchange(ctx, r)
 		if err != nil {
-			klog.V(2).InfoS("dns: source failed", "source", src.Name, "q", q.Name, "err", err)
+			klog.FromContext(ctx).V(2).Info("dns: source failed", "source", src.Name, "q", q.Name, "err", err)
 			continue
 		}
-		klog.V(4).InfoS("dns", "q", q.Name, "type", mdns.TypeToString[q.Qtype], "source", src.Name, "rcode", mdns.RcodeToString[resp.Rcode], "answers", len(resp.Answer))
+		klog.FromContext(ctx).V(4).Info("dns", "q", q.Name, "type", mdns.TypeToString[q.Qtype], "source", src.Name, "rcode", mdns.RcodeToString[resp.Rcode], "answers", len(resp.Answer))
 		if resp.Rcode == mdns.RcodeNameError {
 			nx = resp
 			if src.FinalNX {

@@ -252,7 +252,7 @@ func (s *Stack) inject(pkt []byte) {
 // readFailed logs a device read error and reports whether the device is gone.
 func (s *Stack) readFailed(err error) bool {
 	if s.ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-		klog.V(1).InfoS("netstack: device read", "err", err)
+		klog.Background().V(1).Info("netstack: device read", "err", err)
 	}
 	return s.ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || isClosedFile(err)
 }
@@ -292,7 +292,7 @@ func (s *Stack) outbound() {
 			pkt = s.ep.Read()
 		}
 		if _, err := s.dev.Write(bufs, s.opts.Offset); err != nil && s.ctx.Err() == nil {
-			klog.V(4).InfoS("netstack: device write", "err", err)
+			klog.Background().V(4).Info("netstack: device write", "err", err)
 		}
 	}
 }
@@ -319,7 +319,7 @@ func (s *Stack) outboundOffload() {
 		err := s.off.WriteOffload(pkt.AsSlices(), pkt.NetworkProtocolNumber == header.IPv6ProtocolNumber, hdrLen, mss, csumStart, csumOffset)
 		pkt.DecRef()
 		if err != nil && s.ctx.Err() == nil {
-			klog.V(4).InfoS("netstack: device write", "err", err)
+			klog.Background().V(4).Info("netstack: device write", "err", err)
 		}
 	}
 }
@@ -353,14 +353,14 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	}
 	s.mu.Unlock()
 	if err != nil {
-		klog.V(4).InfoS("netstack: tcp dial failed; resetting", "dst", dst, "err", err)
+		klog.FromContext(ctx).V(4).Info("netstack: tcp dial failed; resetting", "dst", dst, "err", err)
 		r.Complete(true)
 		return
 	}
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
 	if terr != nil {
-		klog.V(4).InfoS("netstack: tcp endpoint", "dst", dst, "err", terr)
+		klog.FromContext(ctx).V(4).Info("netstack: tcp endpoint", "dst", dst, "err", terr)
 		r.Complete(true)
 		up.Close()
 		return
@@ -370,7 +370,7 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	c := gonet.NewTCPConn(&wq, ep)
 	defer s.track(c)()
 	defer s.track(up)()
-	klog.V(4).InfoS("netstack: tcp flow", "src", addrPort(id.RemoteAddress, id.RemotePort), "dst", dst)
+	klog.FromContext(ctx).V(4).Info("netstack: tcp flow", "src", addrPort(id.RemoteAddress, id.RemotePort), "dst", dst)
 	pipe.Conns(c, up)
 }
 
@@ -380,7 +380,7 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) {
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
 	if terr != nil {
-		klog.V(4).InfoS("netstack: udp endpoint", "dst", dst, "err", terr)
+		klog.Background().V(4).Info("netstack: udp endpoint", "dst", dst, "err", terr)
 		return
 	}
 	c := gonet.NewUDPConn(&wq, ep)
@@ -394,12 +394,12 @@ func (s *Stack) handleUDP(r *udp.ForwarderRequest) {
 		up, err := s.dialer.DialUDP(ctx, dst)
 		cancel()
 		if err != nil {
-			klog.V(4).InfoS("netstack: udp dial failed", "dst", dst, "err", err)
+			klog.FromContext(ctx).V(4).Info("netstack: udp dial failed", "dst", dst, "err", err)
 			return
 		}
 		defer s.track(up)()
 		defer up.Close()
-		klog.V(4).InfoS("netstack: udp flow", "src", addrPort(id.RemoteAddress, id.RemotePort), "dst", dst)
+		klog.FromContext(ctx).V(4).Info("netstack: udp flow", "src", addrPort(id.RemoteAddress, id.RemotePort), "dst", dst)
 		s.relayUDP(c, up)
 	}()
 }

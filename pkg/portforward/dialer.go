@@ -199,7 +199,7 @@ func (d *Dialer) dial() (tunnel, string, error) {
 		if d.Protocol == ProtocolSPDY || !(httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)) {
 			return nil, "", err
 		}
-		klog.V(1).InfoS("port-forward: SPDY refused; trying WebSocket", "pod", d.Namespace+"/"+d.Pod, "err", err)
+		klog.Background().V(1).Info("port-forward: SPDY refused; trying WebSocket", "pod", d.Namespace+"/"+d.Pod, "err", err)
 	}
 	t, err := d.dialWebSocket(u)
 	if err != nil {

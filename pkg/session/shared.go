@@ -120,17 +120,17 @@ func waitQuiet(ctx context.Context, d *portforward.Dialer, timeout time.Duration
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/traffic", nil)
 		resp, err := hc.Do(req)
 		if err != nil {
-			klog.V(1).InfoS("ask the pod for its traffic", "err", err)
+			klog.FromContext(ctx).V(1).Info("ask the pod for its traffic", "err", err)
 			return
 		}
 		var t wire.Traffic
 		err = json.NewDecoder(resp.Body).Decode(&t)
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != http.StatusOK {
-			klog.V(1).InfoS("the pod's traffic", "status", resp.Status, "err", err)
+			klog.FromContext(ctx).V(1).Info("the pod's traffic", "status", resp.Status, "err", err)
 			return
 		}
-		klog.V(2).InfoS("the pod's traffic", "sinceLastAccept", t.SinceLastAccept)
+		klog.FromContext(ctx).V(2).Info("the pod's traffic", "sinceLastAccept", t.SinceLastAccept)
 		if t.SinceLastAccept >= wire.KubeProxySync {
 			return
 		}
@@ -217,13 +217,13 @@ func (s *Session) leaveShared() int {
 	reply, _, status, err := joinRequest(ctx, agentHTTP(s.Dialer), "/leave", wire.JoinLeave, s.joinKey, s.signer.PublicKey())
 	switch {
 	case err != nil && status == 0:
-		klog.V(1).InfoS("shared shadow: leave", "err", err)
+		klog.FromContext(ctx).V(1).Info("shared shadow: leave", "err", err)
 		return 0
 	case err != nil:
-		klog.V(1).InfoS("shared shadow: leave", "err", err)
+		klog.FromContext(ctx).V(1).Info("shared shadow: leave", "err", err)
 		return 1 // cannot tell: leave it to the others, its expiry and clean
 	}
-	klog.V(1).InfoS("shared shadow: leaving", "others", reply.Others)
+	klog.FromContext(ctx).V(1).Info("shared shadow: leaving", "others", reply.Others)
 	return reply.Others
 }
 

@@ -62,7 +62,7 @@ func ensureWintun() error {
 		return err
 	}
 	if wrote {
-		klog.V(1).InfoS("wrote Wintun beside the executable", "path", path, "version", wintun.Version)
+		klog.Background().V(1).Info("wrote Wintun beside the executable", "path", path, "version", wintun.Version)
 	}
 	return nil
 }

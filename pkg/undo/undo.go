@@ -41,7 +41,7 @@ func (u *Stack) Run(timeout time.Duration) error {
 	var errs []error
 	for i := len(steps) - 1; i >= 0; i-- {
 		s := steps[i]
-		klog.V(1).InfoS("undo", "step", s.what)
+		klog.FromContext(ctx).V(1).Info("undo", "step", s.what)
 		if err := s.fn(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.what, err))
 		}

@@ -253,7 +253,7 @@ func TestExchangeBadInput(t *testing.T) {
 		{[]string{"web", "--expose", "70000"}, 2, "from 1 to 65535"},
 		{[]string{"web", "--expose", "8080", "--mode", "ephemeral"}, 2, "ephemeral"},
 		{[]string{"web", "--expose", "8080:999", "--skip-port-checking"}, 1, "no port, target port or port name"},
-		{[]string{"pod/x", "--expose", "8080"}, 1, "write svc/NAME, deploy/NAME, sts/NAME"},
+		{[]string{"pod/x", "--expose", "8080"}, 1, "svc/NAME, deploy/NAME, sts/NAME or a Service NAME"},
 		{[]string{"nosuch", "--expose", "8080"}, 1, "not found"},
 		{[]string{"web", "--expose", "18999:80"}, 1, "nothing listens on localhost:18999"},
 	} {

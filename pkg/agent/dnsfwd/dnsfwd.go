@@ -79,7 +79,7 @@ func (f *Forwarder) Candidates(qname string) []string {
 func (f *Forwarder) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	resp := f.Resolve(r)
 	if err := w.WriteMsg(resp); err != nil {
-		klog.V(4).InfoS("dns: write reply", "err", err)
+		klog.Background().V(4).Info("dns: write reply", "err", err)
 	}
 }
 
@@ -109,7 +109,7 @@ func (f *Forwarder) Resolve(r *dns.Msg) *dns.Msg {
 		// final code ends the search, as in a stub resolver.
 		rename(resp, name, q.Name)
 		resp.Id = r.Id
-		klog.V(4).InfoS("dns: answered", "q", q.Name, "as", name, "type", dns.TypeToString[q.Qtype], "rcode", dns.RcodeToString[resp.Rcode], "answers", len(resp.Answer))
+		klog.Background().V(4).Info("dns: answered", "q", q.Name, "as", name, "type", dns.TypeToString[q.Qtype], "rcode", dns.RcodeToString[resp.Rcode], "answers", len(resp.Answer))
 		return resp
 	}
 	m := new(dns.Msg)
@@ -121,7 +121,7 @@ func (f *Forwarder) Resolve(r *dns.Msg) *dns.Msg {
 		}
 		return m
 	}
-	klog.V(1).InfoS("dns: no nameserver answered", "q", q.Name, "err", lastErr)
+	klog.Background().V(1).Info("dns: no nameserver answered", "q", q.Name, "err", lastErr)
 	m.SetRcode(r, dns.RcodeServerFailure)
 	return m
 }

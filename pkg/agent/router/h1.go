@@ -138,7 +138,7 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, lim *headLimit, port int)
 		if err != nil {
 			switch {
 			case errors.Is(err, errHeadTooLarge):
-				klog.V(1).InfoS("router: request head too large", "port", port, "limitBytes", MaxHeaderBytes, "limitFields", MaxHeaders)
+				klog.Background().V(1).Info("router: request head too large", "port", port, "limitBytes", MaxHeaderBytes, "limitFields", MaxHeaders)
 				writeStatus(bw, http.StatusRequestHeaderFieldsTooLarge)
 			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err):
 				writeStatus(bw, http.StatusBadRequest)
@@ -171,7 +171,7 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, lim *headLimit, port int)
 		addr, _ := r.backend(req.Header, port)
 		u, resp, err := r.roundTrip(addr, req)
 		if err != nil {
-			klog.V(1).InfoS("router: upstream failed", "port", port, "backend", addr, "err", err)
+			klog.Background().V(1).Info("router: upstream failed", "port", port, "backend", addr, "err", err)
 			writeStatus(bw, http.StatusBadGateway)
 			return
 		}

@@ -147,7 +147,7 @@ func (r *Router) serveRaw(br *bufio.Reader, bw *bufio.Writer, port int) (handled
 		err = errors.New("101 Switching Protocols without an Upgrade request")
 	}
 	if err != nil {
-		klog.V(1).InfoS("router: upstream failed", "port", port, "backend", addr, "err", err)
+		klog.Background().V(1).Info("router: upstream failed", "port", port, "backend", addr, "err", err)
 		writeStatus(bw, http.StatusBadGateway)
 		return true, false
 	}

@@ -118,7 +118,7 @@ func (r *Router) Handler(port int) http.Handler {
 		// out in one write instead of one per header, body chunk and end.
 		FlushInterval: 0,
 		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			klog.V(1).InfoS("router: upstream failed", "port", port, "err", err)
+			klog.Background().V(1).Info("router: upstream failed", "port", port, "err", err)
 			w.WriteHeader(http.StatusBadGateway)
 		},
 	}

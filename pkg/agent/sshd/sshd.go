@@ -79,7 +79,7 @@ func New(cfg Config) *Server {
 				go func() { <-ctx.Done(); done() }()
 			}
 			if !ok {
-				klog.V(1).InfoS("ssh: rejected key", "remote", ctx.RemoteAddr(), "fingerprint", gossh.FingerprintSHA256(key))
+				klog.Background().V(1).Info("ssh: rejected key", "remote", ctx.RemoteAddr(), "fingerprint", gossh.FingerprintSHA256(key))
 			}
 			return ok
 		},
@@ -164,7 +164,7 @@ func (s *Server) keepAlive(ctx ssh.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(3 * s.cfg.KeepAlive):
-			klog.V(1).InfoS("ssh: client stopped answering keepalives; closing", "remote", conn.RemoteAddr())
+			klog.Background().V(1).Info("ssh: client stopped answering keepalives; closing", "remote", conn.RemoteAddr())
 			conn.Close()
 			return
 		}
@@ -195,7 +195,7 @@ func directTCPIP(_ *ssh.Server, _ *gossh.ServerConn, nc gossh.NewChannel, ctx ss
 	var dialer net.Dialer
 	c, err := dialer.DialContext(dctx, "tcp", addr)
 	if err != nil {
-		klog.V(4).InfoS("ssh: direct-tcpip dial failed", "addr", addr, "err", err)
+		klog.Background().V(4).Info("ssh: direct-tcpip dial failed", "addr", addr, "err", err)
 		nc.Reject(gossh.ConnectionFailed, err.Error())
 		return
 	}
@@ -291,13 +291,13 @@ func (f *forwarder) handle(ctx ssh.Context, srv *ssh.Server, req *gossh.Request)
 			msg += " (another forward already uses this port)"
 		}
 		ctx.SetValue(lastErrKey{}, msg)
-		klog.V(1).InfoS("ssh: remote forward refused", "addr", addr, "err", err)
+		klog.Background().V(1).Info("ssh: remote forward refused", "addr", addr, "err", err)
 		return false, nil
 	}
 	f.mu.Lock()
 	f.listeners[key] = l
 	f.mu.Unlock()
-	klog.V(1).InfoS("ssh: remote forward listening", "addr", addr)
+	klog.Background().V(1).Info("ssh: remote forward listening", "addr", addr)
 	go func() {
 		<-ctx.Done()
 		l.Close()
@@ -328,7 +328,7 @@ func (f *forwarder) handle(ctx ssh.Context, srv *ssh.Server, req *gossh.Request)
 				})
 				ch, reqs, err := conn.OpenChannel("forwarded-tcpip", payload)
 				if err != nil {
-					klog.V(4).InfoS("ssh: client refused forwarded connection", "port", r.BindPort, "err", err)
+					klog.Background().V(4).Info("ssh: client refused forwarded connection", "port", r.BindPort, "err", err)
 					c.Close()
 					return
 				}

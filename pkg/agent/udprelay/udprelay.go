@@ -79,7 +79,7 @@ func Serve(stream net.Conn) error {
 		idle.touch()
 		dst := netip.AddrPortFrom(f.Addr.Addr().Unmap(), f.Addr.Port())
 		if _, err := pc.WriteToUDPAddrPort(f.Payload, dst); err != nil {
-			klog.V(4).InfoS("udp relay: send", "dst", dst, "err", err)
+			klog.Background().V(4).Info("udp relay: send", "dst", dst, "err", err)
 		}
 	}
 }

@@ -348,7 +348,7 @@ func (o *Options) cleanIdentities(ctx context.Context, ns, verb string, live, li
 func (o *Options) cleanJoinSecrets(ctx context.Context, ns, verb string, n *int) error {
 	secs, err := o.client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy})
 	if apierrors.IsForbidden(err) {
-		klog.V(1).InfoS("not allowed to list secrets: no shared shadow's join key checked", "err", err)
+		klog.FromContext(ctx).V(1).Info("not allowed to list secrets: no shared shadow's join key checked", "err", err)
 		return nil
 	}
 	if err != nil {
