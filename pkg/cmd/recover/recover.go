@@ -7,27 +7,37 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cmd/kube"
+	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/target"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
 // Options holds the state of recover.
 type Options struct {
+	Service string // the Service's name, from SERVICE
+
 	client    kubernetes.Interface
 	namespace string
 	genericiooptions.IOStreams
 }
 
+// NewOptions returns the defaults.
+func NewOptions(streams genericiooptions.IOStreams) *Options {
+	return &Options{IOStreams: streams}
+}
+
 // NewCmdRecover returns the recover command.
 func NewCmdRecover(f genericclioptions.RESTClientGetter, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &Options{IOStreams: streams}
+	o := NewOptions(streams)
 	return &cobra.Command{
 		Use:   "recover SERVICE",
 		Short: "Restore a Service that exchange or mesh changed, now",
@@ -37,21 +47,47 @@ session is gone and you do not want to wait for its shadow to restore the Servic
 		Example: "  kubectl kt recover web",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var err error
-			if o.namespace, _, o.client, err = kube.Clients(f); err != nil {
+			if err := o.Complete(f, args[0]); err != nil {
 				return err
 			}
+			if err := o.Validate(); err != nil {
+				return usage.Wrap(err)
+			}
 			cmd.SilenceUsage = true
-			return o.Run(cmd.Context(), strings.TrimPrefix(strings.TrimPrefix(args[0], "svc/"), "service/"))
+			return o.Run(cmd.Context())
 		},
 	}
 }
 
+// Complete builds the client and takes the Service's name from SERVICE (NAME, svc/NAME or
+// service/NAME).
+func (o *Options) Complete(f genericclioptions.RESTClientGetter, service string) error {
+	o.Service = service
+	if kind, name, ok := target.ParseRef(service); ok && kind == target.KindService {
+		o.Service = name
+	}
+	var err error
+	o.namespace, _, o.client, err = kube.Clients(f)
+	return err
+}
+
+// Validate checks that SERVICE names a Service; it changes nothing.
+func (o *Options) Validate() error {
+	if errs := validation.IsDNS1035Label(o.Service); len(errs) > 0 {
+		return fmt.Errorf("%q is not a Service name (%s); write NAME or svc/NAME", o.Service, errs[0])
+	}
+	return nil
+}
+
 // Run restores the Service, and the workload behind it if scale mode left it at zero.
-func (o *Options) Run(ctx context.Context, name string) error {
+func (o *Options) Run(ctx context.Context) error {
+	name := o.Service
 	svc, err := o.client.CoreV1().Services(o.namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return fmt.Errorf("service %s/%s not found; check the name and -n/--namespace", o.namespace, name)
+	}
 	if err != nil {
-		return fmt.Errorf("service %s/%s: %w; check the name and -n/--namespace", o.namespace, name, cluster.Explain(err, "get", "services", o.namespace))
+		return fmt.Errorf("service %s/%s: %w", o.namespace, name, cluster.Explain(err, "get", "services", o.namespace))
 	}
 	l, locked := wire.ServiceLock(svc)
 	w, err := target.ServiceWorkload(ctx, o.client, svc)

@@ -3,14 +3,17 @@ package recover
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-kt/kt/pkg/wire"
@@ -27,8 +30,8 @@ func TestRecoverScalesBackTheWorkload(t *testing.T) {
 			Spec:       appsv1.DeploymentSpec{Replicas: ptr.To[int32](0), Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "bars"}}}},
 		})
 	var out, errOut bytes.Buffer
-	o := &Options{client: client, namespace: "ns", IOStreams: genericiooptions.IOStreams{Out: &out, ErrOut: &errOut}}
-	if err := o.Run(ctx, "bars"); err != nil {
+	o := &Options{Service: "bars", client: client, namespace: "ns", IOStreams: genericiooptions.IOStreams{Out: &out, ErrOut: &errOut}}
+	if err := o.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
 	d, _ := client.AppsV1().Deployments("ns").Get(ctx, "bars", metav1.GetOptions{})
@@ -37,5 +40,34 @@ func TestRecoverScalesBackTheWorkload(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "scaled back to 3 replicas") || strings.Contains(out.String(), "nothing to recover") {
 		t.Errorf("output: %q", out.String())
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		service string
+		ok      bool
+	}{{"web", true}, {"web-1", true}, {"Web", false}, {"1web", false}, {"deploy/web", false}, {"", false}} {
+		o := NewOptions(genericiooptions.IOStreams{})
+		o.Service = tc.service
+		if err := o.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%q: %v", tc.service, err)
+		}
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	o := NewOptions(genericiooptions.IOStreams{Out: &bytes.Buffer{}, ErrOut: &bytes.Buffer{}})
+	o.Service, o.namespace, o.client = "gone", "ns", fake.NewClientset()
+	if err := o.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "not found; check the name and -n/--namespace") {
+		t.Errorf("a missing Service: %v", err)
+	}
+	client := fake.NewClientset()
+	client.PrependReactor("get", "services", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("connection refused")
+	})
+	o.client = client
+	if err := o.Run(context.Background()); err == nil || strings.Contains(err.Error(), "check the name") || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("an unreachable API server: %v, want no advice about the name", err)
 	}
 }
