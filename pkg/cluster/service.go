@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -102,12 +103,16 @@ func RestoreService(ctx context.Context, client kubernetes.Interface, ns, name, 
 	return r, err
 }
 
+// ErrLockLost is a session's lock gone from its Service: restored by the shadow after the
+// client was away longer than its expiry, by recover or clean, or taken over.
+var ErrLockLost = errors.New("no longer locked by this session")
+
 // HeartbeatService refreshes the lock's heartbeat.
 func HeartbeatService(ctx context.Context, client kubernetes.Interface, ns, name, session string) error {
 	_, err := UpdateService(ctx, client, ns, name, func(s *corev1.Service) (bool, error) {
 		l, ok := wire.ServiceLock(s)
 		if !ok || l.Session != session {
-			return false, fmt.Errorf("service %s/%s is no longer locked by this session", ns, name)
+			return false, fmt.Errorf("service %s/%s is %w", ns, name, ErrLockLost)
 		}
 		l.Heartbeat = time.Now().UTC()
 		wire.SetServiceLock(s, *l)

@@ -221,6 +221,7 @@ func (x *exchanger) switchTraffic(ctx context.Context, w *target.Workload, undo 
 
 // keep refreshes the lock's heartbeat until ctx ends or serving fails.
 func (x *exchanger) keep(ctx context.Context, serveErr <-chan error) error {
+	apiDown := &session.LockWatch{W: x.cfg.ErrOut, What: "exchange of service " + x.ns + "/" + x.svc.Name}
 	hb := time.NewTicker(HeartbeatInterval)
 	defer hb.Stop()
 	for {
@@ -230,8 +231,12 @@ func (x *exchanger) keep(ctx context.Context, serveErr <-chan error) error {
 		case err := <-serveErr:
 			return err
 		case <-hb.C:
-			if err := cluster.HeartbeatService(ctx, x.cfg.Client, x.ns, x.svc.Name, x.lockID); err != nil && ctx.Err() == nil {
-				fmt.Fprintf(x.cfg.ErrOut, "warning: heartbeat: %v\n", err)
+			err := cluster.HeartbeatService(ctx, x.cfg.Client, x.ns, x.svc.Name, x.lockID)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err := apiDown.Observe(err); err != nil {
+				return err
 			}
 		}
 	}
@@ -287,16 +292,16 @@ func (x *exchanger) newShadow(ctx context.Context, undo *undo.Stack) (session.Sh
 		opts.OwnerRef = &metav1.OwnerReference{APIVersion: "v1", Kind: "Service", Name: x.svc.Name, UID: x.svc.UID, Controller: ptr.To(true)}
 	} else {
 		var err error
+		// Before the Service is switched: without it a client that dies leaves the Service
+		// pointing at a dead end until someone runs clean.
 		sr, err = cluster.CreateSelfRestore(ctx, x.cfg.Client, x.ns, podName, x.svc.Name, x.lockID)
 		if err != nil {
-			fmt.Fprintf(x.cfg.ErrOut, "warning: the shadow cannot restore the Service by itself if this client dies (%v); 'kubectl kt clean' will\n", err)
-			sr = nil
-		} else {
-			opts.ServiceAccount = sr.Name
-			opts.RestoreService = x.ns + "/" + x.svc.Name
-			opts.RestoreSession = x.lockID
-			undo.Push("delete the shadow's service account "+sr.Name, sr.Delete)
+			return nil, fmt.Errorf("the shadow needs a ServiceAccount, Role and RoleBinding to restore the Service by itself if this client dies: %w", err)
 		}
+		opts.ServiceAccount = sr.Name
+		opts.RestoreService = x.ns + "/" + x.svc.Name
+		opts.RestoreSession = x.lockID
+		undo.Push("delete the shadow's service account "+sr.Name, sr.Delete)
 	}
 	sess, err := x.cfg.Start(ctx, opts)
 	if err != nil {
@@ -315,22 +320,24 @@ func (x *exchanger) newShadow(ctx context.Context, undo *undo.Stack) (session.Sh
 	return sess, nil
 }
 
-// serve keeps the forwards up: after a dropped tunnel it reconnects, and after a lost shadow
-// it starts a new one.
+// serve keeps the forwards up: after a dropped tunnel it reconnects to the same shadow, and
+// only after the API server says the shadow is gone it starts a new one.
 func (x *exchanger) serve(ctx context.Context, fwds []session.Forward, ready func()) error {
 	var extra undo.Stack // replacement shadows, removed at the end
 	defer extra.Run(30 * time.Second)
+	outage := &session.Outage{W: x.cfg.ErrOut, What: "exchange"}
 	for ctx.Err() == nil {
 		sess := x.current()
-		err := sess.ServeForwards(ctx, fwds, x.cfg.ErrOut, ready)
+		err := sess.ServeForwards(ctx, fwds, x.cfg.ErrOut, func() { outage.Up(); ready() })
 		if ctx.Err() != nil {
 			return nil
 		}
+		// A tunnel failure is not a lost shadow: redial the same one for as long as the API
+		// server does not say it is gone.
 		name := sess.ShadowPod().Name
-		p, gerr := x.cfg.Client.CoreV1().Pods(x.ns).Get(ctx, name, metav1.GetOptions{})
-		if gerr == nil && p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
-			fmt.Fprintf(x.cfg.ErrOut, "Tunnel to the shadow dropped (%v); reconnecting\n", err)
-			time.Sleep(200 * time.Millisecond)
+		gone, apiErr := session.PodGone(ctx, x.cfg.Client, x.ns, name)
+		if !gone {
+			outage.Failed(ctx, err, apiErr)
 			continue
 		}
 		session.Replace(ctx, x.cfg.ErrOut, name, func() (session.Shadow, error) { return x.newShadow(ctx, &extra) })

@@ -7,14 +7,18 @@ import (
 	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
@@ -62,8 +66,16 @@ func objects() (*corev1.Service, *appsv1.Deployment, []*corev1.Pod) {
 // Run's error and output.
 func exchange(t *testing.T, client kubernetes.Interface, mode string, during func(started []*sessiontest.Shadow)) (error, string, []*sessiontest.Shadow) {
 	t.Helper()
+	var out func() string
+	return exchangeOut(t, client, mode, &out, during)
+}
+
+// exchangeOut is exchange, with *outOf set to read the output so far.
+func exchangeOut(t *testing.T, client kubernetes.Interface, mode string, outOf *func() string, during func(started []*sessiontest.Shadow)) (error, string, []*sessiontest.Shadow) {
+	t.Helper()
 	st := &sessiontest.Starter{Client: client}
 	out := &syncBuffer{}
+	*outOf = out.String
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -239,5 +251,106 @@ func TestRunRefusesBeforeChanging(t *testing.T) {
 				t.Errorf("%s: service %s changed: %v", tc.name, name, s.Annotations)
 			}
 		}
+	}
+}
+
+// apiDown makes every request of the fake cluster fail as a stopped API server's would.
+func apiDown(c *fake.Clientset) *atomic.Bool {
+	var down atomic.Bool
+	c.PrependReactor("*", "*", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if down.Load() {
+			return true, nil, errors.New("dial tcp 10.243.1.1:6443: connect: connection refused")
+		}
+		return false, nil, nil
+	})
+	return &down
+}
+
+// waitOutput waits until out has want.
+func waitOutput(t *testing.T, out func() string, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q after 10 s:\n%s", want, out())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The API server goes away and the tunnel with it: the exchange redials the same shadow, says
+// so once, keeps the Service exchanged, and starts no new shadow.
+func TestRunSurvivesAnAPIServerOutage(t *testing.T) {
+	defer func(d time.Duration) { HeartbeatInterval = d }(HeartbeatInterval)
+	HeartbeatInterval = 50 * time.Millisecond
+	svc, d, pods := objects()
+	client := clustertest.New(svc, d, pods[0], pods[1])
+	down := apiDown(client)
+	var outOf func() string
+	err, out, started := exchangeOut(t, client, ModeSelector, &outOf, func(started []*sessiontest.Shadow) {
+		down.Store(true)
+		started[0].Break()
+		time.Sleep(1500 * time.Millisecond) // many redials and heartbeats
+		o := outOf()
+		if n := strings.Count(o, "API server unreachable"); n != 1 {
+			t.Errorf("said %d times that the API server is unreachable, want once:\n%s", n, o)
+		}
+		if n := strings.Count(o, "cannot refresh the exchange of service ns/web's heartbeat"); n != 1 {
+			t.Errorf("said %d times that the heartbeat failed, want once:\n%s", n, o)
+		}
+		if started[0].Serves() < 3 {
+			t.Errorf("%d dials of the same shadow during the outage, want redials", started[0].Serves())
+		}
+		down.Store(false)
+		started[0].Mend()
+		waitOutput(t, outOf, "Reconnected to the shadow after")
+		waitOutput(t, outOf, "API server reachable again; the exchange of service ns/web is still in place")
+		if l, ok := wire.ServiceLock(getService(t, client)); !ok || l.Role != wire.RoleExchange {
+			t.Errorf("after the outage the Service is not exchanged: %+v", l)
+		}
+	})
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, out)
+	}
+	if len(started) != 1 {
+		t.Errorf("%d shadows started, want the one that stayed", len(started))
+	}
+	if s := getService(t, client); !maps.Equal(s.Spec.Selector, svc.Spec.Selector) || len(s.Annotations) != 0 {
+		t.Errorf("after: %v %v", s.Spec.Selector, s.Annotations)
+	}
+}
+
+// The lock is gone (the shadow restored the Service while the client was away longer than its
+// expiry): the client says so once and exits non-zero.
+func TestRunEndsWhenTheLockIsLost(t *testing.T) {
+	defer func(d time.Duration) { HeartbeatInterval = d }(HeartbeatInterval)
+	HeartbeatInterval = 50 * time.Millisecond
+	svc, d, pods := objects()
+	client := clustertest.New(svc, d, pods[0], pods[1])
+	st := &sessiontest.Starter{Client: client}
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Config{Client: client, Namespace: "ns", Target: "web", SkipPortChecking: true,
+			Expose: []target.Expose{{Local: 18080, Remote: "80"}}, RecoverWaitTime: time.Second, Pod: cluster.NewPodOptions(),
+			ErrOut: out, Start: st.Start})
+	}()
+	waitOutput(t, out.String, "Exchanged service ns/web")
+	if _, err := cluster.RestoreService(context.Background(), client, "ns", "web", ""); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "ended while this client could not keep it") {
+			t.Errorf("Run: %v, want the lost lock\n%s", err, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run goes on without its lock:\n%s", out.String())
+	}
+	if strings.Count(out.String(), "no longer locked") > 0 {
+		t.Errorf("warned of the lost lock instead of ending:\n%s", out.String())
+	}
+	if s := getService(t, client); !maps.Equal(s.Spec.Selector, svc.Spec.Selector) || len(s.Annotations) != 0 {
+		t.Errorf("after: %v %v", s.Spec.Selector, s.Annotations)
 	}
 }

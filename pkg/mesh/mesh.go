@@ -304,6 +304,7 @@ func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 			return nil
 		})
 	}
+	locks := &session.LockWatch{W: m.cfg.ErrOut, What: "mesh of service " + m.ns + "/" + m.svc.Name}
 	hb := time.NewTicker(10 * time.Second)
 	defer hb.Stop()
 	for {
@@ -322,8 +323,12 @@ func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 			}
 			fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s took over: requests with header '%s: %s' come here again\n", m.ns, sess.ShadowPod().Name, m.cfg.Key, m.cfg.Value)
 		case <-hb.C:
-			if err := beat(); err != nil && ctx.Err() == nil {
-				fmt.Fprintf(m.cfg.ErrOut, "warning: heartbeat: %v\n", err)
+			err := beat()
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err := locks.Observe(err); err != nil {
+				return err
 			}
 		}
 	}
@@ -342,7 +347,7 @@ func (m *mesher) update(ctx context.Context, f func(*wire.MeshState) error) erro
 	_, err := cluster.UpdateService(ctx, m.cfg.Client, m.ns, m.svc.Name, func(s *corev1.Service) (bool, error) {
 		st, ok := wire.GetMesh(s)
 		if !ok {
-			return false, fmt.Errorf("service %s/%s is no longer meshed (it was restored by someone else)", m.ns, m.svc.Name)
+			return false, fmt.Errorf("service %s/%s is no longer meshed (it was restored): %w", m.ns, m.svc.Name, cluster.ErrLockLost)
 		}
 		if err := f(st); err != nil {
 			return false, err

@@ -156,18 +156,19 @@ func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Wr
 	s.mu.Lock()
 	s.stopForwarding = append(s.stopForwarding, stop)
 	s.mu.Unlock()
+	outage := &Outage{W: warn, What: s.opts.Role}
 	go func() {
 		for fctx.Err() == nil {
-			err := s.ServeForwards(fctx, fwds, warn, func() { once.Do(func() { close(ready) }) })
+			err := s.ServeForwards(fctx, fwds, warn, func() { outage.Up(); once.Do(func() { close(ready) }) })
 			if fctx.Err() != nil {
 				return
 			}
-			if s.PodGone(fctx) {
+			gone, apiErr := PodGone(fctx, s.client, s.opts.Namespace, s.Pod.Name)
+			if gone {
 				close(s.lost)
 				return
 			}
-			fmt.Fprintf(warn, "Tunnel to the shadow dropped (%v); reconnecting\n", err)
-			time.Sleep(500 * time.Millisecond)
+			outage.Failed(fctx, err, apiErr)
 		}
 	}()
 	select {

@@ -15,7 +15,6 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -246,11 +245,8 @@ func (s *Session) Lost() <-chan struct{} { return s.lost }
 
 // PodGone reports whether the shadow pod is deleted, being deleted, or finished.
 func (s *Session) PodGone(ctx context.Context) bool {
-	p, err := s.client.CoreV1().Pods(s.opts.Namespace).Get(ctx, s.Pod.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return true
-	}
-	return err == nil && cluster.PodEnding(p)
+	gone, _ := PodGone(ctx, s.client, s.opts.Namespace, s.Pod.Name)
+	return gone
 }
 
 // Deployment is the shadow Deployment's name, or "" for a bare shadow pod.

@@ -5,6 +5,7 @@ package sessiontest
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync"
 
@@ -25,17 +26,56 @@ type Shadow struct {
 	mu      sync.Mutex
 	drained []string
 	closed  bool
+	broken  bool          // the tunnel fails at once
+	drop    chan struct{} // closed by Drop: the tunnel being served fails
+	serves  int
 }
 
 var _ session.Shadow = (*Shadow)(nil)
 
 func (f *Shadow) ShadowPod() *corev1.Pod { return f.pod }
 
-// ServeForwards reports the forwards ready and serves until ctx ends.
+// ServeForwards reports the forwards ready and serves until ctx ends or Drop; while the
+// shadow is Broken it fails at once.
 func (f *Shadow) ServeForwards(ctx context.Context, _ []session.Forward, _ io.Writer, ready func()) error {
+	f.mu.Lock()
+	f.serves++
+	if f.broken {
+		f.mu.Unlock()
+		return errors.New("ssh connection to the shadow dropped (fake)")
+	}
+	drop := f.drop
+	f.mu.Unlock()
 	ready()
-	<-ctx.Done()
-	return nil
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-drop:
+		return errors.New("ssh connection to the shadow dropped (fake)")
+	}
+}
+
+// Break makes the tunnel fail: the one being served drops, and redials fail until Mend.
+func (f *Shadow) Break() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.broken = true
+	close(f.drop)
+	f.drop = make(chan struct{})
+}
+
+// Mend lets redials succeed again.
+func (f *Shadow) Mend() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.broken = false
+}
+
+// Serves counts the calls of ServeForwards: the first dial and every redial.
+func (f *Shadow) Serves() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.serves
 }
 
 func (f *Shadow) KeepForwarding(context.Context, []session.Forward, io.Writer) error { return nil }
@@ -92,7 +132,7 @@ func (s *Starter) Start(ctx context.Context, o session.Options) (session.Shadow,
 	if err != nil {
 		return nil, err
 	}
-	sh := &Shadow{client: s.Client, pod: pod, lost: make(chan struct{})}
+	sh := &Shadow{client: s.Client, pod: pod, lost: make(chan struct{}), drop: make(chan struct{})}
 	s.mu.Lock()
 	s.started = append(s.started, sh)
 	s.mu.Unlock()
