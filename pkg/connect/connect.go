@@ -561,6 +561,7 @@ func (c *connector) supervise(ctx context.Context) {
 	log := klog.FromContext(ctx)
 	hb := time.NewTicker(30 * time.Second) // re-arms the pod watch now and then
 	defer hb.Stop()
+	outage := &session.Outage{W: c.cfg.ErrOut, What: "connection"}
 	for {
 		sess := c.sess.Load()
 		sc, err := sess.SSH(ctx)
@@ -568,9 +569,16 @@ func (c *connector) supervise(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			c.recover(ctx, "ssh: "+err.Error())
+			// A tunnel that fails is not a lost shadow: only the API server's word is.
+			gone, apiErr := session.PodGone(ctx, c.cfg.Client, c.cfg.Namespace, sess.Pod.Name)
+			if gone {
+				c.recover(ctx, "ssh: "+err.Error())
+			} else {
+				outage.Failed(ctx, err, apiErr)
+			}
 			continue
 		}
+		outage.Up()
 		wctx, stop := context.WithCancel(ctx)
 		gone := c.watchPod(wctx, sess.Pod)
 		select {
