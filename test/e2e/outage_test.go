@@ -92,10 +92,11 @@ func shadowsOf(t *testing.T, role string) []string {
 }
 
 // TestExchangeSurvivesControlPlaneRestarts: the API server, then the kubelet, is SIGKILLed for
-// 15 s under a connect and an exchange. Both keep their shadows (no new pod), the exchange
-// its lock and the Service's switch; each says so once; in-cluster requests reach the laptop
-// again, and the laptop reaches the cluster again, within 10 s of the component answering.
-// Ctrl-C then restores everything.
+// 15 s under a connect, an exchange (of web) and a mesh (of multi). Each keeps its shadow (no
+// new pod; the mesh its router), the exchange its lock and the Service's switch, the mesh its
+// route; each says so once; in-cluster requests reach the laptop again (marked ones for the
+// mesh, the others the cluster's pods), and the laptop reaches the cluster again, within 10 s
+// of the component answering. Ctrl-C then restores everything.
 func TestExchangeSurvivesControlPlaneRestarts(t *testing.T) {
 	nothingLeftBehind(t)
 	laptopServer(t, "laptop-outage", "127.0.0.1:18090")
@@ -108,8 +109,13 @@ func TestExchangeSurvivesControlPlaneRestarts(t *testing.T) {
 	}
 	c := startConnect(t, "--shadow-expire-after", "90s")
 	connectShadows := shadowsOf(t, wire.RoleConnect)
+	laptopServer(t, "laptop-mesh", "127.0.0.1:18091")
+	m := startKt(t, "-n", testNamespace, "mesh", "multi", "--expose", "18091:80", "--version-mark", "version:outage", "--shadow-expire-after", "90s")
+	m.WaitFor("Meshed service", 90*time.Second)
+	meshPods := append(shadowsOf(t, wire.RoleMesh), shadowsOf(t, wire.RoleRouter)...)
+	marked := "http://multi." + testNamespace + "/"
 	for _, component := range []string{"kube-apiserver", "kubelet"} {
-		before, cbefore := p.Output(), c.Output()
+		before, cbefore, mbefore := p.Output(), c.Output(), m.Output()
 		killFor(t, component, 15*time.Second)
 		t0 := time.Now()
 		eventually(t, 10*time.Second, "an in-cluster request reaches the laptop after the "+component+" restart", func() error {
@@ -126,6 +132,25 @@ func TestExchangeSurvivesControlPlaneRestarts(t *testing.T) {
 			return nil
 		})
 		t.Logf("%s: the laptop reaches the cluster %s after it answered", component, time.Since(t0).Round(10*time.Millisecond))
+		eventually(t, 10*time.Second, "a marked request reaches the laptop through the mesh after the "+component+" restart", func() error {
+			if got := withHeader(t, "version: outage", marked); !strings.Contains(got, "laptop-mesh") {
+				return fmt.Errorf("got %q", got)
+			}
+			return nil
+		})
+		if got := withHeader(t, "", marked); !strings.Contains(got, "echo from multi-") {
+			t.Errorf("%s restart: an unmarked request got %q, want the cluster's pods", component, got)
+		}
+		t.Logf("%s: marked requests reach the laptop %s after it answered", component, time.Since(t0).Round(10*time.Millisecond))
+		mduring := strings.TrimPrefix(m.Output(), mbefore)
+		if got := append(shadowsOf(t, wire.RoleMesh), shadowsOf(t, wire.RoleRouter)...); strings.Join(got, " ") != strings.Join(meshPods, " ") {
+			t.Errorf("%s restart: mesh pods %v, want the same %v\n%s", component, got, meshPods, mduring)
+		}
+		for _, line := range []string{"API server unreachable", "Tunnel to the shadow dropped", "cannot refresh", "Lost the shadow"} {
+			if n := strings.Count(mduring, line); n > 1 || (line == "Lost the shadow" && n > 0) {
+				t.Errorf("%s restart: the mesh said %q %d times:\n%s", component, line, n, mduring)
+			}
+		}
 		if got := shadowsOf(t, wire.RoleConnect); strings.Join(got, " ") != strings.Join(connectShadows, " ") {
 			t.Errorf("%s restart: connect shadows %v, want the same %v\n%s", component, got, connectShadows, strings.TrimPrefix(c.Output(), cbefore))
 		}
@@ -145,7 +170,10 @@ func TestExchangeSurvivesControlPlaneRestarts(t *testing.T) {
 		if l, ok := wire.ServiceLock(svc); err != nil || !ok || l.Role != wire.RoleExchange {
 			t.Errorf("%s restart: the Service is no longer exchanged (%v, %v)", component, l, err)
 		}
-		t.Logf("%s restart, the exchange said:\n%s\nconnect said:\n%s", component, during, strings.TrimPrefix(c.Output(), cbefore))
+		t.Logf("%s restart, the exchange said:\n%s\nconnect said:\n%s\nmesh said:\n%s", component, during, strings.TrimPrefix(c.Output(), cbefore), mduring)
+	}
+	if code := m.Stop(syscall.SIGINT, 60*time.Second); code != 0 {
+		t.Errorf("mesh exit %d:\n%s", code, m.Output())
 	}
 	stopClean(t, c)
 	stopExchange(t, p)

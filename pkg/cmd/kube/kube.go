@@ -30,5 +30,30 @@ func Clients(f genericclioptions.RESTClientGetter) (string, *rest.Config, kubern
 }
 
 // CommandLine is how the user started this kt, as `kubectl kt …`: shadows carry it, for status
-// and birdseye.
-func CommandLine() string { return "kubectl kt " + strings.Join(os.Args[1:], " ") }
+// and birdseye, where anyone who may get pods reads it, so credential flags are redacted.
+func CommandLine() string { return "kubectl kt " + strings.Join(Redact(os.Args[1:]), " ") }
+
+// credentialFlags are kubectl's flags whose values are, or point at, credentials.
+var credentialFlags = map[string]bool{"token": true, "password": true, "username": true, "client-key": true, "client-certificate": true}
+
+// Redact replaces the values of credential flags (--token T, --token=T, …) with "REDACTED".
+func Redact(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			out = append(out, args[i:]...)
+			break
+		}
+		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "--") || !credentialFlags[name] {
+			out = append(out, a)
+			continue
+		}
+		out = append(out, "--"+name+"=REDACTED")
+		if !hasValue && i+1 < len(args) {
+			i++ // the value is the next argument
+		}
+	}
+	return out
+}
