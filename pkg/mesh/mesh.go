@@ -542,6 +542,11 @@ func (m *mesher) leave(ctx context.Context) error {
 	}
 	// The router sends unmarked requests to the origin Service until it is gone: it goes first.
 	errs := []error{cluster.DeleteShadow(ctx, m.cfg.Client, m.ns, last.Router)}
+	// Its identity goes too, now: the garbage collector would, but it can lag minutes behind
+	// after an API server restart.
+	if err := cluster.DeleteIdentity(ctx, m.cfg.Client, m.ns, last.Router); err != nil {
+		errs = append(errs, err)
+	}
 	if err := cluster.DeleteService(ctx, m.cfg.Client, m.ns, last.Origin); err != nil {
 		errs = append(errs, err)
 	}
