@@ -177,4 +177,21 @@ func TestExchangeSurvivesControlPlaneRestarts(t *testing.T) {
 	}
 	stopClean(t, c)
 	stopExchange(t, p)
+	settled(t)
+}
+
+// settled waits until the cluster's controllers and kube-proxy follow a Service change again:
+// after an API server restart their watches back off for up to half a minute (client-go's
+// reflector backoff grows while the server is down), and a test that starts in that window
+// sees a Service switched in the API but not on the node.
+func settled(t *testing.T) {
+	t.Helper()
+	t0 := time.Now()
+	eventually(t, 90*time.Second, "web's restored selector reaches kube-proxy", func() error {
+		if r := inCluster(t, "timeout 3 wget -qO- http://web."+testNamespace+"/"); !strings.Contains(r.Stdout, "echo from web-") {
+			return fmt.Errorf("got %q %s", r.Stdout, r.Stderr)
+		}
+		return nil
+	})
+	t.Logf("the cluster follows Service changes again %s after the exchange ended", time.Since(t0).Round(10*time.Millisecond))
 }
