@@ -26,6 +26,7 @@ func main() {
 	cfg := agent.Config{}
 	fs.DurationVar(&cfg.ExpireAfter, "expire-after", 60*time.Second, "exit once the client has been gone this long (0: never)")
 	fs.DurationVar(&cfg.KeepAlive, "keepalive", 10*time.Second, "interval of SSH keepalives to the client")
+	fs.DurationVar(&cfg.FallbackAfter, "fallback-after", 10*time.Second, "send forwarded ports' connections to their fallbacks ("+wire.EnvFallback+") once the client has not been heard from this long (0: never)")
 	fs.StringVar(&cfg.ListenIP, "listen-ip", "127.0.0.1", "address of the tunnel services (SSH, SOCKS5, DNS, relay, health)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	routerMode := fs.Bool("router", false, "run as a mesh router instead of a shadow")
@@ -47,6 +48,12 @@ func main() {
 	cfg.Deployment = os.Getenv(wire.EnvDeployment)
 	cfg.Shared = os.Getenv(wire.EnvShared) == "true"
 	cfg.JoinKey = os.Getenv(wire.EnvJoinKey)
+	fb, err := wire.ParseFallback(os.Getenv(wire.EnvFallback))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", wire.EnvFallback, err)
+		os.Exit(2)
+	}
+	cfg.Fallback, cfg.OriginService = fb, os.Getenv(wire.EnvOriginService)
 	if p := os.Getenv(wire.EnvProbePort); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil {

@@ -46,6 +46,13 @@ type Config struct {
 	// (wire/join.go): a shared connect shadow.
 	Shared  bool
 	JoinKey string
+	// Fallback maps forwarded ports to where their connections go once the client has not
+	// been heard from for FallbackAfter (exchange's and mesh's shadows: the original pods'
+	// Service), until it is back (sshd.Config.Fallback). OriginService (in PodNamespace) is
+	// that Service when this session made it: deleted with the restore on expiry.
+	Fallback      map[int]string
+	FallbackAfter time.Duration
+	OriginService string
 }
 
 // Status is served on /version and /readyz.
@@ -54,6 +61,8 @@ type Status struct {
 	ProtocolVersion int    `json:"protocolVersion"`
 	Ready           bool   `json:"ready"`
 	Clients         int    `json:"clients"`
+	// PausedSince is when the forwarded ports began to go to their fallbacks, while they do.
+	PausedSince *time.Time `json:"pausedSince,omitempty"`
 }
 
 // Run runs the agent until ctx ends or the client has been gone for cfg.ExpireAfter. A client
@@ -127,6 +136,7 @@ type agent struct {
 	wg      sync.WaitGroup
 	errc    chan error
 	reverse reversePool
+	srv     *sshd.Server
 	closers []func() error
 }
 
@@ -171,6 +181,16 @@ func (a *agent) serveSSH(authorized gossh.PublicKey, hostKey gossh.Signer, keys 
 		return func() { endCtl(); end() }
 	}}
 	scfg.Reverse = a.reverse.take
+	if len(a.cfg.Fallback) > 0 && a.cfg.FallbackAfter > 0 {
+		// Hear from the client often enough to tell within FallbackAfter that it is gone.
+		scfg.Fallback, scfg.FallbackAfter = a.cfg.Fallback, a.cfg.FallbackAfter
+		scfg.KeepAlive = a.cfg.FallbackAfter / 5
+		if a.cfg.KeepAlive > 0 {
+			scfg.KeepAlive = min(scfg.KeepAlive, a.cfg.KeepAlive)
+		}
+		scfg.Timeout = a.cfg.FallbackAfter - scfg.KeepAlive
+	}
+	scfg.OnRelease = a.reverse.flush
 	lastForwarded := &atomic.Int64{} // the start before the first
 	lastForwarded.Store(time.Now().UnixNano())
 	scfg.OnForwarded = func() { lastForwarded.Store(time.Now().UnixNano()) }
@@ -179,6 +199,7 @@ func (a *agent) serveSSH(authorized gossh.PublicKey, hostKey gossh.Signer, keys 
 		scfg.OnAuth = keys.connected
 	}
 	srv := sshd.New(scfg)
+	a.srv = srv
 	a.closers = append(a.closers, srv.Close)
 	a.run("ssh", func() error { return srv.Serve(sshL) })
 	return srv, lastForwarded, nil
@@ -247,7 +268,11 @@ func (a *agent) serveHealth(keys *keySet, hostKey gossh.Signer, lastForwarded *a
 		return err
 	}
 	status := func() Status {
-		return Status{Version: version.Version, ProtocolVersion: wire.ProtocolVersion, Ready: true, Clients: a.act.Active()}
+		st := Status{Version: version.Version, ProtocolVersion: wire.ProtocolVersion, Ready: true, Clients: a.act.Active()}
+		if since, ok := a.srv.Paused(); ok {
+			st.PausedSince = &since
+		}
+		return st
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {

@@ -123,8 +123,8 @@ func restoreService(ctx context.Context, c *inCluster, svcRef, session string) e
 	return fmt.Errorf("restore %s: conflicts kept happening", svcRef)
 }
 
-// selfRestore runs when the client is gone: it restores the Service the client had changed
-// and deletes the agent's own pod (its service account and role go with it, as the pod owns
+// selfRestore runs when the client is gone: it restores the Service the client had changed,
+// deletes the origin Service the session made for the fallback, and deletes the agent's own pod (its service account and role go with it, as the pod owns
 // them), or the Deployment that runs the agent.
 func selfRestore(cfg Config) {
 	if cfg.RestoreService == "" && cfg.Deployment == "" {
@@ -151,6 +151,12 @@ func selfRestore(cfg Config) {
 	if err := restoreService(ctx, c, cfg.RestoreService, cfg.Session); err != nil {
 		klog.FromContext(ctx).Error(err, "restore failed; run 'kubectl kt clean'", "service", cfg.RestoreService)
 		return
+	}
+	if cfg.OriginService != "" {
+		path := "/api/v1/namespaces/" + cfg.PodNamespace + "/services/" + cfg.OriginService
+		if err := c.do(ctx, http.MethodDelete, path, nil, nil); err != nil {
+			klog.FromContext(ctx).Error(err, "delete the origin Service; run 'kubectl kt clean'", "service", cfg.OriginService)
+		}
 	}
 	if cfg.PodName != "" {
 		path := "/api/v1/namespaces/" + cfg.PodNamespace + "/pods/" + cfg.PodName

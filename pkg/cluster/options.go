@@ -26,6 +26,9 @@ type PodOptions struct {
 	PortForwardTimeout time.Duration
 	ForceUpdate        bool
 	ExpireAfter        time.Duration
+	// FallbackAfter is how long an exchange's or mesh's shadow waits for a client it no longer
+	// hears from before it sends the traffic to the original pods instead (0: never).
+	FallbackAfter time.Duration
 }
 
 // NewPodOptions returns the defaults.
@@ -35,6 +38,7 @@ func NewPodOptions() *PodOptions {
 		PodCreationTimeout: 60 * time.Second,
 		PortForwardTimeout: 10 * time.Second,
 		ExpireAfter:        60 * time.Second,
+		FallbackAfter:      10 * time.Second,
 	}
 }
 
@@ -107,6 +111,9 @@ func (o *PodOptions) Validate() error {
 	}
 	if o.ExpireAfter < 10*time.Second {
 		return fmt.Errorf("--shadow-expire-after %s is too short for keepalives to hold; use 10s or more", o.ExpireAfter)
+	}
+	if o.FallbackAfter != 0 && (o.FallbackAfter < 3*time.Second || o.FallbackAfter >= o.ExpireAfter) {
+		return fmt.Errorf("--fallback-after %s: use 0 (never) or from 3s to less than --shadow-expire-after (%s)", o.FallbackAfter, o.ExpireAfter)
 	}
 	return nil
 }

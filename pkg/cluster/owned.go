@@ -15,19 +15,29 @@ import (
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
-// The Services kt makes for itself: mesh's origin Service and preview's Service.
+// The Services kt makes for itself: the origin Services of mesh and exchange, and preview's.
 
-// CreateOriginService makes the origin Service of a mesh: it selects the Service's original
-// pods (selector) on the router's port numbers, so that the router reaches them while the
-// Service itself points at the router. Its inverse is DeleteService.
-func CreateOriginService(ctx context.Context, client kubernetes.Interface, ns, name, mesh string, selector map[string]string, ports []corev1.ServicePort) (*corev1.Service, error) {
+// CreateOriginService makes the origin Service of a mesh or an exchange (session): it selects
+// the Service's original pods (selector) on the router's or shadow's port numbers, so that
+// the router, and a shadow whose client is away, reach them while the Service itself points
+// elsewhere. Its inverse is DeleteService.
+func CreateOriginService(ctx context.Context, client kubernetes.Interface, ns, name, session string, selector map[string]string, ports []corev1.ServicePort) (*corev1.Service, error) {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{
-			wire.ManagedByLabel: wire.ManagedBy, wire.RoleLabel: "origin", wire.ExchangeLabel: mesh}},
+			wire.ManagedByLabel: wire.ManagedBy, wire.RoleLabel: "origin", wire.ExchangeLabel: session}},
 		Spec: corev1.ServiceSpec{Selector: selector, Ports: ports},
 	}
 	svc, err := client.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
 	return svc, Explain(err, "create", "services", ns)
+}
+
+// OriginName names the origin Service of a session (id) on Service svc.
+func OriginName(svc, id string) string {
+	n := "kt-origin-" + svc
+	if len(n) > 56 {
+		n = n[:56]
+	}
+	return n + "-" + id[:min(6, len(id))]
 }
 
 // DeleteService deletes a Service kt made (an origin or preview Service); one already gone is

@@ -60,7 +60,12 @@ type ShadowSpec struct {
 	// Shared makes a connect shadow that several clients use (see agent.Config.Shared). Its
 	// agent has the join key from the Secret of the pod's name (EnsureJoinSecret).
 	Shared bool
-	Opts   *PodOptions
+	// Fallback maps forwarded ports to where the agent sends their connections once it has
+	// not heard from its client for Opts.FallbackAfter (agent.Config.Fallback); OriginService
+	// is the Service behind them, when the session made it (deleted by the agent on expiry).
+	Fallback      map[int]string
+	OriginService string
+	Opts          *PodOptions
 }
 
 // ShadowPod builds the pod. It passes Pod Security "restricted": non-root, read-only root
@@ -184,6 +189,13 @@ func agentContainer(s ShadowSpec, res corev1.ResourceList) corev1.Container {
 			corev1.EnvVar{Name: wire.EnvPodName, ValueFrom: fieldRef("metadata.name")},
 			corev1.EnvVar{Name: wire.EnvPodNamespace, ValueFrom: fieldRef("metadata.namespace")},
 		)
+	}
+	if len(s.Fallback) > 0 && s.Opts.FallbackAfter > 0 {
+		c.Args = append(c.Args, fmt.Sprintf("--fallback-after=%s", s.Opts.FallbackAfter))
+		c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvFallback, Value: wire.FormatFallback(s.Fallback)})
+		if s.OriginService != "" {
+			c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvOriginService, Value: s.OriginService})
+		}
 	}
 	if s.Shared {
 		c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvShared, Value: "true"},

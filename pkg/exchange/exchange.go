@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -75,6 +77,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			fmt.Fprintf(cfg.ErrOut, "Restored service %s/%s and deleted the shadow\n", x.ns, x.svc.Name)
 		}
 	}()
+	if err := x.makeOrigin(ctx, &undo); err != nil {
+		return err
+	}
 	if _, err := x.newShadow(ctx, &undo); err != nil {
 		return err
 	}
@@ -259,8 +264,44 @@ type exchanger struct {
 	ports  []target.PortMap
 	lockID string
 
+	// origin is the Service that selects the original pods, and fallback where the shadow
+	// sends each forwarded port's traffic through it while this client is away (selector
+	// mode; scale mode has no pods to fall back to).
+	origin   string
+	fallback map[int]string
+
 	mu   sync.Mutex
 	sess session.Shadow
+}
+
+// makeOrigin creates the origin Service the shadow falls back to while this client is away,
+// and pushes its deletion (after the Service's restore, which is pushed later).
+func (x *exchanger) makeOrigin(ctx context.Context, undo *undo.Stack) error {
+	if x.cfg.Mode == ModeScale || x.cfg.Pod.FallbackAfter <= 0 {
+		return nil
+	}
+	var ops []corev1.ServicePort
+	for _, pm := range x.ports {
+		for _, sp := range x.svc.Spec.Ports {
+			if sp.Port == pm.ServicePort && (sp.Protocol == "" || sp.Protocol == corev1.ProtocolTCP) {
+				ops = append(ops, corev1.ServicePort{Name: sp.Name, Port: pm.Target, TargetPort: sp.TargetPort})
+			}
+		}
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	name := cluster.OriginName(x.svc.Name, x.lockID)
+	osvc, err := cluster.CreateOriginService(ctx, x.cfg.Client, x.ns, name, x.lockID, x.svc.Spec.Selector, ops)
+	if err != nil {
+		return fmt.Errorf("the shadow needs a Service of the original pods to send the traffic back to while this machine is away (or pass --fallback-after 0): %w", err)
+	}
+	undo.Push("delete the origin service "+name, func(ctx context.Context) error { return cluster.DeleteService(ctx, x.cfg.Client, x.ns, name) })
+	x.origin, x.fallback = name, map[int]string{}
+	for _, p := range ops {
+		x.fallback[int(p.Port)] = net.JoinHostPort(osvc.Spec.ClusterIP, strconv.Itoa(int(p.Port)))
+	}
+	return nil
 }
 
 func (x *exchanger) current() session.Shadow {
@@ -294,13 +335,18 @@ func (x *exchanger) newShadow(ctx context.Context, undo *undo.Stack) (session.Sh
 		var err error
 		// Before the Service is switched: without it a client that dies leaves the Service
 		// pointing at a dead end until someone runs clean.
-		sr, err = cluster.CreateSelfRestore(ctx, x.cfg.Client, x.ns, podName, x.svc.Name, x.lockID)
+		var deletable []string
+		if x.origin != "" {
+			deletable = append(deletable, x.origin)
+		}
+		sr, err = cluster.CreateSelfRestore(ctx, x.cfg.Client, x.ns, podName, x.svc.Name, x.lockID, deletable...)
 		if err != nil {
 			return nil, fmt.Errorf("the shadow needs a ServiceAccount, Role and RoleBinding to restore the Service by itself if this client dies: %w", err)
 		}
 		opts.ServiceAccount = sr.Name
 		opts.RestoreService = x.ns + "/" + x.svc.Name
 		opts.RestoreSession = x.lockID
+		opts.Fallback, opts.OriginService = x.fallback, x.origin
 		undo.Push("delete the shadow's service account "+sr.Name, sr.Delete)
 	}
 	sess, err := x.cfg.Start(ctx, opts)
@@ -326,6 +372,9 @@ func (x *exchanger) serve(ctx context.Context, fwds []session.Forward, ready fun
 	var extra undo.Stack // replacement shadows, removed at the end
 	defer extra.Run(30 * time.Second)
 	outage := &session.Outage{W: x.cfg.ErrOut, What: "exchange"}
+	if x.fallback != nil {
+		outage.PauseAfter = x.cfg.Pod.FallbackAfter
+	}
 	for ctx.Err() == nil {
 		sess := x.current()
 		err := sess.ServeForwards(ctx, fwds, x.cfg.ErrOut, func() { outage.Up(); ready() })
@@ -339,6 +388,11 @@ func (x *exchanger) serve(ctx context.Context, fwds []session.Forward, ready fun
 		if !gone {
 			outage.Failed(ctx, err, apiErr)
 			continue
+		}
+		// A shadow that expired while this client was away has restored the Service: the
+		// exchange is over, and a new shadow would serve nobody.
+		if err := cluster.HeartbeatService(ctx, x.cfg.Client, x.ns, x.svc.Name, x.lockID); errors.Is(err, cluster.ErrLockLost) {
+			return fmt.Errorf("the exchange of service %s/%s ended while this machine was away: its shadow expired and restored the Service (%w); start it again", x.ns, x.svc.Name, err)
 		}
 		session.Replace(ctx, x.cfg.ErrOut, name, func() (session.Shadow, error) { return x.newShadow(ctx, &extra) })
 	}

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
@@ -187,6 +188,33 @@ type mesher struct {
 	ports   []target.PortMap
 	session string
 	goodbye string
+	// fallback is where this developer's shadow sends marked requests while this client is
+	// away: the mesh's origin Service, on the shadow's port numbers.
+	fallback map[int]string
+}
+
+// findFallback points the shadow's ports at the mesh's origin Service.
+func (m *mesher) findFallback(ctx context.Context) {
+	if m.cfg.Pod.FallbackAfter <= 0 {
+		return
+	}
+	svc, err := m.cfg.Client.CoreV1().Services(m.ns).Get(ctx, m.svc.Name, metav1.GetOptions{})
+	if err != nil {
+		return
+	}
+	st, ok := wire.GetMesh(svc)
+	if !ok {
+		return
+	}
+	osvc, err := m.cfg.Client.CoreV1().Services(m.ns).Get(ctx, st.Origin, metav1.GetOptions{})
+	if err != nil || osvc.Spec.ClusterIP == "" || osvc.Spec.ClusterIP == corev1.ClusterIPNone {
+		klog.FromContext(ctx).V(1).Info("no origin Service to fall back to", "origin", st.Origin, "err", err)
+		return
+	}
+	m.fallback = map[int]string{}
+	for _, p := range m.ports {
+		m.fallback[int(p.Target)] = net.JoinHostPort(osvc.Spec.ClusterIP, strconv.Itoa(int(p.Target)))
+	}
 }
 
 func (m *mesher) forwards() ([]session.Forward, []corev1.ContainerPort) {
@@ -205,7 +233,7 @@ func (m *mesher) shadow(ctx context.Context, undo *undo.Stack, id string, labels
 	fwds, cps := m.forwards()
 	sess, err := m.cfg.Start(ctx, session.Options{
 		ID: id, Namespace: m.ns, Role: wire.RoleMesh, Command: m.cfg.Command, Pod: m.cfg.Pod,
-		Progress: m.cfg.ErrOut, ForwardPorts: cps, Labels: labels, OwnerRef: owner,
+		Progress: m.cfg.ErrOut, ForwardPorts: cps, Labels: labels, OwnerRef: owner, Fallback: m.fallback,
 	})
 	if err != nil {
 		return nil, err
@@ -262,6 +290,7 @@ func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 	if created {
 		fmt.Fprintf(m.cfg.ErrOut, "Started mesh router for service %s/%s\n", m.ns, m.svc.Name)
 	}
+	m.findFallback(ctx)
 	sess, err := m.shadow(ctx, undo, m.session, nil, nil)
 	if err != nil {
 		return err
@@ -312,6 +341,11 @@ func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 		case <-ctx.Done():
 			return nil
 		case <-sess.Lost():
+			// The mesh may have ended meanwhile (every developer gone, the router restored
+			// the Service): then a new shadow would serve nobody.
+			if err := m.update(ctx, func(*wire.MeshState) error { return nil }); errors.Is(err, cluster.ErrLockLost) {
+				return fmt.Errorf("the mesh of service %s/%s ended while this machine was away: %w; start it again", m.ns, m.svc.Name, err)
+			}
 			if sess, err = m.replace(ctx, undo, sess, nil, nil); err != nil {
 				return nil // ctx ended
 			}
@@ -486,13 +520,7 @@ func (m *mesher) targetOf(p corev1.ServicePort) int32 {
 	return p.Port
 }
 
-func originName(svc, id string) string {
-	n := "kt-origin-" + svc
-	if len(n) > 56 {
-		n = n[:56]
-	}
-	return n + "-" + id[:min(6, len(id))]
-}
+func originName(svc, id string) string { return cluster.OriginName(svc, id) }
 
 // leave removes this developer; the last one out restores the Service and removes the router
 // and the origin Service.

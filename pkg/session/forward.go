@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/pipe"
+	"github.com/kubectl-kt/kt/pkg/sshtunnel"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -56,12 +58,26 @@ func (s *Session) ServeForwards(ctx context.Context, fwds []Forward, warn io.Wri
 	if ready != nil {
 		ready()
 	}
+	if len(s.opts.Fallback) > 0 {
+		s.sayResumed(sc, warn)
+	}
 	select {
 	case <-ctx.Done():
 		return nil
 	case <-sc.Done():
 		return fmt.Errorf("ssh connection to the shadow dropped")
 	}
+}
+
+// sayResumed tells whether the agent had sent the forwards' traffic to the original pods
+// before this connection took the ports back.
+func (s *Session) sayResumed(sc *sshtunnel.Client, warn io.Writer) {
+	ok, b, err := sc.SendRequest(wire.ResumedRequest, true, nil)
+	var r wire.Resumed
+	if err != nil || !ok || json.Unmarshal(b, &r) != nil || r.Paused <= 0 {
+		return
+	}
+	fmt.Fprintf(warn, "Resumed: traffic comes to this machine again; the shadow had sent it to the original pods for %s (%d connections)\n", r.Paused.Round(100*time.Millisecond), r.Relayed)
 }
 
 // warner prints a warning at most every 5 seconds.
@@ -157,6 +173,9 @@ func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Wr
 	s.stopForwarding = append(s.stopForwarding, stop)
 	s.mu.Unlock()
 	outage := &Outage{W: warn, What: s.opts.Role}
+	if len(s.opts.Fallback) > 0 {
+		outage.PauseAfter = s.opts.Pod.FallbackAfter
+	}
 	go func() {
 		for fctx.Err() == nil {
 			err := s.ServeForwards(fctx, fwds, warn, func() { outage.Up(); once.Do(func() { close(ready) }) })

@@ -35,10 +35,14 @@ func PodGone(ctx context.Context, client kubernetes.Interface, ns, name string) 
 type Outage struct {
 	W    io.Writer
 	What string // what stays in place meanwhile, for the message: "exchange", "mesh", …
+	// PauseAfter, when set, is the shadow's --fallback-after: an outage that long says, once,
+	// that the shadow has paused (sends the traffic to the original pods).
+	PauseAfter time.Duration
 
-	mu    sync.Mutex
-	since time.Time // when the outage began; zero while the tunnel is up
-	delay time.Duration
+	mu     sync.Mutex
+	since  time.Time // when the outage began; zero while the tunnel is up
+	delay  time.Duration
+	paused bool
 }
 
 // Failed records a failure of the tunnel (tunnelErr) and, when the API server could not say
@@ -56,6 +60,10 @@ func (o *Outage) Failed(ctx context.Context, tunnelErr, apiErr error) {
 	} else {
 		o.delay = min(2*o.delay, 5*time.Second)
 	}
+	if o.PauseAfter > 0 && !o.paused && time.Since(o.since) >= o.PauseAfter {
+		o.paused = true
+		fmt.Fprintf(o.W, "Paused: the shadow has not heard from this machine for %s and sends your %s's traffic to the original pods until this machine is back\n", o.PauseAfter, o.What)
+	}
 	d := o.delay
 	o.mu.Unlock()
 	select {
@@ -70,7 +78,7 @@ func (o *Outage) Up() {
 	defer o.mu.Unlock()
 	if !o.since.IsZero() {
 		fmt.Fprintf(o.W, "Reconnected to the shadow after %s; your %s is served again\n", time.Since(o.since).Round(100*time.Millisecond), o.What)
-		o.since = time.Time{}
+		o.since, o.paused = time.Time{}, false
 	}
 }
 

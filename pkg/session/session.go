@@ -52,6 +52,10 @@ type Options struct {
 	Shared bool
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
+	// Fallback and OriginService go into the ShadowSpec: where the shadow sends the traffic
+	// of its forwarded ports while this client is away.
+	Fallback      map[int]string
+	OriginService string
 }
 
 // Session is a running shadow with its tunnel.
@@ -128,6 +132,8 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		Opts:           o.Pod,
 		RestoreService: o.RestoreService,
 		RestoreSession: o.RestoreSession,
+		Fallback:       o.Fallback,
+		OriginService:  o.OriginService,
 		ServiceAccount: o.ServiceAccount,
 		OwnerRef:       o.OwnerRef,
 		Deployment:     o.Deployment,

@@ -82,4 +82,9 @@ const (
 	EnvPodNamespace   = "KT_POD_NAMESPACE"
 	EnvShared         = "KT_SHARED"     // "true": a shared connect shadow, which takes further client keys
 	EnvDeployment     = "KT_DEPLOYMENT" // the Deployment that runs the shadow, deleted by the agent when its client is gone
+	// EnvFallback lists where each forwarded port's connections go while the client is away
+	// (FormatFallback); EnvOriginService names the Service that is (in the pod's namespace),
+	// when the session made it for this: the agent deletes it on expiry.
+	EnvFallback      = "KT_FALLBACK"
+	EnvOriginService = "KT_ORIGIN_SERVICE"
 )

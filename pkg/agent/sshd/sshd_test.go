@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -200,4 +203,162 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// laptopAt serves l as a client's forward would: each connection gets name and what it sent.
+func laptopAt(l net.Listener, name string) {
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				b := make([]byte, 5)
+				io.ReadFull(conn, b)
+				conn.Write(append([]byte(name+":"), b...))
+				conn.Close()
+			}()
+		}
+	}()
+}
+
+// fromCluster connects to the pod's port as an in-cluster caller and returns the answer.
+func fromCluster(t *testing.T, port int) string {
+	t.Helper()
+	cc, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
+	if err != nil {
+		return "dial: " + err.Error()
+	}
+	defer cc.Close()
+	cc.SetDeadline(time.Now().Add(5 * time.Second))
+	cc.Write([]byte("hello"))
+	b, _ := io.ReadAll(cc)
+	return string(b)
+}
+
+func resumedOf(t *testing.T, c *sshtunnel.Client) sshd.Resumed {
+	t.Helper()
+	ok, b, err := c.SendRequest(sshd.ResumedRequest, true, nil)
+	var r sshd.Resumed
+	if err != nil || !ok || json.Unmarshal(b, &r) != nil {
+		t.Fatalf("%s: %v %v %q", sshd.ResumedRequest, ok, err, b)
+	}
+	return r
+}
+
+// TestForwardFallbackAndResume: a port with a fallback outlives its client's connection. A
+// connection that arrives while the client is away waits for it and reaches it if it is back
+// within FallbackAfter; later ones go to the fallback (paused); the client's next connection
+// takes the port back (resumed) and hears how long it was paused. Another key cannot take it.
+func TestForwardFallbackAndResume(t *testing.T) {
+	key, other := signer(t), signer(t)
+	port := freePort(t)
+	origin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer origin.Close()
+	laptopAt(origin, "origin")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := sshd.New(sshd.Config{AuthorizedKey: key.PublicKey(), Also: func(k gossh.PublicKey) bool { return string(k.Marshal()) == string(other.PublicKey().Marshal()) },
+		HostKey: signer(t), Secret: make([]byte, wire.SecretLen), ForwardIP: "127.0.0.1", KeepAlive: 200 * time.Millisecond,
+		Fallback: map[int]string{port: origin.Addr().String()}, FallbackAfter: time.Second})
+	go srv.Serve(l)
+	defer srv.Close()
+	addr := l.Addr().String()
+	listen := func(name string, key gossh.Signer) *sshtunnel.Client {
+		t.Helper()
+		c, err := dial(t, addr, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fl, err := c.Listen(port)
+		if err != nil {
+			t.Fatalf("%s: Listen: %v", name, err)
+		}
+		laptopAt(fl, name)
+		return c
+	}
+	c1 := listen("laptop1", key)
+	if got := fromCluster(t, port); got != "laptop1:hello" {
+		t.Fatalf("first client: %q", got)
+	}
+	// The client drops; a caller waits, and reaches the client that is back within a second.
+	c1.Close()
+	time.Sleep(100 * time.Millisecond)
+	held := make(chan string, 1)
+	go func() { held <- fromCluster(t, port) }()
+	time.Sleep(200 * time.Millisecond)
+	c2 := listen("laptop2", key)
+	if got := <-held; got != "laptop2:hello" {
+		t.Errorf("a caller during a short absence: %q, want the client that came back", got)
+	}
+	if r := resumedOf(t, c2); r.Paused != 0 || r.Relayed != 0 {
+		t.Errorf("a short absence reported as a pause: %+v", r)
+	}
+	// Away longer than FallbackAfter: callers go to the fallback.
+	c2.Close()
+	time.Sleep(1500 * time.Millisecond)
+	if _, paused := srv.Paused(); !paused || !srv.Forwarding(port) {
+		t.Errorf("Paused() = %v, Forwarding = %v after the client was gone 1.5s", paused, srv.Forwarding(port))
+	}
+	for i := 0; i < 2; i++ {
+		if got := fromCluster(t, port); got != "origin:hello" {
+			t.Errorf("a caller while paused: %q, want the fallback", got)
+		}
+	}
+	// A connection kept open to the fallback (a pooling caller's) is closed on the resume.
+	kept, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Close()
+	kept.Write([]byte("he"))
+	time.Sleep(100 * time.Millisecond)
+	// Another key cannot take the port.
+	oc, err := dial(t, addr, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Close()
+	c3 := listen("laptop3", key)
+	defer c3.Close()
+	if r := resumedOf(t, c3); r.Paused < 500*time.Millisecond || r.Relayed != 3 {
+		t.Errorf("resumed after a pause: %+v, want about 0.5s and 3 relayed", r)
+	}
+	kept.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := kept.Read(make([]byte, 10)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("a connection relayed to the fallback stays open after the resume (read %d, %v)", n, err)
+	}
+	if got := fromCluster(t, port); got != "laptop3:hello" {
+		t.Errorf("after the client came back: %q", got)
+	}
+	if _, err := oc.Listen(port); err == nil || !strings.Contains(err.Error(), "another client") {
+		t.Errorf("another key's Listen on a held port: %v, want a refusal", err)
+	}
+	if _, paused := srv.Paused(); paused || !srv.Forwarding(port) {
+		t.Errorf("Paused() = %v, Forwarding = %v after the resume", paused, srv.Forwarding(port))
+	}
+}
+
+// TestForwardWithoutFallbackCloses: a port without a fallback closes with its client.
+func TestForwardWithoutFallbackCloses(t *testing.T) {
+	key := signer(t)
+	c, err := dial(t, server(t, key), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	if _, err := c.Listen(port); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	time.Sleep(200 * time.Millisecond)
+	if got := fromCluster(t, port); !strings.HasPrefix(got, "dial:") {
+		t.Errorf("after its client left, the port answered %q", got)
+	}
 }

@@ -306,7 +306,7 @@ func (o *Options) cleanOrigins(ctx context.Context, ns, verb string, live map[st
 			continue
 		}
 		*n++
-		fmt.Fprintf(o.Out, "%s service %s/%s (the origin Service of a gone mesh)\n", verb, s.Namespace, s.Name)
+		fmt.Fprintf(o.Out, "%s service %s/%s (the origin Service of a gone mesh or exchange)\n", verb, s.Namespace, s.Name)
 		if !o.DryRun {
 			if err := cluster.DeleteService(ctx, o.client, s.Namespace, s.Name); err != nil {
 				o.failed(fmt.Errorf("delete service %s/%s: %w", s.Namespace, s.Name, err))

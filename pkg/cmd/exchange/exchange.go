@@ -64,6 +64,7 @@ then deletes the shadow. Needs no root.`,
 	fs.BoolVar(&o.SkipPortChecking, "skip-port-checking", false, "Do not check that the local ports listen.")
 	kube.DurationVar(fs, &o.RecoverWaitTime, "recover-wait-time", o.RecoverWaitTime, "In scale mode, how long to wait on exit for the workload to be ready again.")
 	kube.AddPodFlags(fs, o.Pod)
+	kube.AddFallbackFlag(fs, o.Pod)
 	return cmd
 }
 

@@ -48,3 +48,10 @@ func AddPodFlags(fs *pflag.FlagSet, o *cluster.PodOptions) {
 	fs.BoolVarP(&o.ForceUpdate, "force-update", "f", o.ForceUpdate, "Pull the shadow image every time (imagePullPolicy Always).")
 	DurationVar(fs, &o.ExpireAfter, "shadow-expire-after", o.ExpireAfter, "The shadow exits once this client has been gone this long.")
 }
+
+// AddFallbackFlag binds --fallback-after: exchange's and mesh's, whose shadows send the traffic
+// back to the original pods while this client is away.
+func AddFallbackFlag(fs *pflag.FlagSet, o *cluster.PodOptions) {
+	DurationVar(fs, &o.FallbackAfter, "fallback-after", o.FallbackAfter,
+		"When the shadow has not heard from this machine this long, it sends the traffic to the original pods until this machine is back (0: never; callers wait for it until the shadow expires).")
+}

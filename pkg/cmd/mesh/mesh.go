@@ -66,6 +66,7 @@ original pods. --mode manual only starts a shadow labelled KEY=VALUE, for Istio 
 	fs.BoolVar(&o.SkipPortChecking, "skip-port-checking", false, "Do not check that the local ports listen.")
 	fs.StringVar(&o.RouterImage, "router-image", "", "Image of the router (default: the shadow image; it plays both roles).")
 	kube.AddPodFlags(fs, o.Pod)
+	kube.AddFallbackFlag(fs, o.Pod)
 	return cmd
 }
 
