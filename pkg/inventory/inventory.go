@@ -4,10 +4,12 @@ package inventory
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
@@ -25,6 +27,31 @@ type ShadowInfo struct {
 	Command   string    `json:"command,omitempty"`
 	Phase     string    `json:"phase"`
 	Heartbeat time.Time `json:"heartbeat"`
+	// Paused: the shadow's client has missed its heartbeats for longer than the shadow's
+	// --fallback-after, so the shadow sends its traffic to the original pods.
+	Paused bool `json:"paused,omitempty"`
+}
+
+// Paused infers from the pod's heartbeat (which its client stamps every
+// wire.PodHeartbeatInterval) whether its client has been away for longer than the shadow's
+// --fallback-after: then the shadow sends its traffic to the original pods.
+func Paused(p *corev1.Pod, now time.Time) bool {
+	if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || len(p.Spec.Containers) == 0 {
+		return false
+	}
+	c := p.Spec.Containers[0]
+	fallback := false
+	for _, e := range c.Env {
+		fallback = fallback || e.Name == wire.EnvFallback && e.Value != ""
+	}
+	var after time.Duration
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, "--fallback-after="); ok {
+			after, _ = time.ParseDuration(v)
+		}
+	}
+	hb, err := time.Parse(time.RFC3339, p.Annotations[wire.HeartbeatAnnotation])
+	return fallback && after > 0 && err == nil && now.Sub(hb) > after+wire.PodHeartbeatInterval
 }
 
 // Shadows lists kt's pods in ns ("" for all).
@@ -37,7 +64,7 @@ func Shadows(ctx context.Context, client kubernetes.Interface, ns string) ([]Sha
 	for _, p := range pods.Items {
 		hb, _ := time.Parse(time.RFC3339, p.Annotations[wire.HeartbeatAnnotation])
 		out = append(out, ShadowInfo{Namespace: p.Namespace, Pod: p.Name, Role: p.Labels[wire.RoleLabel], Owner: p.Annotations[wire.OwnerAnnotation],
-			Command: p.Annotations[wire.CommandAnnotation], Phase: string(p.Status.Phase), Heartbeat: hb})
+			Command: p.Annotations[wire.CommandAnnotation], Phase: string(p.Status.Phase), Heartbeat: hb, Paused: Paused(&p, time.Now())})
 	}
 	return out, nil
 }
@@ -72,10 +99,17 @@ func Services(ctx context.Context, client kubernetes.Interface, ns string) ([]Se
 				si.Status = "meshed (auto)"
 				for _, mm := range m.Live(cluster.StaleAfter) {
 					si.By = append(si.By, mm.Owner)
-					si.Marks = append(si.Marks, mm.Key+": "+mm.Value)
+					mark := mm.Key + ": " + mm.Value
+					if meshPods != nil && slices.ContainsFunc(meshPods.Items, func(p corev1.Pod) bool { return p.Status.PodIP == mm.Shadow && Paused(&p, time.Now()) }) {
+						mark += " (paused: to the original pods)"
+					}
+					si.Marks = append(si.Marks, mark)
 				}
 			} else if l, ok := wire.ServiceLock(&s); ok {
 				si.Status, si.By = "exchanged", []string{l.Owner}
+				if pausedShadow(ctx, client, s.Namespace, l.Session) {
+					si.Status = "exchanged (paused: to the original pods)"
+				}
 			} else if meshPods != nil && len(s.Spec.Selector) > 0 {
 				sel := labels.SelectorFromSet(s.Spec.Selector)
 				for _, p := range meshPods.Items {
@@ -90,6 +124,15 @@ func Services(ctx context.Context, client kubernetes.Interface, ns string) ([]Se
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name })
 	return out, nil
+}
+
+// pausedShadow reports whether the exchange session's shadow is paused.
+func pausedShadow(ctx context.Context, client kubernetes.Interface, ns, session string) bool {
+	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + wire.RoleExchange + "," + wire.ExchangeLabel + "=" + session})
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool { return Paused(&p, time.Now()) })
 }
 
 // Mine reports whether owner (user@host) is this user on this machine.

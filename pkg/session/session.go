@@ -85,7 +85,7 @@ type Session struct {
 
 // HeartbeatInterval is how often a session refreshes its pod's heartbeat annotation, which
 // `kubectl kt clean` reads to tell live sessions from abandoned ones.
-const HeartbeatInterval = 20 * time.Second
+const HeartbeatInterval = wire.PodHeartbeatInterval
 
 // Start creates the shadow pod, waits for it, and connects to its agent. On error everything
 // already created is removed again.

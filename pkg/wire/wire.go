@@ -71,6 +71,9 @@ const (
 	RoleForward  = "forward"
 )
 
+// PodHeartbeatInterval is how often a client stamps its shadow pod's HeartbeatAnnotation.
+const PodHeartbeatInterval = 20 * time.Second
+
 // Agent environment: the client passes the session's public key and settings this way.
 const (
 	EnvAuthorizedKey  = "KT_AUTHORIZED_KEY"  // OpenSSH authorized_keys line

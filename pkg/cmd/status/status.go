@@ -218,7 +218,11 @@ func (o *Options) print(rep Report) error {
 		fmt.Fprintf(w, "service %s/%s:\t%s %v\n", s.Namespace, s.Name, s.Status, s.Marks)
 	}
 	for _, s := range rep.Sessions {
-		fmt.Fprintf(w, "shadow %s/%s:\t%s, %s, heartbeat %s ago\n", s.Namespace, s.Pod, s.Role, s.Phase, time.Since(s.Heartbeat).Round(time.Second))
+		paused := ""
+		if s.Paused {
+			paused = " (paused: this client is away, the traffic goes to the original pods)"
+		}
+		fmt.Fprintf(w, "shadow %s/%s:\t%s, %s, heartbeat %s ago%s\n", s.Namespace, s.Pod, s.Role, s.Phase, time.Since(s.Heartbeat).Round(time.Second), paused)
 	}
 	if rep.LocalError != "" {
 		fmt.Fprintf(w, "local:\t%s\n", rep.LocalError)
