@@ -112,6 +112,11 @@ func (o *PodOptions) Validate() error {
 	if o.ExpireAfter < 10*time.Second {
 		return fmt.Errorf("--shadow-expire-after %s is too short for keepalives to hold; use 10s or more", o.ExpireAfter)
 	}
+	return nil
+}
+
+// ValidateFallback checks --fallback-after (exchange's and mesh's flag) against the expiry.
+func (o *PodOptions) ValidateFallback() error {
 	if o.FallbackAfter != 0 && (o.FallbackAfter < 3*time.Second || o.FallbackAfter >= o.ExpireAfter) {
 		return fmt.Errorf("--fallback-after %s: use 0 (never) or from 3s to less than --shadow-expire-after (%s)", o.FallbackAfter, o.ExpireAfter)
 	}

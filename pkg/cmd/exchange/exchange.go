@@ -83,7 +83,10 @@ func (o *Options) Validate() error {
 	if o.RecoverWaitTime < 0 {
 		return fmt.Errorf("--recover-wait-time must not be negative")
 	}
-	return o.Pod.Validate()
+	if err := o.Pod.Validate(); err != nil {
+		return err
+	}
+	return o.Pod.ValidateFallback()
 }
 
 // Complete builds the client.

@@ -23,6 +23,9 @@ func TestValidate(t *testing.T) {
 		{"an unknown mode", func(o *Options) { o.Mode = "swap" }, `--mode "swap"`},
 		{"a negative wait", func(o *Options) { o.RecoverWaitTime = -time.Second }, "--recover-wait-time"},
 		{"an empty image", func(o *Options) { o.Pod.Image = "" }, "--image"},
+		{"no fallback", func(o *Options) { o.Pod.FallbackAfter = 0 }, ""},
+		{"a fallback too short", func(o *Options) { o.Pod.FallbackAfter = time.Second }, "--fallback-after 1s"},
+		{"a fallback no shorter than the expiry", func(o *Options) { o.Pod.FallbackAfter = o.Pod.ExpireAfter }, "less than --shadow-expire-after"},
 	} {
 		o := NewOptions(genericiooptions.IOStreams{})
 		o.Expose = "8080:80"

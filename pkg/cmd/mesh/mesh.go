@@ -102,5 +102,8 @@ func (o *Options) Validate() error {
 	if _, _, err := mesh.ParseVersionMark(o.VersionMark); err != nil {
 		return err
 	}
-	return o.Pod.Validate()
+	if err := o.Pod.Validate(); err != nil {
+		return err
+	}
+	return o.Pod.ValidateFallback()
 }
