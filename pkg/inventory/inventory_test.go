@@ -40,7 +40,11 @@ func TestPaused(t *testing.T) {
 		{"heartbeat older than fallback and interval", shadowPod("a", "s", "10s", 40*time.Second), true},
 		{"heartbeat late but within fallback and interval", shadowPod("a", "s", "10s", 25*time.Second), false},
 		{"no fallback", shadowPod("a", "s", "", 5*time.Minute), false},
-		{"not running", func() *corev1.Pod { p := shadowPod("a", "s", "10s", time.Minute); p.Status.Phase = corev1.PodSucceeded; return p }(), false},
+		{"not running", func() *corev1.Pod {
+			p := shadowPod("a", "s", "10s", time.Minute)
+			p.Status.Phase = corev1.PodSucceeded
+			return p
+		}(), false},
 	} {
 		if got := Paused(tc.pod, now); got != tc.want {
 			t.Errorf("%s: Paused = %v, want %v", tc.name, got, tc.want)
