@@ -38,7 +38,6 @@ func NewPodOptions() *PodOptions {
 		PodCreationTimeout: 60 * time.Second,
 		PortForwardTimeout: 10 * time.Second,
 		ExpireAfter:        60 * time.Second,
-		FallbackAfter:      10 * time.Second,
 	}
 }
 

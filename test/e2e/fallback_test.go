@@ -105,9 +105,9 @@ func tail(s string, n int) string {
 func TestFallbackWhileTheLaptopIsAway(t *testing.T) {
 	nothingLeftBehind(t)
 	laptopServer(t, "laptop-away", "127.0.0.1:18093")
-	x := startKt(t, "-n", testNamespace, "exchange", "web", "--expose", "18093:80", "--shadow-expire-after", "30s")
+	x := startKt(t, "-n", testNamespace, "exchange", "web", "--expose", "18093:80", "--shadow-expire-after", "30s", "--fallback-after", "10s")
 	x.WaitFor("Exchanged service", 60*time.Second)
-	m := startKt(t, "-n", testNamespace, "mesh", "multi", "--expose", "18093:80", "--version-mark", "version:away", "--shadow-expire-after", "30s")
+	m := startKt(t, "-n", testNamespace, "mesh", "multi", "--expose", "18093:80", "--version-mark", "version:away", "--shadow-expire-after", "30s", "--fallback-after", "10s")
 	m.WaitFor("Meshed service", 90*time.Second)
 	eventuallyFromPod(t, "http://web."+testNamespace+"/", "laptop-away")
 	shadows := append(shadowsOf(t, wire.RoleExchange), shadowsOf(t, wire.RoleMesh)...)

@@ -24,6 +24,7 @@ func TestValidate(t *testing.T) {
 		{"a negative wait", func(o *Options) { o.RecoverWaitTime = -time.Second }, "--recover-wait-time"},
 		{"an empty image", func(o *Options) { o.Pod.Image = "" }, "--image"},
 		{"no fallback", func(o *Options) { o.Pod.FallbackAfter = 0 }, ""},
+		{"a fallback", func(o *Options) { o.Pod.FallbackAfter = 10 * time.Second }, ""},
 		{"a fallback too short", func(o *Options) { o.Pod.FallbackAfter = time.Second }, "--fallback-after 1s"},
 		{"a fallback no shorter than the expiry", func(o *Options) { o.Pod.FallbackAfter = o.Pod.ExpireAfter }, "less than --shadow-expire-after"},
 	} {

@@ -53,5 +53,5 @@ func AddPodFlags(fs *pflag.FlagSet, o *cluster.PodOptions) {
 // back to the original pods while this client is away.
 func AddFallbackFlag(fs *pflag.FlagSet, o *cluster.PodOptions) {
 	DurationVar(fs, &o.FallbackAfter, "fallback-after", o.FallbackAfter,
-		"When the shadow has not heard from this machine this long, it sends the traffic to the original pods until this machine is back (0: never; callers wait for it until the shadow expires).")
+		"When the shadow has not heard from this machine this long (e.g. 10s), it sends the traffic to the original pods until this machine is back (default 0: never; callers wait for it until the shadow expires).")
 }
