@@ -61,8 +61,6 @@ type Status struct {
 	ProtocolVersion int    `json:"protocolVersion"`
 	Ready           bool   `json:"ready"`
 	Clients         int    `json:"clients"`
-	// PausedSince is when the forwarded ports began to go to their fallbacks, while they do.
-	PausedSince *time.Time `json:"pausedSince,omitempty"`
 }
 
 // Run runs the agent until ctx ends or the client has been gone for cfg.ExpireAfter. A client
@@ -136,7 +134,6 @@ type agent struct {
 	wg      sync.WaitGroup
 	errc    chan error
 	reverse reversePool
-	srv     *sshd.Server
 	closers []func() error
 }
 
@@ -199,7 +196,6 @@ func (a *agent) serveSSH(authorized gossh.PublicKey, hostKey gossh.Signer, keys 
 		scfg.OnAuth = keys.connected
 	}
 	srv := sshd.New(scfg)
-	a.srv = srv
 	a.closers = append(a.closers, srv.Close)
 	a.run("ssh", func() error { return srv.Serve(sshL) })
 	return srv, lastForwarded, nil
@@ -268,11 +264,7 @@ func (a *agent) serveHealth(keys *keySet, hostKey gossh.Signer, lastForwarded *a
 		return err
 	}
 	status := func() Status {
-		st := Status{Version: version.Version, ProtocolVersion: wire.ProtocolVersion, Ready: true, Clients: a.act.Active()}
-		if since, ok := a.srv.Paused(); ok {
-			st.PausedSince = &since
-		}
-		return st
+		return Status{Version: version.Version, ProtocolVersion: wire.ProtocolVersion, Ready: true, Clients: a.act.Active()}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {

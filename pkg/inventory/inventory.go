@@ -85,6 +85,7 @@ func Services(ctx context.Context, client kubernetes.Interface, ns string) ([]Se
 		return nil, cluster.Explain(err, "list", "services", ns)
 	}
 	meshPods, _ := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + wire.RoleMesh})
+	exchangePods, _ := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + wire.RoleExchange})
 	var out []ServiceInfo
 	for _, s := range svcs.Items {
 		if s.Labels[wire.RoleLabel] == "origin" {
@@ -107,7 +108,9 @@ func Services(ctx context.Context, client kubernetes.Interface, ns string) ([]Se
 				}
 			} else if l, ok := wire.ServiceLock(&s); ok {
 				si.Status, si.By = "exchanged", []string{l.Owner}
-				if pausedShadow(ctx, client, s.Namespace, l.Session) {
+				if exchangePods != nil && slices.ContainsFunc(exchangePods.Items, func(p corev1.Pod) bool {
+					return p.Namespace == s.Namespace && p.Labels[wire.ExchangeLabel] == l.Session && Paused(&p, time.Now())
+				}) {
 					si.Status = "exchanged (paused: to the original pods)"
 				}
 			} else if meshPods != nil && len(s.Spec.Selector) > 0 {
@@ -124,15 +127,6 @@ func Services(ctx context.Context, client kubernetes.Interface, ns string) ([]Se
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name })
 	return out, nil
-}
-
-// pausedShadow reports whether the exchange session's shadow is paused.
-func pausedShadow(ctx context.Context, client kubernetes.Interface, ns, session string) bool {
-	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + wire.RoleExchange + "," + wire.ExchangeLabel + "=" + session})
-	if err != nil {
-		return false
-	}
-	return slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool { return Paused(&p, time.Now()) })
 }
 
 // Mine reports whether owner (user@host) is this user on this machine.

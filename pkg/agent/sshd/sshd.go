@@ -67,12 +67,6 @@ type Config struct {
 	OnRelease func()
 }
 
-// ResumedRequest answers wire.ResumedRequest.
-const ResumedRequest = wire.ResumedRequest
-
-// Resumed is wire.Resumed.
-type Resumed = wire.Resumed
-
 type authedKey struct{}
 
 // Server is the SSH server.
@@ -127,7 +121,7 @@ func New(cfg Config) *Server {
 			"tcpip-forward":        fwd.handle,
 			"cancel-tcpip-forward": fwd.handle,
 			LastErrorRequest:       lastError,
-			ResumedRequest:         resumed,
+			wire.ResumedRequest:    resumed,
 			wire.SecretRequest: func(ssh.Context, *ssh.Server, *gossh.Request) (bool, []byte) {
 				return cfg.Secret != nil, cfg.Secret
 			},
@@ -346,6 +340,12 @@ type fwdPort struct {
 	conns map[*net.TCPConn]bool
 }
 
+// ownerChanged wakes the connections waiting for an owner; with f.mu held.
+func (p *fwdPort) ownerChanged() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
 // closeConns closes p's connections that are relayed (or not); with f.mu held.
 func (p *fwdPort) closeConns(relayed bool) {
 	for c, r := range p.conns {
@@ -374,10 +374,10 @@ func (f *forwarder) handle(ctx ssh.Context, srv *ssh.Server, req *gossh.Request)
 	if pk, ok := ctx.Value(ssh.ContextKeyPublicKey).(ssh.PublicKey); ok {
 		key = string(pk.Marshal())
 	}
-	if msg := f.takeOver(ctx, conn, key, r); msg != "" {
+	if took, msg := f.takeOver(ctx, conn, key, r); msg != "" {
 		ctx.SetValue(lastErrKey{}, msg)
 		return false, nil
-	} else if f.owns(conn, r.BindPort) {
+	} else if took {
 		go f.releaseOnEnd(ctx, conn, r.BindPort)
 		return true, nil
 	}
@@ -406,24 +406,25 @@ func (f *forwarder) handle(ctx ssh.Context, srv *ssh.Server, req *gossh.Request)
 }
 
 // takeOver gives conn the port if another connection of the same key holds it, or none does
-// (paused): a client that reconnects gets its ports back without a gap. It returns why not,
-// if another key holds it.
-func (f *forwarder) takeOver(ctx ssh.Context, conn *gossh.ServerConn, key string, r forwardRequest) string {
+// (paused): a client that reconnects gets its ports back without a gap. It reports whether it
+// did, or why not (the port is conn's already, or another key's); neither when the port is
+// free.
+func (f *forwarder) takeOver(ctx ssh.Context, conn *gossh.ServerConn, key string, r forwardRequest) (took bool, refused string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := f.ports[r.BindPort]
 	switch {
 	case p == nil:
-		return ""
+		return false, ""
 	case p.owner == conn:
-		return fmt.Sprintf("port %d: another forward already uses this port", r.BindPort)
+		return false, fmt.Sprintf("port %d: another forward already uses this port", r.BindPort)
 	case p.owner != nil && p.key != key:
-		return fmt.Sprintf("port %d: another client's forward already uses this port", r.BindPort)
+		return false, fmt.Sprintf("port %d: another client's forward already uses this port", r.BindPort)
 	}
 	if p.owner == nil && !p.pauseAt.After(time.Now()) {
-		res, _ := ctx.Value(resumedKey{}).(*Resumed)
+		res, _ := ctx.Value(resumedKey{}).(*wire.Resumed)
 		if res == nil {
-			res = &Resumed{}
+			res = &wire.Resumed{}
 			ctx.SetValue(resumedKey{}, res)
 		}
 		res.Paused, res.Relayed = max(res.Paused, time.Since(p.pauseAt)), res.Relayed+p.relayed
@@ -431,16 +432,8 @@ func (f *forwarder) takeOver(ctx ssh.Context, conn *gossh.ServerConn, key string
 		p.closeConns(true)
 	}
 	p.owner, p.key, p.addr, p.relayed = conn, key, r.BindAddr, 0
-	close(p.changed)
-	p.changed = make(chan struct{})
-	return ""
-}
-
-func (f *forwarder) owns(conn *gossh.ServerConn, port uint32) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	p := f.ports[port]
-	return p != nil && p.owner == conn
+	p.ownerChanged()
+	return true, ""
 }
 
 // releaseOnEnd waits for conn to end; then the port, if conn still holds it, closes, or with a
@@ -465,8 +458,7 @@ func (f *forwarder) releaseOnEnd(ctx ssh.Context, conn *gossh.ServerConn, port u
 	p.owner, p.relayed = nil, 0
 	p.closeConns(false)
 	p.pauseAt = f.heard(conn).Add(f.after)
-	close(p.changed)
-	p.changed = make(chan struct{})
+	p.ownerChanged()
 	klog.Background().Info("the client's connection ended; its connections wait for it, then go to the fallback", "port", port, "fallback", target, "from", p.pauseAt.Format(time.RFC3339))
 	go func(changed <-chan struct{}, at time.Time) {
 		select {
@@ -603,11 +595,11 @@ func lastError(ctx ssh.Context, _ *ssh.Server, _ *gossh.Request) (bool, []byte) 
 
 // resumed answers ResumedRequest with what the connection's takeovers found, and forgets it.
 func resumed(ctx ssh.Context, _ *ssh.Server, _ *gossh.Request) (bool, []byte) {
-	res, _ := ctx.Value(resumedKey{}).(*Resumed)
+	res, _ := ctx.Value(resumedKey{}).(*wire.Resumed)
 	if res == nil {
-		res = &Resumed{}
+		res = &wire.Resumed{}
 	}
 	b, _ := json.Marshal(res)
-	ctx.SetValue(resumedKey{}, (*Resumed)(nil))
+	ctx.SetValue(resumedKey{}, (*wire.Resumed)(nil))
 	return true, b
 }

@@ -142,29 +142,9 @@ func TestRemoteForward(t *testing.T) {
 	if !srv.Forwarding(port) || srv.Forwarding(port+1) {
 		t.Errorf("Forwarding(%d) = %v, Forwarding(%d) = %v; want true, false", port, srv.Forwarding(port), port+1, srv.Forwarding(port+1))
 	}
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				b := make([]byte, 5)
-				io.ReadFull(conn, b)
-				conn.Write(append([]byte("laptop:"), b...))
-				conn.Close()
-			}()
-		}
-	}()
-	// a "cluster" client connects to the pod's port
-	cc, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc.Write([]byte("hello"))
-	b, _ := io.ReadAll(cc)
-	if string(b) != "laptop:hello" {
-		t.Errorf("through the remote forward: %q", b)
+	laptopAt(l, "laptop")
+	if got := fromCluster(t, port); got != "laptop:hello" {
+		t.Errorf("through the remote forward: %q", got)
 	}
 	if n := forwarded.Load(); n != 1 {
 		t.Errorf("OnForwarded called %d times for one connection", n)
@@ -237,12 +217,12 @@ func fromCluster(t *testing.T, port int) string {
 	return string(b)
 }
 
-func resumedOf(t *testing.T, c *sshtunnel.Client) sshd.Resumed {
+func resumedOf(t *testing.T, c *sshtunnel.Client) wire.Resumed {
 	t.Helper()
-	ok, b, err := c.SendRequest(sshd.ResumedRequest, true, nil)
-	var r sshd.Resumed
+	ok, b, err := c.SendRequest(wire.ResumedRequest, true, nil)
+	var r wire.Resumed
 	if err != nil || !ok || json.Unmarshal(b, &r) != nil {
-		t.Fatalf("%s: %v %v %q", sshd.ResumedRequest, ok, err, b)
+		t.Fatalf("%s: %v %v %q", wire.ResumedRequest, ok, err, b)
 	}
 	return r
 }
