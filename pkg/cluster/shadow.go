@@ -404,6 +404,11 @@ func podUsable(p *corev1.Pod, needReady bool) (bool, error) {
 			case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName":
 				return false, fmt.Errorf("shadow image %s cannot be pulled on node %s (%s: %s); push it to a registry the nodes reach, or pass --image", cs.Image, p.Spec.NodeName, w.Reason, w.Message)
 			case "CreateContainerConfigError", "CreateContainerError", "RunContainerError":
+				if strings.Contains(w.Message, "failed to sync") {
+					// A kubelet just restarted has not filled its Secret or ConfigMap cache
+					// yet; it retries by itself.
+					continue
+				}
 				return false, fmt.Errorf("shadow pod %s cannot start its container (%s): %s", ref, w.Reason, w.Message)
 			}
 		}

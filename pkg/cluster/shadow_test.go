@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
@@ -178,5 +179,21 @@ func TestRouterResources(t *testing.T) {
 	routerResources(pod)
 	if m := pod.Spec.Containers[0].Resources.Limits[corev1.ResourceMemory]; m.String() != "1Gi" || pod.Spec.Containers[0].Env[0].Value != strconv.Itoa(1<<30*4/5) {
 		t.Errorf("with --pod-quota: %s %v", m.String(), pod.Spec.Containers[0].Env)
+	}
+}
+
+// TestPodUsableWaitsForTheKubeletsCaches: a restarted kubelet's "failed to sync secret cache"
+// is waited out; another container config error is reported at once.
+func TestPodUsableWaitsForTheKubeletsCaches(t *testing.T) {
+	waiting := func(msg string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "kt-connect-shared", Namespace: "ns"},
+			Status: corev1.PodStatus{Phase: corev1.PodPending, ContainerStatuses: []corev1.ContainerStatus{{
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: msg}}}}}}
+	}
+	if ok, err := podUsable(waiting("failed to sync secret cache: timed out waiting for the condition"), true); ok || err != nil {
+		t.Errorf("a kubelet filling its cache: %v, %v; want to keep waiting", ok, err)
+	}
+	if ok, err := podUsable(waiting(`secret "kt-connect-shared" not found`), true); ok || err == nil || !strings.Contains(err.Error(), "cannot start its container") {
+		t.Errorf("a missing Secret: %v, %v; want an error now", ok, err)
 	}
 }
