@@ -123,9 +123,18 @@ func (c Config) Keys() []string {
 
 var profileRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
-func profilePath(name string) (string, error) {
+// CheckProfileName says whether name can name a profile: a file name of letters, digits, '.',
+// '_' and '-', never a path.
+func CheckProfileName(name string) error {
 	if !profileRE.MatchString(name) {
-		return "", fmt.Errorf("profile name %q: use letters, digits, '.', '_' and '-'", name)
+		return fmt.Errorf("profile name %q: use letters, digits, '.', '_' and '-'", name)
+	}
+	return nil
+}
+
+func profilePath(name string) (string, error) {
+	if err := CheckProfileName(name); err != nil {
+		return "", err
 	}
 	return filepath.Join(Dir(), "profile", name), nil
 }

@@ -49,6 +49,184 @@ func lookup(root *cobra.Command, key string) (*pflag.Flag, error) {
 	return nil, fmt.Errorf("%q: no command %q (use a command name or global)", key, g)
 }
 
+// Options holds the arguments and flags of one config subcommand (Action): the keys of get
+// and unset, the key and value of set, the profile name of the profile subcommands.
+type Options struct {
+	Action     string
+	Keys       []string
+	Key, Value string
+	Profile    string
+	All        bool // show: every key; unset: every default
+	Force      bool // save-profile: overwrite
+
+	root *cobra.Command
+	flag *pflag.Flag // set: the flag Key names
+
+	genericiooptions.IOStreams
+}
+
+// NewOptions returns the Options of the subcommand action of config, whose keys name root's flags.
+func NewOptions(root *cobra.Command, action string, streams genericiooptions.IOStreams) *Options {
+	return &Options{Action: action, root: root, IOStreams: streams}
+}
+
+// Complete reads the subcommand's arguments.
+func (o *Options) Complete(args []string) error {
+	switch o.Action {
+	case "get", "unset":
+		o.Keys = args
+	case "set":
+		k, v, err := parseSet(args)
+		if err != nil {
+			return err
+		}
+		o.Key, o.Value = k, v
+	case "save-profile", "load-profile", "drop-profile":
+		o.Profile = args[0]
+	}
+	return nil
+}
+
+// Validate checks every key against the command tree and every value against its flag, and
+// writes nothing: a bad argument leaves the config as it was.
+func (o *Options) Validate() error {
+	switch o.Action {
+	case "get":
+		for _, k := range o.Keys {
+			if _, err := lookup(o.root, k); err != nil {
+				return err
+			}
+		}
+	case "set":
+		f, err := lookup(o.root, o.Key)
+		if err != nil {
+			return err
+		}
+		// Parsing into the flag of this process's tree, which config does not run, checks the
+		// value as the command that reads it would.
+		if err := f.Value.Set(o.Value); err != nil {
+			return fmt.Errorf("%s = %q: not a valid value for --%s: %v", o.Key, o.Value, f.Name, err)
+		}
+		o.flag = f
+	case "unset":
+		if o.All == (len(o.Keys) > 0) {
+			return fmt.Errorf("name the keys to unset, or pass --all (not both)")
+		}
+		for _, k := range o.Keys {
+			if _, _, err := config.Split(k); err != nil {
+				return err
+			}
+		}
+	case "save-profile", "load-profile", "drop-profile":
+		return config.CheckProfileName(o.Profile)
+	}
+	return nil
+}
+
+// Run carries out the subcommand.
+func (o *Options) Run() error {
+	switch o.Action {
+	case "show":
+		return o.show()
+	case "get":
+		return o.get()
+	case "set":
+		return o.set()
+	case "unset":
+		return o.unset()
+	case "save-profile":
+		if err := config.SaveProfile(o.Profile, o.Force); err != nil {
+			return err
+		}
+		fmt.Fprintf(o.ErrOut, "saved profile %s\n", o.Profile)
+		return nil
+	case "load-profile":
+		return config.LoadProfile(o.Profile)
+	case "list-profile":
+		return o.listProfiles()
+	case "drop-profile":
+		return config.DropProfile(o.Profile)
+	}
+	return fmt.Errorf("config %s: no such subcommand", o.Action)
+}
+
+func (o *Options) show() error {
+	c, err := config.Load()
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
+	defer w.Flush()
+	if o.All {
+		printAll(w, o.root, c)
+		return nil
+	}
+	for _, k := range c.Keys() {
+		v, _ := c.Get(k)
+		fmt.Fprintf(w, "%s\t%s\n", k, v)
+	}
+	return nil
+}
+
+func (o *Options) get() error {
+	c, err := config.Load()
+	if err != nil {
+		return err
+	}
+	for _, k := range o.Keys {
+		v, ok := c.Get(k)
+		if !ok {
+			v = "(not set)"
+		}
+		fmt.Fprintf(o.Out, "%s = %s\n", k, v)
+	}
+	return nil
+}
+
+func (o *Options) set() error {
+	g, _, _ := config.Split(o.Key)
+	k := g + "." + o.flag.Name // the flag's own spelling, whatever alias was typed
+	c, err := config.Load()
+	if err != nil {
+		return err
+	}
+	if err := c.Set(k, o.Value); err != nil {
+		return err
+	}
+	if err := c.Save(); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.ErrOut, "%s = %s\n", k, o.Value)
+	return nil
+}
+
+func (o *Options) unset() error {
+	if o.All {
+		return config.Config{}.Save()
+	}
+	c, err := config.Load()
+	if err != nil {
+		return err
+	}
+	for _, k := range o.Keys {
+		if err := c.Unset(k); err != nil {
+			return err
+		}
+	}
+	return c.Save()
+}
+
+func (o *Options) listProfiles() error {
+	ps, err := config.ListProfiles()
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		fmt.Fprintf(o.Out, "%s\t%s\n", p.Name, p.Modified.Local().Format(time.DateTime))
+	}
+	return nil
+}
+
 // NewCmdConfig returns the config command; root is the command tree whose flags it sets.
 func NewCmdConfig(root *cobra.Command, streams genericiooptions.IOStreams) *cobra.Command {
 	cmd := &cobra.Command{
@@ -60,60 +238,42 @@ mesh, …) or global, ITEM a flag name. A flag given on the command line always 
   kubectl kt config set global.image=registry.example.com/kt/shadow:v1
   kubectl kt config save-profile team-a`,
 	}
-	cmd.AddCommand(newCmdShow(root, streams), newCmdGet(root, streams), newCmdSet(root, streams), newCmdUnset(),
-		newCmdSaveProfile(streams), newCmdLoadProfile(), newCmdListProfile(streams), newCmdDropProfile())
-	return cmd
-}
-
-func newCmdShow(root *cobra.Command, streams genericiooptions.IOStreams) *cobra.Command {
-	var all bool
-	cmd := &cobra.Command{
-		Use: "show", Short: "Print the configured defaults (--all: every key that can be set)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := config.Load()
-			if err != nil {
-				return err
-			}
-			w := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
-			defer w.Flush()
-			if !all {
-				for _, k := range c.Keys() {
-					v, _ := c.Get(k)
-					fmt.Fprintf(w, "%s\t%s\n", k, v)
-				}
-				return nil
-			}
-			printAll(w, root, c)
-			return nil
-		},
-	}
-	cmd.Flags().BoolVarP(&all, "all", "a", false, "List every key, with its value or default.")
-	return cmd
-}
-
-func newCmdGet(root *cobra.Command, streams genericiooptions.IOStreams) *cobra.Command {
-	return &cobra.Command{
-		Use: "get KEY...", Short: "Print configured values", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, k := range args {
-				if _, err := lookup(root, k); err != nil {
+	sub := func(use, short string, args cobra.PositionalArgs, flags func(*pflag.FlagSet, *Options)) *cobra.Command {
+		name, _, _ := strings.Cut(use, " ")
+		o := NewOptions(root, name, streams)
+		c := &cobra.Command{
+			Use: use, Short: short, Args: args,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := o.Complete(args); err != nil {
 					return usage.Wrap(err)
 				}
-			}
-			c, err := config.Load()
-			if err != nil {
-				return err
-			}
-			for _, k := range args {
-				v, ok := c.Get(k)
-				if !ok {
-					v = "(not set)"
+				if err := o.Validate(); err != nil {
+					return usage.Wrap(err)
 				}
-				fmt.Fprintf(streams.Out, "%s = %s\n", k, v)
-			}
-			return nil
-		},
+				return o.Run()
+			},
+		}
+		if flags != nil {
+			flags(c.Flags(), o)
+		}
+		cmd.AddCommand(c)
+		return c
 	}
+	sub("show", "Print the configured defaults (--all: every key that can be set)", cobra.NoArgs, func(fs *pflag.FlagSet, o *Options) {
+		fs.BoolVarP(&o.All, "all", "a", false, "List every key, with its value or default.")
+	})
+	sub("get KEY...", "Print configured values", cobra.MinimumNArgs(1), nil)
+	sub("set KEY VALUE | KEY=VALUE", "Set a default", cobra.RangeArgs(1, 3), nil)
+	sub("unset KEY... | --all", "Remove defaults", cobra.ArbitraryArgs, func(fs *pflag.FlagSet, o *Options) {
+		fs.BoolVarP(&o.All, "all", "a", false, "Remove every default.")
+	})
+	sub("save-profile NAME", "Save the current defaults as a profile", cobra.ExactArgs(1), func(fs *pflag.FlagSet, o *Options) {
+		fs.BoolVar(&o.Force, "force", false, "Overwrite an existing profile.")
+	})
+	sub("load-profile NAME", "Replace the current defaults with a profile", cobra.ExactArgs(1), nil)
+	sub("list-profile", "List the profiles", cobra.NoArgs, nil)
+	sub("drop-profile NAME", "Delete a profile", cobra.ExactArgs(1), nil)
+	return cmd
 }
 
 // parseSet reads set's arguments: KEY=VALUE, KEY VALUE or KEY = VALUE.
@@ -131,110 +291,6 @@ func parseSet(args []string) (key, value string, err error) {
 		return args[0], args[1], nil
 	}
 	return "", "", fmt.Errorf("write KEY=VALUE, KEY VALUE or KEY = VALUE")
-}
-
-func newCmdSet(root *cobra.Command, streams genericiooptions.IOStreams) *cobra.Command {
-	return &cobra.Command{
-		Use: "set KEY VALUE | KEY=VALUE", Short: "Set a default", Args: cobra.RangeArgs(1, 3),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			k, v, err := parseSet(args)
-			if err != nil {
-				return usage.Wrap(err)
-			}
-			f, err := lookup(root, k)
-			if err != nil {
-				return usage.Wrap(err)
-			}
-			if err := f.Value.Set(v); err != nil {
-				return usage.Errorf("%s = %q: not a valid value for --%s: %v", k, v, f.Name, err)
-			}
-			g, _, _ := config.Split(k)
-			k = g + "." + f.Name // the flag's own spelling, whatever alias was typed
-			c, err := config.Load()
-			if err != nil {
-				return err
-			}
-			c.Set(k, v)
-			if err := c.Save(); err != nil {
-				return err
-			}
-			fmt.Fprintf(streams.ErrOut, "%s = %s\n", k, v)
-			return nil
-		},
-	}
-}
-
-func newCmdUnset() *cobra.Command {
-	var all bool
-	cmd := &cobra.Command{
-		Use: "unset KEY... | --all", Short: "Remove defaults",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if !all && len(args) == 0 {
-				return usage.Errorf("name the keys to unset, or pass --all")
-			}
-			c, err := config.Load()
-			if err != nil {
-				return err
-			}
-			if all {
-				return config.Config{}.Save()
-			}
-			for _, k := range args {
-				if err := c.Unset(k); err != nil {
-					return usage.Wrap(err)
-				}
-			}
-			return c.Save()
-		},
-	}
-	cmd.Flags().BoolVarP(&all, "all", "a", false, "Remove every default.")
-	return cmd
-}
-
-func newCmdSaveProfile(streams genericiooptions.IOStreams) *cobra.Command {
-	var force bool
-	cmd := &cobra.Command{
-		Use: "save-profile NAME", Short: "Save the current defaults as a profile", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := config.SaveProfile(args[0], force); err != nil {
-				return err
-			}
-			fmt.Fprintf(streams.ErrOut, "saved profile %s\n", args[0])
-			return nil
-		},
-	}
-	cmd.Flags().BoolVar(&force, "force", false, "Overwrite an existing profile.")
-	return cmd
-}
-
-func newCmdLoadProfile() *cobra.Command {
-	return &cobra.Command{
-		Use: "load-profile NAME", Short: "Replace the current defaults with a profile", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return config.LoadProfile(args[0]) },
-	}
-}
-
-func newCmdListProfile(streams genericiooptions.IOStreams) *cobra.Command {
-	return &cobra.Command{
-		Use: "list-profile", Short: "List the profiles", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ps, err := config.ListProfiles()
-			if err != nil {
-				return err
-			}
-			for _, p := range ps {
-				fmt.Fprintf(streams.Out, "%s\t%s\n", p.Name, p.Modified.Local().Format(time.DateTime))
-			}
-			return nil
-		},
-	}
-}
-
-func newCmdDropProfile() *cobra.Command {
-	return &cobra.Command{
-		Use: "drop-profile NAME", Short: "Delete a profile", Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error { return config.DropProfile(args[0]) },
-	}
 }
 
 func printAll(w io.Writer, root *cobra.Command, c config.Config) {

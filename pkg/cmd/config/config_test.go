@@ -107,3 +107,41 @@ func TestSetGetUnset(t *testing.T) {
 		t.Errorf("show after unset: %q, %v", out.String(), err)
 	}
 }
+
+// TestValidate checks each subcommand's arguments as the command line gives them; an error
+// means nothing was written.
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		action string
+		args   []string
+		all    bool
+		err    string // "" for valid
+	}{
+		{"show", nil, false, ""},
+		{"get", []string{"connect.dns-mode", "global.namespace"}, false, ""},
+		{"get", []string{"connect.dns-mode", "connect.nope"}, false, "kubectl kt connect has no flag --nope"},
+		{"set", []string{"connect.timeout=3s"}, false, ""},
+		{"set", []string{"connect.timeout", "soon"}, false, "not a valid value for --timeout"},
+		{"set", []string{"nodot=1"}, false, "keys are GROUP.ITEM"},
+		{"set", []string{"connect.timeout"}, false, "write KEY=VALUE"},
+		{"unset", []string{"connect.dns-mode"}, false, ""},
+		{"unset", nil, true, ""},
+		{"unset", nil, false, "--all"},
+		{"unset", []string{"connect.dns-mode"}, true, "not both"},
+		{"unset", []string{"nodot"}, false, "keys are GROUP.ITEM"},
+		{"save-profile", []string{"team-a"}, false, ""},
+		{"load-profile", []string{"../config"}, false, "profile name"},
+		{"drop-profile", []string{".hidden"}, false, "profile name"},
+		{"list-profile", nil, false, ""},
+	} {
+		o := NewOptions(tree(), tc.action, genericiooptions.IOStreams{})
+		o.All = tc.all
+		err := o.Complete(tc.args)
+		if err == nil {
+			err = o.Validate()
+		}
+		if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("config %s %q (all %v): %v, want %q", tc.action, tc.args, tc.all, err, tc.err)
+		}
+	}
+}
