@@ -8,6 +8,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -436,13 +437,36 @@ func DeleteShadowDeployment(ctx context.Context, client kubernetes.Interface, ns
 	if err != nil && !apierrors.IsNotFound(err) {
 		return Explain(err, "delete", "deployments", ns)
 	}
-	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.SessionLabel + "=" + session + "," + wire.ManagedByLabel + "=" + wire.ManagedBy})
-	if err == nil {
-		for _, p := range pods.Items {
-			DeleteShadow(ctx, client, ns, p.Name)
-		}
+	return deleteShadows(ctx, client, ns, wire.SessionLabel+"="+session+","+wire.ManagedByLabel+"="+wire.ManagedBy)
+}
+
+// deleteShadows deletes the shadow pods that selector selects, and says which it could not.
+func deleteShadows(ctx context.Context, client kubernetes.Interface, ns, selector string) error {
+	pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return Explain(err, "list", "pods", ns)
 	}
-	return nil
+	var errs []error
+	for _, p := range pods.Items {
+		errs = append(errs, DeleteShadow(ctx, client, ns, p.Name))
+	}
+	return errors.Join(errs...)
+}
+
+// DeleteExchangeObjects deletes what an exchange session left in the cluster besides the
+// Service it changed: its shadow pods and the origin Service its shadows fall back to. recover
+// calls it once the Service is restored, so nothing of the session stays behind.
+func DeleteExchangeObjects(ctx context.Context, client kubernetes.Interface, ns, session string) error {
+	errs := []error{deleteShadows(ctx, client, ns, wire.ExchangeLabel+"="+session)}
+	svcs, err := client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{
+		LabelSelector: wire.ExchangeLabel + "=" + session + "," + wire.RoleLabel + "=origin," + wire.ManagedByLabel + "=" + wire.ManagedBy})
+	if err != nil {
+		return errors.Join(append(errs, Explain(err, "list", "services", ns))...)
+	}
+	for _, s := range svcs.Items {
+		errs = append(errs, DeleteService(ctx, client, ns, s.Name))
+	}
+	return errors.Join(errs...)
 }
 
 // probePort is wire.ProbePort, or the first port above it that no forward uses.

@@ -118,14 +118,8 @@ func (o *Options) Run(ctx context.Context) error {
 		return nil
 	}
 	if locked && l.Session != "" {
-		pods, _ := o.client.CoreV1().Pods(o.namespace).List(ctx, metav1.ListOptions{LabelSelector: wire.ExchangeLabel + "=" + l.Session})
-		if pods != nil {
-			for _, p := range pods.Items {
-				cluster.DeleteShadow(ctx, o.client, o.namespace, p.Name)
-			}
-		}
 		fmt.Fprintf(o.Out, "service %s/%s restored (it was %sd by %s)\n", o.namespace, name, l.Role, l.Owner)
-		return nil
+		return cluster.DeleteExchangeObjects(ctx, o.client, o.namespace, l.Session)
 	}
 	fmt.Fprintf(o.Out, "service %s/%s restored\n", o.namespace, name)
 	return nil

@@ -43,6 +43,45 @@ func TestRecoverScalesBackTheWorkload(t *testing.T) {
 	}
 }
 
+// After a crashed selector-mode exchange, recover restores the Service and deletes what the
+// session left: its shadow and the origin Service the shadow fell back to; other sessions'
+// objects stay.
+func TestRecoverDeletesTheSessionsObjects(t *testing.T) {
+	ctx := context.Background()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
+	wire.RedirectService(svc, map[string]string{wire.ExchangeLabel: "s1"})
+	wire.SetServiceLock(svc, wire.Lock{Owner: "dev@laptop", Session: "s1", Role: "exchange"})
+	owned := func(name, session, role string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: "ns", Labels: map[string]string{
+			wire.ManagedByLabel: wire.ManagedBy, wire.RoleLabel: role, wire.ExchangeLabel: session}}
+	}
+	client := fake.NewClientset(svc,
+		&corev1.Pod{ObjectMeta: owned("kt-exchange-web-s1", "s1", "exchange")},
+		&corev1.Service{ObjectMeta: owned("kt-origin-web-s1", "s1", "origin")},
+		&corev1.Service{ObjectMeta: owned("kt-origin-api-s2", "s2", "origin")})
+	var out bytes.Buffer
+	o := &Options{Service: "web", client: client, namespace: "ns", IOStreams: genericiooptions.IOStreams{Out: &out, ErrOut: &out}}
+	if err := o.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := client.CoreV1().Services("ns").Get(ctx, "web", metav1.GetOptions{})
+	if got.Spec.Selector["app"] != "web" || got.Annotations != nil {
+		t.Errorf("not restored: %v %v", got.Spec.Selector, got.Annotations)
+	}
+	if _, err := client.CoreV1().Pods("ns").Get(ctx, "kt-exchange-web-s1", metav1.GetOptions{}); err == nil {
+		t.Error("the session's shadow is left")
+	}
+	if _, err := client.CoreV1().Services("ns").Get(ctx, "kt-origin-web-s1", metav1.GetOptions{}); err == nil {
+		t.Error("the session's origin Service is left")
+	}
+	if _, err := client.CoreV1().Services("ns").Get(ctx, "kt-origin-api-s2", metav1.GetOptions{}); err != nil {
+		t.Errorf("another session's origin Service went: %v", err)
+	}
+	if !strings.Contains(out.String(), "restored (it was exchanged by dev@laptop)") {
+		t.Errorf("output: %q", out.String())
+	}
+}
+
 func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
 		service string
