@@ -29,6 +29,22 @@ type PodOptions struct {
 	// FallbackAfter is how long an exchange's or mesh's shadow waits for a client it no longer
 	// hears from before it sends the traffic to the original pods instead (0: never).
 	FallbackAfter time.Duration
+	// FallbackGiven says --fallback-after was given (on the command line or in the config):
+	// CompleteFallback leaves it as it is.
+	FallbackGiven bool
+}
+
+// DefaultFallbackAfter is exchange's and mesh's --fallback-after unless one is given: callers
+// of a Service whose developer went away wait no longer than this for the original pods.
+const DefaultFallbackAfter = 10 * time.Second
+
+// CompleteFallback fits a --fallback-after nobody gave to the expiry: at most half of it, so
+// the shadow falls back well before it expires (a short --shadow-expire-after alone is no
+// usage error). A given one is left for ValidateFallback to check.
+func (o *PodOptions) CompleteFallback() {
+	if !o.FallbackGiven && o.FallbackAfter > o.ExpireAfter/2 {
+		o.FallbackAfter = o.ExpireAfter / 2
+	}
 }
 
 // NewPodOptions returns the defaults.

@@ -98,6 +98,7 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, tgt string) err
 	o.cfg.RESTConfig, o.cfg.Client, o.cfg.Namespace, o.cfg.Target = rc, client, ns, tgt
 	o.cfg.Expose, _ = target.ParseExpose(o.Expose) // an unparsable one stays empty for Validate to refuse
 	o.cfg.Mode, o.cfg.SkipPortChecking, o.cfg.RecoverWaitTime, o.cfg.Pod = o.Mode, o.SkipPortChecking, o.RecoverWaitTime, o.Pod
+	o.Pod.CompleteFallback()
 	o.cfg.Command = kube.CommandLine()
 	o.cfg.ErrOut = o.ErrOut
 	return nil

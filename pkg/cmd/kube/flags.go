@@ -52,6 +52,18 @@ func AddPodFlags(fs *pflag.FlagSet, o *cluster.PodOptions) {
 // AddFallbackFlag binds --fallback-after: exchange's and mesh's, whose shadows send the traffic
 // back to the original pods while this client is away.
 func AddFallbackFlag(fs *pflag.FlagSet, o *cluster.PodOptions) {
-	DurationVar(fs, &o.FallbackAfter, "fallback-after", o.FallbackAfter,
-		"When the shadow has not heard from this machine this long (e.g. 10s), it sends the traffic to the original pods until this machine is back (default 0: never; callers wait for it until the shadow expires).")
+	o.FallbackAfter = cluster.DefaultFallbackAfter
+	fs.Var(givenFlag{secondsDuration{&o.FallbackAfter}, &o.FallbackGiven}, "fallback-after",
+		"When the shadow has not heard from this machine this long, it sends the traffic to the original pods until this machine is back. Unless given, at most half of --shadow-expire-after; 0: never (callers then wait for this machine until the shadow expires).")
+}
+
+// givenFlag is a flag that records being set, by the command line or by a config default.
+type givenFlag struct {
+	pflag.Value
+	given *bool
+}
+
+func (f givenFlag) Set(s string) error {
+	*f.given = true
+	return f.Value.Set(s)
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/kubectl-kt/kt/pkg/cluster"
 )
 
 func TestRedact(t *testing.T) {
@@ -39,5 +41,36 @@ func TestDurationVar(t *testing.T) {
 	}
 	if err := fs.Set("timeout", "soon"); err == nil {
 		t.Error("--timeout soon was taken")
+	}
+}
+
+// TestFallbackFlag: the default fallback fits a short expiry; a given one is kept as given,
+// for ValidateFallback to refuse if it does not fit.
+func TestFallbackFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+		err  string
+	}{
+		{nil, 10 * time.Second, ""},
+		{[]string{"--shadow-expire-after", "10s"}, 5 * time.Second, ""},
+		{[]string{"--shadow-expire-after", "15"}, 7500 * time.Millisecond, ""},
+		{[]string{"--fallback-after", "0"}, 0, ""},
+		{[]string{"--fallback-after", "4s", "--shadow-expire-after", "10s"}, 4 * time.Second, ""},
+		{[]string{"--fallback-after", "10s", "--shadow-expire-after", "10s"}, 10 * time.Second, "less than --shadow-expire-after"},
+		{[]string{"--fallback-after", "2s"}, 2 * time.Second, "from 3s"},
+	} {
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		o := cluster.NewPodOptions()
+		AddPodFlags(fs, o)
+		AddFallbackFlag(fs, o)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		o.CompleteFallback()
+		err := o.ValidateFallback()
+		if o.FallbackAfter != tc.want || (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%q: fallback %s, %v; want %s, %q", tc.args, o.FallbackAfter, err, tc.want, tc.err)
+		}
 	}
 }

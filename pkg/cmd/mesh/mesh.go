@@ -87,6 +87,7 @@ func (o *Options) complete(tgt string) {
 	o.cfg.Target, o.cfg.Mode, o.cfg.SkipPortChecking, o.cfg.RouterImage, o.cfg.Pod = tgt, o.Mode, o.SkipPortChecking, o.RouterImage, o.Pod
 	o.cfg.Expose, _ = target.ParseExpose(o.Expose)
 	o.cfg.Key, o.cfg.Value, _ = mesh.ParseVersionMark(o.VersionMark)
+	o.Pod.CompleteFallback()
 	o.cfg.Command = kube.CommandLine()
 	o.cfg.ErrOut = o.ErrOut
 }
