@@ -83,6 +83,7 @@ var notRun = map[string]string{
 	"wget":    "run in the cluster's client pod (busybox), never on the machine",
 	"kubectl": "the test cluster's own, built by hack/cluster/build.sh",
 	"route":   "ip route",
+	"patch":   "kubectl patch",
 	"time":    "dig's +time= option",
 	"zip":     "a file name's extension (the tests read zips with archive/zip)",
 	"file":    "a shell variable",

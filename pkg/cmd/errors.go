@@ -24,6 +24,14 @@ func ExitCode(err error, errOut io.Writer, cmdPath string) int {
 		return ExitOK
 	}
 	msg := strings.Join(strings.Fields(err.Error()), " ")
+	var st *usage.ExitStatus
+	if errors.As(err, &st) {
+		if err == error(st) {
+			return st.Code
+		}
+		fmt.Fprintf(errOut, "error: %s\n", msg) // the process's status, and what kt failed to undo
+		return max(st.Code, ExitFailure)
+	}
 	var ue *usage.Error
 	if errors.As(err, &ue) || isCobraUsage(err) {
 		if cmdPath == "" {

@@ -19,9 +19,11 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cmd/exchange"
 	"github.com/kubectl-kt/kt/pkg/cmd/forward"
 	"github.com/kubectl-kt/kt/pkg/cmd/mesh"
+	mountcmd "github.com/kubectl-kt/kt/pkg/cmd/mount"
 	netadmincmd "github.com/kubectl-kt/kt/pkg/cmd/netadmin"
 	"github.com/kubectl-kt/kt/pkg/cmd/preview"
 	"github.com/kubectl-kt/kt/pkg/cmd/recover"
+	"github.com/kubectl-kt/kt/pkg/cmd/run"
 	"github.com/kubectl-kt/kt/pkg/cmd/status"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/cmd/version"
@@ -58,6 +60,8 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 		preview.NewCmdPreview(configFlags, streams),
 		forward.NewCmdForward(configFlags, streams),
 		env.NewCmdEnv(configFlags, streams),
+		run.NewCmdRun(configFlags, streams),
+		mountcmd.NewCmdMount(configFlags, streams),
 		recover.NewCmdRecover(configFlags, streams),
 		clean.NewCmdClean(configFlags, streams),
 		status.NewCmdStatus(configFlags, streams),

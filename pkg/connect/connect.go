@@ -90,6 +90,9 @@ type Config struct {
 
 	In          io.Reader
 	Out, ErrOut io.Writer
+	// Ready, when set, is called once the way to the cluster is up (kubectl kt run starts
+	// its process then).
+	Ready func()
 }
 
 type connector struct {
@@ -176,6 +179,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	log.V(1).Info("connected", "routes", len(routes))
+	if cfg.Ready != nil {
+		cfg.Ready()
+	}
 	dropColdPages()
 	c.supervise(ctx)
 	return nil

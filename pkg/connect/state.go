@@ -204,3 +204,19 @@ func CleanLocal(dryRun bool, admin netadmin.Admin) ([]State, []State, error) {
 	}
 	return cleaned, running, nil
 }
+
+// Running returns the state of the connect to server that runs on this machine, in this
+// network namespace and as this user (the same state directory), if one does: kubectl kt
+// run uses it instead of starting another.
+func Running(server string) (*State, bool) {
+	f, err := openState(statePath(server), os.O_RDONLY)
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close() // and with it the lock, if this took it
+	if tryLock(f) == nil {
+		return nil, false
+	}
+	st := readState(f)
+	return &st, true
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +22,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
+
+// DefaultContainerAnnotation names the container kubectl picks when none is given.
+const DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
 
 // Var is one variable.
 type Var struct {
@@ -44,7 +48,7 @@ var validName = regexp.MustCompile(`^[-._a-zA-Z][-._a-zA-Z0-9]*$`)
 // first, then env; a later one replaces an earlier one of the same name), and a warning for
 // each one it left out (a reference to something missing or unreadable that is not optional).
 func (r *Resolver) Resolve(ctx context.Context, pod *corev1.Pod, container string) ([]Var, []string, error) {
-	c := findContainer(pod, container)
+	c := FindContainer(pod, container)
 	if c == nil {
 		var names []string
 		for _, c := range pod.Spec.Containers {
@@ -99,7 +103,15 @@ func (r *Resolver) Resolve(ctx context.Context, pod *corev1.Pod, container strin
 	return vars, warnings, nil
 }
 
-func findContainer(pod *corev1.Pod, name string) *corev1.Container {
+// FindContainer returns the container of pod named name; when name is empty, the one the
+// pod's kubectl.kubernetes.io/default-container annotation names, else the first, as kubectl.
+func FindContainer(pod *corev1.Pod, name string) *corev1.Container {
+	if name == "" {
+		name = pod.Annotations[DefaultContainerAnnotation]
+		if !slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == name }) {
+			name = "" // kubectl too takes the first when the annotation names none of them
+		}
+	}
 	for i, c := range pod.Spec.Containers {
 		if c.Name == name || name == "" && i == 0 {
 			return &pod.Spec.Containers[i]
@@ -161,10 +173,10 @@ func (r *Resolver) valueFrom(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 		}
 		return string(v), true, nil
 	case from.FieldRef != nil:
-		v, err := fieldValue(pod, from.FieldRef.FieldPath)
+		v, err := FieldValue(pod, from.FieldRef.FieldPath)
 		return v, err == nil, err
 	case from.ResourceFieldRef != nil:
-		v, err := resourceValue(c, from.ResourceFieldRef)
+		v, err := ResourceValue(c, from.ResourceFieldRef)
 		return v, err == nil, err
 	}
 	return "", false, fmt.Errorf("a reference kt does not know")
@@ -225,8 +237,8 @@ func get[T any](ctx context.Context, r *Resolver, cache *map[string]*T, kind, ns
 
 var fieldPath = regexp.MustCompile(`^metadata\.(labels|annotations)\['(.+)'\]$`)
 
-// fieldValue is what the downward API gives for path.
-func fieldValue(pod *corev1.Pod, path string) (string, error) {
+// FieldValue is what the downward API gives for path.
+func FieldValue(pod *corev1.Pod, path string) (string, error) {
 	switch path {
 	case "metadata.name":
 		return pod.Name, nil
@@ -264,10 +276,10 @@ func fieldValue(pod *corev1.Pod, path string) (string, error) {
 	return "", fmt.Errorf("field %q is not one the downward API gives", path)
 }
 
-// resourceValue is what the downward API gives for a container's request or limit: the
+// ResourceValue is what the downward API gives for a container's request or limit: the
 // quantity divided by the divisor, rounded up. A limit that is not set is the node's
 // allocatable amount, which the pod does not tell: it is left out.
-func resourceValue(c *corev1.Container, ref *corev1.ResourceFieldSelector) (string, error) {
+func ResourceValue(c *corev1.Container, ref *corev1.ResourceFieldSelector) (string, error) {
 	kind, name, ok := strings.Cut(ref.Resource, ".")
 	if !ok || kind != "limits" && kind != "requests" {
 		return "", fmt.Errorf("resource %q is not one the downward API gives", ref.Resource)

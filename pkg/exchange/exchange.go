@@ -52,6 +52,8 @@ type Config struct {
 	ErrOut           io.Writer
 	// Start starts the shadow's session; nil starts a real one through RESTConfig.
 	Start session.Starter
+	// Ready, when set, is called once the Service's traffic goes to this machine.
+	Ready func()
 }
 
 // Run exchanges until ctx ends, then restores the Service (first) and deletes the shadow.
@@ -89,6 +91,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	if err := x.switchTraffic(ctx, t.Workload, &undo); err != nil {
 		return err
+	}
+	if cfg.Ready != nil {
+		cfg.Ready()
 	}
 	return x.keep(ctx, serveErr)
 }

@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -52,6 +53,9 @@ func (s *podSource) pods(ctx context.Context, cfg Config) ([]corev1.Pod, error) 
 
 const targetKinds = "svc/NAME, deploy/NAME, sts/NAME, pod/NAME, a Service NAME or HOST:PORT"
 
+// ErrNotFound is in the error of a target that does not exist.
+var ErrNotFound = errors.New("not found")
+
 // resolve finds what cfg.Target names.
 func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 	kind, name, ok := target.ParseRef(cfg.Target)
@@ -60,7 +64,7 @@ func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 	}
 	ns := cfg.Namespace
 	notFound := func(what string) error {
-		return fmt.Errorf("%s %s/%s not found; check the name and -n/--namespace", what, ns, name)
+		return fmt.Errorf("%s %s/%s %w; check the name and -n/--namespace", what, ns, name, ErrNotFound)
 	}
 	switch kind {
 	case target.KindService:

@@ -62,6 +62,8 @@ type Config struct {
 	ErrOut           io.Writer
 	// Start starts a shadow's session; nil starts a real one through RESTConfig.
 	Start session.Starter
+	// Ready, when set, is called once the marked requests come to this machine.
+	Ready func()
 	// Router asks the mesh router; nil asks it through a port-forward.
 	Router Router
 }
@@ -282,6 +284,23 @@ func (m *mesher) manual(ctx context.Context, undo *undo.Stack) error {
 }
 
 // auto joins (or creates) the Service's mesh.
+// announce waits until the router routes this member's mark here, and says so.
+func (m *mesher) announce(ctx context.Context) error {
+	wait := progress.Start(m.cfg.ErrOut, "Waiting for the router to route '"+m.cfg.Key+": "+m.cfg.Value+"' here")
+	err := m.waitRouted(ctx)
+	wait.Stop()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(m.cfg.ErrOut, "Meshed service %s/%s: requests with header '%s: %s' go to this machine (%s); all others go to the original pods. Ctrl-C to stop.\n",
+		m.ns, m.svc.Name, m.cfg.Key, m.cfg.Value, describe(m.ports))
+	fmt.Fprintln(m.cfg.ErrOut, "note: TLS connections cannot be routed by header; the router passes them through to the original pods")
+	if m.cfg.Ready != nil {
+		m.cfg.Ready()
+	}
+	return nil
+}
+
 func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 	created, err := m.join(ctx, undo)
 	if err != nil {
@@ -309,15 +328,9 @@ func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 	}
 	// Pushed last, so it runs first on exit: leave, and restore everything if nobody is left.
 	undo.Push("leave the mesh of "+m.svc.Name, func(ctx context.Context) error { return m.leave(ctx) })
-	wait := progress.Start(m.cfg.ErrOut, "Waiting for the router to route '"+m.cfg.Key+": "+m.cfg.Value+"' here")
-	err = m.waitRouted(ctx)
-	wait.Stop()
-	if err != nil {
+	if err := m.announce(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(m.cfg.ErrOut, "Meshed service %s/%s: requests with header '%s: %s' go to this machine (%s); all others go to the original pods. Ctrl-C to stop.\n",
-		m.ns, m.svc.Name, m.cfg.Key, m.cfg.Value, describe(m.ports))
-	fmt.Fprintln(m.cfg.ErrOut, "note: TLS connections cannot be routed by header; the router passes them through to the original pods")
 	// beat refreshes this member's heartbeat and shadow address; a member dropped while we
 	// were unreachable joins again.
 	beat := func() error {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -63,6 +64,10 @@ func snapshot(t testing.TB) state {
 		}
 		s.Laptop[name] = normalize(name, out)
 	}
+	// kubectl kt run's and mount's files, and their records (kt runs as root here).
+	mounts, _ := filepath.Glob(filepath.Join(os.TempDir(), "kt-mount-*"))
+	records, _ := filepath.Glob("/run/kubectl-kt/mount-*.json")
+	s.Laptop["mounts"] = strings.Join(append(mounts, records...), "\n")
 	for _, f := range []string{"resolv.conf", "hosts"} {
 		b, err := os.ReadFile(laptopEtcNetns + "/" + f)
 		if err != nil {

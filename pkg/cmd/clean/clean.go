@@ -23,6 +23,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/connect"
+	"github.com/kubectl-kt/kt/pkg/mount"
 	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/target"
 	"github.com/kubectl-kt/kt/pkg/wire"
@@ -107,7 +108,11 @@ func (o *Options) Run(ctx context.Context) error {
 	for _, st := range running {
 		fmt.Fprintf(o.ErrOut, "Left alone: connect pid %d is running (shadow %s)\n", st.PID, st.Shadow)
 	}
-	if err != nil {
+	mounts, merr := mount.CleanStale(connect.StateDir(), o.DryRun)
+	for _, m := range mounts {
+		fmt.Fprintf(o.Out, "%s the files of kubectl kt run or mount pid %d in %s\n", verb, m.PID, m.Root)
+	}
+	if err = errors.Join(err, merr); err != nil {
 		return err
 	}
 	if o.LocalOnly {

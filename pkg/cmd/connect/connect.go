@@ -265,6 +265,9 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Comm
 	return nil
 }
 
+// Config is the configuration Complete built, for kubectl kt run.
+func (o *Options) Config() connect.Config { return o.cfg }
+
 // Run connects until ctx ends.
 func (o *Options) Run(ctx context.Context) error {
 	return connect.Run(ctx, o.cfg)

@@ -68,6 +68,9 @@ then deletes the shadow. Needs no root.`,
 	return cmd
 }
 
+// Config is the configuration Complete built, for kubectl kt run.
+func (o *Options) Config() exchange.Config { return o.cfg }
+
 // Validate checks the flags; it changes nothing.
 func (o *Options) Validate() error {
 	if _, err := target.ParseExpose(o.Expose); err != nil {

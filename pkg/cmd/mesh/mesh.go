@@ -92,6 +92,9 @@ func (o *Options) complete(tgt string) {
 	o.cfg.ErrOut = o.ErrOut
 }
 
+// Config is the configuration Complete built, for kubectl kt run.
+func (o *Options) Config() mesh.Config { return o.cfg }
+
 // Validate checks the flags; it changes nothing.
 func (o *Options) Validate() error {
 	if _, err := target.ParseExpose(o.Expose); err != nil {

@@ -19,3 +19,9 @@ func Wrap(err error) error {
 	}
 	return &Error{Err: err}
 }
+
+// ExitStatus ends kt with Code and no message of its own: kubectl kt run passes on its
+// process's exit status this way (128+N for a signal N).
+type ExitStatus struct{ Code int }
+
+func (e *ExitStatus) Error() string { return fmt.Sprintf("the process exited with status %d", e.Code) }
