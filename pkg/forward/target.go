@@ -2,7 +2,6 @@ package forward
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -54,7 +53,7 @@ func (s *podSource) pods(ctx context.Context, cfg Config) ([]corev1.Pod, error) 
 const targetKinds = "svc/NAME, deploy/NAME, sts/NAME, pod/NAME, a Service NAME or HOST:PORT"
 
 // ErrNotFound is in the error of a target that does not exist.
-var ErrNotFound = errors.New("not found")
+var ErrNotFound = target.ErrNotFound
 
 // resolve finds what cfg.Target names.
 func resolve(ctx context.Context, cfg Config) (*podSource, error) {

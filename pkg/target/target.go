@@ -6,6 +6,7 @@ package target
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -39,7 +40,12 @@ type Target struct {
 	Workload *Workload // nil when none could be found
 }
 
+// ErrNotFound is in the error of a target that does not exist (kubectl kt run makes it a
+// usage error).
+var ErrNotFound = errors.New("not found")
+
 // Resolve finds the Service (and its workload) for svc/NAME, deploy/NAME, sts/NAME or NAME.
+
 func Resolve(ctx context.Context, client kubernetes.Interface, ns, ref string) (*Target, error) {
 	kind, name, ok := ParseRef(ref)
 	if !ok || kind == KindPod {
@@ -49,7 +55,7 @@ func Resolve(ctx context.Context, client kubernetes.Interface, ns, ref string) (
 	case KindService:
 		svc, err := client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("service %s/%s not found; check the name and -n/--namespace", ns, name)
+			return nil, fmt.Errorf("service %s/%s %w; check the name and -n/--namespace", ns, name, ErrNotFound)
 		}
 		if err != nil {
 			return nil, err
@@ -103,7 +109,7 @@ func GetWorkload(ctx context.Context, client kubernetes.Interface, ns string, ki
 	if kind == KindDeployment {
 		d, err := client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("deployment %s/%s not found; check the name and -n/--namespace", ns, name)
+			return nil, fmt.Errorf("deployment %s/%s %w; check the name and -n/--namespace", ns, name, ErrNotFound)
 		}
 		if err != nil {
 			return nil, err
@@ -112,7 +118,7 @@ func GetWorkload(ctx context.Context, client kubernetes.Interface, ns string, ki
 	}
 	s, err := client.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("statefulset %s/%s not found; check the name and -n/--namespace", ns, name)
+		return nil, fmt.Errorf("statefulset %s/%s %w; check the name and -n/--namespace", ns, name, ErrNotFound)
 	}
 	if err != nil {
 		return nil, err
