@@ -136,8 +136,10 @@ resolved:
 demo: deps cluster-up build
 	hack/demo.sh
 
+# BENCH picks benchmarks by name (make bench BENCH=Run).
+BENCH ?= .
 bench: deps cluster-up build
-	KT_BIN=$(CURDIR)/bin/kubectl-kt go test -tags e2e -count=1 -timeout 30m -run '^$$' -bench . -benchtime 1x ./test/e2e | tee $(KT_ROOT)/logs/bench.log
+	KT_BIN=$(CURDIR)/bin/kubectl-kt go test -tags e2e -count=1 -timeout 30m -run '^$$' -bench '$(value BENCH)' -benchtime 1x ./test/e2e | tee $(KT_ROOT)/logs/bench.log
 
 lint: deps
 	go vet ./...

@@ -10,11 +10,14 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -44,6 +47,23 @@ type Resolver struct {
 	// ServiceAccountToken asks for projected service account tokens (a credential, so only
 	// when asked): a TokenRequest bound to the pod.
 	ServiceAccountToken bool
+	// Now is the clock for the tokens' lifetimes (time.Now when nil).
+	Now func() time.Time
+
+	mu     sync.Mutex
+	tokens map[tokenKey]issuedToken
+}
+
+// tokenKey is what makes one projected token differ from another, as for the kubelet.
+type tokenKey struct {
+	namespace, serviceAccount, audience string
+	pod                                 types.UID
+	seconds                             int64
+}
+
+type issuedToken struct {
+	token           string
+	issued, expires time.Time
 }
 
 // Skipped is a volume mount whose content is not in the API (emptyDir, a PVC, hostPath, CSI…)
@@ -286,6 +306,21 @@ func (r *Resolver) token(ctx context.Context, pod *corev1.Pod, p *corev1.Service
 	if sa == "" {
 		sa = "default"
 	}
+	key := tokenKey{pod.Namespace, sa, p.Audience, pod.UID, ptr.Deref(p.ExpirationSeconds, 0)}
+	now := time.Now
+	if r.Now != nil {
+		now = r.Now
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// A token is asked for again only when 80% of its life has passed, or a day, as the kubelet
+	// does: a refresh of the files every few seconds must not mint a credential each time.
+	if t, ok := r.tokens[key]; ok {
+		life := min(t.expires.Sub(t.issued), 24*time.Hour)
+		if now().Before(t.issued.Add(life * 8 / 10)) {
+			return []File{{Path: path.Clean(p.Path), Data: []byte(t.token), Mode: def}}, nil
+		}
+	}
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
 		ExpirationSeconds: p.ExpirationSeconds,
 		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
@@ -297,6 +332,14 @@ func (r *Resolver) token(ctx context.Context, pod *corev1.Pod, p *corev1.Service
 	if err != nil {
 		return nil, fmt.Errorf("a token of service account %s/%s: %w", pod.Namespace, sa, err)
 	}
+	issued, expires := now(), out.Status.ExpirationTimestamp.Time
+	if !expires.After(issued) { // no expiry said: the asked-for one, or the API's default hour
+		expires = issued.Add(time.Duration(ptr.Deref(p.ExpirationSeconds, 3600)) * time.Second)
+	}
+	if r.tokens == nil {
+		r.tokens = map[tokenKey]issuedToken{}
+	}
+	r.tokens[key] = issuedToken{out.Status.Token, issued, expires}
 	return []File{{Path: path.Clean(p.Path), Data: []byte(out.Status.Token), Mode: def}}, nil
 }
 

@@ -2,15 +2,20 @@ package mount
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 )
 
@@ -223,5 +228,50 @@ func TestCleanStale(t *testing.T) {
 	}
 	if _, err := os.Stat(notOurs); err != nil {
 		t.Error("a directory without kt's marker was removed")
+	}
+}
+
+// A refresh every few seconds must not mint a token each time: one is asked for again only
+// when 80% of its life has passed.
+func TestTokensAreReusedUntilNearTheirExpiry(t *testing.T) {
+	client := testObjects()
+	issued := 0
+	client.PrependReactor("create", "serviceaccounts", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "token" {
+			return false, nil, nil
+		}
+		issued++
+		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenRequest).DeepCopy()
+		tr.Status.Token = fmt.Sprintf("token-%d", issued)
+		return true, tr, nil // no expiry in the answer: the API's default hour
+	})
+	now := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	r := &Resolver{Client: client, ServiceAccountToken: true, Now: func() time.Time { return now }}
+	token := func() string {
+		t.Helper()
+		ms, _, err := r.Resolve(context.Background(), testPod(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			for _, f := range m.Files {
+				if f.Path == "token" {
+					return string(f.Data)
+				}
+			}
+		}
+		t.Fatal("no token file")
+		return ""
+	}
+	if got := token(); got != "token-1" {
+		t.Fatalf("first token %q", got)
+	}
+	now = now.Add(47 * time.Minute)
+	if got := token(); got != "token-1" || issued != 1 {
+		t.Errorf("after 47 min: %q, %d issued; want the first token again", got, issued)
+	}
+	now = now.Add(2 * time.Minute) // 49 min: past 80% of the hour
+	if got := token(); got != "token-2" || issued != 2 {
+		t.Errorf("after 49 min: %q, %d issued; want a new token", got, issued)
 	}
 }

@@ -39,13 +39,13 @@ func testappBin(t testing.TB) string {
 }
 
 // fromPod requests url from the client pod and returns the body.
-func fromPod(t *testing.T, url string) result {
+func fromPod(t testing.TB, url string) result {
 	t.Helper()
 	return inCluster(t, "timeout 40 wget -qO- '"+url+"'")
 }
 
 // eventuallyFromPod waits until a request from the client pod answers with want.
-func eventuallyFromPod(t *testing.T, url, want string) {
+func eventuallyFromPod(t testing.TB, url, want string) {
 	t.Helper()
 	// CoreDNS caches headless answers for up to 30 s, so a switch back can take that long.
 	eventually(t, 45*time.Second, "GET "+url+" from a pod answers "+want, func() error {

@@ -71,7 +71,7 @@ spec:
 
 // setupRunapp applies runappYAML and deletes it when the test ends (after the test's own
 // nothing-left-behind check, which is registered after this).
-func setupRunapp(t *testing.T) {
+func setupRunapp(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
 	y := strings.ReplaceAll(runappYAML, "TESTAPP", testapp)
