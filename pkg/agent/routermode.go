@@ -98,6 +98,10 @@ func serveRoutes(r *router.Router) (*http.Server, error) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(r.Members())
 	})
+	mux.HandleFunc("/mirrors", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(r.Mirrors())
+	})
 	handleTraffic(mux, r.SinceLastAccept)
 	hl, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(wire.HealthPort)))
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/cmd/exchange"
 	"github.com/kubectl-kt/kt/pkg/cmd/forward"
 	"github.com/kubectl-kt/kt/pkg/cmd/mesh"
+	"github.com/kubectl-kt/kt/pkg/cmd/mirror"
 	mountcmd "github.com/kubectl-kt/kt/pkg/cmd/mount"
 	netadmincmd "github.com/kubectl-kt/kt/pkg/cmd/netadmin"
 	"github.com/kubectl-kt/kt/pkg/cmd/preview"
@@ -57,6 +58,7 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 		connect.NewCmdConnect(configFlags, streams),
 		exchange.NewCmdExchange(configFlags, streams),
 		mesh.NewCmdMesh(configFlags, streams),
+		mirror.NewCmdMirror(configFlags, streams),
 		preview.NewCmdPreview(configFlags, streams),
 		forward.NewCmdForward(configFlags, streams),
 		env.NewCmdEnv(configFlags, streams),

@@ -4,6 +4,7 @@ package inventory
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -101,7 +102,10 @@ func Services(ctx context.Context, client kubernetes.Interface, ns string) ([]Se
 				for _, mm := range m.Live(cluster.StaleAfter) {
 					si.By = append(si.By, mm.Owner)
 					mark := mm.Key + ": " + mm.Value
-					if meshPods != nil && slices.ContainsFunc(meshPods.Items, func(p corev1.Pod) bool { return p.Status.PodIP == mm.Shadow && Paused(&p, time.Now()) }) {
+					if mm.Mirror {
+						mark = MirrorMark(mm)
+					}
+					if !mm.Mirror && meshPods != nil && slices.ContainsFunc(meshPods.Items, func(p corev1.Pod) bool { return p.Status.PodIP == mm.Shadow && Paused(&p, time.Now()) }) {
 						mark += " (paused: to the original pods)"
 					}
 					si.Marks = append(si.Marks, mark)
@@ -131,3 +135,15 @@ func Services(ctx context.Context, client kubernetes.Interface, ns string) ([]Se
 
 // Mine reports whether owner (user@host) is this user on this machine.
 func Mine(owner string) bool { return strings.EqualFold(owner, wire.Owner()) }
+
+// MirrorMark describes a mirror member for status: what it copies, and its counts.
+func MirrorMark(mm wire.MeshMember) string {
+	what := "mirror of every request"
+	if mm.Key != "" {
+		what = "mirror of '" + mm.Key + ": " + mm.Value + "'"
+	}
+	if mm.PathPrefix != "" {
+		what += " under " + mm.PathPrefix
+	}
+	return fmt.Sprintf("%s (copies: %d sent, %d dropped)", what, mm.Sent, mm.Dropped)
+}

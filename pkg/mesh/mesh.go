@@ -66,6 +66,10 @@ type Config struct {
 	Ready func()
 	// Router asks the mesh router; nil asks it through a port-forward.
 	Router Router
+	// Mirror joins as a mirror: a copy of the requests (only those with Key: Value when Key
+	// is set, under PathPrefix when set) comes here; none is taken away.
+	Mirror     bool
+	PathPrefix string
 }
 
 // Router is what mesh asks of the mesh router pod.
@@ -74,6 +78,8 @@ type Router interface {
 	Routes(ctx context.Context, ns, pod string) ([]wire.MeshMember, error)
 	// Drain waits until the Service svc no longer sends new connections to the router pod.
 	Drain(ctx context.Context, ns, svc string, pod *corev1.Pod)
+	// Mirrors counts the copies of each mirror, by session.
+	Mirrors(ctx context.Context, ns, pod string) (map[string]wire.MirrorStats, error)
 }
 
 // portForwardRouter reaches the router's loopback endpoints (wire.HealthPort) through a
@@ -84,22 +90,32 @@ type portForwardRouter struct {
 }
 
 func (r portForwardRouter) Routes(ctx context.Context, ns, pod string) ([]wire.MeshMember, error) {
+	var members []wire.MeshMember
+	return members, r.get(ctx, ns, pod, "/routes", &members)
+}
+
+func (r portForwardRouter) Mirrors(ctx context.Context, ns, pod string) (map[string]wire.MirrorStats, error) {
+	var stats map[string]wire.MirrorStats
+	return stats, r.get(ctx, ns, pod, "/mirrors", &stats)
+}
+
+// get reads one of the router's loopback endpoints, at most 1 MiB of JSON.
+func (r portForwardRouter) get(ctx context.Context, ns, pod, path string, v any) error {
 	d := portforward.NewDialer(r.config, r.client, ns, pod)
 	defer d.Close()
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.Dial(ctx, wire.HealthPort) },
 	}}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://router/routes", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://router"+path, nil)
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
-	var members []wire.MeshMember
-	if err := json.NewDecoder(resp.Body).Decode(&members); err != nil {
-		return nil, err
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("router %s: %s", path, resp.Status)
 	}
-	return members, nil
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v)
 }
 
 func (r portForwardRouter) Drain(ctx context.Context, ns, svc string, pod *corev1.Pod) {
@@ -283,7 +299,35 @@ func (m *mesher) manual(ctx context.Context, undo *undo.Stack) error {
 	}
 }
 
-// auto joins (or creates) the Service's mesh.
+// copied says which requests a mirror copies.
+func (m *mesher) copied() string {
+	s := "every request"
+	if m.cfg.Key != "" {
+		s += fmt.Sprintf(" with header '%s: %s'", m.cfg.Key, m.cfg.Value)
+	}
+	if m.cfg.PathPrefix != "" {
+		s += " under " + m.cfg.PathPrefix
+	}
+	return s
+}
+
+// readCopies reads this mirror's counts from the router into member; they stay as they were
+// when the router does not answer.
+func (m *mesher) readCopies(ctx context.Context, member *wire.MeshMember) {
+	svc, err := m.cfg.Client.CoreV1().Services(m.ns).Get(ctx, m.svc.Name, metav1.GetOptions{})
+	if err != nil {
+		return
+	}
+	st, ok := wire.GetMesh(svc)
+	if !ok {
+		return
+	}
+	stats, err := m.cfg.Router.Mirrors(ctx, m.ns, st.Router)
+	if s, ok := stats[m.session]; err == nil && ok {
+		member.Sent, member.Dropped = s.Sent, s.Dropped
+	}
+}
+
 // announce waits until the router routes this member's mark here, and says so.
 func (m *mesher) announce(ctx context.Context) error {
 	wait := progress.Start(m.cfg.ErrOut, "Waiting for the router to route '"+m.cfg.Key+": "+m.cfg.Value+"' here")
@@ -292,9 +336,15 @@ func (m *mesher) announce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(m.cfg.ErrOut, "Meshed service %s/%s: requests with header '%s: %s' go to this machine (%s); all others go to the original pods. Ctrl-C to stop.\n",
-		m.ns, m.svc.Name, m.cfg.Key, m.cfg.Value, describe(m.ports))
-	fmt.Fprintln(m.cfg.ErrOut, "note: TLS connections cannot be routed by header; the router passes them through to the original pods")
+	if m.cfg.Mirror {
+		fmt.Fprintf(m.cfg.ErrOut, "Mirroring service %s/%s: a copy of %s comes to this machine (%s), its answers dropped; the original pods answer every request. Ctrl-C to stop.\n",
+			m.ns, m.svc.Name, m.copied(), describe(m.ports))
+		fmt.Fprintln(m.cfg.ErrOut, "note: TLS connections cannot be read; the router passes them through uncopied")
+	} else {
+		fmt.Fprintf(m.cfg.ErrOut, "Meshed service %s/%s: requests with header '%s: %s' go to this machine (%s); all others go to the original pods. Ctrl-C to stop.\n",
+			m.ns, m.svc.Name, m.cfg.Key, m.cfg.Value, describe(m.ports))
+		fmt.Fprintln(m.cfg.ErrOut, "note: TLS connections cannot be routed by header; the router passes them through to the original pods")
+	}
 	if m.cfg.Ready != nil {
 		m.cfg.Ready()
 	}
@@ -309,15 +359,18 @@ func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 	if created {
 		fmt.Fprintf(m.cfg.ErrOut, "Started mesh router for service %s/%s\n", m.ns, m.svc.Name)
 	}
-	m.findFallback(ctx)
+	if !m.cfg.Mirror { // a copy must never reach the original pods: a mirror has no fallback
+		m.findFallback(ctx)
+	}
 	sess, err := m.shadow(ctx, undo, m.session, nil, nil)
 	if err != nil {
 		return err
 	}
-	member := wire.MeshMember{Owner: wire.Owner(), Session: m.session, Key: m.cfg.Key, Value: m.cfg.Value, Shadow: sess.ShadowPod().Status.PodIP, Heartbeat: time.Now().UTC()}
+	member := wire.MeshMember{Owner: wire.Owner(), Session: m.session, Key: m.cfg.Key, Value: m.cfg.Value, Shadow: sess.ShadowPod().Status.PodIP, Heartbeat: time.Now().UTC(),
+		Mirror: m.cfg.Mirror, PathPrefix: m.cfg.PathPrefix}
 	if err := m.update(ctx, func(st *wire.MeshState) error {
 		for _, o := range st.Live(cluster.StaleAfter) {
-			if strings.EqualFold(o.Key, member.Key) && o.Value == member.Value && o.Session != m.session {
+			if !member.Mirror && !o.Mirror && strings.EqualFold(o.Key, member.Key) && o.Value == member.Value && o.Session != m.session {
 				return fmt.Errorf("the mark %s: %s is already used by %s on service %s; choose another --version-mark", o.Key, o.Value, o.Owner, m.svc.Name)
 			}
 		}
@@ -334,11 +387,15 @@ func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 	// beat refreshes this member's heartbeat and shadow address; a member dropped while we
 	// were unreachable joins again.
 	beat := func() error {
+		if m.cfg.Mirror {
+			m.readCopies(ctx, &member)
+		}
 		return m.update(ctx, func(st *wire.MeshState) error {
 			member.Shadow, member.Heartbeat = sess.ShadowPod().Status.PodIP, time.Now().UTC()
 			for i := range st.Members {
 				if st.Members[i].Session == m.session {
 					st.Members[i].Shadow, st.Members[i].Heartbeat = member.Shadow, member.Heartbeat
+					st.Members[i].Sent, st.Members[i].Dropped = member.Sent, member.Dropped
 					return nil
 				}
 			}

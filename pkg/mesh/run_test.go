@@ -44,6 +44,10 @@ func (r *fakeRouter) Routes(ctx context.Context, ns, pod string) ([]wire.MeshMem
 	return st.Live(cluster.StaleAfter), nil
 }
 
+func (r *fakeRouter) Mirrors(context.Context, string, string) (map[string]wire.MirrorStats, error) {
+	return nil, nil
+}
+
 func (r *fakeRouter) Drain(context.Context, string, string, *corev1.Pod) {
 	r.mu.Lock()
 	r.drained++

@@ -28,6 +28,19 @@ type MeshMember struct {
 	Value     string    `json:"value"`
 	Shadow    string    `json:"shadow"` // pod IP of the developer's shadow
 	Heartbeat time.Time `json:"heartbeat"`
+	// Mirror makes the member a mirror: it takes no request away, it gets a copy of each
+	// (of those carrying Key: Value when Key is set, and under PathPrefix when set).
+	Mirror     bool   `json:"mirror,omitempty"`
+	PathPrefix string `json:"pathPrefix,omitempty"`
+	// Sent and Dropped count a mirror's copies, as its client last read them from the router.
+	Sent    int64 `json:"sent,omitempty"`
+	Dropped int64 `json:"dropped,omitempty"`
+}
+
+// MirrorStats counts one mirror's copies at the router.
+type MirrorStats struct {
+	Sent    int64 `json:"sent"`    // delivered, and an answer read
+	Dropped int64 `json:"dropped"` // not delivered: a full queue, a laptop slow, gone or refusing
 }
 
 // GetMesh reads the mesh state of svc.

@@ -169,7 +169,30 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, lim *headLimit, port int)
 			req.Close = false
 		}
 		addr, _ := r.backend(req.Header, port)
+		var tap *bodyTap
+		mirrors := r.mirrorsFor(func(n string) (string, bool) {
+			v := req.Header.Values(n)
+			if len(v) == 0 {
+				return "", false
+			}
+			return v[0], true
+		}, req.RequestURI)
+		if len(mirrors) > 0 && !isUpgrade(req.Header) && req.Body != nil && req.Body != http.NoBody {
+			tap = &bodyTap{body: req.Body}
+			req.Body = tap
+		}
 		u, resp, err := r.roundTrip(addr, req)
+		if err == nil && resp.StatusCode != http.StatusSwitchingProtocols && len(mirrors) > 0 {
+			var body []byte
+			cut := false
+			if tap != nil {
+				body, cut = tap.seen()
+			}
+			c := copyOf(req, body, cut, port)
+			for _, mr := range mirrors {
+				mr.offer(c)
+			}
+		}
 		if err != nil {
 			klog.Background().V(1).Info("router: upstream failed", "port", port, "backend", addr, "err", err)
 			writeStatus(bw, http.StatusBadGateway)

@@ -129,6 +129,8 @@ func (r *Router) serveRaw(br *bufio.Reader, bw *bufio.Writer, port int) (handled
 	}
 	r.rawRequests.Add(1)
 	addr := r.rawBackend(&h, port)
+	target := string(bytes.TrimSuffix(rest, []byte(" HTTP/1.1")))
+	mirrors := r.mirrorsFor(func(n string) (string, bool) { v, ok := h.get(n); return string(v), ok }, target)
 	_, key := h.get("Idempotency-Key")
 	_, xkey := h.get("X-Idempotency-Key")
 	retry := repeatable(method, key || xkey)
@@ -140,6 +142,9 @@ func (r *Router) serveRaw(br *bufio.Reader, bw *bufio.Writer, port int) (handled
 		if _, err := io.ReadFull(br, req[len(head):]); err != nil {
 			return true, false
 		}
+	}
+	for _, mr := range mirrors { // req is not written to again: the copies share it
+		mr.offer(copyReq{port: port, method: method, raw: req})
 	}
 	u, rh, resp, err := r.rawRoundTrip(addr, req, retry)
 	if err == nil && resp != nil && resp.StatusCode == http.StatusSwitchingProtocols {
@@ -241,7 +246,7 @@ func (r *Router) rawBackend(h *rawHead, port int) string {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	for _, m := range r.members {
-		if v, ok := h.get(m.Key); ok && string(v) == m.Value && m.Shadow != "" {
+		if v, ok := h.get(m.Key); ok && !m.Mirror && string(v) == m.Value && m.Shadow != "" {
 			return net.JoinHostPort(m.Shadow, strconv.Itoa(port))
 		}
 	}

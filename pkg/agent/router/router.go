@@ -45,6 +45,10 @@ type Router struct {
 	lastAccept atomic.Int64
 	h1         *http.Transport
 	h2         *http2.Transport
+
+	mirrorMu   sync.Mutex
+	mirrors    map[string]*mirror // by session
+	mirrorList atomic.Pointer[[]*mirror]
 }
 
 // New returns a router that sends unmarked requests to origin.
@@ -73,6 +77,13 @@ func (r *Router) SetMembers(m []wire.MeshMember) {
 	r.mu.Lock()
 	r.members = m
 	r.mu.Unlock()
+	var ms []wire.MeshMember
+	for _, mm := range m {
+		if mm.Mirror {
+			ms = append(ms, mm)
+		}
+	}
+	r.setMirrors(ms)
 }
 
 // Members returns the routes.
@@ -87,7 +98,7 @@ func (r *Router) backend(h http.Header, port int) (string, string) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	for _, m := range r.members {
-		if h.Get(m.Key) == m.Value && m.Shadow != "" {
+		if !m.Mirror && h.Get(m.Key) == m.Value && m.Shadow != "" {
 			return net.JoinHostPort(m.Shadow, strconv.Itoa(port)), m.Owner
 		}
 	}

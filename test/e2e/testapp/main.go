@@ -8,6 +8,7 @@
 //	testapp load -url URL [-n N] [-c C] [-newconn] [-rate R] [-upload BYTES] [-H 'NAME: VALUE'] [-slow D]
 //	   (prints one JSON line; each failed request, and each slower than D, with its time on stderr)
 //	testapp relay -listen :8080 -to HOST:PORT   (a plain TCP relay, for benchmarks)
+//	testapp record [-http 127.0.0.1:8080]   (prints a JSON line per request it gets)
 //	testapp sleep
 package main
 
@@ -57,6 +58,8 @@ func main() {
 		get(os.Args[2:])
 	case "relay":
 		relay(os.Args[2:])
+	case "record":
+		record(os.Args[2:])
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()

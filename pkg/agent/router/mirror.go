@@ -1,0 +1,270 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+// Mirroring: a mirror member takes no request away; each request it matches is answered by
+// the original pods as without it, and a copy goes to the member's shadow from a bounded queue,
+// whose answer is read and dropped. A copy never makes an original wait: a full queue, a slow
+// or gone laptop drop copies, and they are counted.
+
+const (
+	// MaxMirrorBody bounds the body a copy carries; a longer one is cut and marked.
+	MaxMirrorBody = 1 << 20
+	// TruncatedHeader marks a copy whose body was cut at MaxMirrorBody; its value is the
+	// original length, or "unknown".
+	TruncatedHeader = "X-Kt-Mirror-Truncated"
+	mirrorQueue     = 256
+	mirrorWorkers   = 4
+	mirrorTimeout   = 5 * time.Second
+)
+
+// copyReq is one copy: a whole HTTP/1.1 request, as bytes.
+type copyReq struct {
+	port   int
+	method string
+	raw    []byte
+}
+
+type mirror struct {
+	key, value, prefix string
+	shadow             atomic.Pointer[string]
+	queue              chan copyReq
+	stop               chan struct{}
+	sent, dropped      atomic.Int64
+}
+
+func newMirror(m wire.MeshMember) *mirror {
+	mr := &mirror{key: m.Key, value: m.Value, prefix: m.PathPrefix, queue: make(chan copyReq, mirrorQueue), stop: make(chan struct{})}
+	shadow := m.Shadow
+	mr.shadow.Store(&shadow)
+	for range mirrorWorkers {
+		go mr.work()
+	}
+	return mr
+}
+
+// validMirror refuses a member the router cannot take as a mirror: it reads the Service's
+// annotation, which anyone who may update the Service writes.
+func validMirror(m wire.MeshMember) bool {
+	if net.ParseIP(m.Shadow) == nil || len(m.Key) > 63 || len(m.Value) > 63 || len(m.PathPrefix) > 256 {
+		return false
+	}
+	return m.PathPrefix == "" || strings.HasPrefix(m.PathPrefix, "/")
+}
+
+// matches tells whether a request with these headers and this target is copied.
+func (mr *mirror) matches(get func(string) (string, bool), target string) bool {
+	if mr.key != "" {
+		if v, ok := get(mr.key); !ok || v != mr.value {
+			return false
+		}
+	}
+	if mr.prefix != "" {
+		path, _, _ := strings.Cut(target, "?")
+		if !strings.HasPrefix(path, mr.prefix) {
+			return false
+		}
+	}
+	return true
+}
+
+// offer queues c, or drops it when the queue is full.
+func (mr *mirror) offer(c copyReq) {
+	select {
+	case mr.queue <- c:
+	default:
+		mr.dropped.Add(1)
+	}
+}
+
+// work sends queued copies on a kept connection to the shadow, reading each answer whole.
+func (mr *mirror) work() {
+	var conn net.Conn
+	var br *bufio.Reader
+	drop := func() {
+		if conn != nil {
+			conn.Close()
+			conn = nil
+		}
+	}
+	defer drop()
+	for {
+		var c copyReq
+		select {
+		case <-mr.stop:
+			return
+		case c = <-mr.queue:
+		}
+		addr := net.JoinHostPort(*mr.shadow.Load(), strconv.Itoa(c.port))
+		if conn != nil && conn.RemoteAddr().String() != addr {
+			drop()
+		}
+		if conn == nil {
+			var err error
+			if conn, err = net.DialTimeout("tcp", addr, mirrorTimeout); err != nil {
+				conn = nil
+				mr.dropped.Add(1)
+				continue
+			}
+			br = bufio.NewReader(conn)
+		}
+		conn.SetDeadline(time.Now().Add(mirrorTimeout))
+		if _, err := conn.Write(c.raw); err != nil {
+			drop()
+			mr.dropped.Add(1)
+			continue
+		}
+		resp, err := readFinal(br, &http.Request{Method: c.method})
+		if err == nil {
+			_, err = bufio.NewReader(resp.Body).WriteTo(discard{})
+			resp.Body.Close()
+		}
+		if err != nil || resp.Close {
+			drop()
+		}
+		if err != nil {
+			mr.dropped.Add(1)
+			continue
+		}
+		mr.sent.Add(1)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// setMirrors keeps one mirror per mirror member, by session: new ones start, gone ones stop,
+// a moved shadow is followed.
+func (r *Router) setMirrors(ms []wire.MeshMember) {
+	r.mirrorMu.Lock()
+	defer r.mirrorMu.Unlock()
+	next := map[string]*mirror{}
+	for _, m := range ms {
+		if !validMirror(m) {
+			continue
+		}
+		mr, ok := r.mirrors[m.Session]
+		if !ok || mr.key != m.Key || mr.value != m.Value || mr.prefix != m.PathPrefix {
+			if ok {
+				close(mr.stop)
+			}
+			mr = newMirror(m)
+		} else if *mr.shadow.Load() != m.Shadow {
+			shadow := m.Shadow
+			mr.shadow.Store(&shadow)
+		}
+		next[m.Session] = mr
+	}
+	for s, mr := range r.mirrors {
+		if next[s] != mr {
+			close(mr.stop)
+		}
+	}
+	r.mirrors = next
+	list := make([]*mirror, 0, len(next))
+	for _, mr := range next {
+		list = append(list, mr)
+	}
+	r.mirrorList.Store(&list)
+}
+
+// Mirrors counts each mirror's copies, by session.
+func (r *Router) Mirrors() map[string]wire.MirrorStats {
+	r.mirrorMu.Lock()
+	defer r.mirrorMu.Unlock()
+	out := map[string]wire.MirrorStats{}
+	for s, mr := range r.mirrors {
+		out[s] = wire.MirrorStats{Sent: mr.sent.Load(), Dropped: mr.dropped.Load()}
+	}
+	return out
+}
+
+// mirrorsFor returns the mirrors that copy a request; nil, at the cost of one atomic load,
+// when there are none.
+func (r *Router) mirrorsFor(get func(string) (string, bool), target string) []*mirror {
+	l := r.mirrorList.Load()
+	if l == nil || len(*l) == 0 {
+		return nil
+	}
+	var out []*mirror
+	for _, mr := range *l {
+		if mr.matches(get, target) {
+			out = append(out, mr)
+		}
+	}
+	return out
+}
+
+// copyOf encodes a parsed request as a copy: its head as sent upstream, and the body seen,
+// cut at MaxMirrorBody and marked so.
+func copyOf(req *http.Request, body []byte, cut bool, port int) copyReq {
+	out := &http.Request{Method: req.Method, URL: &url.URL{Opaque: req.RequestURI}, Host: req.Host, Header: req.Header.Clone(),
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, ContentLength: int64(len(body)), Body: http.NoBody}
+	if u, err := url.ParseRequestURI(req.RequestURI); err == nil {
+		out.URL = u
+	}
+	if len(body) > 0 {
+		out.Body = readCloser{bytes.NewReader(body)}
+	}
+	if cut {
+		n := "unknown"
+		if req.ContentLength > 0 {
+			n = strconv.FormatInt(req.ContentLength, 10)
+		}
+		out.Header.Set(TruncatedHeader, n)
+	}
+	out.Header.Del("Transfer-Encoding")
+	var b bytes.Buffer
+	out.Write(&b)
+	return copyReq{port: port, method: req.Method, raw: b.Bytes()}
+}
+
+type readCloser struct{ *bytes.Reader }
+
+func (readCloser) Close() error { return nil }
+
+// bodyTap keeps the first MaxMirrorBody bytes read through a request body.
+type bodyTap struct {
+	body interface {
+		Read([]byte) (int, error)
+		Close() error
+	}
+	buf bytes.Buffer
+	cut bool
+	mu  sync.Mutex
+}
+
+func (b *bodyTap) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	b.mu.Lock()
+	if room := MaxMirrorBody - b.buf.Len(); n > room {
+		b.buf.Write(p[:room])
+		b.cut = true
+	} else {
+		b.buf.Write(p[:n])
+	}
+	b.mu.Unlock()
+	return n, err
+}
+
+func (b *bodyTap) Close() error { return b.body.Close() }
+
+func (b *bodyTap) seen() ([]byte, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes()), b.cut
+}

@@ -1,0 +1,156 @@
+package router
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
+)
+
+type seenReq struct {
+	method, path, truncated string
+	body                    []byte
+}
+
+// recording answers as echoName does and, on the shadow, records each request it gets.
+func recording(mu *sync.Mutex, seen *[]seenReq, delay time.Duration) func(string) http.Handler {
+	return func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			if name == "shadow" {
+				time.Sleep(delay)
+				mu.Lock()
+				*seen = append(*seen, seenReq{r.Method, r.URL.Path, r.Header.Get(TruncatedHeader), body})
+				mu.Unlock()
+			}
+			io.WriteString(w, name+" "+r.URL.Path)
+		})
+	}
+}
+
+func TestMirrorCopiesEachRequestAndTakesNone(t *testing.T) {
+	var mu sync.Mutex
+	var seen []seenReq
+	addr, r := backends(t, recording(&mu, &seen, 0))
+	r.SetMembers([]wire.MeshMember{{Session: "m1", Mirror: true, Shadow: "127.0.0.2", Owner: "me"}})
+	c := &http.Client{}
+	for i := 0; i < 5; i++ { // the raw path
+		if got := get(t, c, "http://"+addr+"/raw"); got != "origin /raw" {
+			t.Fatalf("answered by %q", got)
+		}
+	}
+	big := bytes.Repeat([]byte("x"), 100<<10) // the parsing path: over maxBuffered
+	huge := bytes.Repeat([]byte("y"), MaxMirrorBody+1000)
+	for _, b := range [][]byte{big, huge} {
+		resp, err := c.Post("http://"+addr+"/post", "text/plain", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(got) != "origin /post" {
+			t.Fatalf("answered by %q", got)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		if n >= 7 && r.Mirrors()["m1"].Sent >= 7 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var raw, posts int
+	for _, s := range seen {
+		switch {
+		case s.path == "/raw" && s.method == http.MethodGet:
+			raw++
+		case s.path == "/post" && len(s.body) == len(big) && s.truncated == "":
+			posts++
+		case s.path == "/post" && len(s.body) == MaxMirrorBody && s.truncated == "1049576" && s.body[0] == 'y':
+			posts++
+		default:
+			t.Errorf("unexpected copy %s %s %d bytes truncated=%q", s.method, s.path, len(s.body), s.truncated)
+		}
+	}
+	if raw != 5 || posts != 2 {
+		t.Errorf("copies: %d GET, %d POST; want 5 and 2", raw, posts)
+	}
+	if st := r.Mirrors()["m1"]; st.Sent != 7 || st.Dropped != 0 {
+		t.Errorf("stats %+v, want 7 sent", st)
+	}
+}
+
+// A laptop that is gone, or slow, costs the originals nothing: the copies are dropped and
+// counted.
+func TestMirrorThatIsGoneOrSlowDropsCopies(t *testing.T) {
+	var mu sync.Mutex
+	var seen []seenReq
+	addr, r := backends(t, recording(&mu, &seen, 2*time.Second))
+	r.SetMembers([]wire.MeshMember{
+		{Session: "gone", Mirror: true, Shadow: "127.0.0.9", Owner: "a"},
+		{Session: "slow", Mirror: true, Shadow: "127.0.0.2", Owner: "b", Key: "x-copy", Value: "yes"},
+	})
+	c := &http.Client{}
+	const n = 600
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		if got := get(t, c, "http://"+addr+"/r", "X-Copy", "yes"); got != "origin /r" {
+			t.Fatalf("answered by %q", got)
+		}
+		if d := time.Since(t0); d > time.Second {
+			t.Fatalf("request %d took %s", i, d)
+		}
+	}
+	st := r.Mirrors()
+	if g := st["gone"]; g.Sent != 0 || g.Dropped < n-mirrorQueue-mirrorWorkers {
+		t.Errorf("gone: %+v", g)
+	}
+	if s := st["slow"]; s.Dropped < n-mirrorQueue-mirrorWorkers {
+		t.Errorf("slow: %+v; want most of %d dropped", s, n)
+	}
+}
+
+func TestMirrorFilters(t *testing.T) {
+	mr := &mirror{key: "version", value: "dev1", prefix: "/api/"}
+	h := func(v string) func(string) (string, bool) {
+		return func(n string) (string, bool) { return v, v != "" && strings.EqualFold(n, "version") }
+	}
+	for _, tc := range []struct {
+		v, target string
+		want      bool
+	}{
+		{"dev1", "/api/x?q=1", true},
+		{"dev2", "/api/x", false},
+		{"", "/api/x", false},
+		{"dev1", "/apix", false},
+		{"dev1", "/other?/api/", false},
+	} {
+		if got := mr.matches(h(tc.v), tc.target); got != tc.want {
+			t.Errorf("%q %q: %v", tc.v, tc.target, got)
+		}
+	}
+	for _, m := range []wire.MeshMember{{Shadow: "not-an-ip"}, {Shadow: "10.0.0.1", PathPrefix: "api"}, {Shadow: "10.0.0.1", PathPrefix: "/" + strings.Repeat("a", 300)}} {
+		if validMirror(m) {
+			t.Errorf("%+v taken as a mirror", m)
+		}
+	}
+}
+
+// A mirror's empty mark must not route every request to it.
+func TestMirrorIsNeverARoute(t *testing.T) {
+	addr, r := backends(t, echoName)
+	r.SetMembers([]wire.MeshMember{{Session: "m", Mirror: true, Shadow: "127.0.0.2"}})
+	if got := get(t, &http.Client{}, "http://"+addr+"/"); !strings.HasPrefix(got, "origin") {
+		t.Errorf("answered by %q", got)
+	}
+}
