@@ -177,7 +177,11 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, lim *headLimit, port int)
 			}
 			return v[0], true
 		}, req.RequestURI)
-		if len(mirrors) > 0 && !isUpgrade(req.Header) && req.Body != nil && req.Body != http.NoBody {
+		var upgradeHead bytes.Buffer
+		switch {
+		case len(mirrors) > 0 && isUpgrade(req.Header):
+			req.Write(&upgradeHead) // a WebSocket's copy starts with the same upgrade request
+		case len(mirrors) > 0 && req.Body != nil && req.Body != http.NoBody:
 			tap = &bodyTap{body: req.Body}
 			req.Body = tap
 		}
@@ -203,7 +207,11 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, lim *headLimit, port int)
 				u.close()
 				return
 			}
-			splice(c, br, u)
+			var ts taps
+			if upgradeHead.Len() > 0 {
+				ts = startStreams(mirrors, port, upgradeHead.Bytes())
+			}
+			splice(c, br, u, ts)
 			return
 		}
 		if !r.relayParsed(bw, u, resp, req, clientClose) {
@@ -348,12 +356,18 @@ func (f flushWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// splice copies both ways after a protocol switch (WebSocket), buffered bytes first.
-func splice(c net.Conn, cr *bufio.Reader, u *upstream) {
+// splice copies both ways after a protocol switch (WebSocket), buffered bytes first; what the
+// client sends is fed to ts too (the mirrors' copies).
+func splice(c net.Conn, cr *bufio.Reader, u *upstream, ts taps) {
 	defer u.close()
 	done := make(chan struct{}, 2)
 	go func() {
-		io.Copy(u.conn, cr)
+		defer ts.Close()
+		var src io.Reader = cr
+		if len(ts) > 0 {
+			src = io.TeeReader(cr, ts)
+		}
+		io.Copy(u.conn, src)
 		closeWrite(u.conn)
 		done <- struct{}{}
 	}()

@@ -3,6 +3,9 @@ package router
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -11,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
@@ -31,23 +36,30 @@ const (
 	mirrorTimeout   = 5 * time.Second
 )
 
-// copyReq is one copy: a whole HTTP/1.1 request, as bytes.
+// copyReq is one copy: a whole HTTP/1.1 request as bytes, or an HTTP/2 one (gRPC) with the
+// client's body as it was seen.
 type copyReq struct {
 	port   int
 	method string
 	raw    []byte
+	h2     *http.Request // its URL's host is filled in by the worker
 }
 
 type mirror struct {
+	h2                 *http2.Transport
 	key, value, prefix string
 	shadow             atomic.Pointer[string]
 	queue              chan copyReq
 	stop               chan struct{}
 	sent, dropped      atomic.Int64
+	streams            atomic.Int64 // stream copies open
 }
 
 func newMirror(m wire.MeshMember) *mirror {
-	mr := &mirror{key: m.Key, value: m.Value, prefix: m.PathPrefix, queue: make(chan copyReq, mirrorQueue), stop: make(chan struct{})}
+	d := &net.Dialer{Timeout: mirrorTimeout}
+	mr := &mirror{h2: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		return d.DialContext(ctx, network, addr)
+	}}, key: m.Key, value: m.Value, prefix: m.PathPrefix, queue: make(chan copyReq, mirrorQueue), stop: make(chan struct{})}
 	shadow := m.Shadow
 	mr.shadow.Store(&shadow)
 	for range mirrorWorkers {
@@ -109,6 +121,10 @@ func (mr *mirror) work() {
 		case c = <-mr.queue:
 		}
 		addr := net.JoinHostPort(*mr.shadow.Load(), strconv.Itoa(c.port))
+		if c.h2 != nil {
+			mr.sendH2(c.h2, addr)
+			continue
+		}
 		if conn != nil && conn.RemoteAddr().String() != addr {
 			drop()
 		}
@@ -141,6 +157,40 @@ func (mr *mirror) work() {
 		}
 		mr.sent.Add(1)
 	}
+}
+
+// sendH2 sends an HTTP/2 copy and reads its answer, trailers included.
+func (mr *mirror) sendH2(req *http.Request, addr string) {
+	ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
+	defer cancel()
+	req = req.WithContext(ctx)
+	req.URL.Host = addr
+	resp, err := mr.h2.RoundTrip(req)
+	if err == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if err != nil {
+		mr.dropped.Add(1)
+		return
+	}
+	mr.sent.Add(1)
+}
+
+// copyH2 makes an HTTP/2 request (h2c, gRPC) and the body seen into a copy.
+func copyH2(in *http.Request, body []byte, cut bool, port int) copyReq {
+	u := *in.URL
+	u.Scheme, u.Host = "http", ""
+	out := &http.Request{Method: in.Method, URL: &u, Host: in.Host, Header: in.Header.Clone(), ContentLength: int64(len(body)),
+		Body: io.NopCloser(bytes.NewReader(body)), Proto: "HTTP/2.0", ProtoMajor: 2}
+	if cut {
+		out.Header.Set(TruncatedHeader, "unknown")
+	}
+	dropHopByHop(out.Header)
+	if te := in.Header.Get("Te"); strings.EqualFold(te, "trailers") {
+		out.Header.Set("Te", "trailers") // gRPC's, the one TE HTTP/2 allows
+	}
+	return copyReq{port: port, method: in.Method, h2: out}
 }
 
 type discard struct{}

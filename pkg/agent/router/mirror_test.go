@@ -1,13 +1,20 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
@@ -152,5 +159,145 @@ func TestMirrorIsNeverARoute(t *testing.T) {
 	r.SetMembers([]wire.MeshMember{{Session: "m", Mirror: true, Shadow: "127.0.0.2"}})
 	if got := get(t, &http.Client{}, "http://"+addr+"/"); !strings.HasPrefix(got, "origin") {
 		t.Errorf("answered by %q", got)
+	}
+}
+
+// HTTP/2 with prior knowledge (gRPC's transport): the copy carries the client's body.
+func TestMirrorCopiesHTTP2Requests(t *testing.T) {
+	var mu sync.Mutex
+	var seen []seenReq
+	addr, r := backends(t, recording(&mu, &seen, 0))
+	r.SetMembers([]wire.MeshMember{{Session: "m1", Mirror: true, Shadow: "127.0.0.2", PathPrefix: "/grpc."}})
+	c := &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
+		return net.Dial(n, a)
+	}}}
+	for _, path := range []string{"/grpc.health.v1.Health/Check", "/other"} {
+		resp, err := c.Post("http://"+addr+path, "application/grpc", strings.NewReader("\x00\x00\x00\x00\x02hi"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(got) != "origin "+path {
+			t.Fatalf("answered by %q", got)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); r.Mirrors()["m1"].Sent < 1 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 || seen[0].path != "/grpc.health.v1.Health/Check" || string(seen[0].body) != "\x00\x00\x00\x00\x02hi" {
+		t.Errorf("copies %+v, want the one under /grpc.", seen)
+	}
+}
+
+// A connection that is not HTTP passes through to the origin, and the client's bytes are
+// copied to each mirror of every request on a connection of its own.
+func TestMirrorCopiesPlainTCP(t *testing.T) {
+	ol, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ol.Close()
+	port := ol.Addr().(*net.TCPAddr).Port
+	sl, err := net.Listen("tcp", "127.0.0.2:"+strconv.Itoa(port))
+	if err != nil {
+		t.Skipf("no 127.0.0.2: %v", err)
+	}
+	defer sl.Close()
+	go func() { // the origin: an echo server
+		for {
+			c, err := ol.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	copied := make(chan string, 1)
+	go func() { // the shadow: records what it gets
+		c, err := sl.Accept()
+		if err != nil {
+			return
+		}
+		b, _ := io.ReadAll(c)
+		copied <- string(b)
+	}()
+	r := New("127.0.0.1")
+	r.SetMembers([]wire.MeshMember{{Session: "m", Mirror: true, Shadow: "127.0.0.2"}})
+	rl, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Serve(ctx, rl, port)
+	c, err := net.Dial("tcp", rl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "\x01hello raw\n")
+	c.(*net.TCPConn).CloseWrite()
+	got, _ := io.ReadAll(c)
+	c.Close()
+	if string(got) != "\x01hello raw\n" {
+		t.Errorf("the origin's echo: %q", got)
+	}
+	select {
+	case s := <-copied:
+		if s != "\x01hello raw\n" {
+			t.Errorf("copy %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no copy")
+	}
+}
+
+// A WebSocket's copy is the same upgrade request and then the client's frames.
+func TestMirrorCopiesAWebSocketsClientBytes(t *testing.T) {
+	var mu sync.Mutex
+	var shadowGot bytes.Buffer
+	addr, r := backends(t, func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			brw.Flush()
+			if name == "origin" {
+				io.Copy(c, brw) // echo
+				return
+			}
+			b, _ := io.ReadAll(brw)
+			mu.Lock()
+			shadowGot.Write(b)
+			mu.Unlock()
+		})
+	})
+	r.SetMembers([]wire.MeshMember{{Session: "m", Mirror: true, Shadow: "127.0.0.2"}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	io.WriteString(c, "frame-1 frame-2")
+	buf := make([]byte, 15)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "frame-1 frame-2" {
+		t.Fatalf("echo %q %v", buf, err)
+	}
+	c.Close()
+	for deadline := time.Now().Add(5 * time.Second); r.Mirrors()["m"].Sent < 1 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if shadowGot.String() != "frame-1 frame-2" {
+		t.Errorf("the shadow got %q after its upgrade, want the client's frames", shadowGot.String())
 	}
 }

@@ -133,7 +133,29 @@ func (r *Router) Handler(port int) http.Handler {
 			w.WriteHeader(http.StatusBadGateway)
 		},
 	}
-	return h2c.NewHandler(rp, &http2.Server{MaxConcurrentStreams: 250})
+	h := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		mirrors := r.mirrorsFor(func(n string) (string, bool) {
+			v := req.Header.Values(n)
+			if len(v) == 0 {
+				return "", false
+			}
+			return v[0], true
+		}, req.URL.RequestURI())
+		if len(mirrors) == 0 {
+			rp.ServeHTTP(w, req)
+			return
+		}
+		// The copy goes once the client's body has ended (a gRPC stream's messages, at its
+		// end), so that the original is never held up for it.
+		tap := &bodyTap{body: req.Body}
+		req.Body = tap
+		rp.ServeHTTP(w, req)
+		body, cut := tap.seen()
+		for _, mr := range mirrors {
+			mr.offer(copyH2(req, body, cut, port))
+		}
+	})
+	return h2c.NewHandler(h, &http2.Server{MaxConcurrentStreams: 250})
 }
 
 const http2Preface = "PRI * HTTP/2.0"
@@ -153,13 +175,25 @@ func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
 			go func() {
 				lim := &headLimit{r: c, left: -1}
 				br := bufio.NewReader(lim)
-				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				c.SetReadDeadline(time.Now().Add(serverFirstWait))
 				b, err := br.Peek(1)
+				if isTimeout(err) { // a protocol whose server speaks first: not HTTP
+					r.lastAccept.Store(time.Now().UnixNano())
+					c.SetReadDeadline(time.Time{})
+					r.passthroughCopied(&peekedConn{Conn: c, r: br}, port)
+					return
+				}
 				if err != nil {
 					c.Close() // the kubelet's TCP probe, for one: it counts as no traffic
 					return
 				}
 				r.lastAccept.Store(time.Now().UnixNano())
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				if b[0] != 0x16 && !looksHTTP(br) {
+					c.SetReadDeadline(time.Time{})
+					r.passthroughCopied(&peekedConn{Conn: c, r: br}, port)
+					return
+				}
 				var pre []byte
 				if b[0] != 0x16 {
 					pre, _ = br.Peek(len(http2Preface))
@@ -197,6 +231,51 @@ func (r *Router) passthrough(c net.Conn, port int) {
 		return
 	}
 	pipe.Conns(c, up)
+}
+
+// serverFirstWait is how long a new connection may stay silent before it is taken for a
+// protocol whose server speaks first (SMTP, MySQL), and passed through.
+const serverFirstWait = 2 * time.Second
+
+// looksHTTP tells from the first bytes whether a connection speaks HTTP: a request line starts
+// with a method (upper-case letters) and a space. Anything else is passed through as plain TCP.
+func looksHTTP(br *bufio.Reader) bool {
+	for n := 1; n <= 17; n++ {
+		b, err := br.Peek(n)
+		if err != nil {
+			return false
+		}
+		switch c := b[n-1]; {
+		case c == ' ':
+			return n > 1
+		case c < 'A' || c > 'Z':
+			if c != '-' && c != '_' || n == 1 {
+				return false
+			}
+		}
+	}
+	return false
+}
+
+// passthroughCopied passes a connection that is not HTTP through to the origin, with a copy
+// of the client's bytes for each mirror that copies every request (a filter by header or path
+// cannot apply to it).
+func (r *Router) passthroughCopied(c net.Conn, port int) {
+	var all []*mirror
+	if l := r.mirrorList.Load(); l != nil {
+		for _, mr := range *l {
+			if mr.key == "" && mr.prefix == "" {
+				all = append(all, mr)
+			}
+		}
+	}
+	if len(all) == 0 {
+		r.passthrough(c, port)
+		return
+	}
+	ts := startStreams(all, port, nil)
+	defer ts.Close()
+	r.passthrough(&teeConn{Conn: c, taps: ts}, port)
 }
 
 type peekListener struct {
