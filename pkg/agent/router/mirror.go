@@ -128,28 +128,25 @@ func (mr *mirror) work() {
 		if conn != nil && conn.RemoteAddr().String() != addr {
 			drop()
 		}
-		if conn == nil {
-			var err error
-			if conn, err = net.DialTimeout("tcp", addr, mirrorTimeout); err != nil {
-				conn = nil
-				mr.dropped.Add(1)
-				continue
+		// A kept connection the laptop's side closed meanwhile fails at once: the copy goes
+		// once more on a new one.
+		var err error
+		for attempt := 0; attempt < 2; attempt++ {
+			kept := conn != nil
+			if !kept {
+				if conn, err = net.DialTimeout("tcp", addr, mirrorTimeout); err != nil {
+					conn = nil
+					break
+				}
+				br = bufio.NewReader(conn)
 			}
-			br = bufio.NewReader(conn)
-		}
-		conn.SetDeadline(time.Now().Add(mirrorTimeout))
-		if _, err := conn.Write(c.raw); err != nil {
-			drop()
-			mr.dropped.Add(1)
-			continue
-		}
-		resp, err := readFinal(br, &http.Request{Method: c.method})
-		if err == nil {
-			_, err = bufio.NewReader(resp.Body).WriteTo(discard{})
-			resp.Body.Close()
-		}
-		if err != nil || resp.Close {
-			drop()
+			var closed bool
+			if closed, err = send(conn, br, c); err != nil || closed {
+				drop()
+			}
+			if err == nil || !kept {
+				break
+			}
 		}
 		if err != nil {
 			mr.dropped.Add(1)
@@ -157,6 +154,22 @@ func (mr *mirror) work() {
 		}
 		mr.sent.Add(1)
 	}
+}
+
+// send writes a copy on conn and reads its answer whole; closed says the server ends the
+// connection, and an error leaves it unusable.
+func send(conn net.Conn, br *bufio.Reader, c copyReq) (closed bool, err error) {
+	conn.SetDeadline(time.Now().Add(mirrorTimeout))
+	if _, err := conn.Write(c.raw); err != nil {
+		return true, err
+	}
+	resp, err := readFinal(br, &http.Request{Method: c.method})
+	if err != nil {
+		return true, err
+	}
+	_, err = bufio.NewReader(resp.Body).WriteTo(discard{})
+	resp.Body.Close()
+	return resp.Close, err
 }
 
 // sendH2 sends an HTTP/2 copy and reads its answer, trailers included.
