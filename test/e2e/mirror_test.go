@@ -3,17 +3,25 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
 type recorded struct {
 	Proto, Method, Path, Truncated string
 	Len                            int64
+	Body                           []byte // its first 256 bytes
 }
 
 // recorder runs testapp record in the laptop netns: every request it gets is a line.
@@ -35,6 +43,21 @@ func recordedBy(p *proc, path string) []recorded {
 	return out
 }
 
+var copiesRE = regexp.MustCompile(`mirror of every request \(copies: (\d+) sent, (\d+) dropped\)`)
+
+// mirrorCounts reads the copies sent and dropped from kubectl kt status.
+func mirrorCounts(t *testing.T) (sent, dropped int64) {
+	t.Helper()
+	r := kt(t, "-n", testNamespace, "status")
+	m := copiesRE.FindStringSubmatch(r.Stdout)
+	if m == nil {
+		t.Fatalf("status shows no mirror counts:\n%s", r)
+	}
+	sent, _ = strconv.ParseInt(m[1], 10, 64)
+	dropped, _ = strconv.ParseInt(m[2], 10, 64)
+	return sent, dropped
+}
+
 func TestMirror(t *testing.T) {
 	nothingLeftBehind(t)
 	scale(t, "deploy", "web", 2)
@@ -50,10 +73,15 @@ func TestMirror(t *testing.T) {
 	if lr.Errors != 0 {
 		t.Fatalf("%d failed requests while mirroring", lr.Errors)
 	}
-	eventually(t, 10*time.Second, "the copies reach the laptop", func() error {
-		if n := len(recordedBy(rec, "/load")); n < 500 {
-			return fmt.Errorf("%d of 500 copies", n)
+	// Every copy reaches the laptop, or is counted as dropped (the heartbeat carries the
+	// counts to status).
+	eventually(t, 20*time.Second, "the copies reach the laptop", func() error {
+		sent, dropped := mirrorCounts(t)
+		n := len(recordedBy(rec, "/load"))
+		if n+int(dropped) < 500 || sent < int64(n) {
+			return fmt.Errorf("%d of 500 copies recorded; status: %d sent, %d dropped", n, sent, dropped)
 		}
+		t.Logf("500 requests under load: %d copies recorded, %d dropped", n, dropped)
 		return nil
 	})
 	if n := len(recordedBy(rec, "/one")); n != 1 {
@@ -69,6 +97,25 @@ func TestMirror(t *testing.T) {
 			return fmt.Errorf("%+v", got)
 		}
 		return nil
+	})
+
+	t.Run("WebSocket", func(t *testing.T) {
+		r := inCluster(t, "/testapp wsclient web:80 hello again")
+		if strings.Count(r.Stdout, "ws-echo web-") != 2 {
+			t.Errorf("a WebSocket through the mirrored Service should be answered by the original pods:\n%s", r)
+		}
+		eventually(t, 10*time.Second, "the client's messages copied to the laptop", func() error {
+			var msgs []string
+			for _, c := range recordedBy(rec, "/ws") {
+				if c.Proto == "websocket" {
+					msgs = append(msgs, string(c.Body))
+				}
+			}
+			if strings.Join(msgs, " ") != "hello again" {
+				return fmt.Errorf("messages %q", msgs)
+			}
+			return nil
+		})
 	})
 
 	// The local server stopped under load: the originals neither fail nor wait.
@@ -87,4 +134,114 @@ func TestMirror(t *testing.T) {
 	if !strings.Contains(m.Output(), "Restored service") {
 		t.Errorf("mirror did not restore the service:\n%s", m.Output())
 	}
+}
+
+func TestMirrorGRPC(t *testing.T) {
+	nothingLeftBehind(t)
+	rec := recorder(t, "127.0.0.1:9000")
+	m := startKt(t, "-n", testNamespace, "mirror", "grpc", "--expose", "9000", "--shadow-expire-after", "20s")
+	m.WaitFor("Mirroring service", 90*time.Second)
+	// Unary Check and server-streaming Watch: the cluster's server answers both, and the
+	// laptop gets a copy of each call with the client's message.
+	r := inCluster(t, "/testapp grpc-check -addr grpc:9000 -service cluster")
+	if !strings.Contains(r.Stdout, "check SERVING") || !strings.Contains(r.Stdout, "watch SERVING") {
+		t.Errorf("gRPC through the mirrored Service should be answered by the cluster's server:\n%s", r)
+	}
+	for _, method := range []string{"Check", "Watch"} {
+		eventually(t, 10*time.Second, "a copy of the "+method+" call", func() error {
+			got := recordedBy(rec, "/grpc.health.v1.Health/"+method)
+			if len(got) != 1 || got[0].Proto != "HTTP/2.0" || !strings.Contains(string(got[0].Body), "cluster") {
+				return fmt.Errorf("%+v", got)
+			}
+			return nil
+		})
+	}
+	if code := m.Stop(syscall.SIGINT, 60*time.Second); code != 0 {
+		t.Errorf("mirror exited %d:\n%s", code, m.Output())
+	}
+}
+
+// startKtAs starts kubectl-kt as another laptop would: its own KT_HOME.
+func startKtAs(t testing.TB, home string, args ...string) *proc {
+	t.Helper()
+	return startProc(t, "ip", append([]string{"netns", "exec", laptopNetns, "env", "KT_HOME=" + home, ktBin, "--kubeconfig", laptopKubecfg}, args...)...)
+}
+
+// One laptop meshes the Service while another mirrors it; the mirror is killed, and the
+// router drops it by itself; the mesh's developer, last out, restores the Service.
+func TestMirrorAndMeshFromTwoLaptops(t *testing.T) {
+	nothingLeftBehind(t)
+	laptopServer(t, "laptop-dev1", "127.0.0.1:8080")
+	rec := recorder(t, "127.0.0.1:8081")
+	dev1 := startMesh(t, "web", "--expose", "8080:80", "--version-mark", "version:dev1")
+	dev2 := startKtAs(t, t.TempDir(), "-n", testNamespace, "mirror", "web", "--expose", "8081:80", "--shadow-expire-after", "10s")
+	dev2.WaitFor("Mirroring service", 90*time.Second)
+
+	if got := withHeader(t, "version: dev1", "http://web/marked"); !strings.Contains(got, "echo from laptop-dev1") {
+		t.Errorf("marked request with a mirror on the Service: %q", got)
+	}
+	lr := podLoad(t, "http://web/both", "-n", "300", "-c", "4")
+	if lr.Errors != 0 {
+		t.Errorf("%d failed requests while meshed and mirrored", lr.Errors)
+	}
+	eventually(t, 10*time.Second, "the copies reach the second laptop", func() error {
+		if n := len(recordedBy(rec, "/both")); n < 300 {
+			return fmt.Errorf("%d of 300 copies", n)
+		}
+		return nil
+	})
+	if r := fromPod(t, "http://web/unmarked"); !strings.Contains(r.Stdout, "echo from web-") {
+		t.Errorf("unmarked request: %s", r)
+	}
+
+	// The mirror dies without a word: the router drops it once its heartbeat is stale; the
+	// mesh goes on, and the Service is not restored while dev1 is in it.
+	dev2.Kill()
+	eventually(t, 60*time.Second, "the router drops the killed mirror", func() error {
+		svc, err := client.CoreV1().Services(testNamespace).Get(context.Background(), "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		st, ok := wire.GetMesh(svc)
+		if !ok {
+			return fmt.Errorf("the Service is no longer meshed")
+		}
+		if len(st.Members) != 1 || st.Members[0].Mirror {
+			return fmt.Errorf("members %+v", st.Members)
+		}
+		return nil
+	})
+	before := len(recordedBy(rec, "/after-kill"))
+	if got := withHeader(t, "version: dev1", "http://web/after-kill"); !strings.Contains(got, "echo from laptop-dev1") {
+		t.Errorf("marked request after the mirror was dropped: %q", got)
+	}
+	if r := fromPod(t, "http://web/after-kill"); !strings.Contains(r.Stdout, "echo from web-") {
+		t.Errorf("unmarked request after the mirror was dropped: %s", r)
+	}
+	time.Sleep(time.Second)
+	if n := len(recordedBy(rec, "/after-kill")); n != before {
+		t.Errorf("%d copies still sent to a dropped mirror", n-before)
+	}
+	if code := dev1.Stop(syscall.SIGINT, 60*time.Second); code != 0 || !strings.Contains(dev1.Output(), "Restored service") {
+		t.Errorf("the last developer leaving (exit %d):\n%s", code, dev1.Output())
+	}
+	eventuallyFromPod(t, "http://web/after", "echo from web-")
+	// What is left of the killed mirror is its own shadow pod, whose agent has exited; clean
+	// removes it.
+	if r := kt(t, "-n", testNamespace, "clean", "--threshold", "0s"); r.Code != 0 || !strings.Contains(r.Stdout, "kt-mesh-") {
+		t.Errorf("clean of the killed mirror's shadow:\n%s", r)
+	}
+}
+
+func TestMirrorSIGKILLThenClean(t *testing.T) {
+	nothingLeftBehind(t)
+	recorder(t, "127.0.0.1:8080")
+	m := startKt(t, "-n", testNamespace, "mirror", "web", "--expose", "8080:80", "--shadow-expire-after", "20s")
+	m.WaitFor("Mirroring service", 90*time.Second)
+	m.Kill()
+	r := kt(t, "-n", testNamespace, "clean", "--threshold", "0s")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Cleaned service "+testNamespace+"/web") {
+		t.Errorf("clean after a killed mirror:\n%s", r)
+	}
+	eventuallyFromPod(t, "http://web/after-clean", "echo from web-")
 }

@@ -31,9 +31,13 @@ const (
 	// TruncatedHeader marks a copy whose body was cut at MaxMirrorBody; its value is the
 	// original length, or "unknown".
 	TruncatedHeader = "X-Kt-Mirror-Truncated"
-	mirrorQueue     = 256
-	mirrorWorkers   = 4
-	mirrorTimeout   = 5 * time.Second
+	// A mirror queues at most mirrorQueue copies and mirrorQueueBytes of them, sent by
+	// mirrorWorkers on connections of their own: a burst of small requests fits, a flood of
+	// large uploads is dropped rather than held in the router's memory.
+	mirrorQueue      = 1024
+	mirrorQueueBytes = 16 << 20
+	mirrorWorkers    = 16
+	mirrorTimeout    = 5 * time.Second
 )
 
 // copyReq is one copy: a whole HTTP/1.1 request as bytes, or an HTTP/2 one (gRPC) with the
@@ -43,6 +47,7 @@ type copyReq struct {
 	method string
 	raw    []byte
 	h2     *http.Request // its URL's host is filled in by the worker
+	size   int64
 }
 
 type mirror struct {
@@ -52,6 +57,7 @@ type mirror struct {
 	queue              chan copyReq
 	stop               chan struct{}
 	sent, dropped      atomic.Int64
+	queued             atomic.Int64 // bytes of the copies in queue
 	streams            atomic.Int64 // stream copies open
 }
 
@@ -95,9 +101,19 @@ func (mr *mirror) matches(get func(string) (string, bool), target string) bool {
 
 // offer queues c, or drops it when the queue is full.
 func (mr *mirror) offer(c copyReq) {
+	c.size = int64(len(c.raw))
+	if c.h2 != nil {
+		c.size = c.h2.ContentLength + 512
+	}
+	if mr.queued.Add(c.size) > mirrorQueueBytes {
+		mr.queued.Add(-c.size)
+		mr.dropped.Add(1)
+		return
+	}
 	select {
 	case mr.queue <- c:
 	default:
+		mr.queued.Add(-c.size)
 		mr.dropped.Add(1)
 	}
 }
@@ -119,6 +135,7 @@ func (mr *mirror) work() {
 		case <-mr.stop:
 			return
 		case c = <-mr.queue:
+			mr.queued.Add(-c.size)
 		}
 		addr := net.JoinHostPort(*mr.shadow.Load(), strconv.Itoa(c.port))
 		if c.h2 != nil {
@@ -306,9 +323,10 @@ type bodyTap struct {
 		Read([]byte) (int, error)
 		Close() error
 	}
-	buf bytes.Buffer
-	cut bool
-	mu  sync.Mutex
+	buf   bytes.Buffer
+	cut   bool
+	mu    sync.Mutex
+	atEOF func()
 }
 
 func (b *bodyTap) Read(p []byte) (int, error) {
@@ -321,6 +339,9 @@ func (b *bodyTap) Read(p []byte) (int, error) {
 		b.buf.Write(p[:n])
 	}
 	b.mu.Unlock()
+	if err == io.EOF && b.atEOF != nil {
+		b.atEOF()
+	}
 	return n, err
 }
 

@@ -192,6 +192,82 @@ func TestMirrorCopiesHTTP2Requests(t *testing.T) {
 	}
 }
 
+// A server-streaming call (gRPC's Watch) is copied once the client's body ends, while the
+// origin still streams; a client that cancels before ending its body gets what it sent copied.
+func TestMirrorCopiesAStreamAtTheClientsHalfClose(t *testing.T) {
+	var mu sync.Mutex
+	var seen []seenReq
+	rec := recording(&mu, &seen, 0)
+	addr, r := backends(t, func(name string) http.Handler {
+		if name == "shadow" {
+			return rec(name)
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			io.ReadAll(req.Body)
+			for { // streams until the client goes
+				if _, err := io.WriteString(w, "tick\n"); err != nil {
+					return
+				}
+				http.NewResponseController(w).Flush()
+				select {
+				case <-req.Context().Done():
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		})
+	})
+	r.SetMembers([]wire.MeshMember{{Session: "m1", Mirror: true, Shadow: "127.0.0.2"}})
+	c := &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
+		return net.Dial(n, a)
+	}}}
+	copies := func() []seenReq {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]seenReq(nil), seen...)
+	}
+	wait := func(n int) {
+		for deadline := time.Now().Add(5 * time.Second); len(copies()) < n && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/watch", strings.NewReader("\x00\x00\x00\x00\x02hi"))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	if l, _ := br.ReadString('\n'); l != "tick\n" {
+		t.Fatalf("stream: %q", l)
+	}
+	wait(1)
+	if got := copies(); len(got) != 1 || got[0].path != "/watch" || string(got[0].body) != "\x00\x00\x00\x00\x02hi" {
+		t.Errorf("while the origin streams: copies %+v, want the client's message", got)
+	}
+	if l, _ := br.ReadString('\n'); l != "tick\n" {
+		t.Errorf("the stream stopped after the copy: %q", l)
+	}
+	cancel()
+	resp.Body.Close()
+
+	// The client sends part of its stream and cancels.
+	pr, pw := io.Pipe()
+	ctx, cancel = context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/cancelled", pr)
+	go pw.Write([]byte("part"))
+	go func() { time.Sleep(300 * time.Millisecond); cancel() }()
+	if resp, err := c.Do(req); err == nil {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	wait(2)
+	if got := copies(); len(got) != 2 || got[1].path != "/cancelled" || string(got[1].body) != "part" {
+		t.Errorf("after a cancelled stream: copies %+v, want what it sent", got)
+	}
+}
+
 // A connection that is not HTTP passes through to the origin, and the client's bytes are
 // copied to each mirror of every request on a connection of its own.
 func TestMirrorCopiesPlainTCP(t *testing.T) {
@@ -299,5 +375,37 @@ func TestMirrorCopiesAWebSocketsClientBytes(t *testing.T) {
 	defer mu.Unlock()
 	if shadowGot.String() != "frame-1 frame-2" {
 		t.Errorf("the shadow got %q after its upgrade, want the client's frames", shadowGot.String())
+	}
+}
+
+// Large copies for a laptop that does not read are held up to the byte bound, then dropped.
+func TestMirrorQueueIsBoundedInBytes(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 on this machine: %v", err)
+	}
+	defer l.Close()
+	go func() { // accepts and never reads
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	mr := newMirror(wire.MeshMember{Session: "m1", Mirror: true, Shadow: "127.0.0.2"})
+	defer close(mr.stop)
+	port := l.Addr().(*net.TCPAddr).Port
+	body := bytes.Repeat([]byte("x"), MaxMirrorBody)
+	const n = 64
+	for range n {
+		mr.offer(copyReq{port: port, method: "POST", raw: body})
+		if q := mr.queued.Load(); q > mirrorQueueBytes {
+			t.Fatalf("%d bytes queued, bound %d", q, mirrorQueueBytes)
+		}
+	}
+	if d := mr.dropped.Load(); d < n-mirrorWorkers-mirrorQueueBytes/MaxMirrorBody {
+		t.Errorf("%d of %d copies dropped, want at least %d", d, n, n-mirrorWorkers-mirrorQueueBytes/MaxMirrorBody)
 	}
 }

@@ -146,14 +146,23 @@ func (r *Router) Handler(port int) http.Handler {
 			return
 		}
 		// The copy goes once the client's body has ended (a gRPC stream's messages, at its
-		// end), so that the original is never held up for it.
-		tap := &bodyTap{body: req.Body}
-		req.Body = tap
-		rp.ServeHTTP(w, req)
-		body, cut := tap.seen()
-		for _, mr := range mirrors {
-			mr.offer(copyH2(req, body, cut, port))
+		// half-close, while the server may stream on), or once the exchange is over when the
+		// client never ended it (a cancelled stream: what it sent). The original never waits
+		// for it. ReverseProxy aborts with a panic when the client goes: hence the defer.
+		var once sync.Once
+		var tap *bodyTap
+		offer := func() {
+			once.Do(func() {
+				body, cut := tap.seen()
+				for _, mr := range mirrors {
+					mr.offer(copyH2(req, body, cut, port))
+				}
+			})
 		}
+		tap = &bodyTap{body: req.Body, atEOF: offer}
+		req.Body = tap
+		defer offer()
+		rp.ServeHTTP(w, req)
 	})
 	return h2c.NewHandler(h, &http2.Server{MaxConcurrentStreams: 250})
 }

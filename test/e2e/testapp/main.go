@@ -227,35 +227,9 @@ func wsEcho(w http.ResponseWriter, r *http.Request, name string) {
 	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(h[:]))
 	rw.Flush()
 	for {
-		var hdr [2]byte
-		if _, err := io.ReadFull(rw, hdr[:]); err != nil {
+		op, payload, err := readWSFrame(rw.Reader)
+		if err != nil {
 			return
-		}
-		op := hdr[0] & 0x0f
-		n := int64(hdr[1] & 0x7f)
-		switch n {
-		case 126:
-			var b [2]byte
-			io.ReadFull(rw, b[:])
-			n = int64(b[0])<<8 | int64(b[1])
-		case 127:
-			var b [8]byte
-			io.ReadFull(rw, b[:])
-			n = 0
-			for _, x := range b {
-				n = n<<8 | int64(x)
-			}
-		}
-		var mask [4]byte
-		if hdr[1]&0x80 != 0 {
-			io.ReadFull(rw, mask[:])
-		}
-		payload := make([]byte, n)
-		if _, err := io.ReadFull(rw, payload); err != nil {
-			return
-		}
-		for i := range payload {
-			payload[i] ^= mask[i%4]
 		}
 		if op == 8 { // close
 			rw.Write([]byte{0x88, 0})
@@ -281,6 +255,44 @@ func wsEcho(w http.ResponseWriter, r *http.Request, name string) {
 		rw.Write(append(frame, out...))
 		rw.Flush()
 	}
+}
+
+// readWSFrame reads one client frame and returns its opcode and unmasked payload.
+func readWSFrame(r *bufio.Reader) (byte, []byte, error) {
+	var hdr [2]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	op := hdr[0] & 0x0f
+	n := int64(hdr[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		io.ReadFull(r, b[:])
+		n = int64(b[0])<<8 | int64(b[1])
+	case 127:
+		var b [8]byte
+		io.ReadFull(r, b[:])
+		n = 0
+		for _, x := range b {
+			n = n<<8 | int64(x)
+		}
+	}
+	if n > 16<<20 {
+		return 0, nil, fmt.Errorf("frame of %d bytes", n)
+	}
+	var mask [4]byte
+	if hdr[1]&0x80 != 0 {
+		io.ReadFull(r, mask[:])
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return 0, nil, err
+	}
+	for i := range payload {
+		payload[i] ^= mask[i%4]
+	}
+	return op, payload, nil
 }
 
 // wsClient opens a WebSocket to ws://hostport/ws, sends each message as a text frame and
