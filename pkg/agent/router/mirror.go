@@ -326,7 +326,7 @@ type bodyTap struct {
 	buf   bytes.Buffer
 	cut   bool
 	mu    sync.Mutex
-	atEOF func()
+	atEOF func() // called once the body has ended, if set
 }
 
 func (b *bodyTap) Read(p []byte) (int, error) {

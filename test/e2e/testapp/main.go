@@ -218,14 +218,11 @@ func wsEcho(w http.ResponseWriter, r *http.Request, name string) {
 		http.Error(w, "websocket only", http.StatusBadRequest)
 		return
 	}
-	h := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	conn, rw, err := http.NewResponseController(w).Hijack()
+	conn, rw, err := acceptWS(w, r)
 	if err != nil {
 		return
 	}
 	defer conn.Close()
-	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(h[:]))
-	rw.Flush()
 	for {
 		op, payload, err := readWSFrame(rw.Reader)
 		if err != nil {
@@ -255,6 +252,21 @@ func wsEcho(w http.ResponseWriter, r *http.Request, name string) {
 		rw.Write(append(frame, out...))
 		rw.Flush()
 	}
+}
+
+// acceptWS takes over the connection of a WebSocket upgrade request and answers 101.
+func acceptWS(w http.ResponseWriter, r *http.Request) (net.Conn, *bufio.ReadWriter, error) {
+	h := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(h[:]))
+	if err := rw.Flush(); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, rw, nil
 }
 
 // readWSFrame reads one client frame and returns its opcode and unmasked payload.

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"io"
 	"log"
 	"net"
@@ -41,10 +37,10 @@ func record(args []string) {
 			recordWS(w, r, put)
 			return
 		}
-		var head bytes.Buffer
-		n, _ := io.Copy(io.Discard, io.TeeReader(r.Body, &limitedBuffer{&head, 256}))
-		put(map[string]any{"proto": r.Proto, "method": r.Method, "path": r.URL.Path, "len": n,
-			"body": head.Bytes(), "truncated": r.Header.Get("X-Kt-Mirror-Truncated")})
+		head, _ := io.ReadAll(io.LimitReader(r.Body, 256))
+		rest, _ := io.Copy(io.Discard, r.Body)
+		put(map[string]any{"proto": r.Proto, "method": r.Method, "path": r.URL.Path, "len": int64(len(head)) + rest,
+			"body": head, "truncated": r.Header.Get("X-Kt-Mirror-Truncated")})
 		io.WriteString(w, "recorded\n")
 	})
 	l, err := net.Listen("tcp", *addr)
@@ -60,14 +56,11 @@ func record(args []string) {
 
 // recordWS accepts a WebSocket and records each text message the client sends.
 func recordWS(w http.ResponseWriter, r *http.Request, put func(map[string]any)) {
-	h := sha1.Sum([]byte(r.Header.Get("Sec-WebSocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	conn, rw, err := http.NewResponseController(w).Hijack()
+	conn, rw, err := acceptWS(w, r)
 	if err != nil {
 		return
 	}
 	defer conn.Close()
-	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", base64.StdEncoding.EncodeToString(h[:]))
-	rw.Flush()
 	for {
 		op, payload, err := readWSFrame(rw.Reader)
 		if err != nil || op == 8 {
@@ -77,17 +70,4 @@ func recordWS(w http.ResponseWriter, r *http.Request, put func(map[string]any)) 
 			put(map[string]any{"proto": "websocket", "method": "MESSAGE", "path": r.URL.Path, "len": len(payload), "body": payload})
 		}
 	}
-}
-
-// limitedBuffer keeps the first max bytes written to it and accepts the rest.
-type limitedBuffer struct {
-	b   *bytes.Buffer
-	max int
-}
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if room := l.max - l.b.Len(); room > 0 {
-		l.b.Write(p[:min(room, len(p))])
-	}
-	return len(p), nil
 }
