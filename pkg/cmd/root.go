@@ -4,10 +4,12 @@ package cmd
 
 import (
 	"flag"
+	"fmt"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/kubectl-kt/kt/pkg/cmd/birdseye"
@@ -44,7 +46,7 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 	}
 	root.SetGlobalNormalizationFunc(NormalizeFlagName)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &usage.Error{Err: err}
+		return &usage.Error{Err: explainShorthand(err)}
 	})
 	root.SetIn(streams.In)
 	root.SetOut(streams.Out)
@@ -73,6 +75,8 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 	)
 	root.AddCommand(ktconfig.NewCmdConfig(root, streams), netadmincmd.NewCmdNetAdmin(streams))
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		// API-server warnings (a deprecated API, a PodSecurity audit) read as kubectl's do.
+		rest.SetDefaultWarningHandler(rest.NewWarningWriter(streams.ErrOut, rest.WarningWriterOptions{Deduplicate: true}))
 		return ktconfig.ApplyDefaults(cmd)
 	}
 	for _, c := range root.Commands() {
@@ -108,4 +112,19 @@ func wrapArgs(c *cobra.Command) {
 		}
 		wrapArgs(sub)
 	}
+}
+
+// kt-connect's -i (--image) and -f (--force-update) mean --stdin and --filename to kubectl
+// users, so kt has no such shorthands; one given says which long flag was meant.
+var oldShorthands = map[string]string{"i": "--image", "f": "--force-update"}
+
+func explainShorthand(err error) error {
+	var s string
+	if _, e := fmt.Sscanf(err.Error(), "unknown shorthand flag: '%1s'", &s); e != nil {
+		return err
+	}
+	if long, ok := oldShorthands[s]; ok {
+		return fmt.Errorf("%w; kt has no -%s (kubectl's -%s means something else): write %s", err, s, s, long)
+	}
+	return err
 }

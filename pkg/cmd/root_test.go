@@ -2,11 +2,17 @@ package cmd
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 )
@@ -77,5 +83,45 @@ func TestCamelCaseAliasesParse(t *testing.T) {
 	root.SetArgs([]string{"version", "--client", "--requestTimeout", "5s"})
 	if err := root.Execute(); err != nil {
 		t.Fatalf("kt-connect style --requestTimeout rejected: %v", err)
+	}
+}
+
+// kt-connect's -i and -f are not kt's: kubectl users read them as --stdin and --filename.
+func TestOldShorthandsSayTheLongFlag(t *testing.T) {
+	for short, long := range map[string]string{"-i": "--image", "-f": "--force-update"} {
+		root := NewKtCommand(genericiooptions.NewTestIOStreamsDiscard())
+		root.SetArgs([]string{"connect", short, "x"})
+		c, err := root.ExecuteC()
+		var b bytes.Buffer
+		if code := ExitCode(err, &b, c.CommandPath()); code != ExitUsage || !strings.Contains(b.String(), "write "+long) {
+			t.Errorf("%s: exit %d, printed %q", short, code, b.String())
+		}
+	}
+}
+
+// API-server warnings go to stderr as kubectl prints them, once each.
+func TestWarningsReadAsKubectls(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Warning", `299 - "v1 ComponentStatus is deprecated"`)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Success"}`)
+	}))
+	defer srv.Close()
+	var errOut bytes.Buffer
+	root := NewKtCommand(genericiooptions.IOStreams{In: &bytes.Buffer{}, Out: &bytes.Buffer{}, ErrOut: &errOut})
+	root.SetArgs([]string{"version", "--client"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	defer rest.SetDefaultWarningHandler(rest.WarningLogger{})
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/componentstatuses").Do(context.Background())
+	}
+	if got := errOut.String(); got != "Warning: v1 ComponentStatus is deprecated\n" {
+		t.Errorf("stderr %q, want one kubectl-style warning", got)
 	}
 }

@@ -36,7 +36,7 @@ func DurationVar(fs *pflag.FlagSet, p *time.Duration, name string, value time.Du
 
 // AddPodFlags binds the shadow pod options to fs: the flags of every command that starts one.
 func AddPodFlags(fs *pflag.FlagSet, o *cluster.PodOptions) {
-	fs.StringVarP(&o.Image, "image", "i", o.Image, "Shadow image. The default is built from the same source as this client.")
+	fs.StringVar(&o.Image, "image", o.Image, "Shadow image. The default is built from the same source as this client.")
 	fs.StringVar(&o.ImagePullSecret, "image-pull-secret", o.ImagePullSecret, "Secret to pull the shadow image with.")
 	fs.StringVar(&o.ServiceAccount, "service-account", o.ServiceAccount, "Service account of the shadow pod (default: the namespace's default).")
 	fs.StringToStringVar(&o.NodeSelector, "node-selector", o.NodeSelector, "Node selector of the shadow pod, k=v[,k=v].")
@@ -45,7 +45,7 @@ func AddPodFlags(fs *pflag.FlagSet, o *cluster.PodOptions) {
 	fs.StringVar(&o.PodQuota, "pod-quota", o.PodQuota, "CPU and memory of the shadow pod as requests = limits, e.g. 0.5c,256m (c: cores; k, m, g: KiB, MiB, GiB).")
 	DurationVar(fs, &o.PodCreationTimeout, "pod-creation-timeout", o.PodCreationTimeout, "How long to wait for the shadow pod to run.")
 	DurationVar(fs, &o.PortForwardTimeout, "port-forward-timeout", o.PortForwardTimeout, "How long to wait for a port-forward tunnel.")
-	fs.BoolVarP(&o.ForceUpdate, "force-update", "f", o.ForceUpdate, "Pull the shadow image every time (imagePullPolicy Always).")
+	fs.BoolVar(&o.ForceUpdate, "force-update", o.ForceUpdate, "Pull the shadow image every time (imagePullPolicy Always).")
 	DurationVar(fs, &o.ExpireAfter, "shadow-expire-after", o.ExpireAfter, "The shadow exits once this client has been gone this long.")
 }
 
