@@ -186,11 +186,13 @@ func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
 				br := bufio.NewReader(lim)
 				c.SetReadDeadline(time.Now().Add(serverFirstWait))
 				b, err := br.Peek(1)
-				if isTimeout(err) { // a protocol whose server speaks first: not HTTP
+				if isTimeout(err) { // a protocol whose server speaks first, or a pooled connection
 					r.lastAccept.Store(time.Now().UnixNano())
 					c.SetReadDeadline(time.Time{})
-					r.passthroughCopied(&peekedConn{Conn: c, r: br}, port)
-					return
+					if r.serverFirst(c, br, port) {
+						return
+					}
+					b, err = br.Peek(1) // the client spoke first after all: served as any other
 				}
 				if err != nil {
 					c.Close() // the kubelet's TCP probe, for one: it counts as no traffic
@@ -200,7 +202,7 @@ func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
 				c.SetReadDeadline(time.Now().Add(30 * time.Second))
 				if b[0] != 0x16 && !looksHTTP(br) {
 					c.SetReadDeadline(time.Time{})
-					r.passthroughCopied(&peekedConn{Conn: c, r: br}, port)
+					r.passthroughCopied(&peekedConn{Conn: c, r: br}, nil, port)
 					return
 				}
 				var pre []byte
@@ -209,7 +211,7 @@ func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
 				}
 				c.SetReadDeadline(time.Time{})
 				if b[0] == 0x16 { // a TLS handshake record
-					r.passthrough(&peekedConn{Conn: c, r: br}, port)
+					r.passthrough(&peekedConn{Conn: c, r: br}, nil, port)
 					return
 				}
 				if string(pre) != http2Preface {
@@ -232,14 +234,71 @@ func (r *Router) Serve(ctx context.Context, l net.Listener, port int) error {
 	return err
 }
 
-// passthrough copies a connection to the origin byte for byte, half-closes included.
-func (r *Router) passthrough(c net.Conn, port int) {
+// passthrough copies a connection to the origin byte for byte, half-closes included, on up
+// when the origin is dialled already.
+func (r *Router) passthrough(c, up net.Conn, port int) {
+	if up == nil {
+		var err error
+		if up, err = net.DialTimeout("tcp", net.JoinHostPort(r.Origin, strconv.Itoa(port)), 10*time.Second); err != nil {
+			c.Close()
+			return
+		}
+	}
+	pipe.Conns(c, up)
+}
+
+// serverFirst settles a connection that stayed silent for serverFirstWait. A server that speaks
+// first (SMTP, MySQL) greets as soon as it is connected: the origin is dialled, and whichever
+// side speaks first decides. The server: the connection is passed through, greeting included,
+// and handled is true. The client (an HTTP client's pooled connection, opened ahead of need):
+// the origin's connection is closed, and the caller serves the client's as any other.
+func (r *Router) serverFirst(c net.Conn, br *bufio.Reader, port int) (handled bool) {
 	up, err := net.DialTimeout("tcp", net.JoinHostPort(r.Origin, strconv.Itoa(port)), 10*time.Second)
 	if err != nil {
 		c.Close()
-		return
+		return true
 	}
-	pipe.Conns(c, up)
+	client, server := make(chan error, 1), make(chan error, 1)
+	go func() { _, err := br.Peek(1); client <- err }()
+	ubr := bufio.NewReader(up)
+	go func() { _, err := ubr.Peek(1); server <- err }()
+	select {
+	case err := <-server:
+		if err == nil {
+			r.passthroughCopied(&waitedConn{peekedConn: peekedConn{Conn: c, r: br}, peeked: client}, &peekedConn{Conn: up, r: ubr}, port)
+			return true
+		}
+		// The origin closed without a word (an HTTP server's idle timeout): not a server that
+		// speaks first; the client decides.
+		up.Close()
+		err = <-client
+		if err != nil {
+			c.Close()
+		}
+		return err != nil
+	case err := <-client:
+		up.Close()
+		<-server
+		if err != nil {
+			c.Close()
+		}
+		return err != nil
+	}
+}
+
+// waitedConn reads the client's side of a connection passed through after serverFirst: its
+// first read waits for serverFirst's peek, which owns the reader until then.
+type waitedConn struct {
+	peekedConn
+	peeked <-chan error
+}
+
+func (c *waitedConn) Read(p []byte) (int, error) {
+	if c.peeked != nil {
+		<-c.peeked
+		c.peeked = nil
+	}
+	return c.peekedConn.Read(p)
 }
 
 // serverFirstWait is how long a new connection may stay silent before it is taken for a
@@ -269,7 +328,7 @@ func looksHTTP(br *bufio.Reader) bool {
 // passthroughCopied passes a connection that is not HTTP through to the origin, with a copy
 // of the client's bytes for each mirror that copies every request (a filter by header or path
 // cannot apply to it).
-func (r *Router) passthroughCopied(c net.Conn, port int) {
+func (r *Router) passthroughCopied(c, up net.Conn, port int) {
 	var all []*mirror
 	if l := r.mirrorList.Load(); l != nil {
 		for _, mr := range *l {
@@ -279,12 +338,12 @@ func (r *Router) passthroughCopied(c net.Conn, port int) {
 		}
 	}
 	if len(all) == 0 {
-		r.passthrough(c, port)
+		r.passthrough(c, up, port)
 		return
 	}
 	ts := startStreams(all, port, nil)
 	defer ts.Close()
-	r.passthrough(&teeConn{Conn: c, taps: ts}, port)
+	r.passthrough(&teeConn{Conn: c, taps: ts}, up, port)
 }
 
 type peekListener struct {

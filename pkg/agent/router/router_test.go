@@ -438,3 +438,70 @@ func TestOversizedHeadIsRefusedWithoutBuffering(t *testing.T) {
 		t.Errorf("after the oversized heads: %q", got)
 	}
 }
+
+// A pooled connection that an HTTP client opened ahead of need stays silent for longer than
+// the router waits for a server that speaks first; its requests must still be routed.
+func TestSilentConnectionThatThenSpeaksHTTPIsRouted(t *testing.T) {
+	addr, _ := backends(t, echoName)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(serverFirstWait + 500*time.Millisecond)
+	io.WriteString(c, "GET /late HTTP/1.1\r\nHost: x\r\nVersion: dev1\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if !strings.HasPrefix(string(b), "shadow GET /late") {
+		t.Errorf("a marked request on a connection silent for %v reached %q, want the shadow", serverFirstWait, b)
+	}
+}
+
+// A server that speaks first (SMTP, MySQL) gets its greeting through, then both ways.
+func TestServerThatSpeaksFirstIsPassedThrough(t *testing.T) {
+	ol, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ol.Close()
+	go func() {
+		for {
+			c, err := ol.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.WriteString(c, "220 greetings\r\n")
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	port := ol.Addr().(*net.TCPAddr).Port
+	r := New("127.0.0.1")
+	rl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.Serve(ctx, rl, port)
+	c, err := net.Dial("tcp", rl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(serverFirstWait + 5*time.Second))
+	br := bufio.NewReader(c)
+	if l, err := br.ReadString('\n'); err != nil || l != "220 greetings\r\n" {
+		t.Fatalf("greeting %q, %v", l, err)
+	}
+	io.WriteString(c, "EHLO x\r\n")
+	if l, err := br.ReadString('\n'); err != nil || l != "EHLO x\r\n" {
+		t.Fatalf("echo %q, %v", l, err)
+	}
+}
