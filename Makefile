@@ -22,7 +22,7 @@ TOOLS      := $(KT_ROOT)/tools
 GORELEASER := $(TOOLS)/goreleaser
 KREW       := $(TOOLS)/krew
 
-.PHONY: help e2e deps fuzz resolved all build tools release-snapshot image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
+.PHONY: help e2e deps fuzz resolved all build tools release release-snapshot krew-manifest image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
 
 all: build image
 
@@ -37,6 +37,7 @@ help:
 	@echo 'make build | image        bin/kubectl-kt | the shadow image tarballs in dist/images'
 	@echo 'make cluster-up | cluster-down | load-images   the local cluster (hack/cluster/README.md)'
 	@echo 'make release-snapshot     the whole release without publishing, in dist/release'
+	@echo 'make release              publish a release (a tag, GITHUB_TOKEN), then plugins/krew.yaml for it'
 
 build: bin/kubectl-kt
 
@@ -117,6 +118,16 @@ $(KREW):
 release-snapshot: tools
 	$(GORELEASER) release --snapshot --clean
 	hack/krew-manifest.sh $$(sed -n 's/.*"version":"\([^"]*\)".*/\1/p' dist/release/metadata.json) dist/release > dist/release/krew.yaml
+
+# A release, from a checked-out tag with GITHUB_TOKEN set: goreleaser publishes the archives,
+# then plugins/krew.yaml is written for them, to commit (hack's TestKrewManifestIsGenerated
+# checks that the committed manifest is the script's output for its archives).
+release: tools
+	$(GORELEASER) release --clean
+	$(MAKE) krew-manifest
+
+krew-manifest:
+	hack/krew-manifest.sh $$(sed -n 's/.*"version":"\([^"]*\)".*/\1/p' dist/release/metadata.json) dist/release > plugins/krew.yaml
 
 test-e2e: deps cluster-up build bin/testapp release-snapshot resolved
 	KT_BIN=$(CURDIR)/bin/kubectl-kt KT_IMAGE=$(IMAGE) KT_TESTAPP=$(TESTAPP) \

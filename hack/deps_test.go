@@ -203,3 +203,32 @@ func TestDepsNamesMissingPackages(t *testing.T) {
 		t.Errorf("deps.sh --check with a missing package: %v\n%s", err, out)
 	}
 }
+
+// The committed krew manifest is what krew-manifest.sh writes for the archives it names: the
+// same version and checksums in, the same file out, byte for byte.
+func TestKrewManifestIsGenerated(t *testing.T) {
+	committed, err := os.ReadFile("../plugins/krew.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := regexp.MustCompile(`(?m)^  version: v(\S+)$`).FindSubmatch(committed)
+	if version == nil {
+		t.Fatal("plugins/krew.yaml has no spec.version")
+	}
+	dist := t.TempDir()
+	var sums strings.Builder
+	re := regexp.MustCompile(`(?m)^    uri: \S+/([^/\s]+)\n    sha256: ([0-9a-f]{64})$`)
+	for _, m := range re.FindAllSubmatch(committed, -1) {
+		sums.WriteString(string(m[2]) + "  " + string(m[1]) + "\n")
+	}
+	if err := os.WriteFile(filepath.Join(dist, "checksums.txt"), []byte(sums.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("bash", "krew-manifest.sh", string(version[1]), dist).Output()
+	if err != nil {
+		t.Fatalf("krew-manifest.sh: %v", err)
+	}
+	if string(out) != string(committed) {
+		t.Errorf("plugins/krew.yaml is not what hack/krew-manifest.sh writes for its archives: regenerate it (make krew-manifest)")
+	}
+}

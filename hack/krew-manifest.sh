@@ -22,9 +22,16 @@ spec:
     process on your machine (exchange, mesh), and exposes local processes in the cluster
     (preview). Everything it changes is restored on exit, and after a crash by the shadow
     pod itself or by 'kubectl kt clean'.
+YAML
+# quoted: the caveats' shell line is printed as it is
+cat <<'YAML'
   caveats: |
     'kubectl kt connect' creates a TUN device and edits DNS settings: run it with sudo,
     or use 'kubectl kt connect --disable-tun' for a SOCKS5 proxy that needs no root.
+
+    'kubectl kt <TAB>' completes through kubectl's own completion (kubectl 1.26+) and
+    kubectl_complete-kt, which krew does not put on PATH. Once, on Linux or macOS:
+      printf '#!/bin/sh\nexec kubectl-kt __complete "$@"\n' > "${KREW_ROOT:-$HOME/.krew}/bin/kubectl_complete-kt" && chmod +x "${KREW_ROOT:-$HOME/.krew}/bin/kubectl_complete-kt"
   platforms:
 YAML
 for os in linux darwin windows; do

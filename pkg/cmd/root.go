@@ -14,6 +14,7 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cmd/birdseye"
 	"github.com/kubectl-kt/kt/pkg/cmd/clean"
+	"github.com/kubectl-kt/kt/pkg/cmd/completion"
 	ktconfig "github.com/kubectl-kt/kt/pkg/cmd/config"
 	"github.com/kubectl-kt/kt/pkg/cmd/connect"
 	"github.com/kubectl-kt/kt/pkg/cmd/doctor"
@@ -36,7 +37,7 @@ import (
 func NewKtCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	configFlags := genericclioptions.NewConfigFlags(true)
 	root := &cobra.Command{
-		Use:   "kt",
+		Use:   "kubectl-kt", // the binary's name, which completion scripts complete; help says "kubectl kt"
 		Short: "Develop one microservice on your laptop while it lives in a Kubernetes cluster",
 		Long: `kubectl kt joins your laptop to a cluster's network (connect), sends a Service's traffic to a
 process on your laptop (exchange, mesh), and exposes local processes inside the cluster (preview).`,
@@ -73,7 +74,16 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 		doctor.NewCmdDoctor(configFlags, streams),
 		version.NewCmdVersion(configFlags, streams),
 	)
-	root.AddCommand(ktconfig.NewCmdConfig(root, streams), netadmincmd.NewCmdNetAdmin(streams))
+	root.AddCommand(ktconfig.NewCmdConfig(root, streams), netadmincmd.NewCmdNetAdmin(streams),
+		completion.NewCmdCompletion(root, streams))
+	completion.RegisterFlags(root, configFlags)
+	for name, kinds := range targetKinds {
+		c, _, err := root.Find([]string{name})
+		if err != nil || c.Name() != name {
+			panic("no command " + name) // targetKinds names a command that is gone
+		}
+		c.ValidArgsFunction = completion.Targets(configFlags, kinds.bare, kinds.kinds...)
+	}
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
 		// API-server warnings (a deprecated API, a PodSecurity audit) read as kubectl's do.
 		rest.SetDefaultWarningHandler(rest.NewWarningWriter(streams.ErrOut, rest.WarningWriterOptions{Deduplicate: true}))
@@ -86,6 +96,22 @@ process on your laptop (exchange, mesh), and exposes local processes inside the 
 		wrapArgs(c)
 	}
 	return root
+}
+
+// targetKinds says, for each command whose first argument is a TARGET, which KIND/ prefixes it
+// takes and whether a bare NAME (a Service) is one.
+var targetKinds = map[string]struct {
+	bare  bool
+	kinds []string
+}{
+	"env":      {true, []string{"svc", "deploy", "sts", "pod"}},
+	"run":      {true, []string{"svc", "deploy", "sts", "pod"}},
+	"mount":    {true, []string{"svc", "deploy", "sts", "pod"}},
+	"exchange": {true, []string{"svc", "deploy", "sts"}},
+	"forward":  {false, []string{"svc", "deploy", "sts", "pod"}},
+	"mesh":     {true, []string{"svc", "deploy"}},
+	"mirror":   {true, []string{"svc", "deploy"}},
+	"recover":  {true, nil},
 }
 
 // addKlogFlags exposes klog's -v (and --vmodule) so diagnostics read `kubectl kt -v 4 …`.

@@ -54,6 +54,23 @@ func TestKrewInstall(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "bin", "kubectl-kt")); err != nil {
 		t.Fatalf("krew did not link kubectl-kt: %v", err)
 	}
+	// krew links only kubectl-kt; the caveats it printed give the line that puts
+	// kubectl_complete-kt on PATH, and kubectl then completes kubectl kt through it.
+	var link string
+	for _, l := range strings.Split(r.Stdout+r.Stderr, "\n") {
+		if strings.Contains(l, "kubectl_complete-kt") && strings.Contains(l, "printf") {
+			link = strings.TrimLeft(strings.TrimSpace(l), "| ")
+		}
+	}
+	if link == "" {
+		t.Fatalf("krew's caveats give no line to link kubectl_complete-kt:\n%s", r)
+	}
+	if r := runCmd(t, time.Minute, env[0], append(env[1:], "HOME="+dir, "sh", "-c", link)...); r.Code != 0 {
+		t.Fatalf("the caveats' line: %s\n%s", link, r)
+	}
+	if r := laptop(t, append(env, "kubectl", "__complete", "kt", "exc")...); !strings.Contains(r.Stdout, "exchange") {
+		t.Errorf("kubectl kt exc<TAB> after the caveats' line:\n%s", r)
+	}
 	r = laptop(t, append(env, "kubectl", "kt", "--kubeconfig", laptopKubecfg, "version")...)
 	if r.Code != 0 || !strings.Contains(r.Stdout, "Server Version: v1.34.4") || !strings.Contains(r.Stdout, "snapshot") {
 		t.Errorf("kubectl kt version from the krew install:\n%s", r)

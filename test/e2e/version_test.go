@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 func TestVersionAgainstCluster(t *testing.T) {
@@ -79,5 +82,55 @@ func TestKubectlPlugin(t *testing.T) {
 	r = laptop(t, "env", path, "kubectl", "__complete", "kt", "connect", "--dns")
 	if !strings.Contains(r.Stdout, "--dns-mode") {
 		t.Errorf("flag completion through kubectl:\n%s", r)
+	}
+	// kubectl's flags and the TARGET arguments complete from the kubeconfig and the cluster.
+	complete := func(args ...string) []string {
+		r := laptop(t, append([]string{"env", path, "KUBECONFIG=" + laptopKubecfg, "kubectl", "__complete", "kt"}, args...)...)
+		if r.Code != 0 {
+			t.Errorf("kubectl __complete kt %q:\n%s", args, r)
+		}
+		var out []string
+		for _, l := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
+			if !strings.HasPrefix(l, ":") {
+				out = append(out, strings.SplitN(l, "\t", 2)[0])
+			}
+		}
+		return out
+	}
+	cfg, err := clientcmd.LoadFromFile(laptopKubecfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args      []string
+		want, not []string // want nil: nothing offered
+	}{
+		{[]string{"-n", testNamespace, "exchange", ""}, []string{"web", "deploy/", "sts/", "svc/"}, []string{"pod/"}},
+		{[]string{"-n", testNamespace, "run", "deploy/w"}, []string{"deploy/web"}, nil},
+		{[]string{"-n", testNamespace, "mesh", "sts/"}, nil, nil},
+		{[]string{"-n", "default", "recover", ""}, []string{"kubernetes"}, []string{"web"}},
+		{[]string{"--namespace", "kt-"}, []string{testNamespace}, []string{"default"}},
+		{[]string{"--context", ""}, []string{cfg.CurrentContext}, nil},
+		{[]string{"--cluster", ""}, []string{cfg.Contexts[cfg.CurrentContext].Cluster}, nil},
+		{[]string{"--user", ""}, []string{cfg.Contexts[cfg.CurrentContext].AuthInfo}, nil},
+	} {
+		got := complete(c.args...)
+		if c.want == nil && len(got) != 0 {
+			t.Errorf("kubectl kt %q<TAB> = %q, want nothing", c.args, got)
+		}
+		for _, w := range c.want {
+			if !slices.Contains(got, w) {
+				t.Errorf("kubectl kt %q<TAB> = %q, want %q among them", c.args, got, w)
+			}
+		}
+		for _, n := range c.not {
+			if slices.Contains(got, n) {
+				t.Errorf("kubectl kt %q<TAB> = %q, should not offer %q", c.args, got, n)
+			}
+		}
+	}
+	pods := complete("-n", testNamespace, "env", "pod/web-")
+	if len(pods) == 0 || !strings.HasPrefix(pods[0], "pod/web-") {
+		t.Errorf("pod names: %q", pods)
 	}
 }
