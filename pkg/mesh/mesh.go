@@ -330,7 +330,11 @@ func (m *mesher) readCopies(ctx context.Context, member *wire.MeshMember) {
 
 // announce waits until the router routes this member's mark here, and says so.
 func (m *mesher) announce(ctx context.Context) error {
-	wait := progress.Start(m.cfg.ErrOut, "Waiting for the router to route '"+m.cfg.Key+": "+m.cfg.Value+"' here")
+	what := "'" + m.cfg.Key + ": " + m.cfg.Value + "'"
+	if m.cfg.Mirror {
+		what = "a copy of " + m.copied()
+	}
+	wait := progress.Start(m.cfg.ErrOut, "Waiting for the router to route "+what+" here")
 	err := m.waitRouted(ctx)
 	wait.Stop()
 	if err != nil {

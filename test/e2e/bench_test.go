@@ -269,6 +269,24 @@ spec:
   ports: [{port: 80, targetPort: 8080}]
 `
 
+// startRelay starts the relay pod and its Service, and waits until it answers.
+func startRelay(b *testing.B) {
+	b.Helper()
+	if r := runCmdStdin(b, strings.ReplaceAll(relayYAML, "TESTAPP", testapp), "kubectl", "--kubeconfig", hostKubeconfig, "apply", "-f", "-"); r.Code != 0 {
+		b.Fatalf("relay: %s", r)
+	}
+	b.Cleanup(func() {
+		kubectl(b, "-n", testNamespace, "delete", "pod,svc", "relay", "--grace-period=0", "--force", "--ignore-not-found")
+	})
+	kubectl(b, "-n", testNamespace, "wait", "--for=condition=Ready", "pod/relay", "--timeout=60s")
+	eventually(b, 30*time.Second, "relay Service answering", func() error {
+		if r := inCluster(b, "timeout 5 wget -qO- http://relay/ready"); !strings.Contains(r.Stdout, "echo from") {
+			return fmt.Errorf("%s", r)
+		}
+		return nil
+	})
+}
+
 // BenchmarkMesh measures what developers who are not meshing pay: requests without the mark
 // through the router, against the same requests to the Service before the mesh. Latency is
 // measured below saturation (new connections one at a time; 8 keep-alive workers paced at
@@ -290,19 +308,7 @@ func BenchmarkMesh(b *testing.B) {
 		return
 	}
 	d0, k0, s0 := measure()
-	if r := runCmdStdin(b, strings.ReplaceAll(relayYAML, "TESTAPP", testapp), "kubectl", "--kubeconfig", hostKubeconfig, "apply", "-f", "-"); r.Code != 0 {
-		b.Fatalf("relay: %s", r)
-	}
-	b.Cleanup(func() {
-		kubectl(b, "-n", testNamespace, "delete", "pod,svc", "relay", "--grace-period=0", "--force", "--ignore-not-found")
-	})
-	kubectl(b, "-n", testNamespace, "wait", "--for=condition=Ready", "pod/relay", "--timeout=60s")
-	eventually(b, 30*time.Second, "relay Service answering", func() error {
-		if r := inCluster(b, "timeout 5 wget -qO- http://relay/ready"); !strings.Contains(r.Stdout, "echo from") {
-			return fmt.Errorf("%s", r)
-		}
-		return nil
-	})
+	startRelay(b)
 	r0 := paced("http://relay/")
 	p := startMesh(b, "web", "--expose", "8080:80", "--version-mark", "version:bench")
 	d1, k1, s1 := measure()
@@ -331,6 +337,14 @@ func BenchmarkMesh(b *testing.B) {
 // agentHWM is the peak RSS in KiB of the agent process of pod on this node.
 func agentHWM(tb testing.TB, pod string) int {
 	tb.Helper()
+	if pid := agentPID(pod); pid != 0 {
+		return int(vmKiB(tb, pid, "VmHWM"))
+	}
+	return 0
+}
+
+// agentPID is the PID of the agent process of pod on this node, or 0.
+func agentPID(pod string) int {
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
 		env, err := os.ReadFile(p + "/environ")
@@ -341,7 +355,7 @@ func agentHWM(tb testing.TB, pod string) int {
 			continue
 		}
 		pid, _ := strconv.Atoi(filepath.Base(p))
-		return int(vmKiB(tb, pid, "VmHWM"))
+		return pid
 	}
 	return 0
 }

@@ -25,7 +25,7 @@ type recorded struct {
 }
 
 // recorder runs testapp record in the laptop netns: every request it gets is a line.
-func recorder(t *testing.T, addr string) *proc {
+func recorder(t testing.TB, addr string) *proc {
 	t.Helper()
 	p := startProc(t, "ip", "netns", "exec", laptopNetns, testappBin(t), "record", "-http", addr)
 	p.WaitFor("testapp record on", 10*time.Second)
@@ -43,10 +43,10 @@ func recordedBy(p *proc, path string) []recorded {
 	return out
 }
 
-var copiesRE = regexp.MustCompile(`mirror of every request \(copies: (\d+) sent, (\d+) dropped\)`)
+var copiesRE = regexp.MustCompile(`mirror of every request[^(]*\(copies: (\d+) sent, (\d+) dropped\)`)
 
 // mirrorCounts reads the copies sent and dropped from kubectl kt status.
-func mirrorCounts(t *testing.T) (sent, dropped int64) {
+func mirrorCounts(t testing.TB) (sent, dropped int64) {
 	t.Helper()
 	r := kt(t, "-n", testNamespace, "status")
 	m := copiesRE.FindStringSubmatch(r.Stdout)

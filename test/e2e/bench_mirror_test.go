@@ -1,0 +1,154 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// cpuSeconds is the user and system CPU time a process has used, from /proc/PID/stat.
+func cpuSeconds(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The fields after the command's closing parenthesis: state is the first, utime the 12th
+	// and stime the 13th, in clock ticks (USER_HZ, 100 on Linux).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100
+}
+
+// machineCPUSeconds is the busy CPU time of the whole machine (every core), from /proc/stat.
+func machineCPUSeconds(tb testing.TB) float64 {
+	tb.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal …
+	busy := 0.0
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i > 7 { // guest time is counted in user already
+			break
+		}
+		n, _ := strconv.ParseFloat(v, 64)
+		busy += n
+	}
+	return busy / 100
+}
+
+// BenchmarkMirror measures what mirroring costs the requests it copies. One mirror copies the
+// requests under /m/ to the laptop; requests under /p/ go through the same router and are not
+// copied: the router without mirroring, measured in turn with the mirrored ones in the same
+// run. Beside them, the same requests through a plain TCP relay pod, and the router's CPU time
+// per request of each kind (read from /proc: the router runs on this node).
+func BenchmarkMirror(b *testing.B) {
+	scale(b, "deploy", "web", 1)
+	rec := recorder(b, "127.0.0.1:8080")
+	paced := func(url string) func() loadResult {
+		return func() loadResult { return podLoad(b, url, "-n", "3000", "-c", "8", "-rate", "1000") }
+	}
+	newConn := func(url string) func() loadResult {
+		return func() loadResult { return podLoad(b, url, "-n", "300", "-newconn") }
+	}
+	p99 := func(l loadResult) float64 { return l.P99 }
+	// The relay goes to the web Service, which the mirror sends through the router: it is
+	// measured first, as BenchmarkMesh measures it.
+	startRelay(b)
+	kr := median3(paced("http://relay/m/"), p99)
+	m := startKt(b, "-n", testNamespace, "mirror", "web", "--expose", "8080:80", "--path-prefix", "/m/", "--shadow-expire-after", "20s")
+	m.WaitFor("Mirroring service", 90*time.Second)
+	routers, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "kubectl-kt.io/role=router"})
+	if err != nil || len(routers.Items) != 1 {
+		b.Fatalf("want one router pod: %v %d", err, len(routers.Items))
+	}
+	router := agentPID(routers.Items[0].Name)
+	if router == 0 {
+		b.Fatalf("no router process for pod %s on this node", routers.Items[0].Name)
+	}
+
+	type cost struct {
+		requests     int
+		cpu, machine float64
+	}
+	counted := func(c *cost, load func() loadResult) func() loadResult {
+		return func() loadResult {
+			c0, m0 := cpuSeconds(b, router), machineCPUSeconds(b)
+			l := load()
+			c.cpu += cpuSeconds(b, router) - c0
+			c.machine += machineCPUSeconds(b) - m0
+			c.requests += l.N
+			return l
+		}
+	}
+	var mirrored, plain cost
+	km, kp := sideBySide(counted(&mirrored, paced("http://web/m/")), counted(&plain, paced("http://web/p/")), p99)
+	slow := func(url string) func() loadResult {
+		return func() loadResult { return podLoad(b, url, "-n", "600", "-c", "8", "-rate", "200") }
+	}
+	progress := func(phase string) {
+		time.Sleep(3 * time.Second)
+		sent, dropped := mirrorCounts(b)
+		b.Logf("after %s: %d mirrored requests, %d copies recorded, status %d sent %d dropped", phase, mirrored.requests, len(recordedBy(rec, "/m/")), sent, dropped)
+	}
+	progress("paced")
+	sm, sp := sideBySide(counted(&mirrored, slow("http://web/m/")), counted(&plain, slow("http://web/p/")), p99)
+	progress("slow")
+	nm, np := sideBySide(counted(&mirrored, newConn("http://web/m/")), counted(&plain, newConn("http://web/p/")), p99)
+	progress("newconn")
+
+	// Every copy of /m/ reached the laptop or was counted dropped, and none of /p/ was copied.
+	var got int
+	var dropped int64
+	eventually(b, 30*time.Second, "the copies reach the laptop", func() error {
+		var sent int64
+		sent, dropped = mirrorCounts(b)
+		got = len(recordedBy(rec, "/m/"))
+		if got+int(dropped) < mirrored.requests || sent < int64(got) {
+			return fmt.Errorf("%d of %d copies recorded; status: %d sent, %d dropped", got, mirrored.requests, sent, dropped)
+		}
+		return nil
+	})
+	if n := len(recordedBy(rec, "/p/")); n != 0 {
+		b.Errorf("%d copies of requests outside --path-prefix", n)
+	}
+	if code := m.Stop(syscall.SIGINT, 60*time.Second); code != 0 || !strings.Contains(m.Output(), "Restored service") {
+		b.Errorf("mirror exit %d:\n%s", code, m.Output())
+	}
+
+	us := func(c cost) float64 { return c.cpu / float64(c.requests) * 1e6 }
+	machine := func(c cost) float64 { return c.machine / float64(c.requests) * 1e6 }
+	t := &table{title: "mirror: requests copied to the laptop vs the same router not copying"}
+	t.add("keep-alive, 8 workers at 1000 req/s, p50, ms", f2(km.P50), f2(kp.P50), f2(km.P50/kp.P50), "≤ 1.05")
+	t.add("keep-alive, 8 workers at 1000 req/s, p99, ms", f2(km.P99), f2(kp.P99), f2(km.P99/kp.P99), "≤ 1.05")
+	t.add("keep-alive, 8 workers at 200 req/s, p50, ms", f2(sm.P50), f2(sp.P50), f2(sm.P50/sp.P50), "≤ 1.05")
+	t.add("keep-alive, 8 workers at 200 req/s, p99, ms", f2(sm.P99), f2(sp.P99), f2(sm.P99/sp.P99), "≤ 1.05")
+	t.add("new-connection request p50, ms", f2(nm.P50), f2(np.P50), f2(nm.P50/np.P50), "≤ 1.05")
+	t.add("new-connection request p99, ms", f2(nm.P99), f2(np.P99), f2(nm.P99/np.P99), "≤ 1.05")
+	t.add("mirrored keep-alive p50, ms, vs a plain TCP relay pod", f2(km.P50), f2(kr.P50), f2(km.P50/kr.P50), "")
+	t.add("mirrored keep-alive p99, ms, vs a plain TCP relay pod", f2(km.P99), f2(kr.P99), f2(km.P99/kr.P99), "")
+	t.add("router CPU per request, µs", f1(us(mirrored)), f1(us(plain)), f2(us(mirrored)/us(plain)), "")
+	t.add("router CPU per copy (the difference), µs", f1(us(mirrored)-us(plain)), "", "", "")
+	t.add("machine CPU per request (every process: router, shadow, kubelet, API server, kt, local server), µs", f1(machine(mirrored)), f1(machine(plain)), f2(machine(mirrored)/machine(plain)), "")
+	t.add(fmt.Sprintf("copies recorded on the laptop, of %d mirrored requests", mirrored.requests), strconv.Itoa(got), "", "", "")
+	t.add("copies dropped (status)", strconv.FormatInt(dropped, 10), "", "", "")
+	t.print(b)
+	b.ReportMetric(km.P99/kp.P99, "paced-p99-ratio")
+	b.ReportMetric(us(mirrored)-us(plain), "cpu-us-per-copy")
+}
