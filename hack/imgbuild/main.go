@@ -1,7 +1,8 @@
 // Command imgbuild packs static binaries into FROM-scratch images without Docker: one
 // single-layer image per platform, written as an OCI image-layout tarball holding a
 // multi-platform index (for releases and registries) and, for one platform, a docker-archive
-// tarball that `ctr images import` loads into a local containerd.
+// tarball that `ctr images import` loads into a local containerd; -push sends the index to a
+// registry (a release pushes the shadow's).
 //
 //	imgbuild -name ghcr.io/kubectl-kt/shadow:v1.0.0 -user 65532:65532 \
 //	    -bin linux/amd64=dist/shadow-amd64 -bin linux/arm64=dist/shadow-arm64 \
@@ -22,11 +23,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -57,9 +60,11 @@ func main() {
 	var bins, files multi
 	flag.Var(&bins, "bin", "os/arch=path of the binary for that platform (repeatable)")
 	flag.Var(&files, "file", "host=/path/in/image, added to every platform (repeatable)")
+	push := flag.String("push", "", "push the multi-platform index to this reference (REGISTRY/REPO:TAG), with docker login's credentials, or $REGISTRY_USERNAME and $REGISTRY_PASSWORD")
+	digestFile := flag.String("digest-file", "", "with -push, write REFERENCE@DIGEST of the pushed index here")
 	flag.Parse()
-	if *ref == "" || len(bins) == 0 || (*ociOut == "" && *dockerOut == "") {
-		log.Fatal("need -name, at least one -bin, and -oci or -docker")
+	if *ref == "" || len(bins) == 0 || (*ociOut == "" && *dockerOut == "" && *push == "") {
+		log.Fatal("need -name, at least one -bin, and -oci, -docker or -push")
 	}
 	tag, err := name.NewTag(*ref, name.WeakValidation)
 	must(err)
@@ -118,6 +123,21 @@ func main() {
 		must(err)
 		must(p.AppendIndex(idx, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag.String()})))
 		must(tarDir(dir, *ociOut))
+	}
+	if *push != "" {
+		dst, err := name.NewTag(*push, name.WeakValidation)
+		must(err)
+		auth := remote.WithAuthFromKeychain(authn.DefaultKeychain) // docker login's credentials
+		if u := os.Getenv("REGISTRY_USERNAME"); u != "" {
+			auth = remote.WithAuth(&authn.Basic{Username: u, Password: os.Getenv("REGISTRY_PASSWORD")})
+		}
+		must(remote.WriteIndex(dst, idx, auth))
+		d, err := idx.Digest()
+		must(err)
+		fmt.Printf("pushed %s@%s\n", dst, d)
+		if *digestFile != "" {
+			must(os.WriteFile(*digestFile, []byte(dst.String()+"@"+d.String()+"\n"), 0o644))
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // TestKrewInstall installs the snapshot release for real with krew, from the manifest that
@@ -77,7 +81,7 @@ func TestKrewInstall(t *testing.T) {
 	}
 	// connect from the krew install (its version's shadow image is the snapshot's, built by
 	// goreleaser and loaded into the cluster here)
-	img, _ := filepath.Glob("../../dist/release/shadow-image_*_linux_" + runtime.GOARCH + ".docker.tar")
+	img, _ := filepath.Glob("../../dist/shadow/shadow-image_*_linux_" + runtime.GOARCH + ".docker.tar")
 	if len(img) != 1 {
 		t.Fatalf("no snapshot shadow image: %v", img)
 	}
@@ -91,6 +95,111 @@ func TestKrewInstall(t *testing.T) {
 	}
 	if code := p.Stop(syscall.SIGINT, 30*time.Second); code != 0 {
 		t.Errorf("connect exit %d:\n%s", code, p.Output())
+	}
+}
+
+// TestShadowImageFromARegistry publishes the snapshot's shadow image as a release does
+// (hack/shadow-release.sh, goreleaser's before hook, pushing the multi-arch index) to a real OCI
+// registry on this machine, points the test cluster's containerd at it for ghcr.io, and runs
+// the snapshot's kubectl-kt connect with its default image: the kubelet pulls the shadow by
+// the released name, never imported by hand.
+func TestShadowImageFromARegistry(t *testing.T) {
+	nothingLeftBehind(t)
+	meta, err := os.ReadFile("../../dist/release/metadata.json")
+	if err != nil {
+		t.Fatalf("no snapshot release (run make release-snapshot): %v", err)
+	}
+	var m struct{ Version string }
+	if err := json.Unmarshal(meta, &m); err != nil || m.Version == "" {
+		t.Fatalf("metadata.json: %v %s", err, meta)
+	}
+	image := "ghcr.io/kubectl-kt/shadow:v" + m.Version
+	reg := startProc(t, testappBin(t), "registry", "-listen", "127.0.0.1:5111")
+	reg.WaitFor("testapp registry on", 10*time.Second)
+
+	out := t.TempDir()
+	if r := runCmd(t, 5*time.Minute, "env", "-C", "../..", "KT_SHADOW_OUT="+out, "hack/shadow-release.sh", m.Version, "e2e", "127.0.0.1:5111/kubectl-kt/shadow"); r.Code != 0 {
+		t.Fatalf("shadow-release.sh: %s", r)
+	}
+	pushed, err := os.ReadFile(filepath.Join(out, "shadow-image.txt"))
+	if err != nil || !strings.HasPrefix(string(pushed), "127.0.0.1:5111/kubectl-kt/shadow:v"+m.Version+"@sha256:") {
+		t.Fatalf("the digest the release records: %q %v", pushed, err)
+	}
+	ref, _ := name.ParseReference(strings.TrimSpace(string(pushed)))
+	idx, err := remote.Index(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var platforms []string
+	blobs := []string{ref.Identifier()} // the index, its manifests, their configs and layers
+	for _, d := range im.Manifests {
+		if d.Platform != nil {
+			platforms = append(platforms, d.Platform.OS+"/"+d.Platform.Architecture)
+		}
+		blobs = append(blobs, d.Digest.String())
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mf, err := img.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, mf.Config.Digest.String())
+		for _, l := range mf.Layers {
+			blobs = append(blobs, l.Digest.String())
+		}
+	}
+	if strings.Join(platforms, ",") != "linux/amd64,linux/arm64" {
+		t.Errorf("the pushed index has %v, want linux/amd64 and linux/arm64", platforms)
+	}
+
+	// containerd pulls ghcr.io from the registry here (the recipe sends every other pull to
+	// a closed port), and has no copy of the image yet.
+	hosts := ktRoot + "/containerd/certs.d/ghcr.io/hosts.toml"
+	orig, err := os.ReadFile(hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(hosts, orig, 0o644) })
+	os.WriteFile(hosts, []byte("server = \"http://127.0.0.1:1\"\n[host.\"http://127.0.0.1:5111\"]\n  capabilities = [\"pull\", \"resolve\"]\n"), 0o644)
+	ctr := []string{"--address", ktRoot + "/containerd/run/containerd.sock", "-n", "k8s.io"}
+	// the image by its tag and by its digest (a pulled or imported image has both names)
+	for _, l := range strings.Split(runCmd(t, time.Minute, "ctr", append(ctr, "images", "ls")...).Stdout, "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[0] == image {
+			runCmd(t, time.Minute, "ctr", append(ctr, "images", "rm", "--sync", image, "ghcr.io/kubectl-kt/shadow@"+f[2])...)
+		}
+	}
+	if r := runCmd(t, time.Minute, "ctr", append(ctr, "images", "ls", "-q")...); strings.Contains(r.Stdout, image) {
+		t.Fatalf("%s still in containerd:\n%s", image, r)
+	}
+	runCmd(t, time.Minute, "ctr", append(append(ctr, "content", "rm"), blobs...)...) // none of it left to reuse
+	os.Remove(ktRoot + "/images/.imported-shadow-image_" + m.Version + "_linux_" + runtime.GOARCH + ".docker.tar")
+
+	archives, _ := filepath.Glob("../../dist/release/kubectl-kt_*_linux_" + runtime.GOARCH + ".tar.gz")
+	if len(archives) != 1 {
+		t.Fatalf("want one snapshot archive, got %v", archives)
+	}
+	pushedLog := len(reg.Output())
+	bin := filepath.Join(t.TempDir(), "kubectl-kt")
+	os.WriteFile(bin, untgz(t, archives[0])["kubectl-kt"], 0o755)
+	p := startProc(t, "ip", "netns", "exec", laptopNetns, bin, "--kubeconfig", laptopKubecfg, "-n", testNamespace, "connect", "--shadow-expire-after", "15s")
+	p.WaitFor("Connected", 90*time.Second)
+	if r := laptop(t, "curl", "-sS", "-m", "10", "http://web/via-registry"); !strings.Contains(r.Stdout, "echo from web-") {
+		t.Errorf("curl through connect with the pulled shadow:\n%s", r)
+	}
+	if code := p.Stop(syscall.SIGINT, 30*time.Second); code != 0 {
+		t.Errorf("connect exit %d:\n%s", code, p.Output())
+	}
+	// containerd resolves the tag (HEAD), then fetches the index, the platform's manifest and
+	// its blobs by digest
+	pulls := reg.Output()[pushedLog:]
+	if !strings.Contains(pulls, "HEAD /v2/kubectl-kt/shadow/manifests/v"+m.Version) || !strings.Contains(pulls, "GET /v2/kubectl-kt/shadow/blobs/sha256:") {
+		t.Errorf("no pull of %s from the registry:\n%s", image, pulls)
 	}
 }
 

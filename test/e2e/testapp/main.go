@@ -9,6 +9,7 @@
 //	   (prints one JSON line; each failed request, and each slower than D, with its time on stderr)
 //	testapp relay -listen :8080 -to HOST:PORT   (a plain TCP relay, for benchmarks)
 //	testapp record [-http 127.0.0.1:8080]   (prints a JSON line per request it gets)
+//	testapp registry [-listen 127.0.0.1:5111]   (an OCI registry in memory; a line per request)
 //	testapp sleep
 package main
 
@@ -60,6 +61,8 @@ func main() {
 		relay(os.Args[2:])
 	case "record":
 		record(os.Args[2:])
+	case "registry":
+		serveRegistry(os.Args[2:])
 	case "sleep":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
