@@ -403,7 +403,7 @@ func podUsable(p *corev1.Pod, needReady bool) (bool, error) {
 		if w := cs.State.Waiting; w != nil {
 			switch w.Reason {
 			case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName":
-				return false, fmt.Errorf("shadow image %s cannot be pulled on node %s (%s: %s); push it to a registry the nodes reach, or pass --image", cs.Image, p.Spec.NodeName, w.Reason, w.Message)
+				return false, fmt.Errorf("shadow image %s cannot be pulled on node %s (%s: %s); %s", cs.Image, p.Spec.NodeName, w.Reason, w.Message, PullHint(cs.Image))
 			case "CreateContainerConfigError", "CreateContainerError", "RunContainerError":
 				if strings.Contains(w.Message, "failed to sync") {
 					// A kubelet just restarted has not filled its Secret or ConfigMap cache
@@ -513,4 +513,14 @@ func Explain(err error, verb, resource, ns string) error {
 		return fmt.Errorf("%w; you need permission to %s %s in namespace %s (see docs/rbac.yaml)", err, verb, resource, ns)
 	}
 	return err
+}
+
+// PullHint says what to do when the nodes cannot pull the shadow image: copy it to a registry
+// they reach, and name it with --image (and --image-pull-secret for a private one).
+func PullHint(image string) string {
+	tag := "TAG"
+	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
+		tag = image[i+1:]
+	}
+	return fmt.Sprintf("copy it to a registry the nodes reach (crane copy %s REGISTRY/kubectl-kt/shadow:%s) and pass --image REGISTRY/kubectl-kt/shadow:%s, with --image-pull-secret NAME (a docker-registry Secret in the namespace) if that registry is private", image, tag, tag)
 }

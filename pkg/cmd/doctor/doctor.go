@@ -13,17 +13,21 @@ import (
 
 	"github.com/spf13/cobra"
 	authv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/dns"
 	"github.com/kubectl-kt/kt/pkg/inventory"
 	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/tun"
 	"github.com/kubectl-kt/kt/pkg/version"
+	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
 // Permission is one RBAC rule kt uses.
@@ -61,7 +65,8 @@ var Permissions = []Permission{
 
 // Options holds the flags of doctor.
 type Options struct {
-	Image string
+	Image           string
+	ImagePullSecret string
 
 	namespace string
 	client    kubernetes.Interface
@@ -92,6 +97,7 @@ func NewCmdDoctor(f genericclioptions.RESTClientGetter, streams genericiooptions
 		},
 	}
 	cmd.Flags().StringVar(&o.Image, "image", o.Image, "The shadow image to look for on the nodes.")
+	cmd.Flags().StringVar(&o.ImagePullSecret, "image-pull-secret", o.ImagePullSecret, "The Secret the shadow image is pulled with, to check.")
 	return cmd
 }
 
@@ -122,7 +128,7 @@ func (o *Options) Validate() error {
 // Run prints one line per check and fails when any check failed.
 func (o *Options) Run(ctx context.Context) error {
 	d := &doctor{out: o.Out}
-	d.run(ctx, o.client, o.namespace, o.Image)
+	d.run(ctx, o.client, o.namespace, o.Image, o.ImagePullSecret)
 	if d.failed > 0 {
 		return fmt.Errorf("%d check(s) failed; see the lines marked FAIL above", d.failed)
 	}
@@ -141,7 +147,7 @@ func (d *doctor) fail(format string, a ...any) {
 	fmt.Fprintf(d.out, "FAIL  "+format+"\n", a...)
 }
 
-func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image string) {
+func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image, pullSecret string) {
 	v, err := client.Discovery().ServerVersion()
 	if err != nil {
 		d.fail("cluster unreachable: %v; check --kubeconfig and --context", err)
@@ -150,6 +156,7 @@ func (d *doctor) run(ctx context.Context, client kubernetes.Interface, ns, image
 	d.ok("cluster reachable (Kubernetes %s), namespace %s", v.GitVersion, ns)
 	d.permissions(ctx, client, ns)
 	d.image(ctx, client, image)
+	d.pulls(ctx, client, ns, pullSecret)
 	d.privileges()
 	d.routes(ctx, client, ns)
 	d.resolver()
@@ -197,8 +204,35 @@ func (d *doctor) image(ctx context.Context, client kubernetes.Interface, image s
 		if have > 0 {
 			d.ok("shadow image %s is present on %d of %d nodes", image, have, len(nodes.Items))
 		} else {
-			d.warn("shadow image %s is on no node yet: nodes must pull it from its registry (or pass --image with a copy they can pull)", image)
+			d.warn("shadow image %s is on no node yet: the nodes pull it from its registry; if they cannot reach it, %s", image, cluster.PullHint(image))
 		}
+	}
+}
+
+// pulls fails on kt's pods in ns that cannot pull their image, and checks the pull Secret.
+func (d *doctor) pulls(ctx context.Context, client kubernetes.Interface, ns, pullSecret string) {
+	if pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy}); err == nil {
+		for _, p := range pods.Items {
+			for _, cs := range p.Status.ContainerStatuses {
+				if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff" || w.Reason == "InvalidImageName") {
+					d.fail("pod %s/%s cannot pull %s on node %s (%s: %s); %s", ns, p.Name, cs.Image, p.Spec.NodeName, w.Reason, w.Message, cluster.PullHint(cs.Image))
+				}
+			}
+		}
+	}
+	if pullSecret == "" {
+		return
+	}
+	s, err := client.CoreV1().Secrets(ns).Get(ctx, pullSecret, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		d.fail("--image-pull-secret %s: no such Secret in namespace %s; create it with kubectl create secret docker-registry %s -n %s --docker-server=REGISTRY --docker-username=USER --docker-password=TOKEN", pullSecret, ns, pullSecret, ns)
+	case err != nil:
+		d.warn("cannot check --image-pull-secret %s: %v", pullSecret, err)
+	case s.Type != corev1.SecretTypeDockerConfigJson && s.Type != corev1.SecretTypeDockercfg:
+		d.fail("--image-pull-secret %s is of type %s; the kubelet pulls only with a %s Secret (kubectl create secret docker-registry)", pullSecret, s.Type, corev1.SecretTypeDockerConfigJson)
+	default:
+		d.ok("image pull Secret %s/%s is a registry credential", ns, pullSecret)
 	}
 }
 

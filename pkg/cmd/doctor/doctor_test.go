@@ -13,6 +13,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
 func TestValidate(t *testing.T) {
@@ -95,5 +97,46 @@ func TestRunFails(t *testing.T) {
 	o.namespace, o.client = "ns", client
 	if err := o.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "1 check(s) failed") {
 		t.Errorf("a missing permission: %v\n%s", err, out.String())
+	}
+}
+
+func TestPullFailuresAndThePullSecret(t *testing.T) {
+	stuck := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "kt-connect-abc", Labels: map[string]string{wire.ManagedByLabel: wire.ManagedBy}},
+		Spec:       corev1.PodSpec{NodeName: "n1"},
+		Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Image: "ghcr.io/kubectl-kt/shadow:v1",
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}}}}},
+	}
+	secret := func(name string, typ corev1.SecretType) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name}, Type: typ}
+	}
+	for _, tc := range []struct {
+		name       string
+		objs       []runtime.Object
+		pullSecret string
+		failed     int
+		want       []string
+	}{
+		{"a shadow that cannot pull", []runtime.Object{stuck}, "", 1,
+			[]string{"FAIL  pod ns/kt-connect-abc cannot pull ghcr.io/kubectl-kt/shadow:v1 on node n1 (ImagePullBackOff", "--image REGISTRY/kubectl-kt/shadow:v1", "--image-pull-secret NAME"}},
+		{"no such pull Secret", nil, "regcred", 1,
+			[]string{"FAIL  --image-pull-secret regcred: no such Secret in namespace ns", "kubectl create secret docker-registry regcred -n ns"}},
+		{"not a registry credential", []runtime.Object{secret("regcred", corev1.SecretTypeOpaque)}, "regcred", 1,
+			[]string{"FAIL  --image-pull-secret regcred is of type Opaque"}},
+		{"a registry credential", []runtime.Object{secret("regcred", corev1.SecretTypeDockerConfigJson)}, "regcred", 0,
+			[]string{"ok    image pull Secret ns/regcred is a registry credential"}},
+		{"nothing to say", nil, "", 0, nil},
+	} {
+		var out bytes.Buffer
+		d := &doctor{out: &out}
+		d.pulls(context.Background(), fake.NewClientset(tc.objs...), "ns", tc.pullSecret)
+		if d.failed != tc.failed {
+			t.Errorf("%s: %d failed, want %d:\n%s", tc.name, d.failed, tc.failed, out.String())
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%s: no %q in\n%s", tc.name, w, out.String())
+			}
+		}
 	}
 }
