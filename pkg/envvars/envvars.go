@@ -11,7 +11,6 @@ import (
 	"io"
 	"math"
 	"regexp"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,10 +20,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/kubectl/pkg/cmd/util/podcmd"
 )
 
 // DefaultContainerAnnotation names the container kubectl picks when none is given.
-const DefaultContainerAnnotation = "kubectl.kubernetes.io/default-container"
+const DefaultContainerAnnotation = podcmd.DefaultContainerAnnotationName
 
 // Var is one variable.
 type Var struct {
@@ -106,18 +106,11 @@ func (r *Resolver) Resolve(ctx context.Context, pod *corev1.Pod, container strin
 // FindContainer returns the container of pod named name; when name is empty, the one the
 // pod's kubectl.kubernetes.io/default-container annotation names, else the first, as kubectl.
 func FindContainer(pod *corev1.Pod, name string) *corev1.Container {
-	if name == "" {
-		name = pod.Annotations[DefaultContainerAnnotation]
-		if !slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == name }) {
-			name = "" // kubectl too takes the first when the annotation names none of them
-		}
+	c, err := podcmd.FindOrDefaultContainerByName(pod, name, true, nil)
+	if err != nil {
+		return nil
 	}
-	for i, c := range pod.Spec.Containers {
-		if c.Name == name || name == "" && i == 0 {
-			return &pod.Spec.Containers[i]
-		}
-	}
-	return nil
+	return c
 }
 
 // source is the data of an envFrom item.

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+	kubectlutil "k8s.io/kubectl/pkg/util"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/target"
@@ -83,7 +84,7 @@ func resolve(ctx context.Context, cfg Config) (*podSource, error) {
 				if err != nil {
 					return nil, err
 				}
-				return &podPort{remote: strconv.Itoa(int(sp.Port)), local: int(sp.Port), on: func(p *corev1.Pod) (uint16, error) { return targetPort(p, *sp) }}, nil
+				return &podPort{remote: strconv.Itoa(int(sp.Port)), local: int(sp.Port), on: func(p *corev1.Pod) (uint16, error) { return targetPort(svc, p, sp.Port) }}, nil
 			}}, nil
 	case target.KindDeployment, target.KindStatefulSet:
 		w, err := target.GetWorkload(ctx, cfg.Client, ns, kind, name)
@@ -203,21 +204,15 @@ func protocol(p corev1.ServicePort) corev1.Protocol {
 	return p.Protocol
 }
 
-func targetPort(p *corev1.Pod, sp corev1.ServicePort) (uint16, error) {
-	if sp.TargetPort.StrVal != "" {
-		for _, c := range p.Spec.Containers {
-			for _, cp := range c.Ports {
-				if cp.Name == sp.TargetPort.StrVal {
-					return uint16(cp.ContainerPort), nil
-				}
-			}
-		}
-		return 0, fmt.Errorf("pod %s declares no port named %q", p.Name, sp.TargetPort.StrVal)
+// targetPort is the pod's port that the Service's port sends to, as kubectl port-forward finds
+// it: a named targetPort looked up in the pod's containers, the port itself for a headless
+// Service.
+func targetPort(svc *corev1.Service, p *corev1.Pod, port int32) (uint16, error) {
+	n, err := kubectlutil.LookupContainerPortNumberByServicePort(*svc, *p, port)
+	if err != nil {
+		return 0, err
 	}
-	if sp.TargetPort.IntVal != 0 {
-		return uint16(sp.TargetPort.IntVal), nil
-	}
-	return uint16(sp.Port), nil
+	return uint16(n), nil
 }
 
 // RunningPod returns a running pod of target (svc/NAME, deploy/NAME, sts/NAME, pod/NAME or a
