@@ -317,6 +317,73 @@ type readCloser struct{ *bytes.Reader }
 
 func (readCloser) Close() error { return nil }
 
+// isGRPC tells a gRPC call, whose client may stream its messages for as long as the call lasts.
+func isGRPC(req *http.Request) bool {
+	return strings.HasPrefix(req.Header.Get("Content-Type"), "application/grpc")
+}
+
+// startGRPCStream opens the copy of a gRPC call on the mirror's shadow at once, and sends the
+// client's messages on it as the client sends them (fed by a streamTap: the original never
+// waits, a backlog over maxBacklog cuts the copy). What the shadow answers is read and dropped;
+// it may stream for mirrorTimeout after the client's end, then the copy is ended. A copy counts
+// as sent once all the client sent went out; nil, a drop counted, when maxStreams are open.
+func (mr *mirror) startGRPCStream(in *http.Request, port int) *streamTap {
+	if mr.streams.Add(1) > maxStreams {
+		mr.streams.Add(-1)
+		mr.dropped.Add(1)
+		return nil
+	}
+	s := &streamTap{wake: make(chan struct{}, 1), done: make(chan struct{})}
+	out := &http.Request{Method: in.Method, Host: in.Host, Header: in.Header.Clone(), Body: io.NopCloser(s), ContentLength: -1,
+		URL: &url.URL{Scheme: "http", Host: net.JoinHostPort(*mr.shadow.Load(), strconv.Itoa(port)), Path: in.URL.Path, RawPath: in.URL.RawPath, RawQuery: in.URL.RawQuery}}
+	go func() {
+		defer mr.streams.Add(-1)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-s.done:
+			case <-ctx.Done():
+				return
+			}
+			t := time.NewTimer(mirrorTimeout)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		resp, err := mr.h2.RoundTrip(out.WithContext(ctx))
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		if s.delivered() {
+			mr.sent.Add(1)
+			return
+		}
+		s.fail()
+		mr.dropped.Add(1)
+	}()
+	return s
+}
+
+// teeBody is a request body whose bytes read are also fed to taps, closed at its end.
+type teeBody struct {
+	io.ReadCloser
+	taps taps
+}
+
+func (b *teeBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.taps.Write(p[:n])
+	if err == io.EOF {
+		b.taps.Close()
+	}
+	return n, err
+}
+
 // bodyTap keeps the first MaxMirrorBody bytes read through a request body.
 type bodyTap struct {
 	body interface {

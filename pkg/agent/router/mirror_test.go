@@ -409,3 +409,85 @@ func TestMirrorQueueIsBoundedInBytes(t *testing.T) {
 		t.Errorf("%d of %d copies dropped, want at least %d", d, n, n-mirrorWorkers-mirrorQueueBytes/MaxMirrorBody)
 	}
 }
+
+// A gRPC call's copy carries the client's messages as the client sends them, not at its end:
+// a long bidirectional stream is seen on the laptop while it lasts.
+func TestMirrorCopiesAGRPCStreamMessageByMessage(t *testing.T) {
+	got := make(chan string, 10)
+	addr, r := backends(t, func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set("Content-Type", "application/grpc")
+			w.WriteHeader(http.StatusOK)
+			http.NewResponseController(w).Flush()
+			buf := make([]byte, 64)
+			for {
+				n, err := req.Body.Read(buf)
+				if n > 0 {
+					if name == "shadow" {
+						got <- string(buf[:n])
+					} else {
+						w.Write(buf[:n]) // the origin echoes each message
+						http.NewResponseController(w).Flush()
+					}
+				}
+				if err != nil {
+					if name == "shadow" {
+						got <- "end"
+					}
+					return
+				}
+			}
+		})
+	})
+	r.SetMembers([]wire.MeshMember{{Session: "m1", Mirror: true, Shadow: "127.0.0.2"}})
+	c := &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
+		return net.Dial(n, a)
+	}}}
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/chat.Chat/Talk", pr)
+	req.Header.Set("Content-Type", "application/grpc")
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Error(err)
+			close(done)
+			return
+		}
+		done <- resp
+	}()
+	pw.Write([]byte("one"))
+	resp := <-done
+	if resp == nil {
+		return
+	}
+	defer resp.Body.Close()
+	echo := make([]byte, 3)
+	if _, err := io.ReadFull(resp.Body, echo); err != nil || string(echo) != "one" {
+		t.Fatalf("the origin's answer: %q %v", echo, err)
+	}
+	next := func(want string) {
+		t.Helper()
+		select {
+		case m := <-got:
+			if m != want {
+				t.Errorf("the copy got %q, want %q", m, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("the copy did not get %q while the stream is open", want)
+		}
+	}
+	next("one") // while the client's stream is still open
+	pw.Write([]byte("two"))
+	next("two")
+	pw.Close()
+	next("end")
+	io.Copy(io.Discard, resp.Body)
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Mirrors()["m1"].Sent != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := r.Mirrors()["m1"]; st.Sent != 1 || st.Dropped != 0 {
+		t.Errorf("counts %+v, want one copy sent", st)
+	}
+}

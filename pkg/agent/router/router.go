@@ -145,10 +145,22 @@ func (r *Router) Handler(port int) http.Handler {
 			rp.ServeHTTP(w, req)
 			return
 		}
-		// The copy goes once the client's body has ended (a gRPC stream's messages, at its
-		// half-close, while the server may stream on), or once the exchange is over when the
-		// client never ended it (a cancelled stream: what it sent). The original never waits
-		// for it. ReverseProxy aborts with a panic when the client goes: hence the defer.
+		if isGRPC(req) { // the client's messages copied as they come; at its end, or when it goes
+			var ts taps
+			for _, mr := range mirrors {
+				if s := mr.startGRPCStream(req, port); s != nil {
+					ts = append(ts, s)
+				}
+			}
+			defer ts.Close()
+			req.Body = &teeBody{ReadCloser: req.Body, taps: ts}
+			rp.ServeHTTP(w, req)
+			return
+		}
+		// Another request's copy goes once the client's body has ended (an upload cut at
+		// MaxMirrorBody and marked), while the server may stream on, or once the exchange is
+		// over when the client never ended it (what it sent). The original never waits for it.
+		// ReverseProxy aborts with a panic when the client goes: hence the defer.
 		var once sync.Once
 		var tap *bodyTap
 		offer := func() {

@@ -19,10 +19,11 @@ const (
 )
 
 type streamTap struct {
-	mu          sync.Mutex
-	buf         bytes.Buffer
-	closed, cut bool
-	wake        chan struct{}
+	mu                   sync.Mutex
+	buf                  bytes.Buffer
+	closed, cut, drained bool
+	wake                 chan struct{}
+	done                 chan struct{} // closed by Close, when set
 }
 
 // Write keeps p for the copy; it never fails and never waits.
@@ -47,6 +48,9 @@ func (s *streamTap) Write(p []byte) (int, error) {
 // Close ends the copy once what is kept has gone out.
 func (s *streamTap) Close() {
 	s.mu.Lock()
+	if !s.closed && s.done != nil {
+		close(s.done)
+	}
 	s.closed = true
 	s.mu.Unlock()
 	select {
@@ -56,6 +60,9 @@ func (s *streamTap) Close() {
 }
 
 func (s *streamTap) fail() { s.mu.Lock(); s.cut = true; s.buf.Reset(); s.mu.Unlock() }
+
+// delivered tells whether everything the client sent went out, to its end.
+func (s *streamTap) delivered() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.drained && !s.cut }
 
 func (s *streamTap) Read(p []byte) (int, error) {
 	for {
@@ -69,6 +76,7 @@ func (s *streamTap) Read(p []byte) (int, error) {
 			s.mu.Unlock()
 			return n, nil
 		case s.closed:
+			s.drained = true
 			s.mu.Unlock()
 			return 0, io.EOF
 		}
