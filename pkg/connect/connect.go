@@ -103,6 +103,7 @@ type connector struct {
 	lock    *Lock
 	state   *State
 	stateMu sync.Mutex
+	names   *dns.Names // Service names, for the local DNS server
 }
 
 func (c *connector) agent() tunnel.PortDialer { return c.sess.Load() }
@@ -160,6 +161,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}()
 	if err := c.save(); err != nil {
 		return err
+	}
+
+	// Service names from a local copy, kept by a watch that starts now, beside the shadow;
+	// until it has synced, and where RBAC forbids it, through the tunnel as other names.
+	c.names = dns.NewNames(cfg.ClusterDomain)
+	if cfg.DNSMode == DNSLocal {
+		go func() {
+			if err := c.names.Run(ctx, cfg.Client, cfg.Namespace); err != nil {
+				log.V(1).Info("dns: Service names are looked up through the tunnel: they may not be watched", "err", err)
+			}
+		}()
 	}
 
 	// Routes first: a cluster whose ranges cannot be found should fail before anything changes.
@@ -347,7 +359,7 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *u
 	if len(order) == 0 {
 		order = []string{"cluster", "upstream"}
 	}
-	srv := &dns.Server{CacheTTL: c.cfg.DNSCacheTTL, Sources: c.dnsSources(order, upstreams, cls)}
+	srv := &dns.Server{CacheTTL: c.cfg.DNSCacheTTL, Sources: c.dnsSources(order, upstreams, cls, c.names)}
 	pc, l, err := c.admin.ListenDNS(c.cfg.DNSListen)
 	if err != nil {
 		return "", err
@@ -358,6 +370,7 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *u
 	if err != nil {
 		return "", err
 	}
+	c.names.Wait(ctx, 2*time.Second) // the first lookups after "Connected" answered here too
 	return fmt.Sprintf("localDNS on %s (%s; order %s; upstream %s)", c.cfg.DNSListen, how, strings.Join(order, ","), strings.Join(upstreams, ",")), nil
 }
 
@@ -384,14 +397,22 @@ func (c *connector) startHosts(ctx context.Context, undo *undo.Stack) (string, e
 	return fmt.Sprintf("hosts (%s, namespaces %s)", c.cfg.HostsFile, strings.Join(nss, ",")), nil
 }
 
-// dnsSources are the local DNS server's sources in --dns-mode's order: the cluster (through
-// the shadow, for cluster names only), this machine's upstream servers, or given servers.
-func (c *connector) dnsSources(order, upstreams []string, cls *dns.Classifier) []dns.Source {
+// dnsSources are the local DNS server's sources in --dns-mode's order: the cluster (names'
+// local copy, else through the shadow; for cluster names only), this machine's upstream servers, or given servers.
+func (c *connector) dnsSources(order, upstreams []string, cls *dns.Classifier, names *dns.Names) []dns.Source {
 	var sources []dns.Source
+	cluster := func(ctx context.Context, m *mdns.Msg) (*mdns.Msg, error) {
+		if r, err := names.Exchange(ctx, m); err == nil {
+			klog.FromContext(ctx).V(4).Info("dns: from the local copy of Service names", "q", m.Question[0].Name)
+			return r, nil
+		}
+		klog.FromContext(ctx).V(4).Info("dns: through the tunnel", "q", m.Question[0].Name)
+		return c.clusterDNS(ctx, m)
+	}
 	for _, o := range order {
 		switch o {
 		case "cluster":
-			sources = append(sources, dns.Source{Name: "cluster", Exchange: c.clusterDNS, OnlyFor: cls.IsCluster})
+			sources = append(sources, dns.Source{Name: "cluster", Exchange: cluster, OnlyFor: cls.IsCluster})
 		case "upstream":
 			for _, u := range upstreams {
 				sources = append(sources, dns.Source{Name: "upstream " + u, Exchange: dns.Upstream(u), FinalNX: true})

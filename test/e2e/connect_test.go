@@ -323,6 +323,9 @@ func TestConnectNetworkOutage(t *testing.T) {
 		t.Errorf("connect exit %d after the outage:\n%s", code, p.Output())
 	}
 	t.Logf("Ctrl-C took %s", time.Since(t1).Round(10*time.Millisecond))
+	if strings.Contains(p.Output(), "reflector.go") { // the watch of Service names
+		t.Errorf("client-go's notes on a watch cut by the outage reached the user:\n%s", p.Output())
+	}
 }
 
 // TestConnectLaptopVanishes: the laptop's network goes silent (packets to the API server
@@ -546,4 +549,54 @@ func TestConnectShareShadow(t *testing.T) {
 	if _, err := client.CoreV1().Secrets(testNamespace).Get(ctx, "kt-connect-shared", metav1.GetOptions{}); err == nil {
 		t.Errorf("the last developer to leave should remove the shared shadow's join key")
 	}
+}
+
+// Service names resolve from connect's local copy, kept by a watch, with no round trip to the
+// cluster; so do the names glibc makes by appending its search list to a name that is not a
+// Service. What the copy cannot know (a StatefulSet pod's name) goes through the tunnel.
+func TestConnectNamesFromAWatch(t *testing.T) {
+	nothingLeftBehind(t)
+	upstreamDNS(t)
+	p := startConnect(t, "-v", "4")
+	local := func(name string) bool {
+		return strings.Contains(p.Output(), `"dns: from the local copy of Service names" q="`+name+`."`)
+	}
+	tunnel := func(name string) bool {
+		return strings.Contains(p.Output(), `"dns: through the tunnel" q="`+name+`."`)
+	}
+	svc, _ := client.CoreV1().Services(testNamespace).Get(context.Background(), "web", metav1.GetOptions{})
+	for _, name := range []string{"web." + testNamespace, "web." + testNamespace + ".svc.cluster.local"} {
+		if r := laptop(t, "dig", "+short", name); strings.TrimSpace(r.Stdout) != svc.Spec.ClusterIP {
+			t.Errorf("dig %s: %s", name, r)
+		}
+		if !local(name) || tunnel(name) {
+			t.Errorf("%s was not answered from the local copy:\n%s", name, p.Output())
+		}
+	}
+	// glibc: web.nothere is not a cluster name (no such namespace), so the search list follows
+	if r := laptop(t, "getent", "hosts", "web.nothere"); r.Code == 0 {
+		t.Errorf("getent hosts web.nothere: %s", r)
+	}
+	for _, name := range []string{"web.nothere." + testNamespace + ".svc.cluster.local", "web.nothere.svc.cluster.local"} {
+		if !local(name) || tunnel(name) {
+			t.Errorf("the search-list expansion %s went through the tunnel:\n%s", name, p.Output())
+		}
+	}
+	if r := laptop(t, "curl", "-sS", "-m", "10", "http://db-0.db:8080/sts"); !strings.Contains(r.Stdout, "echo from db-0") {
+		t.Errorf("a StatefulSet pod's name: %s", r)
+	}
+	if !tunnel("db-0.db." + testNamespace + ".svc.cluster.local") {
+		t.Errorf("a headless Service's pod name should go through the tunnel:\n%s", p.Output())
+	}
+	// A Service created now resolves at once, from the watch.
+	kubectl(t, "-n", testNamespace, "create", "service", "clusterip", "kt-watched", "--tcp=80:8080")
+	t.Cleanup(func() { kubectl(t, "-n", testNamespace, "delete", "service", "kt-watched", "--ignore-not-found") })
+	created, _ := client.CoreV1().Services(testNamespace).Get(context.Background(), "kt-watched", metav1.GetOptions{})
+	eventually(t, 5*time.Second, "the new Service resolves", func() error {
+		if r := laptop(t, "dig", "+short", "kt-watched."+testNamespace+".svc.cluster.local"); strings.TrimSpace(r.Stdout) != created.Spec.ClusterIP {
+			return fmt.Errorf("%s", r)
+		}
+		return nil
+	})
+	stopClean(t, p)
 }

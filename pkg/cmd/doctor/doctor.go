@@ -49,6 +49,7 @@ var Permissions = []Permission{
 	{"", "pods", "portforward", "create", "every command (the tunnel)", "", ""},
 	{"", "services", "", "get", "exchange, mesh, preview, forward", "", ""},
 	{"", "services", "", "list", "exchange, mesh, birdseye, clean", "", ""},
+	{"", "services", "", "watch", "connect (Service names answered here, with no round trip)", "connect looks up each Service name through the tunnel", ""},
 	{"", "services", "", "update", "exchange, mesh, recover, clean", "", ""},
 	{"", "services", "", "create", "connect (dry-run range probe), mesh, preview", "", ""},
 	{"", "services", "", "delete", "mesh, preview, clean", "", ""},

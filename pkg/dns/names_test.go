@@ -1,0 +1,185 @@
+package dns
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+)
+
+func svc(ns, name, ip string, mod ...func(*corev1.Service)) *corev1.Service {
+	s := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{ClusterIP: ip, ClusterIPs: []string{ip},
+		Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}, {Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}}}}
+	for _, m := range mod {
+		m(s)
+	}
+	return s
+}
+
+// ask sends one question to n and returns the answer, or nil for ErrPass.
+func ask(t *testing.T, n *Names, name string, qtype uint16) *mdns.Msg {
+	t.Helper()
+	m := new(mdns.Msg)
+	m.SetQuestion(mdns.Fqdn(name), qtype)
+	r, err := n.Exchange(context.Background(), m)
+	if errors.Is(err, ErrPass) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func startNames(t *testing.T, client *fake.Clientset) *Names {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	n := NewNames("cluster.local")
+	if err := n.Run(ctx, client, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestNamesAnswersServicesLocally(t *testing.T) {
+	client := fake.NewClientset([]runtime.Object{
+		svc("shop", "web", "10.96.0.10"),
+		svc("shop", "dual", "10.96.0.11", func(s *corev1.Service) { s.Spec.ClusterIPs = []string{"10.96.0.11", "fd00::11"} }),
+		svc("shop", "db", "None"),
+		svc("shop", "ext", "", func(s *corev1.Service) {
+			s.Spec.Type = corev1.ServiceTypeExternalName
+			s.Spec.ExternalName = "example.org"
+		}),
+		svc("other", "api", "10.96.0.20"),
+	}...)
+	n := startNames(t, client)
+	for _, tc := range []struct {
+		q     string
+		qtype uint16
+		rcode int
+		want  []string // the answers' data, in order; nil with pass: passed on
+		pass  bool
+	}{
+		{"web.shop.svc.cluster.local", mdns.TypeA, mdns.RcodeSuccess, []string{"10.96.0.10"}, false},
+		{"WEB.Shop.svc.cluster.local", mdns.TypeA, mdns.RcodeSuccess, []string{"10.96.0.10"}, false},
+		{"web.shop.svc", mdns.TypeA, mdns.RcodeSuccess, []string{"10.96.0.10"}, false},
+		{"web.shop", mdns.TypeA, mdns.RcodeSuccess, []string{"10.96.0.10"}, false},
+		{"web", mdns.TypeA, mdns.RcodeSuccess, []string{"10.96.0.10"}, false},
+		{"api.other", mdns.TypeA, mdns.RcodeSuccess, []string{"10.96.0.20"}, false},
+		{"web.shop.svc.cluster.local", mdns.TypeAAAA, mdns.RcodeSuccess, nil, false},
+		{"dual.shop.svc.cluster.local", mdns.TypeAAAA, mdns.RcodeSuccess, []string{"fd00::11"}, false},
+		{"nope.shop.svc.cluster.local", mdns.TypeA, mdns.RcodeNameError, nil, false},
+		{"web.nowhere", mdns.TypeA, mdns.RcodeNameError, nil, false},
+		// glibc's search list appended to web.other: none of it costs a round trip
+		{"web.other.shop.svc.cluster.local", mdns.TypeA, mdns.RcodeNameError, nil, false},
+		{"web.other.svc.cluster.local", mdns.TypeA, mdns.RcodeNameError, nil, false},
+		{"_http._tcp.web.shop.svc.cluster.local", mdns.TypeSRV, mdns.RcodeSuccess, []string{"0 100 80 web.shop.svc.cluster.local."}, false},
+		{"_dns._udp.web.shop.svc.cluster.local", mdns.TypeSRV, mdns.RcodeSuccess, []string{"0 100 53 web.shop.svc.cluster.local."}, false},
+		{"_http._udp.web.shop.svc.cluster.local", mdns.TypeSRV, mdns.RcodeNameError, nil, false},
+		{"db.shop.svc.cluster.local", mdns.TypeA, 0, nil, true},
+		{"web-0.db.shop.svc.cluster.local", mdns.TypeA, 0, nil, true},
+		{"ext.shop.svc.cluster.local", mdns.TypeA, 0, nil, true},
+		{"10-244-0-5.shop.pod.cluster.local", mdns.TypeA, 0, nil, true},
+		{"web.shop.cluster.local", mdns.TypeA, 0, nil, true},
+	} {
+		r := ask(t, n, tc.q, tc.qtype)
+		if tc.pass {
+			if r != nil {
+				t.Errorf("%s: answered %v, want it passed on to the cluster", tc.q, r)
+			}
+			continue
+		}
+		if r == nil {
+			t.Errorf("%s %s: passed on, want a local answer", tc.q, mdns.TypeToString[tc.qtype])
+			continue
+		}
+		var got []string
+		for _, rr := range r.Answer {
+			switch rr := rr.(type) {
+			case *mdns.A:
+				got = append(got, rr.A.String())
+			case *mdns.AAAA:
+				got = append(got, rr.AAAA.String())
+			case *mdns.SRV:
+				got = append(got, rrData(rr))
+			}
+			if rr.Header().Ttl != localTTL || rr.Header().Name != mdns.Fqdn(tc.q) {
+				t.Errorf("%s: record %v", tc.q, rr)
+			}
+		}
+		if r.Rcode != tc.rcode || !r.Authoritative || len(got) != len(tc.want) {
+			t.Errorf("%s %s: rcode %s, answers %v; want %s, %v", tc.q, mdns.TypeToString[tc.qtype], mdns.RcodeToString[r.Rcode], got, mdns.RcodeToString[tc.rcode], tc.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Errorf("%s: answer %q, want %q", tc.q, got[i], tc.want[i])
+			}
+		}
+	}
+
+	// The watch keeps the copy current.
+	client.CoreV1().Services("shop").Create(context.Background(), svc("shop", "new", "10.96.0.30"), metav1.CreateOptions{})
+	client.CoreV1().Services("shop").Delete(context.Background(), "web", metav1.DeleteOptions{})
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if a, w := ask(t, n, "new.shop", mdns.TypeA), ask(t, n, "web.shop", mdns.TypeA); len(a.Answer) == 1 && w.Rcode == mdns.RcodeNameError {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("a new Service does not resolve, or a deleted one still does")
+}
+
+func rrData(s *mdns.SRV) string {
+	return mdns.Field(s, 1) + " " + mdns.Field(s, 2) + " " + mdns.Field(s, 3) + " " + mdns.Field(s, 4)
+}
+
+// Where Services may be listed only in the connected namespace, only its names are answered;
+// where not at all, every name goes to the cluster as before.
+func TestNamesFallsBackWhereRBACForbids(t *testing.T) {
+	forbid := func(client *fake.Clientset, all bool) {
+		client.PrependReactor("list", "services", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			if a.GetNamespace() == "" || all {
+				return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "services"}, "", errors.New("RBAC"))
+			}
+			return false, nil, nil
+		})
+	}
+	noWatch := fake.NewClientset(svc("shop", "web", "10.96.0.10"))
+	noWatch.PrependWatchReactor("services", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "services"}, "", errors.New("RBAC"))
+	})
+	if err := NewNames("cluster.local").Run(context.Background(), noWatch, "shop"); err == nil {
+		t.Errorf("no error where Services may be listed but not watched")
+	}
+	client := fake.NewClientset(svc("shop", "web", "10.96.0.10"), svc("other", "api", "10.96.0.20"))
+	forbid(client, false)
+	n := startNames(t, client)
+	if r := ask(t, n, "web.shop", mdns.TypeA); r == nil || len(r.Answer) != 1 {
+		t.Errorf("the connected namespace's Service: %v", r)
+	}
+	if r := ask(t, n, "api.other", mdns.TypeA); r != nil {
+		t.Errorf("a namespace not watched: answered %v, want it passed on", r)
+	}
+	client = fake.NewClientset(svc("shop", "web", "10.96.0.10"))
+	forbid(client, true)
+	n = NewNames("cluster.local")
+	if err := n.Run(context.Background(), client, "shop"); err == nil {
+		t.Errorf("no error where Services may not be listed")
+	}
+	if r := ask(t, n, "web.shop", mdns.TypeA); r != nil {
+		t.Errorf("nothing watched: answered %v", r)
+	}
+}
