@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -162,4 +163,33 @@ func TestEnv(t *testing.T) {
 	if b := kt(t, "-n", testNamespace, "env", "deploy/multi", "-c", "nope"); b.Code != 1 || !strings.Contains(b.Stderr, `no container "nope"; its containers: multi`) {
 		t.Errorf("a bad -c:\n%s", b)
 	}
+}
+
+// TestUnpullableShadowImage: where the nodes cannot pull the shadow image (here every
+// registry is a closed port), connect fails at once with how to use another registry, and
+// leaves nothing; doctor points at a kt pod stuck pulling, and checks --image-pull-secret.
+func TestUnpullableShadowImage(t *testing.T) {
+	nothingLeftBehind(t)
+	const image = "ghcr.io/kubectl-kt/shadow:v0.0.0-unpublished"
+	r := kt(t, "-n", testNamespace, "connect", "--disable-tun", "--proxy-port", "12250", "--image", image)
+	lines := strings.Split(strings.TrimSpace(r.Stderr), "\n")
+	if last := lines[len(lines)-1]; r.Code != 1 || !strings.Contains(last, "cannot be pulled") || !strings.Contains(last, "--image REGISTRY/kubectl-kt/shadow:v0.0.0-unpublished") || !strings.Contains(last, "--image-pull-secret") {
+		t.Errorf("connect with an image the nodes cannot pull:\n%s", r)
+	}
+	stuck := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"kt-stuck","namespace":"` + testNamespace + `","labels":{"app.kubernetes.io/managed-by":"kubectl-kt"}},
+"spec":{"terminationGracePeriodSeconds":0,"containers":[{"name":"shadow","image":"` + image + `"}]}}`
+	if r := runCmdStdin(t, stuck, "kubectl", "--kubeconfig", hostKubeconfig, "apply", "-f", "-"); r.Code != 0 {
+		t.Fatal(r)
+	}
+	t.Cleanup(func() {
+		kubectl(t, "-n", testNamespace, "delete", "pod", "kt-stuck", "--grace-period=0", "--force", "--ignore-not-found")
+	})
+	eventually(t, 60*time.Second, "doctor points at the pod that cannot pull", func() error {
+		r := kt(t, "-n", testNamespace, "doctor", "--image-pull-secret", "no-such-secret")
+		if r.Code != 1 || !strings.Contains(r.Stdout, "FAIL  pod "+testNamespace+"/kt-stuck cannot pull "+image) ||
+			!strings.Contains(r.Stdout, "FAIL  --image-pull-secret no-such-secret: no such Secret in namespace "+testNamespace) {
+			return fmt.Errorf("%s", r)
+		}
+		return nil
+	})
 }
