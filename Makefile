@@ -22,7 +22,7 @@ TOOLS      := $(KT_ROOT)/tools
 GORELEASER := $(TOOLS)/goreleaser
 KREW       := $(TOOLS)/krew
 
-.PHONY: help e2e deps fuzz resolved all build tools release release-snapshot krew-manifest image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
+.PHONY: help e2e deps fuzz resolved all build tools release release-snapshot krew-manifest bench-scale image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
 
 all: build image
 
@@ -32,6 +32,7 @@ help:
 	@echo 'make test-unit            go vet, unit tests with -race, each fuzzer on FUZZTIME (20000x) inputs'
 	@echo 'make e2e RUN=TestMesh     the e2e tests matching RUN (a go test -run regexp) against the cluster'
 	@echo 'make bench                benchmarks against the local cluster (docs/benchmarks.md)'
+	@echo 'make bench-scale          connect with 2000 and with 10000 Services'
 	@echo 'make lint                 go vet (every OS), gofmt, the bundled wintun signature'
 	@echo 'make fuzz FUZZTIME=10m    every fuzzer, longer'
 	@echo 'make build | image        bin/kubectl-kt | the shadow image tarballs in dist/images'
@@ -146,6 +147,11 @@ resolved:
 
 demo: deps cluster-up build
 	hack/demo.sh
+
+# connect on a cluster with 2000 Services in 40 namespaces, then with 10000.
+bench-scale:
+	$(MAKE) bench BENCH=Scale
+	KT_BENCH_SERVICES=10000 $(MAKE) bench BENCH=Scale
 
 # BENCH picks benchmarks by name (make bench BENCH=Run).
 BENCH ?= .

@@ -383,10 +383,11 @@ func (c *connector) startHosts(ctx context.Context, undo *undo.Stack) (string, e
 	c.state.Hosts = c.cfg.HostsFile
 	c.save()
 	h := &hostsWriter{client: c.cfg.Client, admin: c.admin, path: c.cfg.HostsFile, namespaces: nss, current: c.cfg.Namespace, domain: c.cfg.ClusterDomain}
-	if err := h.sync(ctx); err != nil {
+	hctx, cancel := context.WithCancel(ctx)
+	if err := h.start(hctx); err != nil {
+		cancel()
 		return "", err
 	}
-	hctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); h.run(hctx) }()
 	undo.Push("remove the hosts block", func(context.Context) error {

@@ -3,6 +3,7 @@ package dns
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -144,5 +145,53 @@ func TestResolvedCommandsSplitClusterNamesOntoTheLink(t *testing.T) {
 	}
 	if ResolvedRunning([]byte("nameserver 10.0.0.1\n")) {
 		t.Error("a plain resolv.conf is not systemd-resolved's")
+	}
+}
+
+// A reader of the hosts file sees the old block or the new one, never half a file: 2050
+// entries rewritten while it reads.
+func TestHostsBlockIsReplacedAtOnce(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "hosts")
+	orig := "127.0.0.1\tlocalhost\n"
+	os.WriteFile(p, []byte(orig), 0o640)
+	block := func(gen int) []HostEntry {
+		var e []HostEntry
+		for i := range 2050 {
+			e = append(e, HostEntry{fmt.Sprintf("10.96.%d.%d", i/250, i%250), []string{fmt.Sprintf("svc%d-%d.ns%d", i, gen, i%40)}})
+		}
+		return e
+	}
+	done := make(chan struct{})
+	bad := make(chan string, 1)
+	go func() {
+		defer close(bad)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			b, err := os.ReadFile(p)
+			if err != nil || !strings.HasPrefix(string(b), orig) || HasHostsBlock(p) && !strings.HasSuffix(string(b), Marker+" END\n") && string(b) != orig {
+				bad <- fmt.Sprintf("%v, %d bytes", err, len(b))
+				return
+			}
+		}
+	}()
+	for gen := range 20 {
+		if err := WriteHostsBlock(p, block(gen)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	if s, ok := <-bad; ok {
+		t.Errorf("a reader saw a partial hosts file: %s", s)
+	}
+	fi, _ := os.Stat(p)
+	if fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v, want the file's own 0640 kept", fi.Mode().Perm())
+	}
+	if m, _ := filepath.Glob(filepath.Join(filepath.Dir(p), ".hosts.kt-*")); len(m) != 0 {
+		t.Errorf("temporary files left: %v", m)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -40,7 +41,38 @@ func WriteHostsBlock(path string, entries []HostEntry) error {
 	if bytes.Equal(b.Bytes(), cur) {
 		return nil
 	}
-	return os.WriteFile(path, b.Bytes(), 0o644)
+	return replace(path, b.Bytes())
+}
+
+// replace gives path the content b at once: a new file renamed over it, so that a reader
+// sees the old file or the new one, never half of it. Where path cannot be renamed over (a
+// bind mount, as in a network namespace's /etc/hosts) or is a symlink, it is written in place.
+func replace(path string, b []byte) error {
+	mode := os.FileMode(0o644)
+	fi, err := os.Lstat(path)
+	if err == nil {
+		mode = fi.Mode().Perm()
+	}
+	if err != nil || fi.Mode()&os.ModeSymlink != 0 { // a symlink stays one: written through
+		return os.WriteFile(path, b, mode)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".kt-*")
+	if err == nil {
+		_, err = f.Write(b)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Chmod(f.Name(), mode)
+		}
+		if err == nil {
+			if err = os.Rename(f.Name(), path); err == nil {
+				return nil
+			}
+		}
+		os.Remove(f.Name())
+	}
+	return os.WriteFile(path, b, mode)
 }
 
 // RemoveHostsBlock removes kt's block, leaving the rest of the file byte for byte.
