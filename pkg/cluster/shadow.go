@@ -401,9 +401,10 @@ func podUsable(p *corev1.Pod, needReady bool) (bool, error) {
 	}
 	for _, cs := range p.Status.ContainerStatuses {
 		if w := cs.State.Waiting; w != nil {
-			switch w.Reason {
-			case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName":
+			if PullFailed(w.Reason) {
 				return false, fmt.Errorf("shadow image %s cannot be pulled on node %s (%s: %s); %s", cs.Image, p.Spec.NodeName, w.Reason, w.Message, PullHint(cs.Image))
+			}
+			switch w.Reason {
 			case "CreateContainerConfigError", "CreateContainerError", "RunContainerError":
 				if strings.Contains(w.Message, "failed to sync") {
 					// A kubelet just restarted has not filled its Secret or ConfigMap cache
@@ -513,6 +514,15 @@ func Explain(err error, verb, resource, ns string) error {
 		return fmt.Errorf("%w; you need permission to %s %s in namespace %s (see docs/rbac.yaml)", err, verb, resource, ns)
 	}
 	return err
+}
+
+// PullFailed tells whether a container waiting for this reason cannot get its image.
+func PullFailed(reason string) bool {
+	switch reason {
+	case "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName":
+		return true
+	}
+	return false
 }
 
 // PullHint says what to do when the nodes cannot pull the shadow image: copy it to a registry

@@ -20,6 +20,12 @@ var kinds = map[string]Kind{
 	"po": KindPod, "pod": KindPod, "pods": KindPod,
 }
 
+// ParseKind returns the kind a spelling of it names (svc, service, deployments, po, …).
+func ParseKind(s string) (Kind, bool) {
+	k, ok := kinds[strings.ToLower(s)]
+	return k, ok
+}
+
 // ParseRef splits a TARGET argument, KIND/NAME or a bare NAME (a Service), into its kind and
 // name. ok is false when the kind is unknown or the name is empty or has a slash; the caller
 // says which kinds it takes.
@@ -28,7 +34,7 @@ func ParseRef(ref string) (kind Kind, name string, ok bool) {
 	if !found {
 		k, name = "svc", ref
 	}
-	kind, ok = kinds[strings.ToLower(k)]
+	kind, ok = ParseKind(k)
 	if !ok || name == "" || strings.Contains(name, "/") {
 		return "", "", false
 	}

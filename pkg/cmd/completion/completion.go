@@ -21,6 +21,7 @@ import (
 
 	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
+	"github.com/kubectl-kt/kt/pkg/target"
 )
 
 // KrewLinkLine is what the user runs once after `kubectl krew install kt`, which links only
@@ -123,8 +124,9 @@ func Targets(f genericclioptions.RESTClientGetter, bare bool, kinds ...string) c
 // without, the Services (when bare) and the KIND/ prefixes, which take no space after them.
 func targets(client kubernetes.Interface, ns string, bare bool, kinds []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 	if typed, _, found := strings.Cut(toComplete, "/"); found {
-		kind := canonical(typed)
-		if !slices.Contains(kinds, kind) {
+		k, _ := target.ParseKind(typed)
+		kind := short[k]
+		if kind == "" || !slices.Contains(kinds, kind) {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		var out []string
@@ -148,20 +150,8 @@ func targets(client kubernetes.Interface, ns string, bare bool, kinds []string, 
 	return out, directive
 }
 
-// canonical is the short spelling of a kind the way kt's TARGET takes it.
-func canonical(kind string) string {
-	switch strings.ToLower(kind) {
-	case "svc", "service", "services":
-		return "svc"
-	case "deploy", "deployment", "deployments":
-		return "deploy"
-	case "sts", "statefulset", "statefulsets":
-		return "sts"
-	case "po", "pod", "pods":
-		return "pod"
-	}
-	return kind
-}
+// short is the spelling of each kind that kt's TARGET prefixes use.
+var short = map[target.Kind]string{target.KindService: "svc", target.KindDeployment: "deploy", target.KindStatefulSet: "sts", target.KindPod: "pod"}
 
 // names lists the objects of kind in ns, sorted; none when the API cannot be asked.
 func names(client kubernetes.Interface, ns, kind string) []string {

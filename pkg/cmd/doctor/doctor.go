@@ -215,7 +215,7 @@ func (d *doctor) pulls(ctx context.Context, client kubernetes.Interface, ns, pul
 	if pods, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: wire.ManagedByLabel + "=" + wire.ManagedBy}); err == nil {
 		for _, p := range pods.Items {
 			for _, cs := range p.Status.ContainerStatuses {
-				if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff" || w.Reason == "InvalidImageName") {
+				if w := cs.State.Waiting; w != nil && cluster.PullFailed(w.Reason) {
 					d.fail("pod %s/%s cannot pull %s on node %s (%s: %s); %s", ns, p.Name, cs.Image, p.Spec.NodeName, w.Reason, w.Message, cluster.PullHint(cs.Image))
 				}
 			}
