@@ -22,7 +22,7 @@ TOOLS      := $(KT_ROOT)/tools
 GORELEASER := $(TOOLS)/goreleaser
 KREW       := $(TOOLS)/krew
 
-.PHONY: help e2e deps fuzz resolved all build tools release release-snapshot krew-manifest bench-scale image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
+.PHONY: help e2e deps fuzz resolved all build tools release release-snapshot krew-manifest bench-scale bench-wan image test-images cluster-up cluster-down load-images test test-unit test-e2e demo bench lint clean
 
 all: build image
 
@@ -33,6 +33,7 @@ help:
 	@echo 'make e2e RUN=TestMesh     the e2e tests matching RUN (a go test -run regexp) against the cluster'
 	@echo 'make bench                benchmarks against the local cluster (docs/benchmarks.md)'
 	@echo 'make bench-scale          connect with 2000 and with 10000 Services'
+	@echo 'make bench-wan            round trips over a 40 ms link to the API server'
 	@echo 'make lint                 go vet (every OS), gofmt, the bundled wintun signature'
 	@echo 'make fuzz FUZZTIME=10m    every fuzzer, longer'
 	@echo 'make build | image        bin/kubectl-kt | the shadow image tarballs in dist/images'
@@ -50,6 +51,9 @@ bin/shadow-linux-%: $(GOSRC)
 
 bin/testapp: $(GOSRC)
 	CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o $@ ./test/e2e/testapp
+
+bin/delayproxy: $(GOSRC)
+	go build -o $@ ./hack/delayproxy
 
 bin/imgbuild: $(GOSRC)
 	go build -o $@ ./hack/imgbuild
@@ -153,9 +157,13 @@ bench-scale:
 	$(MAKE) bench BENCH=Scale
 	KT_BENCH_SERVICES=10000 $(MAKE) bench BENCH=Scale
 
+# Round trips over a 40 ms link to the API server (hack/delayproxy), kt beside kubectl port-forward.
+bench-wan:
+	$(MAKE) bench BENCH=WAN
+
 # BENCH picks benchmarks by name (make bench BENCH=Run).
 BENCH ?= .
-bench: deps cluster-up build
+bench: deps cluster-up build bin/testapp bin/delayproxy
 	KT_BIN=$(CURDIR)/bin/kubectl-kt go test -tags e2e -count=1 -timeout 30m -run '^$$' -bench '$(value BENCH)' -benchtime 1x ./test/e2e | tee $(KT_ROOT)/logs/bench.log
 
 lint: deps

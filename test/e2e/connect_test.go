@@ -43,7 +43,7 @@ func stopClean(t testing.TB, p *proc) {
 
 // upstreamDNS serves the laptop's original resolver (10.243.1.1, the host end of its veth):
 // intranet.example resolves there, as another website's name would.
-func upstreamDNS(t *testing.T) {
+func upstreamDNS(t testing.TB) {
 	t.Helper()
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)

@@ -7,6 +7,7 @@
 //	testapp wsclient HOST:PORT [-H=NAME:VALUE]... MESSAGE...   (prints each echoed message)
 //	testapp load -url URL [-n N] [-c C] [-newconn] [-rate R] [-upload BYTES] [-H 'NAME: VALUE'] [-slow D]
 //	   (prints one JSON line; each failed request, and each slower than D, with its time on stderr)
+//	testapp dig [-server HOST:PORT] NAME...   (a JSON line per name: rcode, answers, ms)
 //	testapp relay -listen :8080 -to HOST:PORT   (a plain TCP relay, for benchmarks)
 //	testapp record [-http 127.0.0.1:8080]   (prints a JSON line per request it gets)
 //	testapp registry [-listen 127.0.0.1:5111]   (an OCI registry in memory; a line per request)
@@ -57,6 +58,8 @@ func main() {
 		load(os.Args[2:])
 	case "get":
 		get(os.Args[2:])
+	case "dig":
+		dig(os.Args[2:])
 	case "relay":
 		relay(os.Args[2:])
 	case "record":
