@@ -5,6 +5,7 @@
 package connect
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -104,6 +105,10 @@ type connector struct {
 	state   *State
 	stateMu sync.Mutex
 	names   *dns.Names // Service names, for the local DNS server
+	// namespaces waits for the list of namespaces asked for at the start.
+	namespaces func() ([]string, error)
+	dnsOnce    sync.Once
+	dnsc       *dnsConns // connections to the agent's DNS forwarder
 }
 
 func (c *connector) agent() tunnel.PortDialer { return c.sess.Load() }
@@ -133,7 +138,6 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 	}()
 
-	inventory.WarnStale(ctx, cfg.Client, cfg.Namespace, cfg.ErrOut)
 	lock, recovered, err := Acquire(server, c.admin)
 	if err != nil {
 		return err
@@ -174,15 +178,58 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}()
 	}
 
-	// Routes first: a cluster whose ranges cannot be found should fail before anything changes.
-	routes, clusterRanges, err := c.routes(ctx, server)
-	if err != nil {
-		return err
+	// What connect asks the API server (stale sessions, the cluster's ranges, its namespaces)
+	// is asked while the shadow starts: over a slow link each is a round trip that would
+	// otherwise come before the pod's creation, or after it runs.
+	var stale bytes.Buffer
+	staleDone := make(chan struct{})
+	go func() {
+		defer close(staleDone)
+		inventory.WarnStale(ctx, cfg.Client, cfg.Namespace, &stale)
+	}()
+	defer func() { <-staleDone; cfg.ErrOut.Write(stale.Bytes()) }()
+	type found struct {
+		routes, ranges []netip.Prefix
+		err            error
 	}
-	sess, err := c.startSession(ctx)
-	if err != nil {
-		return err
+	discovered := make(chan found, 1)
+	go func() {
+		r, cr, err := c.routes(ctx, server)
+		discovered <- found{r, cr, err}
+	}()
+	if cfg.DNSMode == DNSLocal && !cfg.DisableTUN {
+		c.namespaces = listNamespaces(ctx, cfg.Client)
 	}
+	type started struct {
+		sess *session.Session
+		err  error
+	}
+	sctx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
+	starting := make(chan started, 1)
+	go func() {
+		s, err := c.startSession(sctx)
+		starting <- started{s, err}
+	}()
+	// A cluster whose ranges cannot be found fails the command; the shadow, if it was
+	// created by then, is deleted again before it returns.
+	f := <-discovered
+	if f.err != nil {
+		cancelStart()
+		if st := <-starting; st.sess != nil {
+			st.sess.Close()
+		}
+		return f.err
+	}
+	routes, clusterRanges := f.routes, f.ranges
+	st := <-starting
+	if st.err != nil {
+		return st.err
+	}
+	sess := st.sess
+	<-staleDone
+	cfg.ErrOut.Write(stale.Bytes())
+	stale.Reset()
 	c.sess.Store(sess)
 	c.state.Shadow = cfg.Namespace + "/" + sess.Pod.Name
 	c.save()
@@ -347,11 +394,10 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *u
 		}
 	}
 	cls := dns.NewClassifier(domain, []string{c.cfg.Namespace}, ranges)
-	if nss, err := c.cfg.Client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); err == nil {
-		var names []string
-		for _, n := range nss.Items {
-			names = append(names, n.Name)
-		}
+	if c.namespaces == nil {
+		c.namespaces = listNamespaces(ctx, c.cfg.Client)
+	}
+	if names, err := c.namespaces(); err == nil {
 		cls.SetNamespaces(append(names, c.cfg.Namespace))
 		go c.refreshNamespaces(ctx, cls)
 	}
@@ -365,7 +411,8 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *u
 		return "", err
 	}
 	srv.Serve(pc, l)
-	undo.Push("stop the local DNS server", func(context.Context) error { srv.Close(); return nil })
+	c.dnsConns().refill() // the first lookup through the tunnel need not open a stream
+	undo.Push("stop the local DNS server", func(context.Context) error { srv.Close(); c.dnsConns().close(); return nil })
 	how, err := c.pointResolver(orig, listenHost, cls, undo)
 	if err != nil {
 		return "", err
@@ -466,6 +513,24 @@ func (c *connector) pointResolver(orig []byte, listenHost string, cls *dns.Class
 	return c.cfg.ResolvConf + " edited", nil
 }
 
+// listNamespaces lists the cluster's namespaces in the background; the function it returns
+// waits for the answer.
+func listNamespaces(ctx context.Context, client kubernetes.Interface) func() ([]string, error) {
+	var names []string
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var nss *corev1.NamespaceList
+		if nss, err = client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{}); err == nil {
+			for _, n := range nss.Items {
+				names = append(names, n.Name)
+			}
+		}
+	}()
+	return func() ([]string, error) { <-done; return names, err }
+}
+
 func (c *connector) refreshNamespaces(ctx context.Context, cls *dns.Classifier) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
@@ -485,33 +550,23 @@ func (c *connector) refreshNamespaces(ctx context.Context, cls *dns.Classifier) 
 	}
 }
 
-// clusterDNS asks the agent's DNS forwarder, over a port-forward stream.
+// clusterDNS asks the agent's DNS forwarder, on a connection kept ready (dnsConns).
 func (c *connector) clusterDNS(ctx context.Context, m *mdns.Msg) (*mdns.Msg, error) {
-	conn, err := c.agent().Dial(ctx, wire.DNSPort)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	type res struct {
-		m   *mdns.Msg
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		dc := &mdns.Conn{Conn: conn}
-		if err := dc.WriteMsg(m); err != nil {
-			ch <- res{nil, err}
-			return
+	return c.dnsConns().exchange(ctx, m)
+}
+
+func (c *connector) dnsConns() *dnsConns {
+	c.dnsOnce.Do(func() {
+		c.dnsc = &dnsConns{
+			dial: func(ctx context.Context) (net.Conn, any, error) {
+				s := c.sess.Load()
+				conn, err := s.Dial(ctx, wire.DNSPort)
+				return conn, s, err
+			},
+			owner: func() any { return c.sess.Load() },
 		}
-		r, err := dc.ReadMsg()
-		ch <- res{r, err}
-	}()
-	select {
-	case r := <-ch:
-		return r.m, r.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	})
+	return c.dnsc
 }
 
 // startProxy runs a local SOCKS5 proxy whose connections go through the agent, which also

@@ -2,6 +2,8 @@ package portforward
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	spdyrt "k8s.io/apimachinery/pkg/util/httpstream/spdy"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+	"k8s.io/apimachinery/third_party/forked/golang/netutil"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 )
@@ -38,7 +41,7 @@ func (d *Dialer) dialSPDY(u *url.URL) (tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw := &rawUpgrade{SpdyRoundTripper: up}
+	raw := &rawUpgrade{SpdyRoundTripper: up, warm: d.takeWarm()}
 	rt, err := rest.HTTPWrappersForConfig(d.config, raw)
 	if err != nil {
 		return nil, err
@@ -85,9 +88,11 @@ var statusCodecs = serializer.NewCodecFactory(runtime.NewScheme())
 
 // rawUpgrade is the bottom of the upgrade's round trip: client-go's SpdyRoundTripper dials
 // (TLS, proxies) and sends the request, and the upgraded connection is kept for kt's session
-// instead of going to spdystream.
+// instead of going to spdystream. A warm connection (Dialer.Warm) is tried first; one that the
+// server has closed meanwhile costs a fresh dial, nothing else.
 type rawUpgrade struct {
 	*spdyrt.SpdyRoundTripper
+	warm net.Conn
 	conn net.Conn
 }
 
@@ -95,10 +100,24 @@ func (r *rawUpgrade) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = utilnet.CloneRequest(req)
 	req.Header.Add(httpstream.HeaderConnection, httpstream.HeaderUpgrade)
 	req.Header.Add(httpstream.HeaderUpgrade, spdyrt.HeaderSpdy31)
+	if w := r.warm; w != nil {
+		r.warm = nil
+		if err := req.Write(w); err == nil {
+			if resp, err := r.read(w, req); err == nil {
+				return resp, nil
+			}
+		} else {
+			w.Close()
+		}
+	}
 	conn, err := r.Dial(req)
 	if err != nil {
 		return nil, err
 	}
+	return r.read(conn, req)
+}
+
+func (r *rawUpgrade) read(conn net.Conn, req *http.Request) (*http.Response, error) {
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
@@ -107,6 +126,17 @@ func (r *rawUpgrade) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	r.conn = &readerConn{Conn: conn, r: br} // what the reader already holds comes first
 	return resp, nil
+}
+
+// dialDirect dials u's host without a proxy, with TLS for https, as SpdyRoundTripper does.
+func dialDirect(ctx context.Context, u *url.URL, tlsConfig *tls.Config) (net.Conn, error) {
+	addr := netutil.CanonicalAddr(u)
+	if u.Scheme == "http" {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	d := tls.Dialer{Config: tlsConfig}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // readerConn reads through r, which holds what was read past the response.

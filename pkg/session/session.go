@@ -156,8 +156,10 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		return nil, err
 	}
 	s.Pod = pod
-	s.Dialer = s.dialer(pod)
-	s.undo.Push("close port-forward", func(context.Context) error { return s.Dialer.Close() })
+	if s.Dialer == nil {
+		s.Dialer = s.dialer(pod)
+		s.undo.Push("close port-forward", func(context.Context) error { return s.Dialer.Close() })
+	}
 	if o.Shared {
 		if err := s.authorize(ctx); err != nil {
 			return nil, err
@@ -203,6 +205,10 @@ func (s *Session) startPod(ctx context.Context, spec cluster.ShadowSpec) (*corev
 	} else {
 		fmt.Fprintf(o.Progress, "Created shadow pod %s/%s\n", o.Namespace, podName)
 	}
+	// The API server connection the port-forward will take is dialled while the pod starts.
+	s.Dialer = s.dialer(pod)
+	s.undo.Push("close port-forward", func(context.Context) error { return s.Dialer.Close() })
+	s.Dialer.Warm(ctx)
 	wait := progress.Start(o.Progress, "Waiting for shadow pod "+o.Namespace+"/"+podName+" to run")
 	defer wait.Stop()
 	return cluster.WaitRunning(ctx, client, o.Namespace, podName, o.Pod.PodCreationTimeout, false)
