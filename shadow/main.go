@@ -42,6 +42,12 @@ func main() {
 		return
 	}
 	cfg.AuthorizedKey = os.Getenv(wire.EnvAuthorizedKey)
+	digest, err := wire.ParseSecretDigest(os.Getenv(wire.EnvSecretDigest))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", wire.EnvSecretDigest, err)
+		os.Exit(2)
+	}
+	cfg.SecretDigest = digest
 	cfg.PodIP = os.Getenv(wire.EnvPodIP)
 	cfg.RestoreService, cfg.Session = os.Getenv(wire.EnvRestoreService), os.Getenv(wire.EnvSession)
 	cfg.PodName, cfg.PodNamespace = os.Getenv(wire.EnvPodName), os.Getenv(wire.EnvPodNamespace)

@@ -30,6 +30,7 @@ import (
 // Config configures the agent.
 type Config struct {
 	AuthorizedKey string        // OpenSSH authorized_keys line of the session's public key
+	SecretDigest  []byte        // SHA-256 of the client's own stream secret, if it made one (wire.ReadAuth)
 	PodIP         string        // where remote forwards and the readiness probe listen
 	ProbePort     int           // the readiness probe's port; 0: wire.ProbePort
 	ListenIP      string        // where the tunnel services listen; loopback
@@ -152,7 +153,7 @@ func (a *agent) listen(port int) (net.Listener, error) {
 	if err != nil || !wire.Authenticated(port) {
 		return l, err
 	}
-	return newAuthListener(l, a.secret), nil
+	return newAuthListener(l, a.secret, a.cfg.SecretDigest), nil
 }
 
 // run runs f in the background; its error (but a closed listener's) ends Run.

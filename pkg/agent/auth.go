@@ -17,6 +17,7 @@ import (
 type authListener struct {
 	net.Listener
 	secret []byte
+	digest []byte
 	conns  chan net.Conn
 	done   chan struct{}
 	err    error
@@ -27,8 +28,8 @@ const (
 	maxPending  = 64 // streams still to authenticate; more are closed at once
 )
 
-func newAuthListener(l net.Listener, secret []byte) *authListener {
-	a := &authListener{Listener: l, secret: secret, conns: make(chan net.Conn), done: make(chan struct{})}
+func newAuthListener(l net.Listener, secret, digest []byte) *authListener {
+	a := &authListener{Listener: l, secret: secret, digest: digest, conns: make(chan net.Conn), done: make(chan struct{})}
 	go a.loop()
 	return a
 }
@@ -55,7 +56,7 @@ func (a *authListener) loop() {
 			defer wg.Done()
 			defer func() { <-pending }()
 			c.SetReadDeadline(time.Now().Add(authTimeout))
-			err := wire.ReadAuth(c, a.secret)
+			err := wire.ReadAuth(c, a.secret, a.digest)
 			c.SetReadDeadline(time.Time{})
 			if err != nil {
 				klog.Background().V(1).Info("refused a stream without the session's secret", "port", portOf(a.Listener.Addr()))

@@ -38,6 +38,7 @@ type ShadowSpec struct {
 	Owner         string // user@host
 	Command       string // the command line, for `kubectl kt status` and birdseye
 	AuthorizedKey string // OpenSSH authorized_keys line of the session's public key
+	SecretDigest  string // wire.SecretDigest of the client's own stream secret, or ""
 	// ForwardPorts are the ports remote forwards will listen on (exchange, mesh, preview):
 	// declared on the container (with the names a Service's targetPort may use) and used
 	// for the readiness probe.
@@ -182,6 +183,9 @@ func agentContainer(s ShadowSpec, res corev1.ResourceList) corev1.Container {
 	}
 	if s.Args != nil {
 		c.Args = s.Args
+	}
+	if s.SecretDigest != "" {
+		c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvSecretDigest, Value: s.SecretDigest})
 	}
 	if s.RestoreService != "" {
 		c.Env = append(c.Env,

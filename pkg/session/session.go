@@ -78,6 +78,7 @@ type Session struct {
 	ssh            *sshtunnel.Client
 	hostKey        sshtunnel.HostKey    // the agent's, pinned on the first SSH connection
 	secret         []byte               // the agent's stream secret, told over SSH
+	own            []byte               // the stream secret this client made for a pod of its own (its digest is in the pod)
 	stopForwarding []context.CancelFunc // KeepForwarding's, called first by Close
 
 	stopHeartbeat context.CancelFunc
@@ -113,6 +114,14 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	}
 	sess := &Session{ID: id, opts: o, config: config, client: client, signer: signer, lost: make(chan struct{})}
 	s = sess
+	var digest string
+	if !o.Shared { // a pod of its own: streams open with a secret of its own (wire/auth.go)
+		s.own = make([]byte, wire.SecretLen)
+		if _, err := rand.Read(s.own); err != nil {
+			return nil, err
+		}
+		digest = wire.SecretDigest(s.own)
+	}
 	defer func() {
 		if err != nil { // s is nil by now: tear down through sess
 			if uerr := sess.undo.Run(30 * time.Second); uerr != nil {
@@ -127,6 +136,7 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		Owner:          wire.Owner(),
 		Command:        o.Command,
 		AuthorizedKey:  strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey()))),
+		SecretDigest:   digest,
 		ForwardPorts:   o.ForwardPorts,
 		Labels:         o.Labels,
 		Opts:           o.Pod,
@@ -165,7 +175,14 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 			return nil, err
 		}
 	}
-	if _, err := s.SSH(ctx); err != nil {
+	if o.Role == wire.RoleConnect && s.own != nil {
+		// connect needs no SSH before its first stream: its supervisor logs in next, off the
+		// path to "Connected" (over a slow link the handshake is 7 round trips).
+		err = s.probe(ctx)
+	} else {
+		_, err = s.SSH(ctx)
+	}
+	if err != nil {
 		return nil, err
 	}
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -275,7 +292,7 @@ func (s *Session) NextPod(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Session{ID: s.ID, Pod: pod, opts: s.opts, client: s.client, signer: s.signer, deployment: s.deployment, config: s.config, lost: make(chan struct{})}
+	n := &Session{ID: s.ID, Pod: pod, opts: s.opts, client: s.client, signer: s.signer, own: s.own, deployment: s.deployment, config: s.config, lost: make(chan struct{})}
 	n.Dialer = n.dialer(pod)
 	if _, err := n.SSH(ctx); err != nil {
 		n.Dialer.Close()
@@ -304,7 +321,10 @@ func (s *Session) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 		return s.Dialer.Dial(ctx, port)
 	}
 	s.mu.Lock()
-	secret := s.secret
+	secret := s.own
+	if secret == nil {
+		secret = s.secret
+	}
 	s.mu.Unlock()
 	if secret == nil {
 		c, err := s.SSH(ctx)
@@ -360,6 +380,36 @@ func (s *Session) SSH(ctx context.Context) (*sshtunnel.Client, error) {
 		}
 	}
 	return nil, fmt.Errorf("connect to the shadow agent in %s/%s: %w", s.opts.Namespace, s.Pod.Name, lastErr)
+}
+
+// probe waits until the agent answers on its SSH port and checks that it is of this client's
+// protocol, from the version string it sends first: one stream's opening, where a login takes
+// the whole handshake. Right after the pod starts the agent may not listen yet, so this
+// retries until the port-forward timeout; a wrong version fails at once.
+func (s *Session) probe(ctx context.Context) error {
+	deadline := time.Now().Add(s.opts.Pod.PortForwardTimeout)
+	var lastErr error
+	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
+		conn, err := s.Dialer.Dial(ctx, wire.SSHPort)
+		if err == nil {
+			var v string
+			v, err = sshtunnel.ReadVersion(ctx, conn)
+			conn.Close()
+			if err == nil {
+				return sshtunnel.CheckVersion(v)
+			}
+		}
+		lastErr = err
+		klog.FromContext(ctx).V(2).Info("shadow agent not answering yet", "err", err)
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+		}
+	}
+	return fmt.Errorf("connect to the shadow agent in %s/%s: %w", s.opts.Namespace, s.Pod.Name, lastErr)
 }
 
 func (s *Session) heartbeat(ctx context.Context) {

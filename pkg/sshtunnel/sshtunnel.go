@@ -4,6 +4,7 @@
 package sshtunnel
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +59,17 @@ func (h *HostKey) check(_ string, _ net.Addr, key gossh.PublicKey) error {
 	return nil
 }
 
+// CheckVersion checks the agent's SSH identification string: a kt shadow of this protocol.
+func CheckVersion(sv string) error {
+	if !strings.HasPrefix(sv, wire.SSHServerVersion) {
+		return fmt.Errorf("the pod does not run a kt shadow agent (SSH version %q)", sv)
+	}
+	if want := fmt.Sprintf("%s_%d", wire.SSHServerVersion, wire.ProtocolVersion); sv != want {
+		return fmt.Errorf("the shadow speaks %q but this client needs %q; use the shadow image of this client's version (leave --image out)", sv, want)
+	}
+	return nil
+}
+
 // Dial runs the SSH handshake over conn. The transport is already authenticated (TLS to the
 // API server, then a port-forward into one named pod), so the agent's per-pod host key is
 // taken on first use and pinned in pin (nil: not checked); the server's version string must
@@ -97,15 +109,9 @@ func Dial(ctx context.Context, conn net.Conn, signer gossh.Signer, keepAlive tim
 		conn.Close()
 		return nil, fmt.Errorf("ssh handshake with the shadow: %w", r.err)
 	}
-	sv := string(r.c.ServerVersion())
-	if !strings.HasPrefix(sv, wire.SSHServerVersion) {
+	if err := CheckVersion(string(r.c.ServerVersion())); err != nil {
 		r.c.Close()
-		return nil, fmt.Errorf("the pod does not run a kt shadow agent (SSH version %q)", sv)
-	}
-	want := fmt.Sprintf("%s_%d", wire.SSHServerVersion, wire.ProtocolVersion)
-	if sv != want {
-		r.c.Close()
-		return nil, fmt.Errorf("the shadow speaks %q but this client needs %q; use the shadow image of this client's version (leave --image out)", sv, want)
+		return nil, err
 	}
 	c := &Client{Client: gossh.NewClient(r.c, r.chans, r.reqs), done: make(chan struct{})}
 	if ok, secret, err := c.SendRequest(wire.SecretRequest, true, nil); err != nil || !ok || len(secret) != wire.SecretLen {
@@ -173,4 +179,37 @@ func (c *Client) Listen(port int) (net.Listener, error) {
 		return nil, errors.New(string(msg))
 	}
 	return nil, fmt.Errorf("the shadow refused to listen on port %d: %w", port, err)
+}
+
+// ReadVersion reads the server's SSH identification string, which a server sends first
+// (RFC 4253 4.2: lines before it that do not start with "SSH-" are skipped; each is at most
+// 255 bytes). Until ctx ends; conn is closed then.
+func ReadVersion(ctx context.Context, conn net.Conn) (string, error) {
+	type result struct {
+		v   string
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		r := bufio.NewReaderSize(conn, 256)
+		for range 16 {
+			line, err := r.ReadSlice('\n')
+			if err != nil {
+				ch <- result{"", fmt.Errorf("read the agent's SSH version: %w", err)}
+				return
+			}
+			if l := strings.TrimRight(string(line), "\r\n"); strings.HasPrefix(l, "SSH-") {
+				ch <- result{l, nil}
+				return
+			}
+		}
+		ch <- result{"", fmt.Errorf("no SSH version from the agent")}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		conn.Close()
+		return "", ctx.Err()
+	}
 }

@@ -6,7 +6,7 @@ import "time"
 
 // ProtocolVersion changes whenever client and agent stop understanding each other. The
 // agent reports it in its SSH version string and on its readiness endpoint.
-const ProtocolVersion = 3
+const ProtocolVersion = 4
 
 // Ports of the agent. All but the remote forwards listen on the pod's loopback only: they
 // are reached through the API server's port-forward, so no other pod can use them.
@@ -77,6 +77,7 @@ const PodHeartbeatInterval = 20 * time.Second
 // Agent environment: the client passes the session's public key and settings this way.
 const (
 	EnvAuthorizedKey  = "KT_AUTHORIZED_KEY"  // OpenSSH authorized_keys line
+	EnvSecretDigest   = "KT_SECRET_SHA256"   // SHA-256 of the client's stream secret (auth.go)
 	EnvPodIP          = "KT_POD_IP"          // from the downward API
 	EnvProbePort      = "KT_PROBE_PORT"      // where the readiness probe is answered, when not ProbePort
 	EnvRestoreService = "KT_RESTORE_SERVICE" // namespace/name the agent restores when its client is gone

@@ -117,6 +117,28 @@ func TestShadowPortsNeedTheSession(t *testing.T) {
 		conn.Write(append([]byte{5, 1, 0, 5, 1, 0, 1, 10, 96, 0, 1, 0, 80}, make([]byte, 40)...))
 		evil = append(evil, conn)
 	}
+	// What anyone who may read the pod sees of the client's own secret, its digest, opens nothing.
+	var digest string
+	for _, e := range pods.Items[0].Spec.Containers[0].Env {
+		if e.Name == wire.EnvSecretDigest {
+			digest = e.Value
+		}
+	}
+	sum, err := wire.ParseSecretDigest(digest)
+	if err != nil || sum == nil {
+		t.Fatalf("the shadow has no secret digest (%q): %v", digest, err)
+	}
+	for _, opening := range [][]byte{wire.AppendAuth(nil, sum), wire.AppendAuth(nil, []byte(digest))} {
+		for _, port := range []uint16{wire.MuxPort, wire.DNSPort} {
+			conn, err := d.Dial(ctx, port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.Write(append(opening, append([]byte{5, 1, 0, 5, 1, 0, 1, 10, 96, 0, 1, 0, 80}, make([]byte, 40)...)...))
+			evil = append(evil, conn)
+		}
+	}
 	// Each stream must be closed by the agent, unserved, well inside 15 s (port-forwarded
 	// streams have no deadlines: one still open then is closed here and counted as served).
 	type result struct {
