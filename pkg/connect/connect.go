@@ -187,7 +187,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		defer close(staleDone)
 		inventory.WarnStale(ctx, cfg.Client, cfg.Namespace, &stale)
 	}()
-	defer func() { <-staleDone; cfg.ErrOut.Write(stale.Bytes()) }()
+	// Its warnings come out once, before "Connected", or on the way out if connect fails.
+	printStale := sync.OnceFunc(func() { <-staleDone; cfg.ErrOut.Write(stale.Bytes()) })
+	defer printStale()
 	type found struct {
 		routes, ranges []netip.Prefix
 		err            error
@@ -227,9 +229,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return st.err
 	}
 	sess := st.sess
-	<-staleDone
-	cfg.ErrOut.Write(stale.Bytes())
-	stale.Reset()
+	printStale()
 	c.sess.Store(sess)
 	c.state.Shadow = cfg.Namespace + "/" + sess.Pod.Name
 	c.save()

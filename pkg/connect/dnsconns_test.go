@@ -50,8 +50,9 @@ func (l countingListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
-func pool(a *agentDNS, owner *atomic.Int32, dials *atomic.Int32) *dnsConns {
-	return &dnsConns{
+// readyPool is a pool of connections to a, its dnsReady connections open.
+func readyPool(t *testing.T, a *agentDNS, owner *atomic.Int32, dials *atomic.Int32) *dnsConns {
+	p := &dnsConns{
 		dial: func(ctx context.Context) (net.Conn, any, error) {
 			dials.Add(1)
 			o := owner.Load()
@@ -61,6 +62,9 @@ func pool(a *agentDNS, owner *atomic.Int32, dials *atomic.Int32) *dnsConns {
 		},
 		owner: func() any { return owner.Load() },
 	}
+	p.refill()
+	waitIdle(t, p, dnsReady)
+	return p
 }
 
 func query(t *testing.T, p *dnsConns, name string) {
@@ -91,9 +95,7 @@ func waitIdle(t *testing.T, p *dnsConns, n int) {
 func TestDNSConnsReuseReadyConnections(t *testing.T) {
 	a := startAgentDNS(t)
 	var owner, dials atomic.Int32
-	p := pool(a, &owner, &dials)
-	p.refill()
-	waitIdle(t, p, dnsReady)
+	p := readyPool(t, a, &owner, &dials)
 	for i := range 20 {
 		query(t, p, "web"+string(rune('a'+i))+".kt.svc.cluster.local.")
 	}
@@ -116,9 +118,7 @@ func TestDNSConnsReuseReadyConnections(t *testing.T) {
 func TestDNSConnsRetryAClosedConnectionAndDropAReplacedSession(t *testing.T) {
 	a := startAgentDNS(t)
 	var owner, dials atomic.Int32
-	p := pool(a, &owner, &dials)
-	p.refill()
-	waitIdle(t, p, dnsReady)
+	p := readyPool(t, a, &owner, &dials)
 	p.mu.Lock()
 	for _, c := range p.idle { // the agent (or the tunnel) closed them meanwhile
 		c.conn.Close()

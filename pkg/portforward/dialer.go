@@ -75,13 +75,8 @@ func (d *Dialer) Warm(ctx context.Context) {
 	if d.Protocol == ProtocolWebSocket {
 		return
 	}
-	u := d.client.CoreV1().RESTClient().Post().
-		Resource("pods").Namespace(d.Namespace).Name(d.Pod).SubResource("portforward").URL()
-	proxy := http.ProxyFromEnvironment
-	if d.config.Proxy != nil {
-		proxy = d.config.Proxy
-	}
-	if p, err := proxy(&http.Request{URL: u}); err != nil || p != nil {
+	u := d.url()
+	if p, err := d.proxy()(&http.Request{URL: u}); err != nil || p != nil {
 		return
 	}
 	tlsConfig, err := rest.TLSConfigFor(d.config)
@@ -253,9 +248,22 @@ func (d *Dialer) dialTimeout(ctx context.Context) (tunnel, string, error) {
 	}
 }
 
-func (d *Dialer) dial() (tunnel, string, error) {
-	u := d.client.CoreV1().RESTClient().Post().
+// url is the pod's port-forward subresource.
+func (d *Dialer) url() *url.URL {
+	return d.client.CoreV1().RESTClient().Post().
 		Resource("pods").Namespace(d.Namespace).Name(d.Pod).SubResource("portforward").URL()
+}
+
+// proxy is the proxy the config names, else the environment's.
+func (d *Dialer) proxy() func(*http.Request) (*url.URL, error) {
+	if d.config.Proxy != nil {
+		return d.config.Proxy
+	}
+	return http.ProxyFromEnvironment
+}
+
+func (d *Dialer) dial() (tunnel, string, error) {
+	u := d.url()
 	if d.Protocol != ProtocolWebSocket {
 		t, err := d.dialSPDY(u)
 		if err == nil {

@@ -33,11 +33,7 @@ func (d *Dialer) dialSPDY(u *url.URL) (tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	proxy := http.ProxyFromEnvironment
-	if d.config.Proxy != nil {
-		proxy = d.config.Proxy
-	}
-	up, err := spdyrt.NewRoundTripperWithConfig(spdyrt.RoundTripperConfig{TLS: tlsConfig, Proxier: proxy})
+	up, err := spdyrt.NewRoundTripperWithConfig(spdyrt.RoundTripperConfig{TLS: tlsConfig, Proxier: d.proxy()})
 	if err != nil {
 		return nil, err
 	}

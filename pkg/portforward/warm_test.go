@@ -65,7 +65,7 @@ func warmDialer(t *testing.T, srv *httptest.Server) *Dialer {
 func TestTheUpgradeTakesTheWarmConnection(t *testing.T) {
 	srv, conns := upgradeServer(t)
 	d := warmDialer(t, srv)
-	tun, err := d.dialSPDY(d.client.CoreV1().RESTClient().Post().Resource("pods").Namespace("ns").Name("pod").SubResource("portforward").URL())
+	tun, err := d.dialSPDY(d.url())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestAWarmConnectionTheServerClosedCostsADial(t *testing.T) {
 	d := warmDialer(t, srv)
 	conns()[0].Close() // the API server gave up on it (its ReadHeaderTimeout)
 	time.Sleep(20 * time.Millisecond)
-	tun, err := d.dialSPDY(d.client.CoreV1().RESTClient().Post().Resource("pods").Namespace("ns").Name("pod").SubResource("portforward").URL())
+	tun, err := d.dialSPDY(d.url())
 	if err != nil {
 		t.Fatalf("after the warm connection was closed: %v", err)
 	}

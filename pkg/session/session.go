@@ -358,49 +358,49 @@ func (s *Session) SSH(ctx context.Context) (*sshtunnel.Client, error) {
 			return s.ssh, nil
 		}
 	}
-	deadline := time.Now().Add(s.opts.Pod.PortForwardTimeout)
-	var lastErr error
-	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
-		conn, err := s.Dialer.Dial(ctx, wire.SSHPort)
-		if err == nil {
-			var c *sshtunnel.Client
-			if c, err = sshtunnel.Dial(ctx, conn, s.signer, s.opts.KeepAlive, &s.hostKey); err == nil {
-				s.ssh, s.secret = c, c.Secret
-				return c, nil
-			}
-		}
-		lastErr = err
-		klog.FromContext(ctx).V(2).Info("ssh to shadow not ready yet", "err", err)
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-		}
+	var c *sshtunnel.Client
+	err := s.atSSHPort(ctx, "ssh to shadow not ready yet", func(conn net.Conn) (err error) {
+		c, err = sshtunnel.Dial(ctx, conn, s.signer, s.opts.KeepAlive, &s.hostKey)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("connect to the shadow agent in %s/%s: %w", s.opts.Namespace, s.Pod.Name, lastErr)
+	s.ssh, s.secret = c, c.Secret
+	return c, nil
 }
 
 // probe waits until the agent answers on its SSH port and checks that it is of this client's
 // protocol, from the version string it sends first: one stream's opening, where a login takes
-// the whole handshake. Right after the pod starts the agent may not listen yet, so this
-// retries until the port-forward timeout; a wrong version fails at once.
+// the whole handshake. A wrong version fails at once.
 func (s *Session) probe(ctx context.Context) error {
+	var v string
+	err := s.atSSHPort(ctx, "shadow agent not answering yet", func(conn net.Conn) (err error) {
+		v, err = sshtunnel.ReadVersion(ctx, conn)
+		conn.Close()
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return sshtunnel.CheckVersion(v)
+}
+
+// atSSHPort opens a stream to the agent's SSH port and hands it to use (which owns it), again
+// until use succeeds: right after the pod starts the agent may not listen yet, so this retries
+// until the port-forward timeout.
+func (s *Session) atSSHPort(ctx context.Context, notYet string, use func(net.Conn) error) error {
 	deadline := time.Now().Add(s.opts.Pod.PortForwardTimeout)
 	var lastErr error
 	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
 		conn, err := s.Dialer.Dial(ctx, wire.SSHPort)
 		if err == nil {
-			var v string
-			v, err = sshtunnel.ReadVersion(ctx, conn)
-			conn.Close()
-			if err == nil {
-				return sshtunnel.CheckVersion(v)
+			if err = use(conn); err == nil {
+				return nil
 			}
 		}
 		lastErr = err
-		klog.FromContext(ctx).V(2).Info("shadow agent not answering yet", "err", err)
+		klog.FromContext(ctx).V(2).Info(notYet, "err", err)
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}

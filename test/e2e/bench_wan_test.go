@@ -24,7 +24,6 @@ const wanRTT = 40 * time.Millisecond
 // through it. A link with no delay is the same path with the same hop, so that what one costs
 // over the other is the delay alone.
 type wanLink struct {
-	rtt        time.Duration
 	kubeconfig string
 	port       int
 }
@@ -42,7 +41,7 @@ func startWANLink(b *testing.B, port int, rtt time.Duration) wanLink {
 	if cfg == string(raw) {
 		b.Fatalf("%s does not name https://10.243.1.1:6443", laptopKubecfg)
 	}
-	l := wanLink{rtt: rtt, port: port, kubeconfig: writeFile(b, b.TempDir(), "kubeconfig", cfg)}
+	l := wanLink{port: port, kubeconfig: writeFile(b, b.TempDir(), "kubeconfig", cfg)}
 	if r := laptop(b, "kubectl", "--kubeconfig", l.kubeconfig, "get", "--raw", "/readyz"); r.Code != 0 {
 		b.Fatalf("the API server through the delay proxy: %s", r)
 	}
