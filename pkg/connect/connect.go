@@ -172,7 +172,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	c.names = dns.NewNames(cfg.ClusterDomain)
 	if cfg.DNSMode == DNSLocal {
 		go func() {
-			if err := c.names.Run(ctx, cfg.Client, cfg.Namespace); err != nil {
+			if err := c.names.Run(ctx, cfg.Client, dns.Watch{Current: cfg.Namespace}); err != nil {
 				log.V(1).Info("dns: Service names are looked up through the tunnel: they may not be watched", "err", err)
 			}
 		}()

@@ -42,7 +42,7 @@ func TestHostsBlockFromTheWatches(t *testing.T) {
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db"}, Spec: corev1.ServiceSpec{ClusterIP: "None"}},
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "api"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.20"}},
 		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "unlisted", Name: "x"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.30"}},
-		&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-abc", Labels: map[string]string{discoveryv1.LabelServiceName: "db"}},
+		&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "db-abc", Labels: map[string]string{discoveryv1.LabelServiceName: "db", corev1.IsHeadlessService: ""}},
 			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.0.7"}, Hostname: &host}}},
 	}
 	client := fake.NewClientset(objs...)

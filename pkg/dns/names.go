@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,12 +12,13 @@ import (
 
 	mdns "github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/klog/v2"
 )
 
 // ErrPass is a source's way to say that a name is not its to answer: the next source is
@@ -26,23 +28,30 @@ var ErrPass = errors.New("not this source's name")
 // localTTL is the TTL of the records Names answers, CoreDNS's default.
 const localTTL = 5
 
-// Names is a local copy of the cluster's Service names, kept current by a watch, so that a
-// lookup of a Service costs no round trip to the cluster. It answers A, AAAA and SRV for the
-// Services that have cluster IPs, and NXDOMAIN for a Service name that does not exist in a
-// namespace it watches, including the names glibc makes by appending the search list. What it
-// cannot know it passes on (ErrPass): headless Services (their pods' names), ExternalName
-// Services, pod names, and namespaces it does not watch.
+// Names is a local copy of the cluster's Service names, kept current by watches of Services
+// and of headless Services' EndpointSlices, so that a lookup costs no round trip to the
+// cluster. It answers A, AAAA and SRV for Services with cluster IPs, for headless Services
+// (their ready pods) and their pods by hostname (a StatefulSet's web-0.web) or by dashed IP,
+// and NXDOMAIN for a name that does not exist in a namespace it watches, including the names
+// glibc makes by appending the search list. What it cannot know it passes on (ErrPass):
+// ExternalName Services, a headless Service with no ready pod, pod names under pod.DOMAIN,
+// namespaces it does not watch, and headless Services where EndpointSlices may not be watched.
+// The same copy writes the hosts file's block in --dns-mode hosts (Hosts, OnChange).
 type Names struct {
-	domain string
-	// every namespace is watched; else only one
-	all       bool
-	namespace string
+	domain  string
+	current string          // the namespace of a bare NAME
+	served  map[string]bool // the namespaces whose names are kept; nil: every namespace
 
-	mu     sync.RWMutex
-	svcs   map[string]*service // by "name.namespace"
-	synced atomic.Bool
-	ready  chan struct{} // closed once synced, or when Run gives up
-	once   sync.Once
+	// OnChange, when set before Run, is called after every change to the copy.
+	OnChange func()
+
+	mu       sync.RWMutex
+	svcs     map[string]*service          // by "name.namespace"
+	slices   map[string]map[string]*slice // a headless Service's EndpointSlices: by "name.namespace", then by the slice's name
+	synced   atomic.Bool
+	slicesOK atomic.Bool   // headless Services' EndpointSlices are watched
+	ready    chan struct{} // closed once synced, or when Run gives up
+	once     sync.Once
 }
 
 // service is what Names keeps of a Service: nothing else of it stays in memory.
@@ -53,9 +62,31 @@ type service struct {
 	external bool
 }
 
+// slice is what Names keeps of an EndpointSlice of a headless Service: its ready endpoints.
+type slice struct{ eps []endpoint }
+
+type endpoint struct {
+	ips      []netip.Addr
+	hostname string
+	ports    []discoveryv1.EndpointPort // its slice's
+}
+
+// Watch says which names Names keeps.
+type Watch struct {
+	// Current is the namespace of a bare NAME.
+	Current string
+	// Namespaces are the namespaces whose names are kept. With none, every namespace's,
+	// where the client may watch them all, else Current's.
+	Namespaces []string
+	// NeedSlices makes Run fail where EndpointSlices may not be watched, instead of passing
+	// headless Services on.
+	NeedSlices bool
+}
+
 // NewNames returns an empty Names for the cluster domain; Run fills it.
 func NewNames(domain string) *Names {
-	return &Names{domain: strings.Trim(strings.ToLower(domain), "."), svcs: map[string]*service{}, ready: make(chan struct{})}
+	return &Names{domain: strings.Trim(strings.ToLower(domain), "."), svcs: map[string]*service{},
+		slices: map[string]map[string]*slice{}, ready: make(chan struct{})}
 }
 
 // Wait waits up to d for Run's first list, so that the first lookups are answered here too.
@@ -71,77 +102,215 @@ func (n *Names) Wait(ctx context.Context, d time.Duration) {
 
 func (n *Names) markReady() { n.once.Do(func() { close(n.ready) }) }
 
-// Run watches Services, in every namespace when the client may list and watch them there,
-// else in namespace, until ctx ends. It returns an error (and Names passes every name on)
-// when it may watch neither.
-func (n *Names) Run(ctx context.Context, client kubernetes.Interface, namespace string) error {
+// Run starts the watches and returns once they have listed and are watching, or with the
+// error that refused them; they run until ctx ends. It watches every namespace at once when
+// the client may, else each namespace of w apart (a refusal there is Run's error, and Names
+// then passes every name on).
+func (n *Names) Run(ctx context.Context, client kubernetes.Interface, w Watch) error {
 	defer n.markReady()
-	n.namespace = namespace
-	scope := metav1.NamespaceAll
-	if err := mayWatch(ctx, client, scope); err != nil {
-		scope = namespace
-		if err := mayWatch(ctx, client, scope); err != nil {
+	n.current = w.Current
+	each := w.Namespaces
+	if len(each) == 0 {
+		each = []string{w.Current}
+	} else {
+		n.served = map[string]bool{}
+		for _, ns := range each {
+			n.served[ns] = true
+		}
+	}
+	if len(w.Namespaces) != 1 {
+		err := n.watch(ctx, client, []string{metav1.NamespaceAll}, w.NeedSlices)
+		if err == nil || !apierrors.IsForbidden(err) {
 			return err
 		}
+		if n.served == nil {
+			n.served = map[string]bool{w.Current: true}
+		}
 	}
-	n.all = scope == metav1.NamespaceAll
-	lw := &cache.ListWatch{
-		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
-			return client.CoreV1().Services(scope).List(ctx, o)
-		},
-		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
-			return client.CoreV1().Services(scope).Watch(ctx, o)
-		},
+	return n.watch(ctx, client, each, w.NeedSlices)
+}
+
+// watched is one informer's progress: listed, watching, or refused.
+type watched struct {
+	synced  cache.InformerSynced
+	opened  chan struct{} // closed when its first watch is open
+	open    sync.Once
+	refused chan error // its first list's or watch's refusal
+}
+
+func (w *watched) note(err error) {
+	if err == nil {
+		w.open.Do(func() { close(w.opened) })
+	} else if apierrors.IsForbidden(err) {
+		select {
+		case w.refused <- err:
+		default:
+		}
+	}
+}
+
+func (w *watched) running() bool {
+	select {
+	case <-w.opened:
+		return w.synced()
+	default:
+		return false
+	}
+}
+
+// inform starts an informer of lw's objects that keeps Names current through set and
+// remove. Its list's refusal, or its first watch's, comes out of refused: no probe of its
+// own costs round trips first.
+func (n *Names) inform(ctx context.Context, lw *cache.ListWatch, obj runtime.Object, transform cache.TransformFunc, set, remove func(any)) *watched {
+	w := &watched{opened: make(chan struct{}), refused: make(chan error, 1)}
+	list, watchFn := lw.ListFunc, lw.WatchFunc
+	lw.ListFunc = func(o metav1.ListOptions) (runtime.Object, error) {
+		l, err := list(o)
+		if err != nil {
+			w.note(err)
+		}
+		return l, err
+	}
+	lw.WatchFunc = func(o metav1.ListOptions) (watch.Interface, error) {
+		wi, err := watchFn(o)
+		w.note(err)
+		return wi, err
+	}
+	changed := func() {
+		if n.OnChange != nil {
+			n.OnChange()
+		}
 	}
 	_, informer := cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: lw,
-		ObjectType:    &corev1.Service{},
+		ListerWatcher: lw, ObjectType: obj, Transform: transform,
 		Handler: cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(o any) { n.set(o) },
-			UpdateFunc: func(_, o any) { n.set(o) },
-			DeleteFunc: func(o any) { n.remove(o) },
-		},
-		// keep only what a name needs: 10000 Services in a few MiB
-		Transform: func(o any) (any, error) {
-			if s, ok := o.(*corev1.Service); ok {
-				return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, ResourceVersion: s.ResourceVersion},
-					Spec: corev1.ServiceSpec{Type: s.Spec.Type, ClusterIP: s.Spec.ClusterIP, ClusterIPs: s.Spec.ClusterIPs, Ports: s.Spec.Ports}}, nil
-			}
-			return o, nil
+			AddFunc:    func(o any) { set(o); changed() },
+			UpdateFunc: func(_, o any) { set(o); changed() },
+			DeleteFunc: func(o any) { remove(o); changed() },
 		},
 	})
-	// The reflector's notes (a watch that ended with the network) are for -v 3, not the user.
-	go informer.RunWithContext(klog.NewContext(ctx, klog.FromContext(ctx).V(3)))
-	for !informer.HasSynced() { // polled finely: connect waits for it
+	w.synced = informer.HasSynced
+	go informer.RunWithContext(quiet(ctx))
+	return w
+}
+
+// watch watches Services and headless Services' EndpointSlices in scopes until ctx ends, and
+// returns once all are listed and watching. A refusal of Services, or of EndpointSlices
+// with needSlices, stops them all and is returned; of EndpointSlices alone, stops those.
+func (n *Names) watch(ctx context.Context, client kubernetes.Interface, scopes []string, needSlices bool) error {
+	wctx, cancel := context.WithCancel(ctx)
+	sctx, scancel := context.WithCancel(wctx) // ended with wctx, or alone on a refusal
+	var svcs, slices []*watched
+	for _, ns := range scopes {
+		svcs = append(svcs, n.inform(wctx, &cache.ListWatch{
+			ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
+				return client.CoreV1().Services(ns).List(ctx, o)
+			},
+			WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
+				return client.CoreV1().Services(ns).Watch(ctx, o)
+			},
+		}, &corev1.Service{}, serviceFields, n.set, n.remove))
+		headless := func(o metav1.ListOptions) metav1.ListOptions { o.LabelSelector = corev1.IsHeadlessService; return o }
+		slices = append(slices, n.inform(sctx, &cache.ListWatch{
+			ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
+				return client.DiscoveryV1().EndpointSlices(ns).List(ctx, headless(o))
+			},
+			WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
+				return client.DiscoveryV1().EndpointSlices(ns).Watch(ctx, headless(o))
+			},
+		}, &discoveryv1.EndpointSlice{}, sliceFields, n.setSlice, n.removeSlice))
+	}
+	n.slicesOK.Store(true)
+	for { // polled finely: connect waits for it
+		all := true
+		for _, w := range svcs {
+			select {
+			case err := <-w.refused:
+				scancel()
+				cancel()
+				n.clear()
+				return err
+			default:
+			}
+			all = all && w.running()
+		}
+		for _, w := range slices {
+			select {
+			case err := <-w.refused:
+				if needSlices {
+					scancel()
+					cancel()
+					n.clear()
+					return err
+				}
+				scancel() // headless Services go to the cluster
+				n.slicesOK.Store(false)
+				slices = nil
+			default:
+			}
+			if w.synced != nil && slices != nil {
+				all = all && w.running()
+			}
+		}
+		if all {
+			break
+		}
 		select {
 		case <-ctx.Done():
-			return nil
+			scancel()
+			cancel()
+			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
+	}
+	context.AfterFunc(ctx, func() { scancel(); cancel() }) // the watches end with ctx
+	if !n.slicesOK.Load() {
+		n.mu.Lock()
+		n.slices = map[string]map[string]*slice{}
+		n.mu.Unlock()
 	}
 	n.synced.Store(true)
 	return nil
 }
 
-// mayWatch tries a list and a watch of Services in ns: a watch that is refused once would
-// be retried, and logged, for as long as connect runs.
-func mayWatch(ctx context.Context, client kubernetes.Interface, ns string) error {
-	l, err := client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{Limit: 1})
-	if err != nil {
-		return err
-	}
-	one := int64(1)
-	w, err := client.CoreV1().Services(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: l.ResourceVersion, TimeoutSeconds: &one})
-	if err != nil {
-		return err
-	}
-	w.Stop()
-	return nil
+// clear forgets what refused watches had put in the copy.
+func (n *Names) clear() {
+	n.mu.Lock()
+	n.svcs, n.slices = map[string]*service{}, map[string]map[string]*slice{}
+	n.mu.Unlock()
 }
+
+// serviceFields keeps only what a name needs of a Service: 10000 of them in a few MiB.
+func serviceFields(o any) (any, error) {
+	if s, ok := o.(*corev1.Service); ok {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, ResourceVersion: s.ResourceVersion},
+			Spec: corev1.ServiceSpec{Type: s.Spec.Type, ClusterIP: s.Spec.ClusterIP, ClusterIPs: s.Spec.ClusterIPs, Ports: s.Spec.Ports}}, nil
+	}
+	return o, nil
+}
+
+// sliceFields keeps only what a name needs of an EndpointSlice.
+func sliceFields(o any) (any, error) {
+	sl, ok := o.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return o, nil
+	}
+	out := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: sl.Name, Namespace: sl.Namespace, ResourceVersion: sl.ResourceVersion,
+		Labels: map[string]string{discoveryv1.LabelServiceName: sl.Labels[discoveryv1.LabelServiceName]}}, AddressType: sl.AddressType, Ports: sl.Ports}
+	if _, ok := sl.Labels[corev1.IsHeadlessService]; ok {
+		out.Labels[corev1.IsHeadlessService] = ""
+	}
+	for _, ep := range sl.Endpoints {
+		out.Endpoints = append(out.Endpoints, discoveryv1.Endpoint{Addresses: ep.Addresses, Hostname: ep.Hostname, Conditions: discoveryv1.EndpointConditions{Ready: ep.Conditions.Ready}})
+	}
+	return out, nil
+}
+
+func (n *Names) keeps(ns string) bool { return n.served == nil || n.served[ns] }
 
 func (n *Names) set(o any) {
 	s, ok := o.(*corev1.Service)
-	if !ok {
+	if !ok || !n.keeps(s.Namespace) {
 		return
 	}
 	e := &service{ports: s.Spec.Ports, headless: s.Spec.ClusterIP == corev1.ClusterIPNone, external: s.Spec.Type == corev1.ServiceTypeExternalName}
@@ -170,9 +339,97 @@ func (n *Names) remove(o any) {
 	}
 }
 
+func (n *Names) setSlice(o any) {
+	sl, ok := o.(*discoveryv1.EndpointSlice)
+	if !ok || !n.keeps(sl.Namespace) {
+		return
+	}
+	svc := sl.Labels[discoveryv1.LabelServiceName]
+	if _, headless := sl.Labels[corev1.IsHeadlessService]; !headless || svc == "" {
+		return
+	}
+	e := &slice{}
+	for _, ep := range sl.Endpoints {
+		if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+			continue // as CoreDNS: only ready pods (publishNotReadyAddresses makes them so)
+		}
+		x := endpoint{ports: sl.Ports}
+		for _, ip := range ep.Addresses {
+			if a, err := netip.ParseAddr(ip); err == nil {
+				x.ips = append(x.ips, a)
+			}
+		}
+		if ep.Hostname != nil {
+			x.hostname = strings.ToLower(*ep.Hostname)
+		}
+		if len(x.ips) > 0 {
+			e.eps = append(e.eps, x)
+		}
+	}
+	k := strings.ToLower(svc + "." + sl.Namespace)
+	n.mu.Lock()
+	if n.slices[k] == nil {
+		n.slices[k] = map[string]*slice{}
+	}
+	n.slices[k][sl.Name] = e
+	n.mu.Unlock()
+}
+
+func (n *Names) removeSlice(o any) {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = d.Obj
+	}
+	sl, ok := o.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return
+	}
+	k := strings.ToLower(sl.Labels[discoveryv1.LabelServiceName] + "." + sl.Namespace)
+	n.mu.Lock()
+	if m := n.slices[k]; m != nil {
+		delete(m, sl.Name)
+		if len(m) == 0 {
+			delete(n.slices, k)
+		}
+	}
+	n.mu.Unlock()
+}
+
+// pods are the ready endpoints of a headless Service ("name.namespace"), in the slices'
+// order, each address once.
+func (n *Names) pods(key string) []endpoint {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	m := n.slices[key]
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var out []endpoint
+	seen := map[netip.Addr]bool{}
+	for _, name := range names {
+		for _, ep := range m[name].eps {
+			if !seen[ep.ips[0]] {
+				seen[ep.ips[0]] = true
+				out = append(out, ep)
+			}
+		}
+	}
+	return out
+}
+
+// label is an endpoint's name under its Service: its hostname, else its address with
+// dashes, as CoreDNS names it.
+func (e endpoint) label() string {
+	if e.hostname != "" {
+		return e.hostname
+	}
+	return strings.NewReplacer(".", "-", ":", "-").Replace(e.ips[0].String())
+}
+
 // covers tells whether Names knows every Service of namespace ns.
 func (n *Names) covers(ns string) bool {
-	return n.synced.Load() && (n.all || ns == n.namespace)
+	return n.synced.Load() && n.keeps(ns)
 }
 
 // Exchange answers m from the copy, or returns ErrPass.
@@ -197,8 +454,10 @@ func (n *Names) Exchange(_ context.Context, m *mdns.Msg) (*mdns.Msg, error) {
 	switch {
 	case s == nil:
 		return r.SetRcode(m, mdns.RcodeNameError), nil
-	case s.headless || s.external:
-		return nil, ErrPass // its pods' names, or a CNAME: CoreDNS knows
+	case s.external:
+		return nil, ErrPass // a CNAME: CoreDNS knows
+	case s.headless:
+		return n.headless(r, m, name, port, proto, hostname, ns)
 	case hostname != "":
 		return r.SetRcode(m, mdns.RcodeNameError), nil // only a headless Service's pods have one
 	case port != "":
@@ -225,6 +484,62 @@ func (n *Names) Exchange(_ context.Context, m *mdns.Msg) (*mdns.Msg, error) {
 		return r, nil
 	}
 	r.Answer = addresses(q.Name, s.ips, q.Qtype)
+	return r, nil
+}
+
+// headless answers for a headless Service's pods, or passes on where Names does not know them.
+func (n *Names) headless(r, m *mdns.Msg, name, port, proto, hostname, ns string) (*mdns.Msg, error) {
+	if !n.slicesOK.Load() {
+		return nil, ErrPass
+	}
+	pods := n.pods(name + "." + ns)
+	if len(pods) == 0 {
+		return nil, ErrPass // none ready, or none seen yet: CoreDNS says
+	}
+	q := m.Question[0]
+	base := name + "." + ns + ".svc." + n.domain + "."
+	switch {
+	case hostname != "":
+		found := false
+		for _, p := range pods { // a dual-stack pod is in two slices
+			if p.label() == hostname {
+				found = true
+				r.Answer = append(r.Answer, addresses(q.Name, p.ips, q.Qtype)...)
+			}
+		}
+		if !found {
+			return r.SetRcode(m, mdns.RcodeNameError), nil
+		}
+		return r, nil
+	case port != "":
+		if q.Qtype != mdns.TypeSRV && q.Qtype != mdns.TypeANY {
+			return r, nil
+		}
+		for _, p := range pods {
+			target := p.label() + "." + base
+			for _, pt := range p.ports {
+				pr := "TCP"
+				if pt.Protocol != nil {
+					pr = string(*pt.Protocol)
+				}
+				if pt.Name == nil || pt.Port == nil || !strings.EqualFold(*pt.Name, port) || !strings.EqualFold(pr, proto) {
+					continue
+				}
+				r.Answer = append(r.Answer, &mdns.SRV{Hdr: hdr(q.Name, mdns.TypeSRV), Port: uint16(*pt.Port), Target: target})
+				r.Extra = append(r.Extra, addresses(target, p.ips, mdns.TypeANY)...)
+			}
+		}
+		if len(r.Answer) == 0 {
+			return r.SetRcode(m, mdns.RcodeNameError), nil
+		}
+		for _, rr := range r.Answer { // CoreDNS's weights: an equal share of 100
+			rr.(*mdns.SRV).Weight = uint16(100 / len(r.Answer))
+		}
+		return r, nil
+	}
+	for _, p := range pods {
+		r.Answer = append(r.Answer, addresses(q.Name, p.ips, q.Qtype)...)
+	}
 	return r, nil
 }
 
@@ -259,7 +574,7 @@ func (n *Names) parse(q string) (name, port, proto, hostname, ns string, ok bool
 	} else {
 		switch len(l) {
 		case 1:
-			return l[0], "", "", "", n.namespace, true
+			return l[0], "", "", "", n.current, true
 		case 2: // the cluster source asks only when NS is a namespace (Classifier)
 			return l[0], "", "", "", l[1], true
 		}
@@ -276,4 +591,56 @@ func (n *Names) parse(q string) (name, port, proto, hostname, ns string, ok bool
 		return l[2], l[0][1:], l[1][1:], "", l[3], true
 	}
 	return "", "", "", "", "", false
+}
+
+// Hosts are the hosts-file lines of the copy: NAME.NS and NAME.NS.svc.DOMAIN of each Service
+// at its cluster IP, and the bare NAME in the current namespace; a headless Service's names at
+// one of its ready pods, and its pods by hostname (a StatefulSet's web-0.web.NS). One line per
+// address, in the order of the first name.
+func (n *Names) Hosts() []HostEntry {
+	n.mu.RLock()
+	keys := make([]string, 0, len(n.svcs))
+	for k := range n.svcs {
+		keys = append(keys, k)
+	}
+	n.mu.RUnlock()
+	sort.Strings(keys)
+	byIP := map[netip.Addr][]string{}
+	add := func(ip netip.Addr, names ...string) { byIP[ip] = append(byIP[ip], names...) }
+	forms := func(name, ns string) []string {
+		f := []string{name + "." + ns, name + "." + ns + ".svc." + n.domain}
+		if ns == n.current {
+			f = append([]string{name}, f...)
+		}
+		return f
+	}
+	for _, k := range keys {
+		name, ns, _ := strings.Cut(k, ".")
+		n.mu.RLock()
+		s := n.svcs[k]
+		n.mu.RUnlock()
+		switch {
+		case s == nil || s.external:
+		case !s.headless:
+			if len(s.ips) > 0 {
+				add(s.ips[0], forms(name, ns)...)
+			}
+		default:
+			for i, p := range n.pods(k) {
+				if i == 0 { // the Service's name answers with one of its pods
+					add(p.ips[0], forms(name, ns)...)
+				}
+				if p.hostname != "" {
+					add(p.ips[0], forms(p.hostname+"."+name, ns)...)
+				}
+			}
+		}
+	}
+	out := make([]HostEntry, 0, len(byIP))
+	for ip, names := range byIP {
+		sort.Strings(names)
+		out = append(out, HostEntry{IP: ip.String(), Names: names})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Names[0] < out[j].Names[0] })
+	return out
 }

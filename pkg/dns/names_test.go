@@ -3,11 +3,13 @@ package dns
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	mdns "github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -46,7 +48,7 @@ func startNames(t *testing.T, client *fake.Clientset) *Names {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	n := NewNames("cluster.local")
-	if err := n.Run(ctx, client, "shop"); err != nil {
+	if err := n.Run(ctx, client, Watch{Current: "shop"}); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -161,7 +163,7 @@ func TestNamesFallsBackWhereRBACForbids(t *testing.T) {
 	noWatch.PrependWatchReactor("services", func(a k8stesting.Action) (bool, watch.Interface, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "services"}, "", errors.New("RBAC"))
 	})
-	if err := NewNames("cluster.local").Run(context.Background(), noWatch, "shop"); err == nil {
+	if err := NewNames("cluster.local").Run(context.Background(), noWatch, Watch{Current: "shop"}); err == nil {
 		t.Errorf("no error where Services may be listed but not watched")
 	}
 	client := fake.NewClientset(svc("shop", "web", "10.96.0.10"), svc("other", "api", "10.96.0.20"))
@@ -176,10 +178,131 @@ func TestNamesFallsBackWhereRBACForbids(t *testing.T) {
 	client = fake.NewClientset(svc("shop", "web", "10.96.0.10"))
 	forbid(client, true)
 	n = NewNames("cluster.local")
-	if err := n.Run(context.Background(), client, "shop"); err == nil {
+	if err := n.Run(context.Background(), client, Watch{Current: "shop"}); err == nil {
 		t.Errorf("no error where Services may not be listed")
 	}
 	if r := ask(t, n, "web.shop", mdns.TypeA); r != nil {
 		t.Errorf("nothing watched: answered %v", r)
+	}
+}
+
+func epSlice(ns, svc, name string, port int32, eps ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+	pn, proto := "peer", corev1.ProtocolTCP
+	return &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+		Labels: map[string]string{discoveryv1.LabelServiceName: svc, corev1.IsHeadlessService: ""}},
+		AddressType: discoveryv1.AddressTypeIPv4, Endpoints: eps,
+		Ports: []discoveryv1.EndpointPort{{Name: &pn, Protocol: &proto, Port: &port}}}
+}
+
+func ep(ip, hostname string, ready bool) discoveryv1.Endpoint {
+	e := discoveryv1.Endpoint{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}
+	if hostname != "" {
+		e.Hostname = &hostname
+	}
+	return e
+}
+
+// A headless Service's ready pods, a StatefulSet's pods by hostname, the others by dashed
+// IP, and their SRV records, all answered from the copy; a headless Service without a ready
+// pod goes to the cluster.
+func TestNamesAnswersHeadlessPods(t *testing.T) {
+	client := fake.NewClientset(
+		svc("shop", "db", "None"),
+		svc("shop", "idle", "None"),
+		epSlice("shop", "db", "db-a", 5432, ep("10.244.0.7", "db-0", true), ep("10.244.0.8", "db-1", true), ep("10.244.0.9", "db-2", false)),
+		epSlice("shop", "db", "db-b", 5432, ep("10.244.0.10", "", true)),
+		epSlice("shop", "idle", "idle-a", 80, ep("10.244.0.11", "", false)),
+		// not headless: no label, no watch of it
+		&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-a", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}}},
+	)
+	n := startNames(t, client)
+	for _, tc := range []struct {
+		q     string
+		qtype uint16
+		rcode int
+		want  []string
+		pass  bool
+	}{
+		{"db.shop.svc.cluster.local", mdns.TypeA, mdns.RcodeSuccess, []string{"10.244.0.7", "10.244.0.8", "10.244.0.10"}, false},
+		{"db.shop", mdns.TypeA, mdns.RcodeSuccess, []string{"10.244.0.7", "10.244.0.8", "10.244.0.10"}, false},
+		{"db", mdns.TypeAAAA, mdns.RcodeSuccess, nil, false},
+		{"db-1.db.shop.svc.cluster.local", mdns.TypeA, mdns.RcodeSuccess, []string{"10.244.0.8"}, false},
+		{"DB-0.db.shop.svc.cluster.local", mdns.TypeA, mdns.RcodeSuccess, []string{"10.244.0.7"}, false},
+		{"10-244-0-10.db.shop.svc.cluster.local", mdns.TypeA, mdns.RcodeSuccess, []string{"10.244.0.10"}, false},
+		{"db-2.db.shop.svc.cluster.local", mdns.TypeA, mdns.RcodeNameError, nil, false}, // not ready
+		{"db-9.db.shop.svc.cluster.local", mdns.TypeA, mdns.RcodeNameError, nil, false},
+		{"_peer._tcp.db.shop.svc.cluster.local", mdns.TypeSRV, mdns.RcodeSuccess, []string{
+			"0 33 5432 db-0.db.shop.svc.cluster.local.", "0 33 5432 db-1.db.shop.svc.cluster.local.", "0 33 5432 10-244-0-10.db.shop.svc.cluster.local."}, false},
+		{"_peer._udp.db.shop.svc.cluster.local", mdns.TypeSRV, mdns.RcodeNameError, nil, false},
+		{"idle.shop.svc.cluster.local", mdns.TypeA, 0, nil, true},
+	} {
+		r := ask(t, n, tc.q, tc.qtype)
+		if tc.pass {
+			if r != nil {
+				t.Errorf("%s: answered %v, want it passed on", tc.q, r)
+			}
+			continue
+		}
+		if r == nil {
+			t.Errorf("%s: passed on, want a local answer", tc.q)
+			continue
+		}
+		var got []string
+		for _, rr := range r.Answer {
+			switch rr := rr.(type) {
+			case *mdns.A:
+				got = append(got, rr.A.String())
+			case *mdns.SRV:
+				got = append(got, rrData(rr))
+			}
+		}
+		if r.Rcode != tc.rcode || strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("%s %s: rcode %s, answers %v; want %s, %v", tc.q, mdns.TypeToString[tc.qtype], mdns.RcodeToString[r.Rcode], got, mdns.RcodeToString[tc.rcode], tc.want)
+		}
+		if tc.qtype == mdns.TypeSRV && r.Rcode == mdns.RcodeSuccess && len(r.Extra) != len(tc.want) {
+			t.Errorf("%s: %d extra addresses, want one per target", tc.q, len(r.Extra))
+		}
+	}
+
+	// A pod that becomes ready resolves; a deleted slice's pods no longer do.
+	client.DiscoveryV1().EndpointSlices("shop").Update(context.Background(), epSlice("shop", "idle", "idle-a", 80, ep("10.244.0.11", "", true)), metav1.UpdateOptions{})
+	client.DiscoveryV1().EndpointSlices("shop").Delete(context.Background(), "db-b", metav1.DeleteOptions{})
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if a, b := ask(t, n, "idle.shop", mdns.TypeA), ask(t, n, "10-244-0-10.db.shop.svc.cluster.local", mdns.TypeA); a != nil && len(a.Answer) == 1 && b != nil && b.Rcode == mdns.RcodeNameError {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("the copy did not follow the EndpointSlices")
+}
+
+// Where EndpointSlices may not be watched, Services are still answered and headless ones go
+// to the cluster; with NeedSlices (hosts mode) Run fails at once.
+func TestNamesWithoutEndpointSlices(t *testing.T) {
+	forbid := func(client *fake.Clientset) {
+		client.PrependReactor("list", "endpointslices", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "discovery.k8s.io", Resource: "endpointslices"}, "", errors.New("RBAC"))
+		})
+	}
+	client := fake.NewClientset(svc("shop", "web", "10.96.0.10"), svc("other", "db", "None"),
+		epSlice("other", "db", "db-a", 5432, ep("10.244.0.7", "db-0", true)))
+	forbid(client)
+	n := startNames(t, client)
+	if r := ask(t, n, "web.shop", mdns.TypeA); r == nil || len(r.Answer) != 1 {
+		t.Errorf("a Service: %v", r)
+	}
+	if r := ask(t, n, "db.other", mdns.TypeA); r != nil {
+		t.Errorf("a headless Service without its slices: answered %v, want it passed on", r)
+	}
+	if r := ask(t, n, "nope.other", mdns.TypeA); r == nil || r.Rcode != mdns.RcodeNameError {
+		t.Errorf("a Service that does not exist: %v", r)
+	}
+	client = fake.NewClientset(svc("shop", "web", "10.96.0.10"))
+	forbid(client)
+	t0 := time.Now()
+	err := NewNames("cluster.local").Run(context.Background(), client, Watch{Current: "shop", Namespaces: []string{"shop", "other"}, NeedSlices: true})
+	if !apierrors.IsForbidden(err) || time.Since(t0) > 5*time.Second {
+		t.Errorf("NeedSlices: %v after %s, want forbidden at once", err, time.Since(t0))
 	}
 }

@@ -585,8 +585,21 @@ func TestConnectNamesFromAWatch(t *testing.T) {
 	if r := laptop(t, "curl", "-sS", "-m", "10", "http://db-0.db:8080/sts"); !strings.Contains(r.Stdout, "echo from db-0") {
 		t.Errorf("a StatefulSet pod's name: %s", r)
 	}
-	if !tunnel("db-0.db." + testNamespace + ".svc.cluster.local") {
-		t.Errorf("a headless Service's pod name should go through the tunnel:\n%s", p.Output())
+	// A headless Service and its StatefulSet's pod, by name and by SRV, from the local copy
+	// of its EndpointSlices: the pod's IP as the API has it.
+	pod, _ := client.CoreV1().Pods(testNamespace).Get(context.Background(), "db-0", metav1.GetOptions{})
+	dbName, podName := "db."+testNamespace, "db-0.db."+testNamespace+".svc.cluster.local"
+	if r := laptop(t, "dig", "+short", dbName); strings.TrimSpace(r.Stdout) != pod.Status.PodIP {
+		t.Errorf("dig %s: %s, want %s", dbName, r, pod.Status.PodIP)
+	}
+	srv := "_http._tcp.db." + testNamespace + ".svc.cluster.local"
+	if r := laptop(t, "dig", "+short", "SRV", srv); strings.TrimSpace(r.Stdout) != "0 100 8080 "+podName+"." {
+		t.Errorf("dig SRV %s: %s", srv, r)
+	}
+	for _, name := range []string{podName, dbName, srv} {
+		if !local(name) || tunnel(name) {
+			t.Errorf("%s was not answered from the local copy:\n%s", name, p.Output())
+		}
 	}
 	// A Service created now resolves at once, from the watch.
 	kubectl(t, "-n", testNamespace, "create", "service", "clusterip", "kt-watched", "--tcp=80:8080")

@@ -54,6 +54,8 @@ var Permissions = []Permission{
 	{"", "services", "", "create", "connect (dry-run range probe), mesh, preview", "", ""},
 	{"", "services", "", "delete", "mesh, preview, clean", "", ""},
 	{"discovery.k8s.io", "endpointslices", "", "list", "exchange, connect --dns-mode hosts", "", ""},
+	{"discovery.k8s.io", "endpointslices", "", "watch", "connect (headless Services' and StatefulSet pods' names answered here), connect --dns-mode hosts",
+		"connect looks up headless Services' pods through the tunnel, and --dns-mode hosts fails", ""},
 	{"", "serviceaccounts", "", "create", "exchange, mesh (the shadow restores the Service by itself if its client dies), preview", "", ""},
 	{"rbac.authorization.k8s.io", "roles", "", "create", "exchange, mesh (the shadow restores the Service by itself if its client dies), preview", "", ""},
 	{"rbac.authorization.k8s.io", "rolebindings", "", "create", "exchange, mesh (the shadow restores the Service by itself if its client dies), preview", "", ""},

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -22,7 +23,13 @@ func Clients(f genericclioptions.RESTClientGetter) (string, *rest.Config, kubern
 	if err != nil {
 		return "", nil, nil, err
 	}
-	client, err := kubernetes.NewForConfig(rc)
+	// The clientset speaks protobuf, as the API server's own components do: a list of 10000
+	// Services decodes in a fraction of JSON's memory and time. rc stays as it was for the
+	// rest (port-forward's upgrade, the dynamic client of custom resources).
+	pc := rest.CopyConfig(rc)
+	pc.ContentType = runtime.ContentTypeProtobuf
+	pc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	client, err := kubernetes.NewForConfig(pc)
 	if err != nil {
 		return "", nil, nil, err
 	}
