@@ -89,9 +89,13 @@ spec:
 		if strings.Contains(p.Output(), "cannot restore the Service by itself") {
 			t.Errorf("the Role should allow self-restore:\n%s", p.Output())
 		}
-		if r := inCluster(t, "timeout 10 wget -qO- http://app."+rbacNS+"/"); !strings.Contains(r.Stdout, "laptop-dev") {
-			t.Errorf("exchanged request:\n%s", r)
-		}
+		// The endpoints are the shadow's; kube-proxy follows within its minSyncPeriod (1 s).
+		eventually(t, 5*time.Second, "the exchanged Service answers from the laptop", func() error {
+			if r := inCluster(t, "timeout 10 wget -qO- http://app."+rbacNS+"/"); !strings.Contains(r.Stdout, "laptop-dev") {
+				return fmt.Errorf("exchanged request:\n%s", r)
+			}
+			return nil
+		})
 		stopExchange(t, p)
 	})
 	t.Run("mesh", func(t *testing.T) {
