@@ -11,9 +11,11 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubectl-kt/kt/pkg/cmd"
+	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 )
 
 func main() {
+	kube.StreamInformerLists()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
 	c, err := cmd.NewKtCommand(streams).ExecuteContextC(ctx)

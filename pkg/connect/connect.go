@@ -104,7 +104,8 @@ type connector struct {
 	lock    *Lock
 	state   *State
 	stateMu sync.Mutex
-	names   *dns.Names // Service names, for the local DNS server
+	names   *dns.Names   // Service names, for the local DNS server
+	hosts   *hostsWriter // --dns-mode hosts
 	// namespaces waits for the list of namespaces asked for at the start.
 	namespaces func() ([]string, error)
 	dnsOnce    sync.Once
@@ -123,6 +124,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		debug.SetGCPercent(50)
 	}
 	pipe.OneProcessor()
+	// The binary's startup (flag parsing, client-go's type registrations) is done: its pages
+	// leave memory now, before the watches and the session start, not only once connected.
+	dropColdPages()
 	c := &connector{cfg: cfg, admin: cfg.Admin}
 	c.dialer = &tunnel.Dialer{Agent: c.agent}
 	server := cfg.RESTConfig.Host
@@ -169,13 +173,17 @@ func Run(ctx context.Context, cfg Config) (err error) {
 
 	// Service names from a local copy, kept by a watch that starts now, beside the shadow;
 	// until it has synced, and where RBAC forbids it, through the tunnel as other names.
+	// --dns-mode hosts writes its block from such a copy of its namespaces, watched from now too.
 	c.names = dns.NewNames(cfg.ClusterDomain)
-	if cfg.DNSMode == DNSLocal {
+	switch cfg.DNSMode {
+	case DNSLocal:
 		go func() {
 			if err := c.names.Run(ctx, cfg.Client, dns.Watch{Current: cfg.Namespace}); err != nil {
 				log.V(1).Info("dns: Service names are looked up through the tunnel: they may not be watched", "err", err)
 			}
 		}()
+	case DNSHosts:
+		c.hostsWriter().watch(ctx)
 	}
 
 	// What connect asks the API server (stale sessions, the cluster's ranges, its namespaces)
@@ -421,15 +429,23 @@ func (c *connector) startDNS(ctx context.Context, ranges []netip.Prefix, undo *u
 	return fmt.Sprintf("localDNS on %s (%s; order %s; upstream %s)", c.cfg.DNSListen, how, strings.Join(order, ","), strings.Join(upstreams, ",")), nil
 }
 
+// hostsWriter is connect's writer of the hosts block, made on first use.
+func (c *connector) hostsWriter() *hostsWriter {
+	if c.hosts == nil {
+		nss := c.cfg.HostsNS
+		if len(nss) == 0 {
+			nss = []string{c.cfg.Namespace}
+		}
+		c.hosts = &hostsWriter{client: c.cfg.Client, admin: c.admin, path: c.cfg.HostsFile, namespaces: nss, current: c.cfg.Namespace, domain: c.cfg.ClusterDomain}
+	}
+	return c.hosts
+}
+
 // startHosts keeps a block of cluster names in the hosts file.
 func (c *connector) startHosts(ctx context.Context, undo *undo.Stack) (string, error) {
-	nss := c.cfg.HostsNS
-	if len(nss) == 0 {
-		nss = []string{c.cfg.Namespace}
-	}
+	h := c.hostsWriter()
 	c.state.Hosts = c.cfg.HostsFile
 	c.save()
-	h := &hostsWriter{client: c.cfg.Client, admin: c.admin, path: c.cfg.HostsFile, namespaces: nss, current: c.cfg.Namespace, domain: c.cfg.ClusterDomain}
 	hctx, cancel := context.WithCancel(ctx)
 	if err := h.start(hctx); err != nil {
 		cancel()
@@ -442,7 +458,7 @@ func (c *connector) startHosts(ctx context.Context, undo *undo.Stack) (string, e
 		<-done
 		return c.admin.RemoveHostsBlock(c.cfg.HostsFile)
 	})
-	return fmt.Sprintf("hosts (%s, namespaces %s)", c.cfg.HostsFile, strings.Join(nss, ",")), nil
+	return fmt.Sprintf("hosts (%s, namespaces %s)", c.cfg.HostsFile, strings.Join(h.namespaces, ",")), nil
 }
 
 // dnsSources are the local DNS server's sources in --dns-mode's order: the cluster (names'

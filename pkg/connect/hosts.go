@@ -3,6 +3,8 @@ package connect
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
+	"io"
 	"sync"
 	"time"
 
@@ -28,8 +30,9 @@ type hostsWriter struct {
 	domain     string
 
 	names   *dns.Names
+	listed  chan error // Run's result
 	changed chan struct{}
-	written string // the last block written, to skip an unchanged one
+	written uint64 // the last block written (its hash), to skip an unchanged one
 	mu      sync.Mutex
 }
 
@@ -40,8 +43,9 @@ const (
 	hostsMaxWait  = time.Second
 )
 
-// start starts the watches and writes the first block once they have synced.
-func (h *hostsWriter) start(ctx context.Context) error {
+// watch starts the watches, as soon as connect starts: their first list overlaps the
+// shadow's start. start waits for it.
+func (h *hostsWriter) watch(ctx context.Context) {
 	h.changed = make(chan struct{}, 1)
 	h.names = dns.NewNames(h.domain)
 	h.names.OnChange = func() {
@@ -50,19 +54,29 @@ func (h *hostsWriter) start(ctx context.Context) error {
 		default:
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	errc := make(chan error, 1)
+	h.listed = make(chan error, 1)
 	go func() {
-		errc <- h.names.Run(ctx, h.client, dns.Watch{Current: h.current, Namespaces: h.namespaces, NeedSlices: true})
+		h.listed <- h.names.Run(ctx, h.client, dns.Watch{Current: h.current, Namespaces: h.namespaces, NeedSlices: true})
 	}()
+}
+
+// start waits for the watches' first list (starting them if watch did not) and writes the
+// first block.
+func (h *hostsWriter) start(ctx context.Context) error {
+	if h.names == nil {
+		h.watch(ctx)
+	}
+	t := time.NewTimer(30 * time.Second)
+	defer t.Stop()
 	select {
-	case err := <-errc:
+	case err := <-h.listed:
 		if err != nil {
 			return fmt.Errorf("watch Services and EndpointSlices in %v: %w", h.namespaces, err)
 		}
-	case <-wctx.Done():
+	case <-t.C:
 		return fmt.Errorf("watch Services and EndpointSlices in %v: not listed within 30 s", h.namespaces)
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	return h.write(ctx)
 }
@@ -73,7 +87,7 @@ func (h *hostsWriter) entries() []dns.HostEntry { return h.names.Hosts() }
 // write writes the block when it differs from the last one written.
 func (h *hostsWriter) write(ctx context.Context) error {
 	e := h.entries()
-	key := fmt.Sprint(e)
+	key := hashEntries(e)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if key == h.written {
@@ -85,6 +99,21 @@ func (h *hostsWriter) write(ctx context.Context) error {
 	h.written = key
 	klog.FromContext(ctx).V(2).Info("hosts block written", "entries", len(e))
 	return nil
+}
+
+// hashEntries is a digest of the block, to tell a changed one: 10000 entries hashed, not
+// printed into a string kept between writes.
+func hashEntries(e []dns.HostEntry) uint64 {
+	f := fnv.New64a()
+	for _, x := range e {
+		io.WriteString(f, x.IP)
+		for _, n := range x.Names {
+			f.Write([]byte{0})
+			io.WriteString(f, n)
+		}
+		f.Write([]byte{'\n'})
+	}
+	return f.Sum64()
 }
 
 // run writes the block after each burst of changes: hostsDebounce after the last change,
