@@ -57,9 +57,15 @@ type Names struct {
 // service is what Names keeps of a Service: nothing else of it stays in memory.
 type service struct {
 	ips      []netip.Addr
-	ports    []corev1.ServicePort
+	ports    []port // its named ports
 	headless bool
 	external bool
+}
+
+// port is a named port: its name and protocol in lower case.
+type port struct {
+	name, proto string
+	port        uint16
 }
 
 // slice is what Names keeps of an EndpointSlice of a headless Service: its ready endpoints.
@@ -68,7 +74,7 @@ type slice struct{ eps []endpoint }
 type endpoint struct {
 	ips      []netip.Addr
 	hostname string
-	ports    []discoveryv1.EndpointPort // its slice's
+	ports    []port // its slice's named ports
 }
 
 // Watch says which names Names keeps.
@@ -280,40 +286,35 @@ func (n *Names) clear() {
 	n.mu.Unlock()
 }
 
-// serviceFields keeps only what a name needs of a Service: 10000 of them in a few MiB.
-func serviceFields(o any) (any, error) {
-	if s, ok := o.(*corev1.Service); ok {
-		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, ResourceVersion: s.ResourceVersion},
-			Spec: corev1.ServiceSpec{Type: s.Spec.Type, ClusterIP: s.Spec.ClusterIP, ClusterIPs: s.Spec.ClusterIPs, Ports: s.Spec.Ports}}, nil
-	}
-	return o, nil
+// kept is what the informers store of an object, made as it arrives: its name, and what
+// Names keeps of it, shared with Names' maps. 10000 Services hold a few MiB.
+type kept struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta // name, namespace and resource version only
+
+	svc   *service // a Service's
+	slice *slice   // an EndpointSlice's (of a headless Service), or nil
+	owner string   // an EndpointSlice's Service
 }
 
-// sliceFields keeps only what a name needs of an EndpointSlice.
-func sliceFields(o any) (any, error) {
-	sl, ok := o.(*discoveryv1.EndpointSlice)
+func (k *kept) DeepCopyObject() runtime.Object { c := *k; return &c }
+
+func keptMeta(m metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, ResourceVersion: m.ResourceVersion}
+}
+
+// serviceFields keeps only what a name needs of a Service.
+func serviceFields(o any) (any, error) {
+	s, ok := o.(*corev1.Service)
 	if !ok {
 		return o, nil
 	}
-	out := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: sl.Name, Namespace: sl.Namespace, ResourceVersion: sl.ResourceVersion,
-		Labels: map[string]string{discoveryv1.LabelServiceName: sl.Labels[discoveryv1.LabelServiceName]}}, AddressType: sl.AddressType, Ports: sl.Ports}
-	if _, ok := sl.Labels[corev1.IsHeadlessService]; ok {
-		out.Labels[corev1.IsHeadlessService] = ""
+	e := &service{headless: s.Spec.ClusterIP == corev1.ClusterIPNone, external: s.Spec.Type == corev1.ServiceTypeExternalName}
+	for _, p := range s.Spec.Ports {
+		if p.Name != "" { // only named ports have SRV records
+			e.ports = append(e.ports, port{name: strings.ToLower(p.Name), proto: protocol(string(p.Protocol)), port: uint16(p.Port)})
+		}
 	}
-	for _, ep := range sl.Endpoints {
-		out.Endpoints = append(out.Endpoints, discoveryv1.Endpoint{Addresses: ep.Addresses, Hostname: ep.Hostname, Conditions: discoveryv1.EndpointConditions{Ready: ep.Conditions.Ready}})
-	}
-	return out, nil
-}
-
-func (n *Names) keeps(ns string) bool { return n.served == nil || n.served[ns] }
-
-func (n *Names) set(o any) {
-	s, ok := o.(*corev1.Service)
-	if !ok || !n.keeps(s.Namespace) {
-		return
-	}
-	e := &service{ports: s.Spec.Ports, headless: s.Spec.ClusterIP == corev1.ClusterIPNone, external: s.Spec.Type == corev1.ServiceTypeExternalName}
 	ips := s.Spec.ClusterIPs
 	if len(ips) == 0 && s.Spec.ClusterIP != "" {
 		ips = []string{s.Spec.ClusterIP}
@@ -323,37 +324,36 @@ func (n *Names) set(o any) {
 			e.ips = append(e.ips, a)
 		}
 	}
-	n.mu.Lock()
-	n.svcs[strings.ToLower(s.Name+"."+s.Namespace)] = e
-	n.mu.Unlock()
+	return &kept{ObjectMeta: keptMeta(s.ObjectMeta), svc: e}, nil
 }
 
-func (n *Names) remove(o any) {
-	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
-		o = d.Obj
-	}
-	if s, ok := o.(*corev1.Service); ok {
-		n.mu.Lock()
-		delete(n.svcs, strings.ToLower(s.Name+"."+s.Namespace))
-		n.mu.Unlock()
-	}
-}
-
-func (n *Names) setSlice(o any) {
+// sliceFields keeps only what a name needs of an EndpointSlice: a headless Service's ready
+// endpoints (as CoreDNS: publishNotReadyAddresses makes them ready), by address and hostname.
+func sliceFields(o any) (any, error) {
 	sl, ok := o.(*discoveryv1.EndpointSlice)
-	if !ok || !n.keeps(sl.Namespace) {
-		return
+	if !ok {
+		return o, nil
 	}
-	svc := sl.Labels[discoveryv1.LabelServiceName]
-	if _, headless := sl.Labels[corev1.IsHeadlessService]; !headless || svc == "" {
-		return
+	k := &kept{ObjectMeta: keptMeta(sl.ObjectMeta), owner: sl.Labels[discoveryv1.LabelServiceName]}
+	if _, headless := sl.Labels[corev1.IsHeadlessService]; !headless || k.owner == "" {
+		return k, nil
 	}
-	e := &slice{}
+	var ports []port
+	for _, p := range sl.Ports {
+		if p.Name != nil && *p.Name != "" && p.Port != nil {
+			pr := ""
+			if p.Protocol != nil {
+				pr = string(*p.Protocol)
+			}
+			ports = append(ports, port{name: strings.ToLower(*p.Name), proto: protocol(pr), port: uint16(*p.Port)})
+		}
+	}
+	k.slice = &slice{}
 	for _, ep := range sl.Endpoints {
 		if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
-			continue // as CoreDNS: only ready pods (publishNotReadyAddresses makes them so)
+			continue
 		}
-		x := endpoint{ports: sl.Ports}
+		x := endpoint{ports: ports}
 		for _, ip := range ep.Addresses {
 			if a, err := netip.ParseAddr(ip); err == nil {
 				x.ips = append(x.ips, a)
@@ -363,32 +363,71 @@ func (n *Names) setSlice(o any) {
 			x.hostname = strings.ToLower(*ep.Hostname)
 		}
 		if len(x.ips) > 0 {
-			e.eps = append(e.eps, x)
+			k.slice.eps = append(k.slice.eps, x)
 		}
 	}
-	k := strings.ToLower(svc + "." + sl.Namespace)
-	n.mu.Lock()
-	if n.slices[k] == nil {
-		n.slices[k] = map[string]*slice{}
+	return k, nil
+}
+
+// protocol is a port's protocol in lower case, TCP where none is given.
+func protocol(p string) string {
+	if p == "" {
+		return "tcp"
 	}
-	n.slices[k][sl.Name] = e
+	return strings.ToLower(p)
+}
+
+func (n *Names) keeps(ns string) bool { return n.served == nil || n.served[ns] }
+
+func stored(o any) *kept {
+	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = d.Obj
+	}
+	k, _ := o.(*kept)
+	return k
+}
+
+func (n *Names) set(o any) {
+	if k := stored(o); k != nil && k.svc != nil && n.keeps(k.Namespace) {
+		n.mu.Lock()
+		n.svcs[strings.ToLower(k.Name+"."+k.Namespace)] = k.svc
+		n.mu.Unlock()
+	}
+}
+
+func (n *Names) remove(o any) {
+	if k := stored(o); k != nil {
+		n.mu.Lock()
+		delete(n.svcs, strings.ToLower(k.Name+"."+k.Namespace))
+		n.mu.Unlock()
+	}
+}
+
+func (n *Names) setSlice(o any) {
+	k := stored(o)
+	if k == nil || k.slice == nil || !n.keeps(k.Namespace) {
+		return
+	}
+	key := strings.ToLower(k.owner + "." + k.Namespace)
+	n.mu.Lock()
+	if n.slices[key] == nil {
+		n.slices[key] = map[string]*slice{}
+	}
+	n.slices[key][k.Name] = k.slice
 	n.mu.Unlock()
 }
 
 func (n *Names) removeSlice(o any) {
-	if d, ok := o.(cache.DeletedFinalStateUnknown); ok {
-		o = d.Obj
-	}
-	sl, ok := o.(*discoveryv1.EndpointSlice)
-	if !ok {
+	k := stored(o)
+	if k == nil {
 		return
 	}
-	k := strings.ToLower(sl.Labels[discoveryv1.LabelServiceName] + "." + sl.Namespace)
+	key := strings.ToLower(k.owner + "." + k.Namespace)
 	n.mu.Lock()
-	if m := n.slices[k]; m != nil {
-		delete(m, sl.Name)
+	if m := n.slices[key]; m != nil {
+		delete(m, k.Name)
 		if len(m) == 0 {
-			delete(n.slices, k)
+			delete(n.slices, key)
 		}
 	}
 	n.mu.Unlock()
@@ -467,15 +506,11 @@ func (n *Names) Exchange(_ context.Context, m *mdns.Msg) (*mdns.Msg, error) {
 		target := name + "." + ns + ".svc." + n.domain + "."
 		found := false
 		for _, p := range s.ports {
-			pr := string(p.Protocol)
-			if pr == "" {
-				pr = "TCP"
-			}
-			if p.Name == "" || !strings.EqualFold(p.Name, port) || !strings.EqualFold(pr, proto) {
+			if p.name != port || p.proto != proto {
 				continue
 			}
 			found = true
-			r.Answer = append(r.Answer, &mdns.SRV{Hdr: hdr(q.Name, mdns.TypeSRV), Priority: 0, Weight: 100, Port: uint16(p.Port), Target: target})
+			r.Answer = append(r.Answer, &mdns.SRV{Hdr: hdr(q.Name, mdns.TypeSRV), Priority: 0, Weight: 100, Port: p.port, Target: target})
 		}
 		if !found {
 			return r.SetRcode(m, mdns.RcodeNameError), nil
@@ -518,14 +553,10 @@ func (n *Names) headless(r, m *mdns.Msg, name, port, proto, hostname, ns string)
 		for _, p := range pods {
 			target := p.label() + "." + base
 			for _, pt := range p.ports {
-				pr := "TCP"
-				if pt.Protocol != nil {
-					pr = string(*pt.Protocol)
-				}
-				if pt.Name == nil || pt.Port == nil || !strings.EqualFold(*pt.Name, port) || !strings.EqualFold(pr, proto) {
+				if pt.name != port || pt.proto != proto {
 					continue
 				}
-				r.Answer = append(r.Answer, &mdns.SRV{Hdr: hdr(q.Name, mdns.TypeSRV), Port: uint16(*pt.Port), Target: target})
+				r.Answer = append(r.Answer, &mdns.SRV{Hdr: hdr(q.Name, mdns.TypeSRV), Port: pt.port, Target: target})
 				r.Extra = append(r.Extra, addresses(target, p.ips, mdns.TypeANY)...)
 			}
 		}
