@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"slices"
 	"sort"
@@ -82,6 +84,7 @@ type wanSample map[string]float64
 
 // wanOps are the table's rows: what each sample holds, in order.
 var wanOps = []struct{ key, metric, goal string }{
+	{"echo", "calibration: one round trip of a byte on a kept connection through the delay proxy alone", "1"},
 	{"newconn", "new TCP connection + HTTP request to a ClusterIP (p50)", "≤ 2"},
 	{"pf-newconn", "the same through kubectl port-forward (p50)", ""},
 	{"svc", "first lookup of a Service (`web.kt-e2e.svc.cluster.local`)", "0"},
@@ -154,6 +157,54 @@ func wanPass(b *testing.B, l wanLink, svcIP string, try int) wanSample {
 	return s
 }
 
+// startEchoLink is a delay proxy, as in front of the API server, in front of an echo server
+// of this process: what one round trip through the proxy alone measures, with the lateness
+// of its timers in it, which every row's round trips carry too.
+func startEchoLink(b *testing.B, port int, rtt time.Duration) string {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	bin := envOr("KT_DELAYPROXY_BIN", strings.TrimSuffix(ktBin, "kubectl-kt")+"delayproxy")
+	p := startProc(b, bin, "-listen", fmt.Sprintf("10.243.1.1:%d", port), "-to", l.Addr().String(), "-rtt", rtt.String())
+	p.WaitFor("delaying", 10*time.Second)
+	return fmt.Sprintf("10.243.1.1:%d", port)
+}
+
+// echoRTT is the median of 15 one-byte round trips on one connection to addr, in ms.
+func echoRTT(b *testing.B, addr string) float64 {
+	b.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	var v []float64
+	one := make([]byte, 1)
+	for range 15 {
+		t0 := time.Now()
+		if _, err := c.Write(one); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, one); err != nil {
+			b.Fatal(err)
+		}
+		v = append(v, ms(time.Since(t0)))
+	}
+	return median(v)
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func median(v []float64) float64 {
@@ -176,11 +227,14 @@ func BenchmarkWAN(b *testing.B) {
 		b.Fatal(err)
 	}
 	fast, slow := startWANLink(b, 16440, 0), startWANLink(b, 16441, wanRTT)
+	echoFast, echoSlow := startEchoLink(b, 16442, 0), startEchoLink(b, 16443, wanRTT)
 	// Two passes over each link, in turn, so that a drift of the shared machine lands on both.
 	var f, s []wanSample
 	for try := range 2 {
 		f = append(f, wanPass(b, fast, svc.Spec.ClusterIP, 2*try))
+		f[try]["echo"] = echoRTT(b, echoFast)
 		s = append(s, wanPass(b, slow, svc.Spec.ClusterIP, 2*try+1))
+		s[try]["echo"] = echoRTT(b, echoSlow)
 	}
 	var out strings.Builder
 	fmt.Fprintf(&out, "\n### round trips over a %v link (%s)\n\n| operation | no delay, ms | %v RTT, ms | round trips | goal |\n|---|---|---|---|---|\n",
