@@ -130,7 +130,9 @@ func (n *Names) Run(ctx context.Context, client kubernetes.Interface, w Watch) e
 			return err
 		}
 		if n.served == nil {
+			n.mu.Lock() // the refused watches' handlers may still be running
 			n.served = map[string]bool{w.Current: true}
+			n.mu.Unlock()
 		}
 	}
 	return n.watch(ctx, client, each, w.NeedSlices)
@@ -155,6 +157,16 @@ func (w *watched) note(err error) {
 	}
 }
 
+// refusal is the refusal that came, if one did.
+func (w *watched) refusal() error {
+	select {
+	case err := <-w.refused:
+		return err
+	default:
+		return nil
+	}
+}
+
 func (w *watched) running() bool {
 	select {
 	case <-w.opened:
@@ -165,8 +177,9 @@ func (w *watched) running() bool {
 }
 
 // inform starts an informer of lw's objects that keeps Names current through set and
-// remove. Its list's refusal, or its first watch's, comes out of refused: no probe of its
-// own costs round trips first.
+// remove, which it calls with n.mu held, and only until ctx ends: a stopped watch's last
+// events change nothing. Its list's refusal, or its first watch's, comes out of refused: no
+// probe of its own costs round trips first.
 func (n *Names) inform(ctx context.Context, lw *cache.ListWatch, obj runtime.Object, transform cache.TransformFunc, set, remove func(any)) *watched {
 	w := &watched{opened: make(chan struct{}), refused: make(chan error, 1)}
 	list, watchFn := lw.ListFunc, lw.WatchFunc
@@ -182,17 +195,23 @@ func (n *Names) inform(ctx context.Context, lw *cache.ListWatch, obj runtime.Obj
 		w.note(err)
 		return wi, err
 	}
-	changed := func() {
-		if n.OnChange != nil {
+	apply := func(f func(any), o any) {
+		n.mu.Lock()
+		live := ctx.Err() == nil
+		if live {
+			f(o)
+		}
+		n.mu.Unlock()
+		if live && n.OnChange != nil {
 			n.OnChange()
 		}
 	}
 	_, informer := cache.NewInformerWithOptions(cache.InformerOptions{
 		ListerWatcher: lw, ObjectType: obj, Transform: transform,
 		Handler: cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(o any) { set(o); changed() },
-			UpdateFunc: func(_, o any) { set(o); changed() },
-			DeleteFunc: func(o any) { remove(o); changed() },
+			AddFunc:    func(o any) { apply(set, o) },
+			UpdateFunc: func(_, o any) { apply(set, o) },
+			DeleteFunc: func(o any) { apply(remove, o) },
 		},
 	})
 	w.synced = informer.HasSynced
@@ -226,50 +245,46 @@ func (n *Names) watch(ctx context.Context, client kubernetes.Interface, scopes [
 			},
 		}, &discoveryv1.EndpointSlice{}, sliceFields, n.setSlice, n.removeSlice))
 	}
+	stop := func() { scancel(); cancel() }
+	fail := func(err error) error { // then forget what they had put in the copy
+		stop()
+		n.mu.Lock()
+		n.svcs, n.slices = map[string]*service{}, map[string]map[string]*slice{}
+		n.mu.Unlock()
+		return err
+	}
 	n.slicesOK.Store(true)
 	for { // polled finely: connect waits for it
 		all := true
 		for _, w := range svcs {
-			select {
-			case err := <-w.refused:
-				scancel()
-				cancel()
-				n.clear()
-				return err
-			default:
+			if err := w.refusal(); err != nil {
+				return fail(err)
 			}
 			all = all && w.running()
 		}
 		for _, w := range slices {
-			select {
-			case err := <-w.refused:
+			if err := w.refusal(); err != nil {
 				if needSlices {
-					scancel()
-					cancel()
-					n.clear()
-					return err
+					return fail(err)
 				}
 				scancel() // headless Services go to the cluster
 				n.slicesOK.Store(false)
 				slices = nil
-			default:
+				break
 			}
-			if w.synced != nil && slices != nil {
-				all = all && w.running()
-			}
+			all = all && w.running()
 		}
 		if all {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			scancel()
-			cancel()
+			stop()
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	context.AfterFunc(ctx, func() { scancel(); cancel() }) // the watches end with ctx
+	context.AfterFunc(ctx, stop) // the watches end with ctx
 	if !n.slicesOK.Load() {
 		n.mu.Lock()
 		n.slices = map[string]map[string]*slice{}
@@ -277,13 +292,6 @@ func (n *Names) watch(ctx context.Context, client kubernetes.Interface, scopes [
 	}
 	n.synced.Store(true)
 	return nil
-}
-
-// clear forgets what refused watches had put in the copy.
-func (n *Names) clear() {
-	n.mu.Lock()
-	n.svcs, n.slices = map[string]*service{}, map[string]map[string]*slice{}
-	n.mu.Unlock()
 }
 
 // kept is what the informers store of an object, made as it arrives: its name, and what
@@ -387,19 +395,16 @@ func stored(o any) *kept {
 	return k
 }
 
+// set, remove, setSlice and removeSlice change the copy, with n.mu held (inform).
 func (n *Names) set(o any) {
 	if k := stored(o); k != nil && k.svc != nil && n.keeps(k.Namespace) {
-		n.mu.Lock()
 		n.svcs[strings.ToLower(k.Name+"."+k.Namespace)] = k.svc
-		n.mu.Unlock()
 	}
 }
 
 func (n *Names) remove(o any) {
 	if k := stored(o); k != nil {
-		n.mu.Lock()
 		delete(n.svcs, strings.ToLower(k.Name+"."+k.Namespace))
-		n.mu.Unlock()
 	}
 }
 
@@ -409,12 +414,10 @@ func (n *Names) setSlice(o any) {
 		return
 	}
 	key := strings.ToLower(k.owner + "." + k.Namespace)
-	n.mu.Lock()
 	if n.slices[key] == nil {
 		n.slices[key] = map[string]*slice{}
 	}
 	n.slices[key][k.Name] = k.slice
-	n.mu.Unlock()
 }
 
 func (n *Names) removeSlice(o any) {
@@ -423,14 +426,12 @@ func (n *Names) removeSlice(o any) {
 		return
 	}
 	key := strings.ToLower(k.owner + "." + k.Namespace)
-	n.mu.Lock()
 	if m := n.slices[key]; m != nil {
 		delete(m, k.Name)
 		if len(m) == 0 {
 			delete(n.slices, key)
 		}
 	}
-	n.mu.Unlock()
 }
 
 // pods are the ready endpoints of a headless Service ("name.namespace"), in the slices'
@@ -463,8 +464,10 @@ func (e endpoint) label() string {
 	if e.hostname != "" {
 		return e.hostname
 	}
-	return strings.NewReplacer(".", "-", ":", "-").Replace(e.ips[0].String())
+	return dashes.Replace(e.ips[0].String())
 }
+
+var dashes = strings.NewReplacer(".", "-", ":", "-")
 
 // covers tells whether Names knows every Service of namespace ns.
 func (n *Names) covers(ns string) bool {

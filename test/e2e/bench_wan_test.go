@@ -32,9 +32,7 @@ type wanLink struct {
 
 func startWANLink(b *testing.B, port int, rtt time.Duration) wanLink {
 	b.Helper()
-	bin := envOr("KT_DELAYPROXY_BIN", strings.TrimSuffix(ktBin, "kubectl-kt")+"delayproxy")
-	p := startProc(b, bin, "-listen", fmt.Sprintf("10.243.1.1:%d", port), "-to", "127.0.0.1:6443", "-rtt", rtt.String())
-	p.WaitFor("delaying", 10*time.Second)
+	startDelayProxy(b, port, "127.0.0.1:6443", rtt)
 	raw, err := os.ReadFile(laptopKubecfg)
 	if err != nil {
 		b.Fatal(err)
@@ -176,10 +174,17 @@ func startEchoLink(b *testing.B, port int, rtt time.Duration) string {
 			go func() { io.Copy(c, c); c.Close() }()
 		}
 	}()
+	return startDelayProxy(b, port, l.Addr().String(), rtt)
+}
+
+// startDelayProxy runs hack/delayproxy on the laptop link's host end, port port, in front of
+// to, and returns its address.
+func startDelayProxy(b *testing.B, port int, to string, rtt time.Duration) string {
+	b.Helper()
+	addr := fmt.Sprintf("10.243.1.1:%d", port)
 	bin := envOr("KT_DELAYPROXY_BIN", strings.TrimSuffix(ktBin, "kubectl-kt")+"delayproxy")
-	p := startProc(b, bin, "-listen", fmt.Sprintf("10.243.1.1:%d", port), "-to", l.Addr().String(), "-rtt", rtt.String())
-	p.WaitFor("delaying", 10*time.Second)
-	return fmt.Sprintf("10.243.1.1:%d", port)
+	startProc(b, bin, "-listen", addr, "-to", to, "-rtt", rtt.String()).WaitFor("delaying", 10*time.Second)
+	return addr
 }
 
 // echoRTT is the median of 15 one-byte round trips on one connection to addr, in ms.
