@@ -74,9 +74,13 @@ type Session struct {
 	lost       chan struct{} // closed when KeepForwarding finds the pod gone
 	undo       undo.Stack
 
+	// sshMu makes one SSH connection at a time and guards hostKey; it is taken before mu,
+	// which is held only briefly, so that streams open while a login is on its way.
+	sshMu   sync.Mutex
+	hostKey sshtunnel.HostKey // the agent's, pinned on the first SSH connection
+
 	mu             sync.Mutex
 	ssh            *sshtunnel.Client
-	hostKey        sshtunnel.HostKey    // the agent's, pinned on the first SSH connection
 	secret         []byte               // the agent's stream secret, told over SSH
 	own            []byte               // the stream secret this client made for a pod of its own (its digest is in the pod)
 	stopForwarding []context.CancelFunc // KeepForwarding's, called first by Close
@@ -320,12 +324,7 @@ func (s *Session) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 	if !wire.Authenticated(int(port)) {
 		return s.Dialer.Dial(ctx, port)
 	}
-	s.mu.Lock()
-	secret := s.own
-	if secret == nil {
-		secret = s.secret
-	}
-	s.mu.Unlock()
+	secret := s.streamSecret()
 	if secret == nil {
 		c, err := s.SSH(ctx)
 		if err != nil {
@@ -344,21 +343,33 @@ func (s *Session) Dial(ctx context.Context, port uint16) (net.Conn, error) {
 	return c, nil
 }
 
+// streamSecret is what streams to authenticated ports open with: the client's own, else the
+// agent's once an SSH login told it, else nil. It does not wait for a login on its way.
+func (s *Session) streamSecret() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.own != nil {
+		return s.own
+	}
+	return s.secret
+}
+
 // SSH returns the SSH connection to the agent, (re)connecting when there is none. Right after
 // the pod starts the agent may not listen yet, so connecting retries until the port-forward
 // timeout.
 func (s *Session) SSH(ctx context.Context) (*sshtunnel.Client, error) {
+	s.sshMu.Lock()
+	defer s.sshMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ssh != nil {
+	c := s.ssh
+	s.mu.Unlock()
+	if c != nil {
 		select {
-		case <-s.ssh.Done():
-			s.ssh = nil
+		case <-c.Done():
 		default:
-			return s.ssh, nil
+			return c, nil
 		}
 	}
-	var c *sshtunnel.Client
 	err := s.atSSHPort(ctx, "ssh to shadow not ready yet", func(conn net.Conn) (err error) {
 		c, err = sshtunnel.Dial(ctx, conn, s.signer, s.opts.KeepAlive, &s.hostKey)
 		return err
@@ -366,7 +377,9 @@ func (s *Session) SSH(ctx context.Context) (*sshtunnel.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
 	s.ssh, s.secret = c, c.Secret
+	s.mu.Unlock()
 	return c, nil
 }
 
