@@ -291,7 +291,7 @@ func (s *Session) handle(r *bufio.Reader, typ byte, id, n uint32) error {
 		}
 	case frameRst:
 		if st := s.stream(id); st != nil {
-			st.abort(ErrReset)
+			st.reset()
 		}
 	default:
 		return fmt.Errorf("mux: unknown frame type %d", typ)
@@ -391,6 +391,18 @@ func (st *Stream) abort(err error) {
 		st.err = err
 	}
 	st.dropLocked()
+	st.cond.Broadcast()
+	st.mu.Unlock()
+}
+
+// reset ends the stream at the other side's reset. What arrived before it is still read, then
+// ErrReset: a peer that answers and closes with data of ours unread (the agent refusing a
+// connection whose first bytes came with the request) is heard.
+func (st *Stream) reset() {
+	st.mu.Lock()
+	if st.err == nil {
+		st.err = ErrReset
+	}
 	st.cond.Broadcast()
 	st.mu.Unlock()
 }

@@ -398,3 +398,29 @@ func TestTinyFramesDoNotGrowTheQueue(t *testing.T) {
 		t.Errorf("read %d bytes, %v", len(b2), err)
 	}
 }
+
+// The agent refuses a connection whose first bytes came with the request: it answers and
+// closes with those bytes unread, which resets the stream. The answer must still be read.
+func TestDataBeforeAResetIsStillRead(t *testing.T) {
+	st, peer := streamPair(t)
+	st.Write([]byte("early bytes nobody reads"))
+	waitFor(t, func() bool { peer.mu.Lock(); defer peer.mu.Unlock(); return peer.queued > 0 })
+	peer.Write([]byte("refused"))
+	peer.Close()
+	waitFor(t, func() bool { st.mu.Lock(); defer st.mu.Unlock(); return st.err != nil })
+	b, err := io.ReadAll(st)
+	if string(b) != "refused" || !errors.Is(err, ErrReset) {
+		t.Fatalf("read %q, %v; want the answer, then ErrReset", b, err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
