@@ -109,7 +109,8 @@ type connector struct {
 	// namespaces waits for the list of namespaces asked for at the start.
 	namespaces func() ([]string, error)
 	dnsOnce    sync.Once
-	dnsc       *dnsConns // connections to the agent's DNS forwarder
+	dnsc       *dnsConns       // connections to the agent's DNS forwarder
+	warmed     <-chan struct{} // closed once openStreams is done
 }
 
 func (c *connector) agent() tunnel.PortDialer { return c.sess.Load() }
@@ -241,6 +242,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	c.sess.Store(sess)
 	c.state.Shadow = cfg.Namespace + "/" + sess.Pod.Name
 	c.save()
+	c.warmed = c.openStreams(ctx)
 
 	if err := c.bringUp(ctx, server, routes, clusterRanges, &undo); err != nil {
 		return err
@@ -254,6 +256,30 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	return nil
 }
 
+// openStreams opens the streams the first connections and lookups take (the mux sessions,
+// the DNS connections to the agent) while the TUN device and the DNS server come up; the
+// returned channel is closed when they are open, or failed, or 3 s passed. "Connected" waits
+// for it: over a slow link the first lookup through the tunnel then waits for one round trip,
+// not two, and the first new connection for two, not three.
+func (c *connector) openStreams(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := c.dialer.Open(ctx); err != nil {
+			klog.FromContext(ctx).V(2).Info("open the mux sessions ahead", "err", err)
+		}
+	}()
+	if c.cfg.DNSMode == DNSLocal && !c.cfg.DisableTUN {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.dnsConns().warm(ctx) }()
+	}
+	go func() { wg.Wait(); cancel(); close(done) }()
+	return done
+}
+
 // bringUp opens the way to the cluster through the session: the SOCKS5 proxy, or the TUN
 // device with its routes and DNS.
 func (c *connector) bringUp(ctx context.Context, server string, routes, clusterRanges []netip.Prefix, undo *undo.Stack) error {
@@ -262,6 +288,7 @@ func (c *connector) bringUp(ctx context.Context, server string, routes, clusterR
 		if err != nil {
 			return err
 		}
+		c.waitWarmed()
 		fmt.Fprintf(c.cfg.ErrOut, "Connected: SOCKS5 proxy on %s (no TUN device). To use it:\n  export ALL_PROXY=socks5h://%s\n", addr, addr)
 	} else {
 		if err := c.startTUN(ctx, routes, undo); err != nil {
@@ -271,10 +298,17 @@ func (c *connector) bringUp(ctx context.Context, server string, routes, clusterR
 		if err != nil {
 			return err
 		}
+		c.waitWarmed()
 		fmt.Fprintf(c.cfg.ErrOut, "Connected to %s through shadow %s\n  routes: %s (dev %s)\n  dns: %s\n",
 			server, c.state.Shadow, joinPrefixes(routes), c.state.TUN, desc)
 	}
 	return nil
+}
+
+func (c *connector) waitWarmed() {
+	if c.warmed != nil {
+		<-c.warmed
+	}
 }
 
 // routes finds the cluster's ranges and the routes to them (none with --disable-tun).
@@ -359,7 +393,8 @@ func (c *connector) startTUN(ctx context.Context, routes []netip.Prefix, undo *u
 	}
 	c.state.TUN = dev.Name()
 	c.save()
-	st, err := netstack.New(dev, c.dialer, netstack.Options{MTU: mtu, Offset: tun.Offset})
+	var d netstack.EarlyDialer = c.dialer // new connections to warm destinations save a round trip
+	st, err := netstack.New(dev, d, netstack.Options{MTU: mtu, Offset: tun.Offset})
 	if err != nil {
 		dev.Close()
 		return err

@@ -32,6 +32,7 @@ type dnsConns struct {
 	dialing int // being opened for the pool
 	inUse   int // taken by a lookup
 	closed  bool
+	filled  []chan struct{} // warm's, closed when no dial for the pool is left
 }
 
 type dnsConn struct {
@@ -136,6 +137,14 @@ func (p *dnsConns) refillLocked() {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			p.dialing--
+			if p.dialing == 0 {
+				defer func() {
+					for _, ch := range p.filled {
+						close(ch)
+					}
+					p.filled = nil
+				}()
+			}
 			if err != nil {
 				return
 			}
@@ -145,6 +154,23 @@ func (p *dnsConns) refillLocked() {
 			}
 			p.idle = append(p.idle, &dnsConn{conn: conn, owner: o, used: time.Now()})
 		}()
+	}
+}
+
+// warm fills the pool and waits until its dials are done (or failed), or ctx ends.
+func (p *dnsConns) warm(ctx context.Context) {
+	p.mu.Lock()
+	p.refillLocked()
+	if p.dialing == 0 {
+		p.mu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	p.filled = append(p.filled, ch)
+	p.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
 	}
 }
 

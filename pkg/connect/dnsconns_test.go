@@ -162,3 +162,51 @@ func TestDNSConnsFailingDialIsBounded(t *testing.T) {
 		t.Fatalf("%d dials for one lookup with a failing agent", d)
 	}
 }
+
+// warm returns once the pool's connections are open, so "Connected" can wait for them: the
+// first lookups after it then take a ready connection each, A and AAAA at once.
+func TestDNSConnsWarmWaitsForTheOpenConnections(t *testing.T) {
+	a := startAgentDNS(t)
+	var owner, dials atomic.Int32
+	slow := make(chan struct{})
+	p := &dnsConns{
+		dial: func(ctx context.Context) (net.Conn, any, error) {
+			dials.Add(1)
+			<-slow // a stream's opening takes a round trip
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", a.addr)
+			return c, owner.Load(), err
+		},
+		owner: func() any { return owner.Load() },
+	}
+	warmed := make(chan struct{})
+	go func() { p.warm(context.Background()); close(warmed) }()
+	select {
+	case <-warmed:
+		t.Fatal("warm returned before its dials were done")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(slow)
+	select {
+	case <-warmed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("warm did not return")
+	}
+	p.mu.Lock()
+	idle := len(p.idle)
+	p.mu.Unlock()
+	if idle != dnsReady {
+		t.Fatalf("%d idle connections after warm, want %d", idle, dnsReady)
+	}
+	var wg sync.WaitGroup
+	for _, n := range []string{"a.kt.svc.cluster.local.", "b.kt.svc.cluster.local."} {
+		wg.Add(1)
+		go func() { defer wg.Done(); query(t, p, n) }()
+	}
+	wg.Wait()
+	if n := dials.Load(); n != dnsReady {
+		t.Errorf("two lookups at once after warm: %d dials, want the %d warm made", n, dnsReady)
+	}
+	// A warm pool: warm returns at once.
+	p.warm(context.Background())
+}

@@ -4,7 +4,11 @@
 //
 // TCP follows tailscale's netstack: the upstream connection is dialled before the handshake
 // with the local client completes, a failed dial answers the SYN with a reset, and each
-// direction's EOF is passed on as a half-close.
+// direction's EOF is passed on as a half-close. The exception is a destination that accepted
+// a connection a moment ago (Options.WarmFor), through a Dialer that can send early
+// (EarlyDialer): the handshake completes at once and the client's first bytes follow the dial
+// on their way, saving the round trip the dial waits for. If the destination refuses after all,
+// the client's connection is reset.
 package netstack
 
 import (
@@ -81,6 +85,15 @@ type Dialer interface {
 	DialUDP(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
 }
 
+// EarlyDialer is a Dialer that can carry a TCP connection on before its destination answers.
+type EarlyDialer interface {
+	Dialer
+	// DialTCPEarly asks for a connection to dst and returns at once: what is written goes
+	// after the request. confirm waits for the destination's answer; the stack calls it
+	// before the first Read, and resets the client's connection when it fails.
+	DialTCPEarly(ctx context.Context, dst netip.AddrPort) (c net.Conn, confirm func(context.Context) error, err error)
+}
+
 // Options tune the stack.
 type Options struct {
 	MTU int
@@ -91,6 +104,9 @@ type Options struct {
 	DialTimeout time.Duration
 	// UDPIdle closes a UDP flow without traffic for this long.
 	UDPIdle time.Duration
+	// WarmFor is how long after a TCP destination accepted a connection that new connections
+	// to it are carried on early, with an EarlyDialer (default 1 minute; negative: never).
+	WarmFor time.Duration
 }
 
 // Stack is a running user-space stack.
@@ -108,8 +124,12 @@ type Stack struct {
 
 	mu    sync.Mutex
 	conns map[io.Closer]struct{}
+	warm  map[netip.AddrPort]time.Time // when each destination last accepted a connection
 	stats Stats
 }
+
+// maxWarm bounds the destinations remembered as warm.
+const maxWarm = 4096
 
 // Stats counts flows.
 type Stats struct {
@@ -128,6 +148,9 @@ func New(dev Device, d Dialer, opts Options) (*Stack, error) {
 	}
 	if opts.UDPIdle == 0 {
 		opts.UDPIdle = 60 * time.Second
+	}
+	if opts.WarmFor == 0 {
+		opts.WarmFor = time.Minute
 	}
 	st := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
@@ -173,7 +196,7 @@ func New(dev Device, d Dialer, opts Options) (*Stack, error) {
 	st.SetTransportProtocolOption(tcp.ProtocolNumber, &tw)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Stack{opts: opts, dev: dev, off: off, dialer: d, stack: st, ep: ep, ctx: ctx, cancel: cancel, conns: map[io.Closer]struct{}{}}
+	s := &Stack{opts: opts, dev: dev, off: off, dialer: d, stack: st, ep: ep, ctx: ctx, cancel: cancel, conns: map[io.Closer]struct{}{}, warm: map[netip.AddrPort]time.Time{}}
 	tcpFwd := tcp.NewForwarder(st, 0, 4096, s.handleTCP)
 	st.SetTransportProtocolHandler(tcp.ProtocolNumber, tcpFwd.HandlePacket)
 	udpFwd := udp.NewForwarder(st, s.handleUDP)
@@ -343,35 +366,139 @@ func (s *Stack) track(c io.Closer) (untrack func()) {
 func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	dst := addrPort(id.LocalAddress, id.LocalPort)
+	if ed, ok := s.dialer.(EarlyDialer); ok && s.isWarm(dst) {
+		s.handleTCPEarly(r, ed, addrPort(id.RemoteAddress, id.RemotePort), dst)
+		return
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.DialTimeout)
 	up, err := s.dialer.DialTCP(ctx, dst)
 	cancel()
-	s.mu.Lock()
-	s.stats.TCPFlows++
-	if err != nil {
-		s.stats.TCPFailed++
-	}
-	s.mu.Unlock()
+	s.settle(dst, err)
 	if err != nil {
 		klog.FromContext(ctx).V(4).Info("netstack: tcp dial failed; resetting", "dst", dst, "err", err)
 		r.Complete(true)
 		return
 	}
-	var wq waiter.Queue
-	ep, terr := r.CreateEndpoint(&wq)
-	if terr != nil {
-		klog.FromContext(ctx).V(4).Info("netstack: tcp endpoint", "dst", dst, "err", terr)
-		r.Complete(true)
+	c, ep := s.accept(r, dst)
+	if c == nil {
 		up.Close()
 		return
 	}
-	r.Complete(false)
 	ep.SocketOptions().SetDelayOption(false)
-	c := gonet.NewTCPConn(&wq, ep)
 	defer s.track(c)()
 	defer s.track(up)()
 	klog.FromContext(ctx).V(4).Info("netstack: tcp flow", "src", addrPort(id.RemoteAddress, id.RemotePort), "dst", dst)
 	pipe.Conns(c, up)
+}
+
+// handleTCPEarly completes the handshake with the client while the dial to a warm
+// destination is on its way, and resets the client's connection if the dial fails.
+func (s *Stack) handleTCPEarly(r *tcp.ForwarderRequest, ed EarlyDialer, src, dst netip.AddrPort) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.DialTimeout)
+	defer cancel()
+	up, confirm, err := ed.DialTCPEarly(ctx, dst)
+	if err != nil {
+		s.settle(dst, err)
+		klog.FromContext(ctx).V(4).Info("netstack: early tcp dial failed; resetting", "dst", dst, "err", err)
+		r.Complete(true)
+		return
+	}
+	c, ep := s.accept(r, dst)
+	if c == nil {
+		up.Close()
+		s.mu.Lock()
+		s.stats.TCPFlows++
+		s.stats.TCPFailed++
+		s.mu.Unlock()
+		return
+	}
+	ep.SocketOptions().SetDelayOption(false)
+	e := &earlyConn{Conn: up, confirm: func() error {
+		err := confirm(ctx)
+		cancel()
+		s.settle(dst, err)
+		if err != nil {
+			klog.FromContext(ctx).V(4).Info("netstack: early tcp dial failed; resetting", "dst", dst, "err", err)
+			ep.Abort()
+		}
+		return err
+	}}
+	defer s.track(c)()
+	defer s.track(up)()
+	klog.FromContext(ctx).V(4).Info("netstack: early tcp flow", "src", src, "dst", dst)
+	pipe.Conns(c, e)
+}
+
+// accept completes the client's handshake, or resets it when the stack cannot take it.
+func (s *Stack) accept(r *tcp.ForwarderRequest, dst netip.AddrPort) (*gonet.TCPConn, tcpip.Endpoint) {
+	var wq waiter.Queue
+	ep, terr := r.CreateEndpoint(&wq)
+	if terr != nil {
+		klog.Background().V(4).Info("netstack: tcp endpoint", "dst", dst, "err", terr)
+		r.Complete(true)
+		return nil, nil
+	}
+	r.Complete(false)
+	return gonet.NewTCPConn(&wq, ep), ep
+}
+
+// settle counts a TCP flow by the outcome of its dial and remembers whether dst accepts.
+func (s *Stack) settle(dst netip.AddrPort, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats.TCPFlows++
+	if err != nil {
+		s.stats.TCPFailed++
+		delete(s.warm, dst)
+		return
+	}
+	if s.opts.WarmFor < 0 {
+		return
+	}
+	now := time.Now()
+	if _, ok := s.warm[dst]; !ok && len(s.warm) >= maxWarm {
+		for a, t := range s.warm {
+			if now.Sub(t) > s.opts.WarmFor {
+				delete(s.warm, a)
+			}
+		}
+		if len(s.warm) >= maxWarm {
+			return
+		}
+	}
+	s.warm[dst] = now
+}
+
+func (s *Stack) isWarm(dst netip.AddrPort) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.warm[dst]
+	return ok && time.Since(t) <= s.opts.WarmFor
+}
+
+// earlyConn is an early dial's connection: its first Read waits for the destination's answer.
+type earlyConn struct {
+	net.Conn
+	confirm   func() error
+	confirmed bool
+}
+
+func (e *earlyConn) Read(p []byte) (int, error) {
+	if !e.confirmed {
+		if err := e.confirm(); err != nil {
+			return 0, err
+		}
+		e.confirmed = true
+	}
+	return e.Conn.Read(p)
+}
+
+// CloseWrite passes the client's half-close on.
+func (e *earlyConn) CloseWrite() error {
+	if cw, ok := e.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return e.Conn.Close()
 }
 
 func (s *Stack) handleUDP(r *udp.ForwarderRequest) {

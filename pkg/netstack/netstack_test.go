@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -268,5 +269,152 @@ func checkGoroutines(t *testing.T, before int) {
 			t.Fatalf("goroutines leaked: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// earlyCluster is a fakeCluster that can dial early. Its confirm waits until the client's
+// first bytes went up, which an early dial must send before the answer, and then refuses
+// while refuse is set.
+type earlyCluster struct {
+	*fakeCluster
+	early  atomic.Int32
+	refuse atomic.Bool
+}
+
+type firstWrite struct {
+	net.Conn
+	once  sync.Once
+	wrote chan struct{}
+}
+
+func (w *firstWrite) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.wrote) })
+	return w.Conn.Write(p)
+}
+
+func (w *firstWrite) CloseWrite() error { return w.Conn.(*net.TCPConn).CloseWrite() }
+
+func (f *earlyCluster) DialTCPEarly(ctx context.Context, dst netip.AddrPort) (net.Conn, func(context.Context) error, error) {
+	f.early.Add(1)
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", f.tcpAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	w := &firstWrite{Conn: c, wrote: make(chan struct{})}
+	return w, func(ctx context.Context) error {
+		select {
+		case <-w.wrote:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if f.refuse.Load() {
+			c.Close()
+			return errors.New("connection refused")
+		}
+		return nil
+	}, nil
+}
+
+// exchange sends msg on a new connection to dst through the stack and returns the answer.
+func exchange(ctx context.Context, cs *stack.Stack, dst tcpip.FullAddress, msg string) (string, error) {
+	c, err := gonet.DialContextTCP(ctx, cs, dst, ipv4.ProtocolNumber)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.Write([]byte(msg))
+	c.CloseWrite()
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+func TestWarmDestinationsAreDialledEarly(t *testing.T) {
+	cs, dev := laptop(t)
+	fc := &earlyCluster{fakeCluster: servers(t)}
+	time.Sleep(50 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	s, err := New(dev, fc, Options{MTU: 1500, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dst := tcpip.FullAddress{Addr: tcpip.AddrFrom4([4]byte{10, 96, 0, 7}), Port: 80}
+	for i := range 3 {
+		got, err := exchange(ctx, cs, dst, fmt.Sprint("hello ", i))
+		if err != nil || got != fmt.Sprint("got:hello ", i) {
+			t.Fatalf("connection %d: %q %v", i, got, err)
+		}
+	}
+	// The first connection waited for the dial; the next two went early, their bytes on the
+	// way before the answer (confirm waits for them).
+	if n := len(fc.dialed); n != 1 {
+		t.Errorf("%d dials waited for, want 1 (the first connection)", n)
+	}
+	if n := fc.early.Load(); n != 2 {
+		t.Errorf("%d early dials, want 2", n)
+	}
+	// A cold destination still waits, and a refusal still refuses the handshake.
+	if _, err := exchange(ctx, cs, tcpip.FullAddress{Addr: dst.Addr, Port: 81}, "x"); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("a refused cold port: %v, want connection refused", err)
+	}
+	if n := fc.early.Load(); n != 2 {
+		t.Errorf("a cold destination was dialled early")
+	}
+
+	// The warm destination refuses now: the client's accepted connection is reset, with no
+	// answer, and the destination is cold again: the next connection is refused at the handshake.
+	fc.refuse.Store(true)
+	c, err := gonet.DialContextTCP(ctx, cs, dst, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatalf("a warm destination: %v, want the handshake done at once", err)
+	}
+	c.Write([]byte("a request"))
+	if b, err := io.ReadAll(c); err == nil || !strings.Contains(err.Error(), "reset") || len(b) > 0 {
+		t.Errorf("a warm destination that refused: %q %v, want a reset", b, err)
+	}
+	c.Close()
+	fc.fakeCluster.tcpAddr = "127.0.0.1:1" // the cold dial is refused too
+	if _, err := exchange(ctx, cs, dst, "again"); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("after the refusal: %v, want a refused handshake", err)
+	}
+	if n := fc.early.Load(); n != 3 {
+		t.Errorf("%d early dials, want 3: a refusal must make the destination cold", n)
+	}
+	if st := s.Stats(); st.TCPFlows != 6 || st.TCPFailed != 3 {
+		t.Errorf("stats %+v, want 6 flows, 3 failed", st)
+	}
+	s.Close()
+	checkGoroutines(t, before)
+}
+
+func TestWarmthExpiresAndCanBeTurnedOff(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		warmFor time.Duration
+		wait    time.Duration
+	}{{"expired", 100 * time.Millisecond, 300 * time.Millisecond}, {"off", -1, 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs, dev := laptop(t)
+			fc := &earlyCluster{fakeCluster: servers(t)}
+			s, err := New(dev, fc, Options{MTU: 1500, WarmFor: tc.warmFor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			dst := tcpip.FullAddress{Addr: tcpip.AddrFrom4([4]byte{10, 96, 0, 7}), Port: 80}
+			for range 2 {
+				if got, err := exchange(ctx, cs, dst, "m"); err != nil || got != "got:m" {
+					t.Fatalf("%q %v", got, err)
+				}
+				time.Sleep(tc.wait)
+			}
+			if n := fc.early.Load(); n != 0 {
+				t.Errorf("%d early dials, want 0", n)
+			}
+		})
 	}
 }

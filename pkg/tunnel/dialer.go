@@ -81,6 +81,16 @@ func (d *Dialer) session(ctx context.Context, stale *muxSession) (*muxSession, e
 		}
 	}
 	d.sessions[i] = nil
+	s, err := openSession(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	d.sessions[i] = s
+	return s, nil
+}
+
+// openSession opens a mux session to a's mux port.
+func openSession(ctx context.Context, a PortDialer) (*muxSession, error) {
 	s := &muxSession{agent: a}
 	if _, err := rand.Read(s.token[:]); err != nil {
 		return nil, err
@@ -94,8 +104,52 @@ func (d *Dialer) session(ctx context.Context, stale *muxSession) (*muxSession, e
 		return nil, err
 	}
 	s.Session = mux.Client(c)
-	d.sessions[i] = s
 	return s, nil
+}
+
+// Open opens every mux session ahead of the first flow, at once, so that the first
+// connections wait for their own dial and not for a port-forward stream's opening first.
+func (d *Dialer) Open(ctx context.Context) error {
+	a := d.Agent()
+	var empty []int
+	d.mu.Lock()
+	if d.agent != a {
+		d.closeLocked()
+		d.agent = a
+	}
+	for i, s := range d.sessions {
+		if s == nil || s.Err() != nil {
+			empty = append(empty, i)
+		}
+	}
+	d.mu.Unlock()
+	errs := make(chan error, len(empty))
+	for _, i := range empty {
+		go func() {
+			s, err := openSession(ctx, a)
+			if err != nil {
+				errs <- err
+				return
+			}
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if d.agent != a {
+				d.closeLocked()
+				d.agent = a
+			}
+			if old := d.sessions[i]; old != nil && old.Err() == nil {
+				s.Close() // a flow opened this one meanwhile
+			} else {
+				d.sessions[i] = s
+			}
+			errs <- nil
+		}()
+	}
+	var err error
+	for range empty {
+		err = errors.Join(err, <-errs)
+	}
+	return err
 }
 
 func (d *Dialer) closeLocked() {
@@ -301,14 +355,95 @@ func (d *Dialer) DialHost(ctx context.Context, hostport string) (net.Conn, error
 	return d.socks(ctx, hostport)
 }
 
+// DialTCPEarly sends the request for a connection to dst through the agent and returns at
+// once, without waiting for the agent's answer: what is written follows the request at once.
+// confirm waits for the answer (the netstack calls it before the first Read); after a failed
+// confirm the conn is closed. A session that fails it is retired, but the connection is not
+// tried again: what the client sent may have reached the destination.
+func (d *Dialer) DialTCPEarly(ctx context.Context, dst netip.AddrPort) (net.Conn, func(context.Context) error, error) {
+	hostport := dst.String()
+	req, err := socksRequest(hostport)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := d.session(ctx, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := s.OpenDeferred()
+	if err == nil {
+		_, err = st.Write(req)
+	}
+	if err != nil {
+		if st != nil {
+			st.Close()
+		}
+		d.retire(s)
+		return nil, nil, err
+	}
+	confirm := func(ctx context.Context) error {
+		err := awaitSocks(ctx, st, func() error { return readSocksReply(st, hostport) })
+		if err != nil {
+			st.Close()
+			var refused *refusedError
+			if !errors.As(err, &refused) && ctx.Err() == nil {
+				d.retire(s)
+			}
+		}
+		return err
+	}
+	return newFlow(st, s), confirm, nil
+}
+
+// retire takes a session that failed a flow out of its slot, so that the next flow opens a
+// new one.
+func (d *Dialer) retire(s *muxSession) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, t := range d.sessions {
+		if t == s {
+			s.Close()
+			d.sessions[i] = nil
+		}
+	}
+}
+
 func socksConnect(ctx context.Context, c net.Conn, hostport string) error {
-	host, portStr, err := net.SplitHostPort(hostport)
+	req, err := socksRequest(hostport)
 	if err != nil {
 		return err
 	}
+	return awaitSocks(ctx, c, func() error {
+		if _, err := c.Write(req); err != nil {
+			return err
+		}
+		return readSocksReply(c, hostport)
+	})
+}
+
+// awaitSocks runs exchange, closing c if ctx ends first.
+func awaitSocks(ctx context.Context, c net.Conn, exchange func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- exchange() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		c.Close()
+		return ctx.Err()
+	}
+}
+
+// socksRequest is the SOCKS5 greeting ("no authentication") and CONNECT request for hostport,
+// sent together.
+func socksRequest(hostport string) ([]byte, error) {
+	host, portStr, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, err
+	}
 	var port uint16
 	if _, err := fmt.Sscan(portStr, &port); err != nil {
-		return fmt.Errorf("bad port in %q", hostport)
+		return nil, fmt.Errorf("bad port in %q", hostport)
 	}
 	req := []byte{5, 1, 0, 5, 1, 0}
 	if a, err := netip.ParseAddr(host); err == nil {
@@ -321,62 +456,48 @@ func socksConnect(ctx context.Context, c net.Conn, hostport string) error {
 		}
 	} else {
 		if len(host) > 255 {
-			return fmt.Errorf("host name too long: %q", host)
+			return nil, fmt.Errorf("host name too long: %q", host)
 		}
 		req = append(append(req, 3, byte(len(host))), host...)
 	}
-	req = binary.BigEndian.AppendUint16(req, port)
-	done := make(chan error, 1)
-	go func() {
-		if _, err := c.Write(req); err != nil {
-			done <- err
-			return
-		}
-		var resp [4]byte
-		if _, err := io.ReadFull(c, resp[:2]); err != nil {
-			done <- fmt.Errorf("socks greeting: %w", err)
-			return
-		}
-		if resp[0] != 5 || resp[1] != 0 {
-			done <- fmt.Errorf("socks: the agent refused the method (%d %d)", resp[0], resp[1])
-			return
-		}
-		if _, err := io.ReadFull(c, resp[:4]); err != nil {
-			done <- fmt.Errorf("socks reply: %w", err)
-			return
-		}
-		if resp[1] != 0 {
-			msg := socksErrors[resp[1]]
-			if msg == "" {
-				msg = fmt.Sprintf("code %d", resp[1])
-			}
-			done <- &refusedError{fmt.Sprintf("connect %s from the cluster: %s", hostport, msg)}
-			return
-		}
-		var skip int
-		switch resp[3] {
-		case 1:
-			skip = 4 + 2
-		case 4:
-			skip = 16 + 2
-		case 3:
-			var l [1]byte
-			if _, err := io.ReadFull(c, l[:]); err != nil {
-				done <- err
-				return
-			}
-			skip = int(l[0]) + 2
-		}
-		_, err := io.ReadFull(c, make([]byte, skip))
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		c.Close()
-		return ctx.Err()
+	return binary.BigEndian.AppendUint16(req, port), nil
+}
+
+// readSocksReply reads the agent's answers to the greeting and the request; a refusal is a
+// *refusedError.
+func readSocksReply(c io.Reader, hostport string) error {
+	var resp [4]byte
+	if _, err := io.ReadFull(c, resp[:2]); err != nil {
+		return fmt.Errorf("socks greeting: %w", err)
 	}
+	if resp[0] != 5 || resp[1] != 0 {
+		return fmt.Errorf("socks: the agent refused the method (%d %d)", resp[0], resp[1])
+	}
+	if _, err := io.ReadFull(c, resp[:4]); err != nil {
+		return fmt.Errorf("socks reply: %w", err)
+	}
+	if resp[1] != 0 {
+		msg := socksErrors[resp[1]]
+		if msg == "" {
+			msg = fmt.Sprintf("code %d", resp[1])
+		}
+		return &refusedError{fmt.Sprintf("connect %s from the cluster: %s", hostport, msg)}
+	}
+	var skip int
+	switch resp[3] {
+	case 1:
+		skip = 4 + 2
+	case 4:
+		skip = 16 + 2
+	case 3:
+		var l [1]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			return err
+		}
+		skip = int(l[0]) + 2
+	}
+	_, err := io.ReadFull(c, make([]byte, skip))
+	return err
 }
 
 // DialUDP opens a relay stream for datagrams to dst.

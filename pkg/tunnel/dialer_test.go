@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -341,4 +342,174 @@ func (c olderMoves) Write(p []byte) (int, error) {
 		i += 9
 	}
 	return c.Conn.Write(b)
+}
+
+func TestDialerEarlySendsBeforeTheAnswer(t *testing.T) {
+	agent := newFakeAgent(t)
+	d := &Dialer{Agent: func() PortDialer { return agent }}
+	defer d.Close()
+	got := make(chan string, 1)
+	dst := tcpServer(t, func(c net.Conn) {
+		b := make([]byte, 5)
+		io.ReadFull(c, b)
+		got <- string(b)
+		c.Write([]byte("world"))
+	})
+	ctx := context.Background()
+	c, confirm, err := d.DialTCPEarly(ctx, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Written before the answer was read: it reaches the destination all the same.
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if s != "hello" {
+			t.Fatalf("the destination got %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the early bytes did not reach the destination")
+	}
+	if err := confirm(ctx); err != nil {
+		t.Fatalf("confirm: %v", err)
+	}
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "world" {
+		t.Fatalf("answer %q %v", b, err)
+	}
+
+	// A refusal comes out of confirm, and keeps the session.
+	for range muxSessions { // every session open
+		c, err := d.DialTCP(ctx, echoServer(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	before := agent.dials.Load()
+	c2, confirm, err := d.DialTCPEarly(ctx, netip.MustParseAddrPort("127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Write([]byte("lost"))
+	if err := confirm(ctx); err == nil || !strings.Contains(err.Error(), "from the cluster") {
+		t.Fatalf("confirm of a refused destination: %v", err)
+	}
+	for range muxSessions {
+		c, err := d.DialTCP(ctx, echoServer(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(t, c)
+		c.Close()
+	}
+	if n := agent.dials.Load() - before; n != 0 {
+		t.Errorf("a refusal opened %d new sessions, want 0", n)
+	}
+}
+
+// sinkAgent's sessions take everything and never answer, until cut.
+type sinkAgent struct {
+	mu    sync.Mutex
+	peers []net.Conn
+}
+
+func (a *sinkAgent) Dial(ctx context.Context, port uint16) (net.Conn, error) {
+	c, s := net.Pipe()
+	go io.Copy(io.Discard, s)
+	a.mu.Lock()
+	a.peers = append(a.peers, s)
+	a.mu.Unlock()
+	return c, nil
+}
+
+func TestDialerEarlyRetiresASessionThatDiedBeforeTheAnswer(t *testing.T) {
+	agent := &sinkAgent{}
+	d := &Dialer{Agent: func() PortDialer { return agent }}
+	defer d.Close()
+	ctx := context.Background()
+	c, confirm, err := d.DialTCPEarly(ctx, netip.MustParseAddrPort("10.96.0.1:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Not answered within the context: the session may be slow, not dead, and stays.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := confirm(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("confirm past its deadline: %v", err)
+	}
+	if d.sessions[0] == nil {
+		t.Fatal("a session that was only slow was retired")
+	}
+	c, confirm, err = d.DialTCPEarly(ctx, netip.MustParseAddrPort("10.96.0.1:80"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := d.sessions[1]
+	go func() { time.Sleep(50 * time.Millisecond); agent.mu.Lock(); agent.peers[1].Close(); agent.mu.Unlock() }()
+	if err := confirm(ctx); err == nil {
+		t.Fatal("confirm on a session that died succeeded")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, t2 := range d.sessions {
+		if t2 == s {
+			t.Fatal("the dead session was not retired")
+		}
+	}
+}
+
+func TestDialerOpenOpensEverySessionAhead(t *testing.T) {
+	agent := newFakeAgent(t)
+	d := &Dialer{Agent: func() PortDialer { return agent }}
+	defer d.Close()
+	if err := d.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := agent.dials.Load(); n != muxSessions {
+		t.Fatalf("Open made %d sessions, want %d", n, muxSessions)
+	}
+	dst := echoServer(t)
+	for range 2 * muxSessions {
+		c, err := d.DialTCP(context.Background(), dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(t, c)
+		c.Close()
+	}
+	if n := agent.dials.Load(); n != muxSessions {
+		t.Errorf("flows after Open opened %d more sessions, want none", n-muxSessions)
+	}
+	if err := d.Open(context.Background()); err != nil { // open already: kept
+		t.Fatal(err)
+	}
+	if n := agent.dials.Load(); n != muxSessions {
+		t.Errorf("a second Open dialled %d, want none", n-muxSessions)
+	}
+	agent.kill() // dead sessions are opened anew
+	waitDead := time.Now().Add(5 * time.Second)
+	for d.sessions[0].Err() == nil || d.sessions[1].Err() == nil {
+		if time.Now().After(waitDead) {
+			t.Fatal("the sessions did not end")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := d.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := agent.dials.Load(); n != 2*muxSessions {
+		t.Errorf("Open after the sessions died dialled %d, want %d", n-muxSessions, muxSessions)
+	}
+	c, err := d.DialTCP(context.Background(), dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, c)
+	c.Close()
 }

@@ -121,6 +121,38 @@ func TestConnect(t *testing.T) {
 	for _, name := range []string{"web", "web." + testNamespace, "web." + testNamespace + ".svc", "web." + testNamespace + ".svc.cluster.local"} {
 		t.Run("name "+name, func(t *testing.T) { curl(t, "http://"+name+"/by-name", "echo from web-") })
 	}
+	t.Run("a port that stops listening: reset once, then refused", func(t *testing.T) {
+		// New connections to a destination that accepted one a moment ago complete their
+		// handshake at once (the dial's round trip saved); when it refuses after all, the
+		// client's connection is reset, and the next one is refused as without kt.
+		cl, err := client.CoreV1().Pods(testNamespace).Get(ctx, clientPodName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := inCluster(t, "/testapp serve -http :9099 -udp '' -name warm >/dev/null 2>&1 & echo $!")
+		pid := strings.TrimSpace(r.Stdout)
+		if r.Code != 0 || pid == "" {
+			t.Fatalf("start a server in the client pod: %s", r)
+		}
+		defer inCluster(t, "kill "+pid+" 2>/dev/null")
+		url := "http://" + cl.Status.PodIP + ":9099/warm"
+		eventually(t, 10*time.Second, "the client pod's server answering", func() error {
+			if r := laptop(t, "curl", "-sS", "-m", "5", url); r.Code != 0 {
+				return fmt.Errorf("%s", r)
+			}
+			return nil
+		})
+		curl(t, url, "echo from warm")
+		if r := inCluster(t, "kill "+pid+" && while kill -0 "+pid+" 2>/dev/null; do sleep 0.05; done"); r.Code != 0 {
+			t.Fatalf("stop the server: %s", r)
+		}
+		if r := laptop(t, "curl", "-sS", "-m", "10", url); r.Code != 56 || !strings.Contains(r.Stderr, "reset") {
+			t.Errorf("the first connection after the port closed: want a reset (curl exit 56), got %s", r)
+		}
+		if r := laptop(t, "curl", "-sS", "-m", "10", url); r.Code != 7 {
+			t.Errorf("the next connection: want it refused (curl exit 7, \"Couldn't connect\"), got %s", r)
+		}
+	})
 	t.Run("StatefulSet pod name", func(t *testing.T) {
 		curl(t, "http://db-0.db:8080/sts", "echo from db-0")
 		curl(t, "http://db-0.db."+testNamespace+".svc.cluster.local:8080/sts", "echo from db-0")
