@@ -68,9 +68,12 @@ type Config struct {
 	HostsNS       []string // namespaces whose Services go into /etc/hosts
 	ClusterDomain string
 	DNSCacheTTL   time.Duration
-	DNSListen     string // local DNS server address, host:53
-	ResolvConf    string
-	HostsFile     string
+	// TCPEarlyFor is how long a TCP destination that accepted a connection takes new ones
+	// early (netstack.Options.WarmFor): 0 is the default, 1 minute; negative is never.
+	TCPEarlyFor time.Duration
+	DNSListen   string // local DNS server address, host:53
+	ResolvConf  string
+	HostsFile   string
 
 	IncludeIPs, ExcludeIPs []netip.Prefix
 	DisablePodIP           bool
@@ -394,7 +397,7 @@ func (c *connector) startTUN(ctx context.Context, routes []netip.Prefix, undo *u
 	c.state.TUN = dev.Name()
 	c.save()
 	var d netstack.EarlyDialer = c.dialer // new connections to warm destinations save a round trip
-	st, err := netstack.New(dev, d, netstack.Options{MTU: mtu, Offset: tun.Offset})
+	st, err := netstack.New(dev, d, netstack.Options{MTU: mtu, Offset: tun.Offset, WarmFor: c.cfg.TCPEarlyFor})
 	if err != nil {
 		dev.Close()
 		return err

@@ -121,38 +121,7 @@ func TestConnect(t *testing.T) {
 	for _, name := range []string{"web", "web." + testNamespace, "web." + testNamespace + ".svc", "web." + testNamespace + ".svc.cluster.local"} {
 		t.Run("name "+name, func(t *testing.T) { curl(t, "http://"+name+"/by-name", "echo from web-") })
 	}
-	t.Run("a port that stops listening: reset once, then refused", func(t *testing.T) {
-		// New connections to a destination that accepted one a moment ago complete their
-		// handshake at once (the dial's round trip saved); when it refuses after all, the
-		// client's connection is reset, and the next one is refused as without kt.
-		cl, err := client.CoreV1().Pods(testNamespace).Get(ctx, clientPodName, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := inCluster(t, "/testapp serve -http :9099 -udp '' -name warm >/dev/null 2>&1 & echo $!")
-		pid := strings.TrimSpace(r.Stdout)
-		if r.Code != 0 || pid == "" {
-			t.Fatalf("start a server in the client pod: %s", r)
-		}
-		defer inCluster(t, "kill "+pid+" 2>/dev/null")
-		url := "http://" + cl.Status.PodIP + ":9099/warm"
-		eventually(t, 10*time.Second, "the client pod's server answering", func() error {
-			if r := laptop(t, "curl", "-sS", "-m", "5", url); r.Code != 0 {
-				return fmt.Errorf("%s", r)
-			}
-			return nil
-		})
-		curl(t, url, "echo from warm")
-		if r := inCluster(t, "kill "+pid+" && while kill -0 "+pid+" 2>/dev/null; do sleep 0.05; done"); r.Code != 0 {
-			t.Fatalf("stop the server: %s", r)
-		}
-		if r := laptop(t, "curl", "-sS", "-m", "10", url); r.Code != 56 || !strings.Contains(r.Stderr, "reset") {
-			t.Errorf("the first connection after the port closed: want a reset (curl exit 56), got %s", r)
-		}
-		if r := laptop(t, "curl", "-sS", "-m", "10", url); r.Code != 7 {
-			t.Errorf("the next connection: want it refused (curl exit 7, \"Couldn't connect\"), got %s", r)
-		}
-	})
+	t.Run("a port that stops listening: reset once, then refused", func(t *testing.T) { portStopsListening(t, true) })
 	t.Run("StatefulSet pod name", func(t *testing.T) {
 		curl(t, "http://db-0.db:8080/sts", "echo from db-0")
 		curl(t, "http://db-0.db."+testNamespace+".svc.cluster.local:8080/sts", "echo from db-0")
@@ -409,6 +378,46 @@ func TestConnectLaptopVanishes(t *testing.T) {
 	})
 }
 
+// portStopsListening serves a port in the client pod, connects to it from the laptop twice,
+// stops it, and connects again. New connections to a destination that accepted one a moment
+// ago complete their handshake at once (the dial's round trip saved): when it refuses after
+// all, the client's connection is reset, once, and the next one is refused as without kt.
+// With --tcp-early-for 0 (early false) the first one is refused already.
+func portStopsListening(t *testing.T, early bool) {
+	t.Helper()
+	cl, err := client.CoreV1().Pods(testNamespace).Get(context.Background(), clientPodName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := inCluster(t, "/testapp serve -http :9099 -udp '' -name warm >/dev/null 2>&1 & echo $!")
+	pid := strings.TrimSpace(r.Stdout)
+	if r.Code != 0 || pid == "" {
+		t.Fatalf("start a server in the client pod: %s", r)
+	}
+	defer inCluster(t, "kill "+pid+" 2>/dev/null")
+	url := "http://" + cl.Status.PodIP + ":9099/warm"
+	eventually(t, 10*time.Second, "the client pod's server answering", func() error {
+		if r := laptop(t, "curl", "-sS", "-m", "5", url); r.Code != 0 {
+			return fmt.Errorf("%s", r)
+		}
+		return nil
+	})
+	if r := laptop(t, "curl", "-sS", "-m", "10", url); r.Code != 0 || !strings.Contains(r.Stdout, "echo from warm") {
+		t.Fatalf("curl %s: %s", url, r)
+	}
+	if r := inCluster(t, "kill "+pid+" && while kill -0 "+pid+" 2>/dev/null; do sleep 0.05; done"); r.Code != 0 {
+		t.Fatalf("stop the server: %s", r)
+	}
+	if early {
+		if r := laptop(t, "curl", "-sS", "-m", "10", url); r.Code != 56 || !strings.Contains(r.Stderr, "reset") {
+			t.Errorf("the first connection after the port closed: want a reset (curl exit 56), got %s", r)
+		}
+	}
+	if r := laptop(t, "curl", "-sS", "-m", "10", url); r.Code != 7 {
+		t.Errorf("the next connection: want it refused (curl exit 7, \"Couldn't connect\"), got %s", r)
+	}
+}
+
 func TestConnectBadInput(t *testing.T) {
 	nothingLeftBehind(t)
 	for _, c := range []struct {
@@ -420,6 +429,7 @@ func TestConnectBadInput(t *testing.T) {
 		{[]string{"--dns-mode", "magic"}, "--dns-mode"},
 		{[]string{"--proxy-port", "3000"}, "only with --disable-tun"},
 		{[]string{"--pod-quota", "lots"}, "--pod-quota"},
+		{[]string{"--tcp-early-for", "-1s"}, "--tcp-early-for"},
 	} {
 		r := kt(t, append([]string{"-n", testNamespace, "connect"}, c.args...)...)
 		lines := strings.Split(strings.TrimSpace(r.Stderr), "\n")
@@ -431,7 +441,7 @@ func TestConnectBadInput(t *testing.T) {
 
 func TestConnectHostsMode(t *testing.T) {
 	nothingLeftBehind(t)
-	p := startConnect(t, "--dns-mode", "hosts:"+testNamespace)
+	p := startConnect(t, "--dns-mode", "hosts:"+testNamespace, "--tcp-early-for", "0")
 	hosts, _ := os.ReadFile(laptopEtcNetns + "/hosts")
 	if !strings.Contains(string(hosts), "web."+testNamespace+".svc.cluster.local") || !strings.Contains(string(hosts), "db-0.db."+testNamespace) {
 		t.Errorf("hosts block:\n%s", hosts)
@@ -451,6 +461,9 @@ func TestConnectHostsMode(t *testing.T) {
 		}
 		return nil
 	})
+	// --tcp-early-for 0: every new connection waits for the dial, and a port that stopped
+	// listening is refused at once.
+	t.Run("a port that stops listening, with --tcp-early-for 0: refused", func(t *testing.T) { portStopsListening(t, false) })
 	stopClean(t, p)
 }
 

@@ -30,6 +30,7 @@ type Options struct {
 	DNSMode          string
 	ClusterDomain    string
 	DNSCacheTTL      time.Duration
+	TCPEarlyFor      time.Duration
 	DNSAddr          string
 	ShadowDeployment bool
 	ShareShadow      bool
@@ -69,6 +70,7 @@ func NewOptions(streams genericiooptions.IOStreams) *Options {
 		DNSMode:       connect.DNSLocal,
 		ClusterDomain: "cluster.local",
 		DNSCacheTTL:   60 * time.Second,
+		TCPEarlyFor:   time.Minute,
 		DNSAddr:       dnsAddr,
 		ProxyAddr:     "127.0.0.1",
 		ProxyPort:     2223,
@@ -107,6 +109,7 @@ Ctrl-C restores every route, DNS setting and file, and deletes the shadow.`,
 	fs.StringVar(&o.DNSMode, "dns-mode", o.DNSMode, "localDNS[:ORDER] (a local DNS server; ORDER like cluster,upstream or upstream,cluster,10.0.0.2), hosts[:NS1,NS2] (a block in /etc/hosts), or none.")
 	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "The cluster's DNS domain.")
 	kube.DurationVar(fs, &o.DNSCacheTTL, "dns-cache-ttl", o.DNSCacheTTL, "Longest time the local DNS server caches an answer (never longer than the record's TTL).")
+	kube.DurationVar(fs, &o.TCPEarlyFor, "tcp-early-for", o.TCPEarlyFor, "For this long after a destination accepted a TCP connection, new connections to it complete their handshake at once and their first bytes go with the dial, a round trip sooner; should it refuse after all, that connection is reset instead of refused. 0 turns this off.")
 	fs.BoolVar(&o.ShareShadow, "share-shadow", false, "Use the namespace's shared shadow (kt-connect-shared) with other developers, starting it if needed; the last one to leave removes it. Anyone who may port-forward to it can use it.")
 	fs.BoolVar(&o.ShadowDeployment, "use-shadow-deployment", false, "Run the shadow from a Deployment, which replaces its pod if it is deleted or its node goes away; the shadow deletes the Deployment itself once you are gone.")
 	fs.StringVar(&o.DNSAddr, "dns-addr", o.DNSAddr, "Address of the local DNS server (localDNS mode).")
@@ -194,6 +197,9 @@ func (o *Options) Validate() error {
 	if o.ShareShadow && o.ShadowDeployment {
 		return fmt.Errorf("--share-shadow and --use-shadow-deployment cannot be combined yet; choose one")
 	}
+	if o.TCPEarlyFor < 0 {
+		return fmt.Errorf("--tcp-early-for %v: use 0 to turn early connections off, or a positive duration such as 1m", o.TCPEarlyFor)
+	}
 	if o.MTU != 0 && (o.MTU < 1280 || o.MTU > 65535) {
 		return fmt.Errorf("--mtu %d: use a value from 1280 to 65535", o.MTU)
 	}
@@ -255,6 +261,10 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Comm
 	o.cfg.Protocol = portforward.Protocol(o.Protocol)
 	o.cfg.ClusterDomain = o.ClusterDomain
 	o.cfg.DNSCacheTTL = o.DNSCacheTTL
+	o.cfg.TCPEarlyFor = o.TCPEarlyFor
+	if o.TCPEarlyFor == 0 {
+		o.cfg.TCPEarlyFor = -1 // off; the Config's zero is the default
+	}
 	o.cfg.DNSListen = o.DNSAddr
 	o.cfg.ResolvConf, o.cfg.HostsFile = o.ResolvConf, o.HostsFile
 	o.cfg.DisablePodIP, o.cfg.DisableTunRoute, o.cfg.DisableTUN = o.DisablePodIP, o.DisableTunRoute, o.DisableTUN

@@ -3,6 +3,7 @@ package connect
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 )
@@ -28,6 +29,8 @@ func TestValidate(t *testing.T) {
 		{"bad mtu", func(o *Options) { o.MTU = 100 }, "--mtu"},
 		{"share and deployment", func(o *Options) { o.ShareShadow, o.ShadowDeployment = true, true }, "cannot be combined"},
 		{"bad protocol", func(o *Options) { o.Protocol = "quic" }, "--port-forward-protocol"},
+		{"negative tcp-early-for", func(o *Options) { o.TCPEarlyFor = -time.Second }, "--tcp-early-for"},
+		{"tcp-early-for off", func(o *Options) { o.TCPEarlyFor = 0 }, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			o := NewOptions(genericiooptions.NewTestIOStreamsDiscard())
