@@ -62,10 +62,7 @@ func (d *Dialer) session(ctx context.Context, stale *muxSession) (*muxSession, e
 	a := d.Agent()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.agent != a {
-		d.closeLocked() // a replaced session's
-		d.agent = a
-	}
+	d.useLocked(a)
 	i := -1
 	for j, s := range d.sessions {
 		if stale != nil && s == stale {
@@ -113,10 +110,7 @@ func (d *Dialer) Open(ctx context.Context) error {
 	a := d.Agent()
 	var empty []int
 	d.mu.Lock()
-	if d.agent != a {
-		d.closeLocked()
-		d.agent = a
-	}
+	d.useLocked(a)
 	for i, s := range d.sessions {
 		if s == nil || s.Err() != nil {
 			empty = append(empty, i)
@@ -133,13 +127,12 @@ func (d *Dialer) Open(ctx context.Context) error {
 			}
 			d.mu.Lock()
 			defer d.mu.Unlock()
-			if d.agent != a {
-				d.closeLocked()
-				d.agent = a
-			}
-			if old := d.sessions[i]; old != nil && old.Err() == nil {
-				s.Close() // a flow opened this one meanwhile
-			} else {
+			switch old := d.sessions[i]; {
+			case d.agent != a: // the session was replaced meanwhile: its flows are the new agent's
+				s.Close()
+			case old != nil && old.Err() == nil: // a flow opened this one meanwhile
+				s.Close()
+			default:
 				d.sessions[i] = s
 			}
 			errs <- nil
@@ -150,6 +143,14 @@ func (d *Dialer) Open(ctx context.Context) error {
 		err = errors.Join(err, <-errs)
 	}
 	return err
+}
+
+// useLocked makes a the agent whose sessions these are, closing a replaced agent's.
+func (d *Dialer) useLocked(a PortDialer) {
+	if d.agent != a {
+		d.closeLocked()
+		d.agent = a
+	}
 }
 
 func (d *Dialer) closeLocked() {

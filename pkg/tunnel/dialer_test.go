@@ -513,3 +513,54 @@ func TestDialerOpenOpensEverySessionAhead(t *testing.T) {
 	echo(t, c)
 	c.Close()
 }
+
+// gatedAgent's dials wait for open, after telling entered.
+type gatedAgent struct {
+	*fakeAgent
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func (g *gatedAgent) Dial(ctx context.Context, port uint16) (net.Conn, error) {
+	g.entered <- struct{}{}
+	<-g.open
+	return g.fakeAgent.Dial(ctx, port)
+}
+
+// A session replaced while Open is on its way (connect recovering a deleted shadow) keeps the
+// new agent's sessions: Open's late ones, to the old agent, are closed.
+func TestDialerOpenAcrossAReplacedSession(t *testing.T) {
+	old := &gatedAgent{fakeAgent: newFakeAgent(t), entered: make(chan struct{}, muxSessions), open: make(chan struct{})}
+	var cur atomic.Pointer[PortDialer]
+	set := func(a PortDialer) { cur.Store(&a) }
+	set(old)
+	d := &Dialer{Agent: func() PortDialer { return *cur.Load() }}
+	defer d.Close()
+	opened := make(chan error, 1)
+	go func() { opened <- d.Open(context.Background()) }()
+	for range muxSessions {
+		<-old.entered
+	}
+	replacement := newFakeAgent(t)
+	set(replacement)
+	c, err := d.DialTCP(context.Background(), echoServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	close(old.open)
+	if err := <-opened; err != nil {
+		t.Fatal(err)
+	}
+	echo(t, c)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.agent != PortDialer(replacement) {
+		t.Fatal("Open made the replaced agent current again")
+	}
+	for i, s := range d.sessions {
+		if s != nil && s.agent != PortDialer(replacement) {
+			t.Errorf("slot %d holds a session to the replaced agent", i)
+		}
+	}
+}
