@@ -453,12 +453,14 @@ func (s *Session) Close() error {
 	if s.opts.Shared && s.Dialer != nil {
 		s.others = s.leaveShared()
 	}
+	s.sshMu.Lock() // a login on its way is closed too, once it is done
 	s.mu.Lock()
 	if s.ssh != nil {
 		s.ssh.Close()
 		s.ssh = nil
 	}
 	s.mu.Unlock()
+	s.sshMu.Unlock()
 	return s.undo.Run(30 * time.Second)
 }
 
