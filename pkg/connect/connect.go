@@ -291,7 +291,7 @@ func (c *connector) bringUp(ctx context.Context, server string, routes, clusterR
 		if err != nil {
 			return err
 		}
-		c.waitWarmed()
+		<-c.warmed
 		fmt.Fprintf(c.cfg.ErrOut, "Connected: SOCKS5 proxy on %s (no TUN device). To use it:\n  export ALL_PROXY=socks5h://%s\n", addr, addr)
 	} else {
 		if err := c.startTUN(ctx, routes, undo); err != nil {
@@ -301,17 +301,11 @@ func (c *connector) bringUp(ctx context.Context, server string, routes, clusterR
 		if err != nil {
 			return err
 		}
-		c.waitWarmed()
+		<-c.warmed
 		fmt.Fprintf(c.cfg.ErrOut, "Connected to %s through shadow %s\n  routes: %s (dev %s)\n  dns: %s\n",
 			server, c.state.Shadow, joinPrefixes(routes), c.state.TUN, desc)
 	}
 	return nil
-}
-
-func (c *connector) waitWarmed() {
-	if c.warmed != nil {
-		<-c.warmed
-	}
 }
 
 // routes finds the cluster's ranges and the routes to them (none with --disable-tun).

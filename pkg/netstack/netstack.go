@@ -379,12 +379,11 @@ func (s *Stack) handleTCP(r *tcp.ForwarderRequest) {
 		r.Complete(true)
 		return
 	}
-	c, ep := s.accept(r, dst)
+	c, _ := s.accept(r, dst)
 	if c == nil {
 		up.Close()
 		return
 	}
-	ep.SocketOptions().SetDelayOption(false)
 	defer s.track(c)()
 	defer s.track(up)()
 	klog.FromContext(ctx).V(4).Info("netstack: tcp flow", "src", addrPort(id.RemoteAddress, id.RemotePort), "dst", dst)
@@ -412,7 +411,6 @@ func (s *Stack) handleTCPEarly(r *tcp.ForwarderRequest, ed EarlyDialer, src, dst
 		s.mu.Unlock()
 		return
 	}
-	ep.SocketOptions().SetDelayOption(false)
 	e := &earlyConn{Conn: up, confirm: func() error {
 		err := confirm(ctx)
 		cancel()
@@ -429,7 +427,8 @@ func (s *Stack) handleTCPEarly(r *tcp.ForwarderRequest, ed EarlyDialer, src, dst
 	pipe.Conns(c, e)
 }
 
-// accept completes the client's handshake, or resets it when the stack cannot take it.
+// accept completes the client's handshake, with Nagle's delay off, or resets it when the
+// stack cannot take it.
 func (s *Stack) accept(r *tcp.ForwarderRequest, dst netip.AddrPort) (*gonet.TCPConn, tcpip.Endpoint) {
 	var wq waiter.Queue
 	ep, terr := r.CreateEndpoint(&wq)
@@ -439,6 +438,7 @@ func (s *Stack) accept(r *tcp.ForwarderRequest, dst netip.AddrPort) (*gonet.TCPC
 		return nil, nil
 	}
 	r.Complete(false)
+	ep.SocketOptions().SetDelayOption(false)
 	return gonet.NewTCPConn(&wq, ep), ep
 }
 
