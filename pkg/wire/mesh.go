@@ -41,6 +41,9 @@ type MeshMember struct {
 type MirrorStats struct {
 	Sent    int64 `json:"sent"`    // delivered, and an answer read
 	Dropped int64 `json:"dropped"` // not delivered: a full queue, a laptop slow, gone or refusing
+	// Batches counts the writes HTTP/1.1 copies went out in, several copies pipelined in each
+	// under load.
+	Batches int64 `json:"batches,omitempty"`
 }
 
 // GetMesh reads the mesh state of svc.

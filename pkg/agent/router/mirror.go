@@ -57,8 +57,10 @@ type mirror struct {
 	queue              chan copyReq
 	stop               chan struct{}
 	sent, dropped      atomic.Int64
+	batches            atomic.Int64 // writes of pipelined HTTP/1.1 copies
 	queued             atomic.Int64 // bytes of the copies in queue
 	streams            atomic.Int64 // stream copies open
+	gathering          sync.Mutex   // held by the worker gathering a batch
 }
 
 func newMirror(m wire.MeshMember) *mirror {
@@ -118,73 +120,189 @@ func (mr *mirror) offer(c copyReq) {
 	}
 }
 
-// work sends queued copies on a kept connection to the shadow, reading each answer whole.
+// work sends queued copies to the shadow. One worker at a time gathers a batch (what comes
+// in mirrorLinger after the first copy, up to mirrorBatch copies or mirrorBatchBytes) while
+// the others send theirs: HTTP/1.1 copies of a batch go pipelined, in one write, on a kept
+// connection, and their answers are read in turn. Every hop to the laptop (the shadow, the
+// tunnel, the laptop's kt) then handles a few large writes instead of one per copy, which is
+// what mirroring costs the node the originals are served on.
 func (mr *mirror) work() {
-	var conn net.Conn
-	var br *bufio.Reader
-	drop := func() {
-		if conn != nil {
-			conn.Close()
-			conn = nil
+	conns := map[string]*mirrorConn{}
+	defer func() {
+		for _, c := range conns {
+			c.close()
 		}
-	}
-	defer drop()
+	}()
 	for {
-		var c copyReq
-		select {
-		case <-mr.stop:
+		batch, ok := mr.gather()
+		if !ok {
 			return
-		case c = <-mr.queue:
-			mr.queued.Add(-c.size)
 		}
-		addr := net.JoinHostPort(*mr.shadow.Load(), strconv.Itoa(c.port))
-		if c.h2 != nil {
-			mr.sendH2(c.h2, addr)
-			continue
-		}
-		if conn != nil && conn.RemoteAddr().String() != addr {
-			drop()
-		}
-		// A kept connection the laptop's side closed meanwhile fails at once: the copy goes
-		// once more on a new one.
-		var err error
-		for attempt := 0; attempt < 2; attempt++ {
-			kept := conn != nil
-			if !kept {
-				if conn, err = net.DialTimeout("tcp", addr, mirrorTimeout); err != nil {
-					conn = nil
-					break
-				}
-				br = bufio.NewReader(conn)
+		byAddr := map[string][]copyReq{}
+		var order []string
+		for _, c := range batch {
+			addr := net.JoinHostPort(*mr.shadow.Load(), strconv.Itoa(c.port))
+			if c.h2 != nil {
+				mr.sendH2(c.h2, addr)
+				continue
 			}
-			var closed bool
-			if closed, err = send(conn, br, c); err != nil || closed {
-				drop()
+			if _, ok := byAddr[addr]; !ok {
+				order = append(order, addr)
 			}
-			if err == nil || !kept {
-				break
+			byAddr[addr] = append(byAddr[addr], c)
+		}
+		for addr, c := range conns {
+			if _, ok := byAddr[addr]; !ok && len(conns) > 4 {
+				c.close()
+				delete(conns, addr)
 			}
 		}
-		if err != nil {
-			mr.dropped.Add(1)
-			continue
+		for _, addr := range order {
+			c := conns[addr]
+			if c == nil {
+				c = &mirrorConn{addr: addr}
+				conns[addr] = c
+			}
+			sent := c.send(byAddr[addr], &mr.batches)
+			mr.sent.Add(int64(sent))
+			mr.dropped.Add(int64(len(byAddr[addr]) - sent))
 		}
-		mr.sent.Add(1)
 	}
 }
 
-// send writes a copy on conn and reads its answer whole; closed says the server ends the
-// connection, and an error leaves it unusable.
-func send(conn net.Conn, br *bufio.Reader, c copyReq) (closed bool, err error) {
-	conn.SetDeadline(time.Now().Add(mirrorTimeout))
-	if _, err := conn.Write(c.raw); err != nil {
-		return true, err
+const (
+	mirrorLinger     = 10 * time.Millisecond
+	mirrorBatch      = 256
+	mirrorBatchBytes = 256 << 10
+)
+
+// gather takes the next batch off the queue, waiting for its first copy; false once the
+// mirror stops. It sleeps through the linger rather than waking for each copy that comes in
+// it: one wake-up per batch, not per request, on the node the originals are served on.
+func (mr *mirror) gather() ([]copyReq, bool) {
+	mr.gathering.Lock()
+	defer mr.gathering.Unlock()
+	var batch []copyReq
+	var size int64
+	take := func(c copyReq) {
+		mr.queued.Add(-c.size)
+		batch = append(batch, c)
+		size += c.size
 	}
+	select {
+	case <-mr.stop:
+		return nil, false
+	case c := <-mr.queue:
+		take(c)
+	}
+	if len(mr.queue) < mirrorBatch-1 && size < mirrorBatchBytes {
+		linger := time.NewTimer(mirrorLinger)
+		select {
+		case <-mr.stop:
+			linger.Stop()
+			return nil, false
+		case <-linger.C:
+		}
+	}
+	for len(batch) < mirrorBatch && size < mirrorBatchBytes {
+		select {
+		case c := <-mr.queue:
+			take(c)
+		default:
+			return batch, true
+		}
+	}
+	return batch, true
+}
+
+// mirrorConn is a worker's kept connection to one shadow port. pipelined says its server
+// answered on it and kept it open: only then does it take a batch in one write; a fresh
+// connection takes one copy first, so that a server closing after each answer costs no
+// more than a copy per connection.
+type mirrorConn struct {
+	addr      string
+	conn      net.Conn
+	br        *bufio.Reader
+	pipelined bool
+	buf       []byte
+}
+
+func (c *mirrorConn) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+}
+
+// send delivers cs in order and returns how many were answered. A connection that fails or
+// closes mid-batch is replaced, and the copies not yet answered go on the next one; sending
+// stops at a timeout, or after two connections in a row answer none.
+func (c *mirrorConn) send(cs []copyReq, writes *atomic.Int64) int {
+	sent := 0
+	for fails := 0; len(cs) > 0 && fails < 2; {
+		fresh := c.conn == nil
+		if fresh {
+			conn, err := net.DialTimeout("tcp", c.addr, mirrorTimeout)
+			if err != nil {
+				return sent
+			}
+			c.conn, c.br, c.pipelined = conn, bufio.NewReader(conn), false
+		}
+		n := len(cs)
+		if !c.pipelined {
+			n = 1
+		}
+		c.buf = c.buf[:0]
+		for _, r := range cs[:n] {
+			c.buf = append(c.buf, r.raw...)
+		}
+		c.conn.SetDeadline(time.Now().Add(mirrorTimeout))
+		answered, err := 0, error(nil)
+		writes.Add(1)
+		if _, err = c.conn.Write(c.buf); err == nil {
+			for answered < n {
+				var closed bool
+				if closed, err = answer(c.br, cs[answered]); err != nil {
+					break
+				}
+				answered++
+				if closed {
+					err = io.EOF
+					break
+				}
+			}
+		}
+		if cap(c.buf) > mirrorBatchBytes {
+			c.buf = nil
+		}
+		sent += answered
+		cs = cs[answered:]
+		if err != nil {
+			c.close()
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				return sent // a laptop that takes copies and does not answer them gets no more of this batch
+			}
+			if answered == 0 && !fresh {
+				continue // the server closed a kept connection meanwhile: one more try, on a new one
+			}
+			if answered == 0 {
+				fails++
+			}
+			continue
+		}
+		c.pipelined = true
+	}
+	return sent
+}
+
+// answer reads the answer to a copy whole; closed says the server ends the connection, and an
+// error leaves it unusable.
+func answer(br *bufio.Reader, c copyReq) (closed bool, err error) {
 	resp, err := readFinal(br, &http.Request{Method: c.method})
 	if err != nil {
 		return true, err
 	}
-	_, err = bufio.NewReader(resp.Body).WriteTo(discard{})
+	_, err = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.Close, err
 }
@@ -222,10 +340,6 @@ func copyH2(in *http.Request, body []byte, cut bool, port int) copyReq {
 	}
 	return copyReq{port: port, method: in.Method, h2: out}
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // setMirrors keeps one mirror per mirror member, by session: new ones start, gone ones stop,
 // a moved shadow is followed.
@@ -268,7 +382,7 @@ func (r *Router) Mirrors() map[string]wire.MirrorStats {
 	defer r.mirrorMu.Unlock()
 	out := map[string]wire.MirrorStats{}
 	for s, mr := range r.mirrors {
-		out[s] = wire.MirrorStats{Sent: mr.sent.Load(), Dropped: mr.dropped.Load()}
+		out[s] = wire.MirrorStats{Sent: mr.sent.Load(), Dropped: mr.dropped.Load(), Batches: mr.batches.Load()}
 	}
 	return out
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -489,5 +490,171 @@ func TestMirrorCopiesAGRPCStreamMessageByMessage(t *testing.T) {
 	}
 	if st := r.Mirrors()["m1"]; st.Sent != 1 || st.Dropped != 0 {
 		t.Errorf("counts %+v, want one copy sent", st)
+	}
+}
+
+// readCounter counts the reads that return bytes on the connections a listener accepts.
+type readCounter struct {
+	net.Listener
+	reads *atomic.Int64
+}
+
+func (l readCounter) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	return countedConn{c, l.reads}, err
+}
+
+type countedConn struct {
+	net.Conn
+	reads *atomic.Int64
+}
+
+func (c countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.reads.Add(1)
+	}
+	return n, err
+}
+
+// mirrorServer serves h on 127.0.0.2 and returns its port and a count of the reads on its
+// connections.
+func mirrorServer(t *testing.T, h http.HandlerFunc) (int, *atomic.Int64) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 on this machine: %v", err)
+	}
+	reads := &atomic.Int64{}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(readCounter{l, reads})
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().(*net.TCPAddr).Port, reads
+}
+
+func rawCopy(port int, method, path string, header string) copyReq {
+	return copyReq{port: port, method: method, raw: []byte(method + " " + path + " HTTP/1.1\r\nHost: web\r\n" + header + "\r\n")}
+}
+
+func waitCopies(t *testing.T, mr *mirror, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for mr.sent.Load()+mr.dropped.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Copies offered together go pipelined in a few writes, every one answered and counted, in
+// the order they came.
+func TestMirrorBatchesShareWrites(t *testing.T) {
+	var mu sync.Mutex
+	var paths []string
+	port, reads := mirrorServer(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		if r.Method != http.MethodHead {
+			io.WriteString(w, strings.Repeat("answer ", 50))
+		}
+	})
+	mr := newMirror(wire.MeshMember{Session: "m1", Mirror: true, Shadow: "127.0.0.2"})
+	defer close(mr.stop)
+	mr.offer(rawCopy(port, "GET", "/warm", "")) // the connection learns it may pipeline
+	waitCopies(t, mr, 1)
+	const n = 100
+	for i := range n {
+		method := "GET"
+		if i%10 == 3 {
+			method = "HEAD" // an answer without a body in the middle of a batch
+		}
+		mr.offer(rawCopy(port, method, "/c/"+strconv.Itoa(i), ""))
+	}
+	waitCopies(t, mr, n+1)
+	if s, d := mr.sent.Load(), mr.dropped.Load(); s != n+1 || d != 0 {
+		t.Fatalf("%d sent, %d dropped; want %d sent", s, d, n+1)
+	}
+	if r := reads.Load(); r > n/4 {
+		t.Errorf("the server read %d times for %d copies: the copies were not batched", r, n+1)
+	}
+	if w := mr.batches.Load(); w > n/4 {
+		t.Errorf("%d writes counted for %d copies", w, n+1)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	seen := map[string]bool{}
+	for _, p := range paths {
+		seen[p] = true
+	}
+	for i := range n {
+		if !seen["/c/"+strconv.Itoa(i)] {
+			t.Errorf("copy /c/%d never reached the server", i)
+		}
+	}
+}
+
+// A server that closes the connection after each answer (Connection: close, HTTP/1.0) still
+// gets every copy, one per connection; one that closes in the middle of a batch gets the rest
+// on a new connection.
+func TestMirrorBatchOnAClosingServer(t *testing.T) {
+	var got atomic.Int64
+	port, _ := mirrorServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if got.Add(1)%7 == 0 || r.URL.Path == "/close" {
+			w.Header().Set("Connection", "close")
+		}
+	})
+	mr := newMirror(wire.MeshMember{Session: "m1", Mirror: true, Shadow: "127.0.0.2"})
+	defer close(mr.stop)
+	const n = 60
+	for i := range n {
+		if i%2 == 0 {
+			mr.offer(rawCopy(port, "GET", "/close", "Connection: close\r\n"))
+		} else {
+			mr.offer(rawCopy(port, "GET", "/keep", ""))
+		}
+	}
+	waitCopies(t, mr, n)
+	if s, d := mr.sent.Load(), mr.dropped.Load(); s != n || d != 0 || got.Load() != n {
+		t.Errorf("%d sent, %d dropped, %d served; want all %d", s, d, got.Load(), n)
+	}
+}
+
+// A server that takes copies and never answers has them dropped and counted after the
+// timeout; it is not sent the same copies again and again.
+func TestMirrorBatchToAServerThatNeverAnswers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the copies' timeout")
+	}
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 on this machine: %v", err)
+	}
+	defer l.Close()
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	mr := newMirror(wire.MeshMember{Session: "m1", Mirror: true, Shadow: "127.0.0.2"})
+	defer close(mr.stop)
+	port := l.Addr().(*net.TCPAddr).Port
+	const n = 20
+	for i := range n {
+		mr.offer(rawCopy(port, "GET", "/c/"+strconv.Itoa(i), ""))
+	}
+	deadline := time.Now().Add(4 * mirrorTimeout)
+	for mr.dropped.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if s, d := mr.sent.Load(), mr.dropped.Load(); s != 0 || d != n {
+		t.Errorf("%d sent, %d dropped; want all %d dropped", s, d, n)
+	}
+	if c := conns.Load(); c > 2*mirrorWorkers {
+		t.Errorf("%d connections for %d copies", c, n)
 	}
 }
