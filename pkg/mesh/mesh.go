@@ -235,11 +235,20 @@ func (m *mesher) findFallback(ctx context.Context) {
 	}
 }
 
+// mirrorLinger is how long a mirror's forwards gather the local server's answers before they
+// go back: the router sends copies pipelined, and their answers, which it reads and drops,
+// then go back in one piece per batch rather than one per copy.
+const mirrorLinger = 2 * time.Millisecond
+
 func (m *mesher) forwards() ([]session.Forward, []corev1.ContainerPort) {
 	var fwds []session.Forward
 	var cps []corev1.ContainerPort
 	for _, p := range m.ports {
-		fwds = append(fwds, session.Forward{Remote: int(p.Target), Local: session.LocalAddr(p.Local)})
+		f := session.Forward{Remote: int(p.Target), Local: session.LocalAddr(p.Local)}
+		if m.cfg.Mirror {
+			f.Linger = mirrorLinger
+		}
+		fwds = append(fwds, f)
 		cps = append(cps, corev1.ContainerPort{ContainerPort: p.Target, Name: p.Name})
 	}
 	return fwds, cps

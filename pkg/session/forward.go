@@ -22,6 +22,9 @@ import (
 type Forward struct {
 	Remote int
 	Local  string // host:port
+	// Linger, when set, gathers what the local side sends back for this long before it goes
+	// to the shadow (pipe.Gathering): for a mirror's copies, whose answers nobody waits for.
+	Linger time.Duration
 }
 
 // ServeForwards listens on every Remote port of the shadow and relays each connection to its
@@ -102,20 +105,24 @@ func serve(ctx context.Context, l net.Listener, f Forward, warn *warner) {
 		if err != nil {
 			return
 		}
-		go toLocal(ctx, c, f.Remote, f.Local, warn)
+		go toLocal(ctx, c, f, warn)
 	}
 }
 
-// toLocal relays a connection that arrived on the shadow's port remote to local.
-func toLocal(ctx context.Context, c net.Conn, remote int, local string, warn *warner) {
+// toLocal relays a connection that arrived on the shadow's port f.Remote to f.Local.
+func toLocal(ctx context.Context, c net.Conn, f Forward, warn *warner) {
 	var d net.Dialer
-	lc, err := d.DialContext(ctx, "tcp", local)
+	lc, err := d.DialContext(ctx, "tcp", f.Local)
 	if err != nil {
 		c.Close()
-		warn.printf("warning: a request for port %d arrived, but nothing listens on %s: %v\n", remote, local, err)
+		warn.printf("warning: a request for port %d arrived, but nothing listens on %s: %v\n", f.Remote, f.Local, err)
 		return
 	}
-	klog.FromContext(ctx).V(4).Info("forwarded connection", "remote", remote, "local", local)
+	klog.FromContext(ctx).V(4).Info("forwarded connection", "remote", f.Remote, "local", f.Local)
+	if f.Linger > 0 {
+		pipe.Gathering(c, lc, f.Linger)
+		return
+	}
 	pipe.Conns(c, lc)
 }
 
@@ -125,9 +132,9 @@ const reverseStreams = 4
 // reverseWorker keeps one reverse stream open and relays each connection the agent hands it
 // to the forward's local address.
 func (s *Session) reverseWorker(ctx context.Context, gen uint64, fwds []Forward, warn *warner) {
-	local := map[int]string{}
+	byPort := map[int]Forward{}
 	for _, f := range fwds {
-		local[f.Remote] = f.Local
+		byPort[f.Remote] = f
 	}
 	for backoff := 100 * time.Millisecond; ctx.Err() == nil; {
 		c, err := s.Dial(ctx, wire.ReversePort)
@@ -152,7 +159,11 @@ func (s *Session) reverseWorker(ctx context.Context, gen uint64, fwds []Forward,
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		go toLocal(ctx, c, port, local[port], warn)
+		f, ok := byPort[port]
+		if !ok {
+			f = Forward{Remote: port} // dialing "" fails, and is said so
+		}
+		go toLocal(ctx, c, f, warn)
 	}
 }
 
