@@ -4,7 +4,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -13,7 +16,29 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kubectl-kt/kt/pkg/portforward"
+	"github.com/kubectl-kt/kt/pkg/wire"
 )
+
+// routerMirrors reads a router's copy counts, by session, from its health port.
+func routerMirrors(tb testing.TB, pod string) map[string]wire.MirrorStats {
+	tb.Helper()
+	d := portforward.NewDialer(restConfig, client, testNamespace, pod)
+	defer d.Close()
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.Dial(ctx, wire.HealthPort) }}}
+	resp, err := hc.Get("http://router/mirrors")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var stats map[string]wire.MirrorStats
+	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil {
+		tb.Fatal(err)
+	}
+	return stats
+}
 
 // cpuSeconds is the user and system CPU time a process has used, from /proc/PID/stat.
 func cpuSeconds(tb testing.TB, pid int) float64 {
@@ -82,17 +107,35 @@ func BenchmarkMirror(b *testing.B) {
 	if router == 0 {
 		b.Fatalf("no router process for pod %s on this node", routers.Items[0].Name)
 	}
+	shadows := shadowsOf(b, wire.RoleMesh)
+	if len(shadows) != 1 || agentPID(shadows[0]) == 0 {
+		b.Fatalf("want one mirror shadow process on this node: %v", shadows)
+	}
+	// Who spends the machine's CPU on a copy: the router, the shadow, kt and the local server
+	// are read one by one; the rest (kubelet, API server, containerd) is what is left.
+	procs := []struct {
+		name string
+		pid  int
+	}{{"router", router}, {"shadow", agentPID(shadows[0])}, {"kt on the laptop", m.cmd.Process.Pid}, {"local server (testapp record)", rec.cmd.Process.Pid}}
 
 	type cost struct {
 		requests     int
 		cpu, machine float64
+		each         [4]float64
 	}
 	counted := func(c *cost, load func() loadResult) func() loadResult {
 		return func() loadResult {
-			c0, m0 := cpuSeconds(b, router), machineCPUSeconds(b)
+			var e0 [4]float64
+			for i, p := range procs {
+				e0[i] = cpuSeconds(b, p.pid)
+			}
+			m0 := machineCPUSeconds(b)
 			l := load()
-			c.cpu += cpuSeconds(b, router) - c0
 			c.machine += machineCPUSeconds(b) - m0
+			for i, p := range procs {
+				c.each[i] += cpuSeconds(b, p.pid) - e0[i]
+			}
+			c.cpu = c.each[0]
 			c.requests += l.N
 			return l
 		}
@@ -128,6 +171,7 @@ func BenchmarkMirror(b *testing.B) {
 	if n := len(recordedBy(rec, "/p/")); n != 0 {
 		b.Errorf("%d copies of requests outside --path-prefix", n)
 	}
+	st := routerMirrors(b, routers.Items[0].Name) // before the mirror leaves, and its counts with it
 	if code := m.Stop(syscall.SIGINT, 60*time.Second); code != 0 || !strings.Contains(m.Output(), "Restored service") {
 		b.Errorf("mirror exit %d:\n%s", code, m.Output())
 	}
@@ -146,6 +190,23 @@ func BenchmarkMirror(b *testing.B) {
 	t.add("router CPU per request, µs", f1(us(mirrored)), f1(us(plain)), f2(us(mirrored)/us(plain)), "")
 	t.add("router CPU per copy (the difference), µs", f1(us(mirrored)-us(plain)), "", "", "")
 	t.add("machine CPU per request (every process: router, shadow, kubelet, API server, kt, local server), µs", f1(machine(mirrored)), f1(machine(plain)), f2(machine(mirrored)/machine(plain)), "")
+	var rest float64
+	for i, p := range procs {
+		d := (mirrored.each[i]/float64(mirrored.requests) - plain.each[i]/float64(plain.requests)) * 1e6
+		rest += d
+		t.add("CPU per copy (mirrored minus not copied), "+p.name+", µs", f1(d), "", "", "")
+	}
+	t.add("CPU per copy, everything else on the machine (kubelet, API server, containerd), µs", f1(machine(mirrored)-machine(plain)-rest), "", "", "")
+	if len(st) != 1 {
+		b.Errorf("router mirrors: %v", st)
+	}
+	for _, s := range st {
+		if s.Batches == 0 || s.Batches >= s.Sent {
+			b.Errorf("copies were not batched: %+v", s)
+		} else {
+			t.add("HTTP/1.1 copies per batch the router sent (sent / batches)", f1(float64(s.Sent)/float64(s.Batches)), "", "", "")
+		}
+	}
 	t.add(fmt.Sprintf("copies recorded on the laptop, of %d mirrored requests", mirrored.requests), strconv.Itoa(got), "", "", "")
 	t.add("copies dropped (status)", strconv.FormatInt(dropped, 10), "", "", "")
 	t.print(b)

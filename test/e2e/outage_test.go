@@ -78,7 +78,7 @@ func killFor(t *testing.T, component string, d time.Duration) {
 }
 
 // shadowsOf lists the shadow pods of a role in the test namespace.
-func shadowsOf(t *testing.T, role string) []string {
+func shadowsOf(t testing.TB, role string) []string {
 	t.Helper()
 	pods, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: wire.RoleLabel + "=" + role})
 	if err != nil {
