@@ -118,6 +118,28 @@ func TestMirror(t *testing.T) {
 		})
 	})
 
+	// A connection that is not HTTP passes through to the original pods (a testapp HTTP
+	// server, which answers 400 to it), and the client's bytes come to the laptop on a
+	// connection of their own.
+	t.Run("PlainTCP", func(t *testing.T) {
+		r := inCluster(t, "/testapp tcpsend web:80 kt-plain-tcp hello from a pod")
+		if !strings.HasPrefix(r.Stdout, "HTTP/1.1 400 Bad Request") {
+			t.Errorf("a plain TCP client through the mirrored Service should be answered by the original pods:\n%s", r)
+		}
+		eventually(t, 10*time.Second, "the client's bytes copied to the laptop", func() error {
+			var got []string
+			for _, c := range recordedBy(rec, "") {
+				if c.Proto == "tcp" {
+					got = append(got, string(c.Body))
+				}
+			}
+			if len(got) != 1 || got[0] != "kt-plain-tcp hello from a pod\n" {
+				return fmt.Errorf("plain TCP copies %q", got)
+			}
+			return nil
+		})
+	})
+
 	// The local server stopped under load: the originals neither fail nor wait.
 	done := make(chan loadResult, 1)
 	go func() { done <- podLoad(t, "http://web/gone", "-n", "2000", "-c", "4") }()

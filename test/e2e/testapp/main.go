@@ -64,6 +64,10 @@ func main() {
 		relay(os.Args[2:])
 	case "record":
 		record(os.Args[2:])
+	case "tcpsend":
+		if err := tcpSend(os.Args[2], strings.Join(os.Args[3:], " ")); err != nil {
+			log.Fatal(err)
+		}
 	case "registry":
 		serveRegistry(os.Args[2:])
 	case "sleep":

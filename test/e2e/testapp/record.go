@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/h2c"
@@ -20,7 +23,9 @@ import (
 
 // record serves HTTP/1.1 and h2c on -http and prints one JSON line per request it gets
 // (proto, method, path, body length, its first 256 bytes, the mirror's truncation mark), and
-// one per text message of a WebSocket (proto "websocket"), for mirror's tests.
+// one per text message of a WebSocket (proto "websocket"), and one per connection that is not
+// HTTP (its first byte is not an upper-case letter): proto "tcp", the bytes the client sent
+// until it closed its side. For mirror's tests.
 func record(args []string) {
 	fs := flag.NewFlagSet("record", flag.ExitOnError)
 	addr := fs.String("http", "127.0.0.1:8080", "listen address")
@@ -48,7 +53,17 @@ func record(args []string) {
 		log.Fatal(err)
 	}
 	log.Printf("testapp record on %s", *addr)
-	go func() { log.Fatal(http.Serve(l, h2c.NewHandler(h, &http2.Server{}))) }()
+	httpConns := make(chan net.Conn)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				log.Fatal(err)
+			}
+			go sniff(c, httpConns, put)
+		}
+	}()
+	go func() { log.Fatal(http.Serve(chanListener{l, httpConns}, h2c.NewHandler(h, &http2.Server{}))) }()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	<-ctx.Done()
@@ -70,4 +85,55 @@ func recordWS(w http.ResponseWriter, r *http.Request, put func(map[string]any)) 
 			put(map[string]any{"proto": "websocket", "method": "MESSAGE", "path": r.URL.Path, "len": len(payload), "body": payload})
 		}
 	}
+}
+
+// sniff hands an HTTP connection to the server and records any other.
+func sniff(c net.Conn, httpConns chan<- net.Conn, put func(map[string]any)) {
+	br := bufio.NewReader(c)
+	b, err := br.Peek(1)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if b[0] >= 'A' && b[0] <= 'Z' {
+		httpConns <- bufferedConn{c, br}
+		return
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(time.Minute))
+	var head bytes.Buffer
+	n, _ := io.Copy(&head, io.LimitReader(br, 256))
+	rest, _ := io.Copy(io.Discard, br)
+	put(map[string]any{"proto": "tcp", "method": "", "path": "", "len": n + rest, "body": head.Bytes()})
+}
+
+type bufferedConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c bufferedConn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
+// chanListener accepts the connections sniff found to be HTTP.
+type chanListener struct {
+	net.Listener
+	conns <-chan net.Conn
+}
+
+func (l chanListener) Accept() (net.Conn, error) { return <-l.conns, nil }
+
+// tcpSend sends data and a newline to addr, closes its side and prints what comes back.
+func tcpSend(addr, data string) error {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.WriteString(c, data+"\n"); err != nil {
+		return err
+	}
+	c.(*net.TCPConn).CloseWrite()
+	_, err = io.Copy(os.Stdout, c)
+	return err
 }
