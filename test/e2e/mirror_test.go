@@ -22,6 +22,7 @@ type recorded struct {
 	Proto, Method, Path, Truncated string
 	Len                            int64
 	Body                           []byte // its first 256 bytes
+	At                             int64  // a gRPC message's: when it was read, Unix ns
 }
 
 // recorder runs testapp record in the laptop netns: every request it gets is a line.
@@ -37,6 +38,17 @@ func recordedBy(p *proc, path string) []recorded {
 	for _, l := range strings.Split(p.Output(), "\n") {
 		var r recorded
 		if json.Unmarshal([]byte(l), &r) == nil && r.Path == path {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// recordedAs is what recordedBy gives for path, of one proto only.
+func recordedAs(p *proc, proto, path string) []recorded {
+	var out []recorded
+	for _, r := range recordedBy(p, path) {
+		if r.Proto == proto {
 			out = append(out, r)
 		}
 	}
@@ -171,12 +183,54 @@ func TestMirrorGRPC(t *testing.T) {
 	}
 	for _, method := range []string{"Check", "Watch"} {
 		eventually(t, 10*time.Second, "a copy of the "+method+" call", func() error {
-			got := recordedBy(rec, "/grpc.health.v1.Health/"+method)
+			got := recordedAs(rec, "HTTP/2.0", "/grpc.health.v1.Health/"+method)
 			if len(got) != 1 || got[0].Proto != "HTTP/2.0" || !strings.Contains(string(got[0].Body), "cluster") {
 				return fmt.Errorf("%+v", got)
 			}
 			return nil
 		})
+	}
+
+	// A bidirectional stream, its messages 2 s apart: the cluster's server answers each, and
+	// each message's copy reaches the laptop while the stream lasts, before the next is sent.
+	r = inCluster(t, "/testapp grpc-stream -addr grpc:9000 -n 3 -gap 2s")
+	sentAt := map[int]int64{}
+	replies := 0
+	for _, l := range strings.Split(r.Stdout, "\n") {
+		var i int
+		var at int64
+		if _, err := fmt.Sscanf(l, "sent %d %d", &i, &at); err == nil {
+			sentAt[i] = at
+		}
+		if strings.HasPrefix(l, "reply ") && strings.Contains(l, "grpc.health.v1.Health") {
+			replies++
+		}
+	}
+	if len(sentAt) != 3 || replies != 3 {
+		t.Fatalf("a bidirectional stream through the mirrored Service should be answered by the cluster's server, 3 messages:\n%s", r)
+	}
+	const streamPath = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+	var msgs []recorded
+	eventually(t, 10*time.Second, "a copy of each message of the stream", func() error {
+		msgs = recordedAs(rec, "grpc-message", streamPath)
+		if len(msgs) != 3 {
+			return fmt.Errorf("%d of 3 messages: %+v", len(msgs), msgs)
+		}
+		for i, m := range msgs {
+			if !strings.Contains(string(m.Body), fmt.Sprintf("stream-%d", i+1)) {
+				return fmt.Errorf("message %d copied as %q", i+1, m.Body)
+			}
+		}
+		return nil
+	})
+	for i := 1; i < len(msgs); i++ {
+		if msgs[i-1].At >= sentAt[i+1] {
+			t.Errorf("the copy of message %d reached the laptop %v after it was sent, after message %d was: the stream was not copied as it went",
+				i, time.Duration(msgs[i-1].At-sentAt[i]), i+1)
+		}
+	}
+	if got := recordedAs(rec, "HTTP/2.0", streamPath); len(got) != 1 {
+		t.Errorf("the stream's copy should end once, with the client's end: %+v", got)
 	}
 	if code := m.Stop(syscall.SIGINT, 60*time.Second); code != 0 {
 		t.Errorf("mirror exited %d:\n%s", code, m.Output())

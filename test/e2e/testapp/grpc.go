@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"os"
@@ -15,10 +16,13 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 )
 
 // grpcServe runs gRPC's health service, SERVING for the service named -name only, so a
-// client can tell which server answered.
+// client can tell which server answered, and gRPC's reflection service, whose one method is a
+// bidirectional stream.
 func grpcServe(args []string) {
 	fs := flag.NewFlagSet("grpc-serve", flag.ExitOnError)
 	addr := fs.String("addr", ":9000", "listen address")
@@ -32,6 +36,7 @@ func grpcServe(args []string) {
 	hs.SetServingStatus(*name, healthpb.HealthCheckResponse_SERVING)
 	s := grpc.NewServer()
 	healthpb.RegisterHealthServer(s, hs)
+	reflection.Register(s)
 	log.Printf("grpc health server %q on %s", *name, *addr)
 	log.Fatal(s.Serve(l))
 }
@@ -72,4 +77,56 @@ func grpcCheck(args []string) {
 		return
 	}
 	fmt.Println("watch", r.Status)
+}
+
+// grpcStream sends -n messages, -gap apart, on one bidirectional stream (reflection's
+// ServerReflectionInfo, each message a ListServices marked by its host field "stream-I") and
+// reads the server's answer to each before the next. It prints "sent I UNIXNANO" as it sends
+// message I and "reply I SERVICES" when the answer comes, so a test can tell when each message
+// left against when its copy arrived.
+func grpcStream(args []string) {
+	fs := flag.NewFlagSet("grpc-stream", flag.ExitOnError)
+	addr := fs.String("addr", "", "server address")
+	n := fs.Int("n", 3, "messages to send")
+	gap := fs.Duration("gap", 2*time.Second, "pause between messages")
+	fs.Parse(args)
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second+time.Duration(*n)*(*gap))
+	defer cancel()
+	s, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i := 1; i <= *n; i++ {
+		if i > 1 {
+			time.Sleep(*gap)
+		}
+		fmt.Println("sent", i, time.Now().UnixNano())
+		err := s.Send(&reflectionpb.ServerReflectionRequest{
+			Host:           fmt.Sprintf("stream-%d", i),
+			MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{ListServices: "*"},
+		})
+		if err != nil {
+			log.Fatalf("send %d: %v", i, err)
+		}
+		r, err := s.Recv()
+		if err != nil {
+			log.Fatalf("reply %d: %v", i, err)
+		}
+		var names []string
+		for _, svc := range r.GetListServicesResponse().GetService() {
+			names = append(names, svc.GetName())
+		}
+		fmt.Println("reply", i, strings.Join(names, ","))
+	}
+	if err := s.CloseSend(); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := s.Recv(); err != io.EOF {
+		log.Fatalf("end of stream: %v", err)
+	}
 }

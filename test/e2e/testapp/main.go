@@ -10,6 +10,9 @@
 //	testapp dig [-server HOST:PORT] NAME...   (a JSON line per name: rcode, answers, ms)
 //	testapp relay -listen :8080 -to HOST:PORT   (a plain TCP relay, for benchmarks)
 //	testapp record [-http 127.0.0.1:8080]   (prints a JSON line per request it gets)
+//	testapp grpc-serve [-addr :9000] -name NAME   (gRPC health and reflection)
+//	testapp grpc-check -addr HOST:PORT -service NAME [-md K=V]   (unary Check, streaming Watch)
+//	testapp grpc-stream -addr HOST:PORT [-n 3] [-gap 2s]   (messages on one bidirectional stream)
 //	testapp registry [-listen 127.0.0.1:5111]   (an OCI registry in memory; a line per request)
 //	testapp sleep
 package main
@@ -54,6 +57,8 @@ func main() {
 		grpcServe(os.Args[2:])
 	case "grpc-check":
 		grpcCheck(os.Args[2:])
+	case "grpc-stream":
+		grpcStream(os.Args[2:])
 	case "load":
 		load(os.Args[2:])
 	case "get":

@@ -25,7 +25,9 @@ import (
 // (proto, method, path, body length, its first 256 bytes, the mirror's truncation mark), and
 // one per text message of a WebSocket (proto "websocket"), and one per connection that is not
 // HTTP (its first byte is not an upper-case letter): proto "tcp", the bytes the client sent
-// until it closed its side. For mirror's tests.
+// until it closed its side. A gRPC request's messages are each a line too (proto "grpc-message",
+// with the time it was read, "at", in Unix nanoseconds), as they come, before the request's own
+// line at its end. For mirror's tests.
 func record(args []string) {
 	fs := flag.NewFlagSet("record", flag.ExitOnError)
 	addr := fs.String("http", "127.0.0.1:8080", "listen address")
@@ -42,8 +44,12 @@ func record(args []string) {
 			recordWS(w, r, put)
 			return
 		}
-		head, _ := io.ReadAll(io.LimitReader(r.Body, 256))
-		rest, _ := io.Copy(io.Discard, r.Body)
+		body := io.Reader(r.Body)
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			body = grpcMessages(r, put)
+		}
+		head, _ := io.ReadAll(io.LimitReader(body, 256))
+		rest, _ := io.Copy(io.Discard, body)
 		put(map[string]any{"proto": r.Proto, "method": r.Method, "path": r.URL.Path, "len": int64(len(head)) + rest,
 			"body": head, "truncated": r.Header.Get("X-Kt-Mirror-Truncated")})
 		io.WriteString(w, "recorded\n")
@@ -136,4 +142,29 @@ func tcpSend(addr, data string) error {
 	c.(*net.TCPConn).CloseWrite()
 	_, err = io.Copy(os.Stdout, c)
 	return err
+}
+
+// grpcMessages reads a gRPC request's body as it comes and records each length-prefixed
+// message as it is read; what it returns reads the same bytes, for the request's own line.
+func grpcMessages(r *http.Request, put func(map[string]any)) io.Reader {
+	pr, pw := io.Pipe()
+	go func() {
+		br := bufio.NewReader(io.TeeReader(r.Body, pw))
+		var hdr [5]byte
+		for {
+			if _, err := io.ReadFull(br, hdr[:]); err != nil {
+				break
+			}
+			n := int64(hdr[1])<<24 | int64(hdr[2])<<16 | int64(hdr[3])<<8 | int64(hdr[4])
+			msg, _ := io.ReadAll(io.LimitReader(br, min(n, 256)))
+			if _, err := io.CopyN(io.Discard, br, n-int64(len(msg))); err != nil {
+				break
+			}
+			put(map[string]any{"proto": "grpc-message", "method": "MESSAGE", "path": r.URL.Path, "len": n,
+				"body": msg, "at": time.Now().UnixNano()})
+		}
+		io.Copy(io.Discard, br)
+		pw.Close()
+	}()
+	return pr
 }
