@@ -186,17 +186,6 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, lim *headLimit, port int)
 			req.Body = tap
 		}
 		u, resp, err := r.roundTrip(addr, req)
-		if err == nil && resp.StatusCode != http.StatusSwitchingProtocols && len(mirrors) > 0 {
-			var body []byte
-			cut := false
-			if tap != nil {
-				body, cut = tap.seen()
-			}
-			c := copyOf(req, body, cut, port)
-			for _, mr := range mirrors {
-				mr.offer(c)
-			}
-		}
 		if err != nil {
 			klog.Background().V(1).Info("router: upstream failed", "port", port, "backend", addr, "err", err)
 			writeStatus(bw, http.StatusBadGateway)
@@ -214,15 +203,34 @@ func (r *Router) serveH1(c net.Conn, br *bufio.Reader, lim *headLimit, port int)
 			splice(c, br, u, ts)
 			return
 		}
-		if !r.relayParsed(bw, u, resp, req, clientClose) {
+		var copied func()
+		if len(mirrors) > 0 {
+			copied = func() {
+				var body []byte
+				cut := false
+				if tap != nil {
+					body, cut = tap.seen()
+				}
+				c := copyOf(req, body, cut, port)
+				for _, mr := range mirrors {
+					mr.offer(c)
+				}
+			}
+		}
+		if !r.relayParsed(bw, u, resp, req, clientClose, copied) {
 			return
 		}
 	}
 }
 
 // relayParsed writes a parsed response to the client and frees or closes its upstream
-// connection; it reports whether the client's connection goes on.
-func (r *Router) relayParsed(bw *bufio.Writer, u *upstream, resp *http.Response, req *http.Request, clientClose bool) bool {
+// connection; it reports whether the client's connection goes on. copied, if set, queues the
+// request's copies: once a response read whole is on its way to the client, so that the
+// original does not wait for them, and before a streamed one, which may last.
+func (r *Router) relayParsed(bw *bufio.Writer, u *upstream, resp *http.Response, req *http.Request, clientClose bool, copied func()) bool {
+	if copied == nil {
+		copied = func() {}
+	}
 	upstreamClose := resp.Close
 	dropHopByHop(resp.Header)
 	resp.Close = clientClose
@@ -232,15 +240,19 @@ func (r *Router) relayParsed(bw *bufio.Writer, u *upstream, resp *http.Response,
 		body, err := io.ReadAll(resp.Body)
 		if err != nil {
 			u.close()
+			copied()
 			return false
 		}
 		r.pool.put(u)
 		resp.Body = io.NopCloser(bytes.NewReader(body))
-		if writeResponse(bw, resp) != nil {
+		err = writeResponse(bw, resp)
+		copied()
+		if err != nil {
 			return false
 		}
 	} else {
-		err := writeResponse(bw, resp)
+		copied()
+		err := streamResponse(bw, resp, u.r)
 		resp.Body.Close()
 		if err != nil || upstreamClose {
 			u.close() // the rest of the response may still be on its way
@@ -333,28 +345,51 @@ func readFinal(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 	}
 }
 
-// writeResponse writes resp; a response of unknown length (chunked: gRPC-Web, server-sent
-// events, streams) is flushed as each piece arrives, one of known length in one go.
+// writeResponse writes resp, whose body is in memory; streamResponse writes one whose body
+// comes from src, as it comes.
 func writeResponse(bw *bufio.Writer, resp *http.Response) error {
-	var w io.Writer = bw
-	if resp.ContentLength < 0 {
-		w = flushWriter{bw}
-	}
-	if err := resp.Write(w); err != nil {
+	if err := resp.Write(bw); err != nil {
 		return err
 	}
 	return bw.Flush()
 }
 
-type flushWriter struct{ w *bufio.Writer }
-
-func (f flushWriter) Write(p []byte) (int, error) {
-	n, err := f.w.Write(p)
-	if err == nil {
-		err = f.w.Flush()
+func streamResponse(bw *bufio.Writer, resp *http.Response, src *bufio.Reader) error {
+	resp.Body = flushBeforeWait{resp.Body, src, bw}
+	if err := resp.Write(writerOnly{bw}); err != nil {
+		return err
 	}
-	return n, err
+	return bw.Flush()
 }
+
+// flushBeforeWait is a streamed body that sends what the client's writer holds before it waits
+// for more from upstream: a body that trickles (server-sent events, gRPC-Web, a slow download,
+// whatever its framing) reaches the client as it comes, and one that comes fast fills writes.
+type flushBeforeWait struct {
+	body io.Reader
+	src  *bufio.Reader // under body
+	bw   *bufio.Writer
+}
+
+func (f flushBeforeWait) Read(p []byte) (int, error) {
+	if f.src.Buffered() == 0 && f.bw.Buffered() > 0 {
+		if err := f.bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return f.body.Read(p)
+}
+
+func (f flushBeforeWait) Close() error {
+	if c, ok := f.body.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// writerOnly hides bufio.Writer's ReadFrom, which reads into the writer's own buffer: a read
+// through flushBeforeWait must not flush that buffer under it.
+type writerOnly struct{ io.Writer }
 
 // splice copies both ways after a protocol switch (WebSocket), buffered bytes first; what the
 // client sends is fed to ts too (the mirrors' copies).

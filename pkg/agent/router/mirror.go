@@ -120,6 +120,13 @@ func (mr *mirror) offer(c copyReq) {
 	}
 }
 
+// offerAll queues c on each mirror.
+func offerAll(ms []*mirror, c copyReq) {
+	for _, mr := range ms {
+		mr.offer(c)
+	}
+}
+
 // work sends queued copies to the shadow. One worker at a time gathers a batch (what comes
 // in mirrorLinger after the first copy, up to mirrorBatch copies or mirrorBatchBytes) while
 // the others send theirs: HTTP/1.1 copies of a batch go pipelined, in one write, on a kept

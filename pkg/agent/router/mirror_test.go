@@ -658,3 +658,54 @@ func TestMirrorBatchToAServerThatNeverAnswers(t *testing.T) {
 		t.Errorf("%d connections for %d copies", c, n)
 	}
 }
+
+// A response that trickles reaches the client as it comes, whatever its framing, and holds
+// its request's copy back no more: the copy is queued as it starts (one read whole is copied
+// once it is on its way to the client).
+func TestMirrorStreamedResponseReachesTheClientAndTheCopyAtOnce(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	var copies atomic.Int64
+	addr, r := backends(t, func(name string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			io.Copy(io.Discard, req.Body)
+			if name == "shadow" {
+				copies.Add(1)
+				return
+			}
+			if req.URL.Path == "/long" { // longer than the router reads whole
+				w.Header().Set("Content-Length", strconv.Itoa(2*maxBuffered))
+			} // else chunked
+			w.Write(make([]byte, 1000))
+			w.(http.Flusher).Flush()
+			<-release
+		})
+	})
+	r.SetMembers([]wire.MeshMember{{Session: "m1", Mirror: true, Shadow: "127.0.0.2", Owner: "me"}})
+	for i, tc := range []struct{ method, path string }{
+		{http.MethodGet, "/long"},     // the raw path
+		{http.MethodGet, "/chunked"},  // the raw path, the response parsed
+		{http.MethodPost, "/chunked"}, // the parsing path: a body over maxBuffered
+	} {
+		var body io.Reader
+		if tc.method == http.MethodPost {
+			body = bytes.NewReader(make([]byte, 2*maxBuffered))
+		}
+		req, _ := http.NewRequest(tc.method, "http://"+addr+tc.path, body)
+		resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if _, err := io.ReadFull(resp.Body, make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for copies.Load() < int64(i+1) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s %s: no copy while its response streams", tc.method, tc.path)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}

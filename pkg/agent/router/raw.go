@@ -143,8 +143,13 @@ func (r *Router) serveRaw(br *bufio.Reader, bw *bufio.Writer, port int) (handled
 			return true, false
 		}
 	}
-	for _, mr := range mirrors { // req is not written to again: the copies share it
-		mr.offer(copyReq{port: port, method: method, raw: req})
+	// The copies are queued once a response read whole is on its way to the client, so that
+	// the original does not wait for them, or before a streamed one, which may last; req is not
+	// written to again, the copies share it.
+	c := copyReq{port: port, method: method, raw: req}
+	var copied func() // for relayParsed, only when there are copies: a closure costs an allocation
+	if len(mirrors) > 0 {
+		copied = func() { offerAll(mirrors, c) }
 	}
 	u, rh, resp, err := r.rawRoundTrip(addr, req, retry)
 	if err == nil && resp != nil && resp.StatusCode == http.StatusSwitchingProtocols {
@@ -154,10 +159,11 @@ func (r *Router) serveRaw(br *bufio.Reader, bw *bufio.Writer, port int) (handled
 	if err != nil {
 		klog.Background().V(1).Info("router: upstream failed", "port", port, "backend", addr, "err", err)
 		writeStatus(bw, http.StatusBadGateway)
+		offerAll(mirrors, c)
 		return true, false
 	}
 	if rh == nil {
-		return true, r.relayParsed(bw, u, resp, &http.Request{Method: method}, false)
+		return true, r.relayParsed(bw, u, resp, &http.Request{Method: method}, false, copied)
 	}
 	code, _ := statusCode(rh.first)
 	n := rh.length
@@ -172,18 +178,22 @@ func (r *Router) serveRaw(br *bufio.Reader, bw *bufio.Writer, port int) (handled
 			out = out[:cap(out)]
 			if _, err := io.ReadFull(u.r, out[len(rh.raw):]); err != nil {
 				u.close()
+				offerAll(mirrors, c)
 				return true, false
 			}
 		}
 		r.pool.put(u)
-		if _, err := bw.Write(out); err != nil || bw.Flush() != nil {
-			return true, false
+		_, err := bw.Write(out)
+		if err == nil {
+			err = bw.Flush()
 		}
-		return true, true
+		offerAll(mirrors, c)
+		return true, err == nil
 	}
+	offerAll(mirrors, c)
 	bw.Write(rh.raw)
 	u.r.Discard(len(rh.raw))
-	if _, err := io.CopyN(bw, u.r, n); err != nil {
+	if _, err := io.CopyN(writerOnly{bw}, flushBeforeWait{u.r, u.r, bw}, n); err != nil {
 		u.close()
 		return true, false
 	}
