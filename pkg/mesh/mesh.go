@@ -236,9 +236,9 @@ func (m *mesher) findFallback(ctx context.Context) {
 }
 
 // mirrorLinger is how long a mirror's forwards gather the local server's answers before they
-// go back: the router sends copies pipelined, and their answers, which it reads and drops,
-// then go back in one piece per batch rather than one per copy.
-const mirrorLinger = 2 * time.Millisecond
+// go back: the router sends copies pipelined, dozens in a batch, and their answers, which it
+// reads and drops, then go back in a piece or two per batch rather than one per copy.
+const mirrorLinger = 10 * time.Millisecond
 
 func (m *mesher) forwards() ([]session.Forward, []corev1.ContainerPort) {
 	var fwds []session.Forward

@@ -37,7 +37,8 @@ const (
 	mirrorQueue      = 1024
 	mirrorQueueBytes = 16 << 20
 	mirrorWorkers    = 16
-	mirrorTimeout    = 5 * time.Second
+	// mirrorTimeout bounds a copy's connect and each answer's wait.
+	mirrorTimeout = 5 * time.Second
 )
 
 // copyReq is one copy: a whole HTTP/1.1 request as bytes, or an HTTP/2 one (gRPC) with the
@@ -61,13 +62,17 @@ type mirror struct {
 	queued             atomic.Int64 // bytes of the copies in queue
 	streams            atomic.Int64 // stream copies open
 	gathering          sync.Mutex   // held by the worker gathering a batch
+	linger, timeout    time.Duration
 }
 
-func newMirror(m wire.MeshMember) *mirror {
-	d := &net.Dialer{Timeout: mirrorTimeout}
+func newMirror(m wire.MeshMember) *mirror { return newMirrorTimed(m, mirrorLinger, mirrorTimeout) }
+
+// newMirrorTimed is newMirror with a linger and a timeout of its own (for tests).
+func newMirrorTimed(m wire.MeshMember, linger, timeout time.Duration) *mirror {
+	d := &net.Dialer{Timeout: timeout}
 	mr := &mirror{h2: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 		return d.DialContext(ctx, network, addr)
-	}}, key: m.Key, value: m.Value, prefix: m.PathPrefix, queue: make(chan copyReq, mirrorQueue), stop: make(chan struct{})}
+	}}, key: m.Key, value: m.Value, prefix: m.PathPrefix, queue: make(chan copyReq, mirrorQueue), stop: make(chan struct{}), linger: linger, timeout: timeout}
 	shadow := m.Shadow
 	mr.shadow.Store(&shadow)
 	for range mirrorWorkers {
@@ -167,7 +172,7 @@ func (mr *mirror) work() {
 		for _, addr := range order {
 			c := conns[addr]
 			if c == nil {
-				c = &mirrorConn{addr: addr}
+				c = &mirrorConn{addr: addr, timeout: mr.timeout}
 				conns[addr] = c
 			}
 			sent := c.send(byAddr[addr], &mr.batches)
@@ -177,19 +182,21 @@ func (mr *mirror) work() {
 	}
 }
 
-// mirrorLinger is short next to what a developer waits for a copy, and long enough that at a
-// few hundred requests a second a batch holds a dozen copies or more: in BenchmarkMirror a
-// batch held 16 copies with 25 ms against 7 with 10 ms, and a copy cost the machine about half
-// the CPU (docs/benchmarks.md).
+// mirrorLinger is short next to what a developer waits for a copy (nobody waits for one), and
+// long enough that at a few hundred requests a second a batch holds dozens of copies: in
+// BenchmarkMirror a batch held 7 copies with 10 ms, 16 with 25 ms and 56 with 100 ms, and a
+// copy cost the machine 1019, about 300 and about 160 µs of CPU (docs/benchmarks.md). The
+// gatherer looks at the queue every mirrorLingerStep, and stops lingering once it holds a batch.
 const (
-	mirrorLinger     = 25 * time.Millisecond
+	mirrorLinger     = 100 * time.Millisecond
+	mirrorLingerStep = 10 * time.Millisecond
 	mirrorBatch      = 256
 	mirrorBatchBytes = 256 << 10
 )
 
 // gather takes the next batch off the queue, waiting for its first copy; false once the
 // mirror stops. It sleeps through the linger rather than waking for each copy that comes in
-// it: one wake-up per batch, not per request, on the node the originals are served on.
+// it: a few wake-ups per batch, not one per request, on the node the originals are served on.
 func (mr *mirror) gather() ([]copyReq, bool) {
 	mr.gathering.Lock()
 	defer mr.gathering.Unlock()
@@ -206,14 +213,18 @@ func (mr *mirror) gather() ([]copyReq, bool) {
 	case c := <-mr.queue:
 		take(c)
 	}
-	if len(mr.queue) < mirrorBatch-1 && size < mirrorBatchBytes {
-		linger := time.NewTimer(mirrorLinger)
-		select {
-		case <-mr.stop:
-			linger.Stop()
-			return nil, false
-		case <-linger.C:
+	full := func() bool { return len(mr.queue) >= mirrorBatch-1 || size+mr.queued.Load() >= mirrorBatchBytes }
+	if !full() {
+		step := time.NewTicker(mirrorLingerStep)
+		for waited := time.Duration(0); waited < mr.linger && !full(); waited += mirrorLingerStep {
+			select {
+			case <-mr.stop:
+				step.Stop()
+				return nil, false
+			case <-step.C:
+			}
 		}
+		step.Stop()
 	}
 	for len(batch) < mirrorBatch && size < mirrorBatchBytes {
 		select {
@@ -232,6 +243,7 @@ func (mr *mirror) gather() ([]copyReq, bool) {
 // more than a copy per connection.
 type mirrorConn struct {
 	addr      string
+	timeout   time.Duration
 	conn      net.Conn
 	br        *bufio.Reader
 	pipelined bool
@@ -253,7 +265,7 @@ func (c *mirrorConn) send(cs []copyReq, writes *atomic.Int64) int {
 	for fails := 0; len(cs) > 0 && fails < 2; {
 		fresh := c.conn == nil
 		if fresh {
-			conn, err := net.DialTimeout("tcp", c.addr, mirrorTimeout)
+			conn, err := net.DialTimeout("tcp", c.addr, c.timeout)
 			if err != nil {
 				return sent
 			}
@@ -267,11 +279,16 @@ func (c *mirrorConn) send(cs []copyReq, writes *atomic.Int64) int {
 		for _, r := range cs[:n] {
 			c.buf = append(c.buf, r.raw...)
 		}
-		c.conn.SetDeadline(time.Now().Add(mirrorTimeout))
+		c.conn.SetDeadline(time.Now().Add(c.timeout))
 		answered, err := 0, error(nil)
 		writes.Add(1)
 		if _, err = c.conn.Write(c.buf); err == nil {
 			for answered < n {
+				if answered > 0 {
+					// A slow server that answers in turn keeps the batch: what times out is
+					// one that gives no answer for the timeout.
+					c.conn.SetReadDeadline(time.Now().Add(c.timeout))
+				}
 				var closed bool
 				if closed, err = answer(c.br, cs[answered]); err != nil {
 					break
@@ -320,7 +337,7 @@ func answer(br *bufio.Reader, c copyReq) (closed bool, err error) {
 
 // sendH2 sends an HTTP/2 copy and reads its answer, trailers included.
 func (mr *mirror) sendH2(req *http.Request, addr string) {
-	ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), mr.timeout)
 	defer cancel()
 	req = req.WithContext(ctx)
 	req.URL.Host = addr
@@ -471,7 +488,7 @@ func (mr *mirror) startGRPCStream(in *http.Request, port int) *streamTap {
 			case <-ctx.Done():
 				return
 			}
-			t := time.NewTimer(mirrorTimeout)
+			t := time.NewTimer(mr.timeout)
 			defer t.Stop()
 			select {
 			case <-t.C:

@@ -709,3 +709,43 @@ func TestMirrorStreamedResponseReachesTheClientAndTheCopyAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// A server that answers a batch slowly, but in turn, gets all of it: what times out is one
+// that gives no answer for mirrorTimeout, not a batch longer than that.
+func TestMirrorBatchToASlowServer(t *testing.T) {
+	port, _ := mirrorServer(t, func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(30 * time.Millisecond)
+		io.WriteString(w, "slow\n")
+	})
+	mr := newMirrorTimed(wire.MeshMember{Session: "m1", Mirror: true, Shadow: "127.0.0.2"}, mirrorLinger, 300*time.Millisecond)
+	defer close(mr.stop)
+	const n = 40 // a batch of 1.2 s, four times the timeout
+	for i := range n {
+		mr.offer(rawCopy(port, "GET", "/c/"+strconv.Itoa(i), ""))
+	}
+	waitCopies(t, mr, n)
+	if d := mr.dropped.Load(); d != 0 {
+		t.Errorf("%d of %d dropped", d, n)
+	}
+}
+
+// The gatherer stops lingering once a batch is queued: a burst does not wait out the linger,
+// nor fill the queue while it does.
+func TestMirrorLingerEndsWithAFullBatch(t *testing.T) {
+	const linger = 5 * time.Second
+	port, _ := mirrorServer(t, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mr := newMirrorTimed(wire.MeshMember{Session: "m1", Mirror: true, Shadow: "127.0.0.2"}, linger, mirrorTimeout)
+	defer close(mr.stop)
+	mr.offer(rawCopy(port, "GET", "/first", ""))
+	time.Sleep(50 * time.Millisecond) // the gatherer lingers
+	for i := range mirrorBatch {
+		mr.offer(rawCopy(port, "GET", "/c/"+strconv.Itoa(i), ""))
+	}
+	deadline := time.Now().Add(linger / 2)
+	for mr.sent.Load() < mirrorBatch {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d copies sent after %s: the burst waited for the linger", mr.sent.Load(), mirrorBatch+1, linger/2)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

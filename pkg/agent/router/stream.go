@@ -98,7 +98,7 @@ func (mr *mirror) startStream(port int, head []byte) *streamTap {
 	s := &streamTap{wake: make(chan struct{}, 1)}
 	go func() {
 		defer mr.streams.Add(-1)
-		conn, err := net.DialTimeout("tcp", net.JoinHostPort(*mr.shadow.Load(), strconv.Itoa(port)), mirrorTimeout)
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(*mr.shadow.Load(), strconv.Itoa(port)), mr.timeout)
 		if err != nil {
 			s.fail()
 			mr.dropped.Add(1)
