@@ -30,6 +30,7 @@ type loadResult struct {
 	MiBPerS    float64 `json:"mib_per_s"`
 	ReqPerS    float64 `json:"req_per_s"`
 	FirstError string  `json:"first_error"`
+	Latencies  []int64 `json:"latencies_us"` // every request's, with testapp load -latencies
 }
 
 func parseLoad(tb testing.TB, r result) loadResult {

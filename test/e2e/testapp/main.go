@@ -395,6 +395,7 @@ func load(args []string) {
 	upload := fs.Int64("upload", 0, "POST this many zero bytes with each request (to /sink) instead of a GET")
 	header := fs.String("H", "", "a request header, 'NAME: VALUE'")
 	slow := fs.Duration("slow", 0, "log each request that takes longer, with its time (0: none)")
+	latencies := fs.Bool("latencies", false, "print every request's latency too, in µs (latencies_us), so that runs can be pooled")
 	fs.Parse(args)
 	tr := &http.Transport{DisableKeepAlives: *newConn, MaxIdleConnsPerHost: *c, DisableCompression: true}
 	hc := &http.Client{Transport: tr, Timeout: 5 * time.Minute}
@@ -498,8 +499,19 @@ func load(args []string) {
 		}
 		return float64(ds[int(p*float64(len(ds)-1))].Microseconds()) / 1000
 	}
-	fmt.Printf(`{"n":%d,"errors":%d,"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f,"seconds":%.3f,"mib_per_s":%.2f,"req_per_s":%.1f,"first_error":%q}`+"\n",
-		len(ds), errs, pct(0.5), pct(0.99), pct(1), total.Seconds(), float64(bytes)/(1<<20)/total.Seconds(), float64(len(ds))/total.Seconds(), firstErr)
+	var us []byte
+	if *latencies {
+		us = append(us, `,"latencies_us":[`...)
+		for i, d := range ds {
+			if i > 0 {
+				us = append(us, ',')
+			}
+			us = strconv.AppendInt(us, d.Microseconds(), 10)
+		}
+		us = append(us, ']')
+	}
+	fmt.Printf(`{"n":%d,"errors":%d,"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f,"seconds":%.3f,"mib_per_s":%.2f,"req_per_s":%.1f,"first_error":%q%s}`+"\n",
+		len(ds), errs, pct(0.5), pct(0.99), pct(1), total.Seconds(), float64(bytes)/(1<<20)/total.Seconds(), float64(len(ds))/total.Seconds(), firstErr, us)
 }
 
 // relay copies each connection to -to and back, byte for byte, with nothing parsed: a hop
