@@ -324,8 +324,21 @@ func (c *mirrorConn) send(cs []copyReq, writes *atomic.Int64) int {
 }
 
 // answer reads the answer to a copy whole; closed says the server ends the connection, and an
-// error leaves it unusable.
+// error leaves it unusable. A plain answer (HTTP/1.1, of known length, keeping the connection)
+// is skipped as the raw path reads it, with no header map: what the router spends on a copy,
+// it spends on the node the originals are served on.
 func answer(br *bufio.Reader, c copyReq) (closed bool, err error) {
+	if head, ok := peekHead(br); ok {
+		if h, ok := parseRawHead(head); ok && plainResponse(h) {
+			n := max(h.length, 0)
+			if code, _ := statusCode(h.first); c.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {
+				n = 0
+			}
+			br.Discard(len(head))
+			_, err := br.Discard(int(n))
+			return false, err
+		}
+	}
 	resp, err := readFinal(br, &http.Request{Method: c.method})
 	if err != nil {
 		return true, err

@@ -749,3 +749,67 @@ func TestMirrorLingerEndsWithAFullBatch(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Answers of every framing, pipelined on one connection, are each read whole: plain ones as
+// the raw path skips them (a HEAD's length with no body, a 204), others parsed (an early hint,
+// chunked). One misread would turn the next answers to garbage: copies sent again on a new
+// connection, or waited for and dropped.
+func TestMirrorReadsAnswersOfEveryFraming(t *testing.T) {
+	answers := map[string]string{
+		"/plain":   "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+		"/head":    "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+		"/empty":   "HTTP/1.1 204 No Content\r\nDate: x\r\n\r\n",
+		"/hint":    "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"/chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"/large":   "HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n" + strings.Repeat("x", 70000),
+	}
+	l, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 on this machine: %v", err)
+	}
+	defer l.Close()
+	var received atomic.Int64
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					received.Add(1)
+					io.WriteString(c, answers[req.URL.Path])
+				}
+			}()
+		}
+	}()
+	mr := newMirror(wire.MeshMember{Session: "m1", Mirror: true, Shadow: "127.0.0.2"})
+	defer close(mr.stop)
+	port := l.Addr().(*net.TCPAddr).Port
+	mr.offer(rawCopy(port, "GET", "/plain", "")) // a fresh connection takes one copy first
+	waitCopies(t, mr, 1)
+	var n int64 = 1
+	for range 3 {
+		for path := range answers {
+			method := "GET"
+			if path == "/head" {
+				method = "HEAD"
+			}
+			mr.offer(rawCopy(port, method, path, ""))
+			n++
+		}
+	}
+	waitCopies(t, mr, n)
+	if s, d := mr.sent.Load(), mr.dropped.Load(); s != n || d != 0 {
+		t.Errorf("%d sent, %d dropped of %d", s, d, n)
+	}
+	if r := received.Load(); r != n {
+		t.Errorf("the server got %d copies of %d: an answer was misread", r, n)
+	}
+}
