@@ -133,14 +133,17 @@ func BenchmarkMirror(b *testing.B) {
 	type cost struct {
 		requests     int
 		cpu, machine float64
-		each         [16]float64
+		each         []float64 // by procs
 	}
 	// How busy the machine is while a load runs: on its few cores, what the copies add lengthens
 	// the queue for a CPU that every request waits in, the more so the busier it already is.
 	type busy struct{ cpu, wall float64 }
 	counted := func(c *cost, u *busy, load func() loadResult) func() loadResult {
 		return func() loadResult {
-			var e0 [16]float64
+			e0 := make([]float64, len(procs))
+			if c.each == nil {
+				c.each = make([]float64, len(procs))
+			}
 			for i, p := range procs {
 				e0[i] = cpuSeconds(b, p.pid)
 			}

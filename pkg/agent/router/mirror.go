@@ -328,16 +328,10 @@ func (c *mirrorConn) send(cs []copyReq, writes *atomic.Int64) int {
 // is skipped as the raw path reads it, with no header map: what the router spends on a copy,
 // it spends on the node the originals are served on.
 func answer(br *bufio.Reader, c copyReq) (closed bool, err error) {
-	if head, ok := peekHead(br); ok {
-		if h, ok := parseRawHead(head); ok && plainResponse(h) {
-			n := max(h.length, 0)
-			if code, _ := statusCode(h.first); c.method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {
-				n = 0
-			}
-			br.Discard(len(head))
-			_, err := br.Discard(int(n))
-			return false, err
-		}
+	if rh, ok := peekPlainResponse(br); ok {
+		br.Discard(len(rh.raw))
+		_, err := br.Discard(int(rh.bodyLength(c.method)))
+		return false, err
 	}
 	resp, err := readFinal(br, &http.Request{Method: c.method})
 	if err != nil {

@@ -165,11 +165,7 @@ func (r *Router) serveRaw(br *bufio.Reader, bw *bufio.Writer, port int) (handled
 	if rh == nil {
 		return true, r.relayParsed(bw, u, resp, &http.Request{Method: method}, false, copied)
 	}
-	code, _ := statusCode(rh.first)
-	n := rh.length
-	if method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {
-		n = 0
-	}
+	n := rh.bodyLength(method)
 	if len(rh.raw)+int(n) <= maxBuffered {
 		out := make([]byte, len(rh.raw), len(rh.raw)+int(n))
 		copy(out, rh.raw)
@@ -227,14 +223,30 @@ func (u *upstream) rawExchange(req []byte) (*respHead, *http.Response, error) {
 	if _, err := u.conn.Write(req); err != nil {
 		return nil, nil, err
 	}
-	if head, ok := peekHead(u.r); ok {
-		if h, ok := parseRawHead(head); ok && plainResponse(h) {
-			return &respHead{rawHead: h, raw: head}, nil, nil
-		}
+	if rh, ok := peekPlainResponse(u.r); ok {
+		return rh, nil, nil
 	}
 	method, _, _ := bytes.Cut(req, []byte(" "))
 	resp, err := readFinal(u.r, &http.Request{Method: string(method)})
 	return nil, resp, err
+}
+
+// peekPlainResponse finds a plain response's head at the start of br, unread.
+func peekPlainResponse(br *bufio.Reader) (*respHead, bool) {
+	if head, ok := peekHead(br); ok {
+		if h, ok := parseRawHead(head); ok && plainResponse(h) {
+			return &respHead{rawHead: h, raw: head}, true
+		}
+	}
+	return nil, false
+}
+
+// bodyLength is the length of a plain response's body, the answer to a request of method.
+func (h *respHead) bodyLength(method string) int64 {
+	if code, _ := statusCode(h.first); method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {
+		return 0
+	}
+	return h.length
 }
 
 // plainResponse is an HTTP/1.1 final response of known length that keeps the connection.
