@@ -14,11 +14,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/kubectl-kt/kt/pkg/portforward"
 	"github.com/kubectl-kt/kt/pkg/wire"
@@ -58,6 +60,25 @@ func cpuSeconds(tb testing.TB, pid int) float64 {
 	return (utime + stime) / 100
 }
 
+// ioCalls is the read and write system calls a process has made (every thread, /proc/PID/io):
+// beside its CPU time, it tells whether a hop handles copies one by one or in batches.
+func ioCalls(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := 0.0
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		if k == "syscr" || k == "syscw" {
+			f, _ := strconv.ParseFloat(v, 64)
+			n += f
+		}
+	}
+	return n
+}
+
 // machineCPUSeconds is the busy CPU time of the whole machine (every core), from /proc/stat.
 func machineCPUSeconds(tb testing.TB) float64 {
 	tb.Helper()
@@ -84,8 +105,10 @@ func machineCPUSeconds(tb testing.TB) float64 {
 // BenchmarkMirror measures what mirroring costs the requests it copies. One mirror copies the
 // requests under /m/ to the laptop; requests under /p/ go through the same router and are not
 // copied: the router without mirroring, measured in turn with the mirrored ones in the same
-// run. Beside them, the same requests through a plain TCP relay pod, and the router's CPU time
-// per request of each kind (read from /proc: the router runs on this node).
+// run. Beside them, the same requests through a plain TCP relay pod, copies of /s/ to a sink
+// pod in the cluster (what the router alone costs, without the port-forward path to the
+// laptop), and the CPU time and read and write calls per request of each process on the way
+// (read from /proc: they all run on this machine).
 func BenchmarkMirror(b *testing.B) {
 	scale(b, "deploy", "web", 1)
 	rec := recorder(b, "127.0.0.1:8080")
@@ -98,6 +121,7 @@ func BenchmarkMirror(b *testing.B) {
 	// The relay goes to the web Service, which the mirror sends through the router: it is
 	// measured first, as BenchmarkMesh measures it.
 	startRelay(b)
+	sinkIP := startSink(b)
 	kr := median3(paced("http://relay/m/"), func(l loadResult) float64 { return l.P99 })
 	m := startKt(b, "-n", testNamespace, "mirror", "web", "--expose", "8080:80", "--path-prefix", "/m/", "--shadow-expire-after", "20s")
 	m.WaitFor("Mirroring service", 90*time.Second)
@@ -133,19 +157,20 @@ func BenchmarkMirror(b *testing.B) {
 	type cost struct {
 		requests     int
 		cpu, machine float64
-		each         []float64 // by procs
+		each         []float64 // CPU seconds, by procs
+		calls        []float64 // read and write system calls, by procs
 	}
 	// How busy the machine is while a load runs: on its few cores, what the copies add lengthens
 	// the queue for a CPU that every request waits in, the more so the busier it already is.
 	type busy struct{ cpu, wall float64 }
 	counted := func(c *cost, u *busy, load func() loadResult) func() loadResult {
 		return func() loadResult {
-			e0 := make([]float64, len(procs))
+			e0, s0 := make([]float64, len(procs)), make([]float64, len(procs))
 			if c.each == nil {
-				c.each = make([]float64, len(procs))
+				c.each, c.calls = make([]float64, len(procs)), make([]float64, len(procs))
 			}
 			for i, p := range procs {
-				e0[i] = cpuSeconds(b, p.pid)
+				e0[i], s0[i] = cpuSeconds(b, p.pid), ioCalls(b, p.pid)
 			}
 			m0, t0 := machineCPUSeconds(b), time.Now()
 			l := load()
@@ -155,6 +180,7 @@ func BenchmarkMirror(b *testing.B) {
 			u.wall += time.Since(t0).Seconds()
 			for i, p := range procs {
 				c.each[i] += cpuSeconds(b, p.pid) - e0[i]
+				c.calls[i] += ioCalls(b, p.pid) - s0[i]
 			}
 			c.cpu = c.each[0]
 			c.requests += l.N
@@ -164,6 +190,25 @@ func BenchmarkMirror(b *testing.B) {
 	var mirrored, plain cost
 	var busyM, busyP [3]busy // by phase
 	km, kp := pooled(b, counted(&mirrored, &busyM[0], paced("http://web/m/")), counted(&plain, &busyP[0], paced("http://web/p/")))
+	// The router's part alone: copies of /s/ go to a sink pod in the cluster, which answers a
+	// batch in one write, instead of through the port-forward path to the laptop. The member
+	// joins for this phase only.
+	leaveSink := joinMirror(b, "web", wire.MeshMember{Owner: "BenchmarkMirror", Session: "benchsink", Shadow: sinkIP, Mirror: true, PathPrefix: "/s/"})
+	eventually(b, 30*time.Second, "the router mirrors to the sink", func() error {
+		if _, ok := routerMirrors(b, routers.Items[0].Name)["benchsink"]; !ok {
+			return fmt.Errorf("the router has no mirror for the sink yet")
+		}
+		return nil
+	})
+	sk, sb := pooled(b, paced("http://web/s/"), paced("http://web/p/"))
+	var sunk wire.MirrorStats
+	eventually(b, 30*time.Second, "the sink gets the copies", func() error {
+		if sunk = routerMirrors(b, routers.Items[0].Name)["benchsink"]; sunk.Sent == 0 || sunk.Sent+sunk.Dropped < int64(sk.N) {
+			return fmt.Errorf("the sink's copies: %+v of %d requests", sunk, sk.N)
+		}
+		return nil
+	})
+	leaveSink()
 	slow := func(url string) func() loadResult {
 		return func() loadResult { return podLoad(b, url, "-n", "600", "-c", "8", "-rate", "200", "-latencies") }
 	}
@@ -213,6 +258,10 @@ func BenchmarkMirror(b *testing.B) {
 		um, up := busyM[i].cpu/busyM[i].wall/cores*100, busyP[i].cpu/busyP[i].wall/cores*100
 		t.add(fmt.Sprintf("%s: the machine busy, %% of its %d cores", r.what, int(cores)), f1(um), f1(up), f2(um/up), "")
 	}
+	t.add(fmt.Sprintf("copies to a sink pod in the cluster instead (the router's part alone), 1000 req/s, p50, ms (%d requests each, pooled)", sk.N), f2(sk.P50), f2(sb.P50), f2(sk.P50/sb.P50), "")
+	t.add(fmt.Sprintf("copies to a sink pod in the cluster instead (the router's part alone), 1000 req/s, p99, ms (%d requests each, pooled)", sk.N), f2(sk.P99), f2(sb.P99), f2(sk.P99/sb.P99), "")
+	t.add("copies to a sink pod: one round's p99 ratio, lowest to highest", "", "", spread(sk, sb, 0.99), "")
+	t.add(fmt.Sprintf("copies the sink answered / dropped, of %d requests", sk.N), strconv.FormatInt(sunk.Sent, 10), strconv.FormatInt(sunk.Dropped, 10), "", "")
 	t.add("mirrored keep-alive p50, ms, vs a plain TCP relay pod", f2(km.P50), f2(kr.P50), f2(km.P50/kr.P50), "")
 	t.add("mirrored keep-alive p99, ms, vs a plain TCP relay pod", f2(km.P99), f2(kr.P99), f2(km.P99/kr.P99), "")
 	t.add("router CPU per request, µs", f1(us(mirrored)), f1(us(plain)), f2(us(mirrored)/us(plain)), "")
@@ -222,7 +271,8 @@ func BenchmarkMirror(b *testing.B) {
 	for i, p := range procs {
 		d := (mirrored.each[i]/float64(mirrored.requests) - plain.each[i]/float64(plain.requests)) * 1e6
 		rest += d
-		t.add("CPU per copy (mirrored minus not copied), "+p.name+", µs", f1(d), "", "", "")
+		calls := mirrored.calls[i]/float64(mirrored.requests) - plain.calls[i]/float64(plain.requests)
+		t.add("CPU per copy (mirrored minus not copied), "+p.name+", µs; read and write calls per copy", f1(d), f2(calls), "", "")
 	}
 	t.add("CPU per copy, everything else on the machine (kernel work not charged to a process above, other pods), µs", f1(machine(mirrored)-machine(plain)-rest), "", "", "")
 	if len(st) != 1 {
@@ -316,4 +366,101 @@ func spread(k, b pooledLoad, q float64) string {
 		rs = append(rs, quantile(k.rounds[i], q)/quantile(b.rounds[i], q))
 	}
 	return f2(slices.Min(rs)) + " – " + f2(slices.Max(rs))
+}
+
+// sinkYAML is testapp sink, a mirror's stand-in for the laptop inside the cluster.
+const sinkYAML = `
+apiVersion: v1
+kind: Pod
+metadata: {name: mirror-sink, namespace: kt-e2e}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sink
+    image: TESTAPP
+    imagePullPolicy: IfNotPresent
+    args: [sink, -http, ":8080"]
+    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+`
+
+// startSink starts the sink pod and returns its IP.
+func startSink(b *testing.B) string {
+	b.Helper()
+	if r := runCmdStdin(b, strings.ReplaceAll(sinkYAML, "TESTAPP", testapp), "kubectl", "--kubeconfig", hostKubeconfig, "apply", "-f", "-"); r.Code != 0 {
+		b.Fatalf("sink: %s", r)
+	}
+	b.Cleanup(func() {
+		kubectl(b, "-n", testNamespace, "delete", "pod", "mirror-sink", "--grace-period=0", "--force", "--ignore-not-found")
+	})
+	kubectl(b, "-n", testNamespace, "wait", "--for=condition=Ready", "pod/mirror-sink", "--timeout=60s")
+	pod, err := client.CoreV1().Pods(testNamespace).Get(context.Background(), "mirror-sink", metav1.GetOptions{})
+	if err != nil || pod.Status.PodIP == "" {
+		b.Fatalf("sink pod: %v", err)
+	}
+	return pod.Status.PodIP
+}
+
+// joinMirror adds member to the mesh of service as a developer's kt would, and keeps its
+// heartbeat fresh until the returned func removes it. The bench writes the Service's
+// annotation itself so that a member's "shadow" can be a pod of its own (the sink).
+func joinMirror(b *testing.B, service string, member wire.MeshMember) (leave func()) {
+	b.Helper()
+	ctx := context.Background()
+	change := func(f func(*wire.MeshState)) error {
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			svc, err := client.CoreV1().Services(testNamespace).Get(ctx, service, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			st, ok := wire.GetMesh(svc)
+			if !ok {
+				return fmt.Errorf("service %s is not meshed", service)
+			}
+			f(st)
+			wire.SetMesh(svc, st)
+			_, err = client.CoreV1().Services(testNamespace).Update(ctx, svc, metav1.UpdateOptions{})
+			return err
+		})
+	}
+	beat := func(st *wire.MeshState) {
+		member.Heartbeat = time.Now().UTC()
+		for i := range st.Members {
+			if st.Members[i].Session == member.Session {
+				st.Members[i].Heartbeat = member.Heartbeat
+				return
+			}
+		}
+		st.Members = append(st.Members, member)
+	}
+	if err := change(beat); err != nil {
+		b.Fatalf("join the mesh of %s: %v", service, err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				change(beat)
+			}
+		}
+	}()
+	var once sync.Once
+	leave = func() {
+		once.Do(func() {
+			close(stop)
+			<-done
+			if err := change(func(st *wire.MeshState) {
+				st.Members = slices.DeleteFunc(st.Members, func(m wire.MeshMember) bool { return m.Session == member.Session })
+			}); err != nil {
+				b.Errorf("leave the mesh of %s: %v", service, err)
+			}
+		})
+	}
+	b.Cleanup(leave)
+	return leave
 }

@@ -69,6 +69,8 @@ func main() {
 		relay(os.Args[2:])
 	case "record":
 		record(os.Args[2:])
+	case "sink":
+		sink(os.Args[2:])
 	case "tcpsend":
 		if err := tcpSend(os.Args[2], strings.Join(os.Args[3:], " ")); err != nil {
 			log.Fatal(err)
