@@ -272,7 +272,7 @@ func BenchmarkMirror(b *testing.B) {
 		d := (mirrored.each[i]/float64(mirrored.requests) - plain.each[i]/float64(plain.requests)) * 1e6
 		rest += d
 		calls := mirrored.calls[i]/float64(mirrored.requests) - plain.calls[i]/float64(plain.requests)
-		t.add("CPU per copy (mirrored minus not copied), "+p.name+", µs; read and write calls per copy", f1(d), f2(calls), "", "")
+		t.add("CPU per copy (mirrored minus not copied), "+p.name+", µs; reads and writes per copy (system calls)", f1(d), f2(calls), "", "")
 	}
 	t.add("CPU per copy, everything else on the machine (kernel work not charged to a process above, other pods), µs", f1(machine(mirrored)-machine(plain)-rest), "", "", "")
 	if len(st) != 1 {
