@@ -386,13 +386,7 @@ spec:
 // startSink starts the sink pod and returns its IP.
 func startSink(b *testing.B) string {
 	b.Helper()
-	if r := runCmdStdin(b, strings.ReplaceAll(sinkYAML, "TESTAPP", testapp), "kubectl", "--kubeconfig", hostKubeconfig, "apply", "-f", "-"); r.Code != 0 {
-		b.Fatalf("sink: %s", r)
-	}
-	b.Cleanup(func() {
-		kubectl(b, "-n", testNamespace, "delete", "pod", "mirror-sink", "--grace-period=0", "--force", "--ignore-not-found")
-	})
-	kubectl(b, "-n", testNamespace, "wait", "--for=condition=Ready", "pod/mirror-sink", "--timeout=60s")
+	startFixture(b, sinkYAML, "pod", "mirror-sink")
 	pod, err := client.CoreV1().Pods(testNamespace).Get(context.Background(), "mirror-sink", metav1.GetOptions{})
 	if err != nil || pod.Status.PodIP == "" {
 		b.Fatalf("sink pod: %v", err)

@@ -270,16 +270,23 @@ spec:
   ports: [{port: 80, targetPort: 8080}]
 `
 
+// startFixture applies yaml (a testapp pod, TESTAPP its image, and what goes with it), deletes
+// the objects of kinds named name when b ends, and waits until pod name is ready.
+func startFixture(b *testing.B, yaml, kinds, name string) {
+	b.Helper()
+	if r := runCmdStdin(b, strings.ReplaceAll(yaml, "TESTAPP", testapp), "kubectl", "--kubeconfig", hostKubeconfig, "apply", "-f", "-"); r.Code != 0 {
+		b.Fatalf("%s: %s", name, r)
+	}
+	b.Cleanup(func() {
+		kubectl(b, "-n", testNamespace, "delete", kinds, name, "--grace-period=0", "--force", "--ignore-not-found")
+	})
+	kubectl(b, "-n", testNamespace, "wait", "--for=condition=Ready", "pod/"+name, "--timeout=60s")
+}
+
 // startRelay starts the relay pod and its Service, and waits until it answers.
 func startRelay(b *testing.B) {
 	b.Helper()
-	if r := runCmdStdin(b, strings.ReplaceAll(relayYAML, "TESTAPP", testapp), "kubectl", "--kubeconfig", hostKubeconfig, "apply", "-f", "-"); r.Code != 0 {
-		b.Fatalf("relay: %s", r)
-	}
-	b.Cleanup(func() {
-		kubectl(b, "-n", testNamespace, "delete", "pod,svc", "relay", "--grace-period=0", "--force", "--ignore-not-found")
-	})
-	kubectl(b, "-n", testNamespace, "wait", "--for=condition=Ready", "pod/relay", "--timeout=60s")
+	startFixture(b, relayYAML, "pod,svc", "relay")
 	eventually(b, 30*time.Second, "relay Service answering", func() error {
 		if r := inCluster(b, "timeout 5 wget -qO- http://relay/ready"); !strings.Contains(r.Stdout, "echo from") {
 			return fmt.Errorf("%s", r)
