@@ -102,7 +102,7 @@ test-unit: deps
 # make fuzz FUZZTIME=10m. A failure prints the fuzzer's whole output (the input it wrote).
 FUZZTIME ?= 20000x
 FUZZERS  := FuzzReadFrame:./pkg/wire FuzzReadAuth:./pkg/wire FuzzReadHellos:./pkg/wire FuzzSession:./pkg/mux \
-  FuzzReadConnect:./pkg/agent FuzzParseRawHead:./pkg/agent/router FuzzDecodeRequest:./pkg/netadmin
+  FuzzReadConnect:./pkg/agent FuzzProxyHandshake:./pkg/agent FuzzParseRawHead:./pkg/agent/router FuzzDecodeRequest:./pkg/netadmin
 fuzz:
 	@for f in $(FUZZERS); do \
 	  if out=$$(go test -run '^$$' -fuzz "^$${f%%:*}\$$" -fuzztime $(FUZZTIME) $${f#*:} 2>&1); then echo "$${out##*$$'\n'}"; \

@@ -68,6 +68,14 @@ func main() {
 		}
 		cfg.ProbePort = n
 	}
+	if p := os.Getenv(wire.EnvProxyPort); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 || n > 65535 {
+			fmt.Fprintf(os.Stderr, "%s=%q: want a port number\n", wire.EnvProxyPort, p)
+			os.Exit(2)
+		}
+		cfg.ProxyPort = n
+	}
 	if cfg.PodIP == "" {
 		cfg.PodIP = "0.0.0.0"
 	}

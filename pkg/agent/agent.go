@@ -33,6 +33,7 @@ type Config struct {
 	SecretDigest  []byte        // SHA-256 of the client's own stream secret, if it made one (wire.ReadAuth)
 	PodIP         string        // where remote forwards and the readiness probe listen
 	ProbePort     int           // the readiness probe's port; 0: wire.ProbePort
+	ProxyPort     int           // where reverse streams come through the API server's pod proxy (wire/proxy.go); 0: not taken
 	ListenIP      string        // where the tunnel services listen; loopback
 	ExpireAfter   time.Duration // exit once the client has been gone this long; 0 never
 	ResolvConf    string
@@ -114,7 +115,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	for _, start := range []func() error{a.serveFlows, func() error { return a.serveDNS(fwd) }, a.serveReverse, a.serveRelay,
+	for _, start := range []func() error{a.serveFlows, func() error { return a.serveDNS(fwd) }, a.serveReverse, a.serveRelay, a.serveProxy,
 		func() error { return a.serveHealth(keys, hostKey, lastForwarded) }, func() error { return a.serveProbe(srv) }} {
 		if err := start(); err != nil {
 			return err

@@ -3,7 +3,9 @@ package agent
 import (
 	"bytes"
 	"net"
+	"strings"
 	"testing"
+	"time"
 )
 
 // The first bytes of a mux stream come from whoever holds the session: readConnect must
@@ -39,4 +41,34 @@ func TestReadConnectRefusesBadDomains(t *testing.T) {
 			t.Errorf("domain %q: got %q, %v", host, addr, err)
 		}
 	}
+}
+
+// fuzzConn reads its input and drops what is written.
+type fuzzConn struct {
+	net.Conn
+	r *bytes.Reader
+}
+
+func (c fuzzConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c fuzzConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c fuzzConn) SetDeadline(time.Time) error      { return nil }
+func (c fuzzConn) SetReadDeadline(time.Time) error  { return nil }
+func (c fuzzConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (c fuzzConn) Close() error                     { return nil }
+func (c fuzzConn) SetWriteDeadline(time.Time) error { return nil }
+func (c fuzzConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+
+// Whatever pod reaches the pod-proxy front writes its first bytes: proxyHandshake must never
+// panic, and never accept a stream, as none can answer a nonce it has not seen.
+func FuzzProxyHandshake(f *testing.F) {
+	f.Add([]byte(upgradeRequest + strings.Repeat("\x00", 32)))
+	f.Add([]byte("GET /reverse HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: KT-REVERSE/1\r\n\r\n"))
+	f.Add([]byte("GET /reverse HTTP/1.0\r\n\r\n"))
+	f.Add([]byte("\r\n\r\n"))
+	secret := bytes.Repeat([]byte{1}, 32)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if err := proxyHandshake(fuzzConn{r: bytes.NewReader(data)}, secret); err == nil {
+			t.Errorf("accepted %q", data)
+		}
+	})
 }

@@ -28,17 +28,20 @@ func (p *reversePool) serve(l net.Listener) error {
 		if err != nil {
 			return err
 		}
-		go func() {
-			c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			gen, err := wire.ReadReverseHello(c)
-			c.SetReadDeadline(time.Time{})
-			if err != nil {
-				c.Close()
-				return
-			}
-			p.add(c, gen)
-		}()
+		go p.welcome(c)
 	}
+}
+
+// welcome reads a new stream's hello and keeps the stream.
+func (p *reversePool) welcome(c net.Conn) {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	gen, err := wire.ReadReverseHello(c)
+	c.SetReadDeadline(time.Time{})
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.add(c, gen)
 }
 
 // add keeps c; a newer generation (a reconnected client) makes the older streams useless.

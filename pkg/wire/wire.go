@@ -8,8 +8,9 @@ import "time"
 // agent reports it in its SSH version string and on its readiness endpoint.
 const ProtocolVersion = 4
 
-// Ports of the agent. All but the remote forwards listen on the pod's loopback only: they
-// are reached through the API server's port-forward, so no other pod can use them.
+// Ports of the agent. All but the remote forwards, the readiness probe and a mirror's
+// pod-proxy front (proxy.go) listen on the pod's loopback only: they are reached through the
+// API server's port-forward, so no other pod can use them.
 const (
 	SSHPort      = 2022 // gliderlabs SSH server: direct-tcpip and tcpip-forward
 	MuxPort      = 2082 // mux sessions (pkg/mux) whose every stream is a SOCKS5 CONNECT, see flows.go
