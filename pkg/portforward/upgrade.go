@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -90,12 +91,20 @@ type rawUpgrade struct {
 	*spdyrt.SpdyRoundTripper
 	warm net.Conn
 	conn net.Conn
+	// protocol is the upgrade asked for (default SPDY/3.1); timeout, when set, bounds the
+	// wait for the answer.
+	protocol string
+	timeout  time.Duration
 }
 
 func (r *rawUpgrade) RoundTrip(req *http.Request) (*http.Response, error) {
 	req = utilnet.CloneRequest(req)
+	protocol := r.protocol
+	if protocol == "" {
+		protocol = spdyrt.HeaderSpdy31
+	}
 	req.Header.Add(httpstream.HeaderConnection, httpstream.HeaderUpgrade)
-	req.Header.Add(httpstream.HeaderUpgrade, spdyrt.HeaderSpdy31)
+	req.Header.Add(httpstream.HeaderUpgrade, protocol)
 	if w := r.warm; w != nil {
 		r.warm = nil
 		if err := req.Write(w); err == nil {
@@ -114,12 +123,16 @@ func (r *rawUpgrade) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 func (r *rawUpgrade) read(conn net.Conn, req *http.Request) (*http.Response, error) {
+	if r.timeout > 0 {
+		conn.SetDeadline(time.Now().Add(r.timeout))
+	}
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
+	conn.SetDeadline(time.Time{})
 	r.conn = &readerConn{Conn: conn, r: br} // what the reader already holds comes first
 	return resp, nil
 }
