@@ -62,6 +62,9 @@ type ShadowSpec struct {
 	// Shared makes a connect shadow that several clients use (see agent.Config.Shared). Its
 	// agent has the join key from the Secret of the pod's name (EnsureJoinSecret).
 	Shared bool
+	// PodProxy makes the agent take reverse streams through the API server's pod proxy too
+	// (wire/proxy.go), at the port ProxyPort reads back from the pod.
+	PodProxy bool
 	// Fallback maps forwarded ports to where the agent sends their connections once it has
 	// not heard from its client for Opts.FallbackAfter (agent.Config.Fallback); OriginService
 	// is the Service behind them, when the session made it (deleted by the agent on expiry).
@@ -206,6 +209,9 @@ func agentContainer(s ShadowSpec, res corev1.ResourceList) corev1.Container {
 		c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvShared, Value: "true"},
 			corev1.EnvVar{Name: wire.EnvJoinKey, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 				LocalObjectReference: corev1.LocalObjectReference{Name: wire.ShadowName(s.Role, s.Session)}, Key: wire.JoinSecretKey}}})
+	}
+	if s.PodProxy {
+		c.Env = append(c.Env, corev1.EnvVar{Name: wire.EnvProxyPort, Value: strconv.Itoa(int(proxyPort(s.ForwardPorts)))})
 	}
 	if s.Deployment {
 		c.Env = append(c.Env,
@@ -481,6 +487,31 @@ func probePort(fwds []corev1.ContainerPort) int32 {
 		p++
 	}
 	return p
+}
+
+// proxyPort is wire.ProxyPort, or the first port above it that neither a forward nor the
+// readiness probe uses.
+func proxyPort(fwds []corev1.ContainerPort) int32 {
+	probe := probePort(fwds)
+	p := int32(wire.ProxyPort)
+	for p == probe || slices.ContainsFunc(fwds, func(f corev1.ContainerPort) bool { return f.ContainerPort == p }) {
+		p++
+	}
+	return p
+}
+
+// ProxyPort is the port a shadow pod takes reverse streams on through the pod proxy, or 0.
+func ProxyPort(pod *corev1.Pod) int {
+	for _, c := range pod.Spec.Containers {
+		for _, e := range c.Env {
+			if e.Name == wire.EnvProxyPort {
+				if n, err := strconv.Atoi(e.Value); err == nil && n > 0 && n < 65536 {
+					return n
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // DeleteShadow deletes the pod at once; a missing pod is not an error.

@@ -94,6 +94,38 @@ func TestReadinessProbe(t *testing.T) {
 	}
 }
 
+func TestPodProxyPortAvoidsTheForwardsAndTheProbe(t *testing.T) {
+	for _, c := range []struct {
+		ports []int32
+		want  int
+	}{
+		{ports: []int32{80}, want: wire.ProxyPort},
+		{ports: []int32{wire.ProxyPort, 8080}, want: wire.ProxyPort + 1},
+		// forwards on the probe's ports push the probe to 2086, and the proxy above it
+		{ports: []int32{wire.ProbePort, wire.ProbePort + 1}, want: wire.ProxyPort + 1},
+	} {
+		var fwds []corev1.ContainerPort
+		for _, p := range c.ports {
+			fwds = append(fwds, corev1.ContainerPort{ContainerPort: p})
+		}
+		spec := ShadowSpec{Namespace: "ns", Role: wire.RoleMesh, Session: "abc123", AuthorizedKey: "ssh-ed25519 AAAA", ForwardPorts: fwds, Opts: NewPodOptions()}
+		pod, err := ShadowPod(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ProxyPort(pod); got != 0 {
+			t.Errorf("%v: a shadow without PodProxy takes reverse streams at %d", c.ports, got)
+		}
+		spec.PodProxy = true
+		if pod, err = ShadowPod(spec); err != nil {
+			t.Fatal(err)
+		}
+		if got := ProxyPort(pod); got != c.want {
+			t.Errorf("%v: proxy port %d, want %d", c.ports, got, c.want)
+		}
+	}
+}
+
 func TestPodQuota(t *testing.T) {
 	for _, c := range []struct {
 		in      string

@@ -70,6 +70,9 @@ type Config struct {
 	// is set, under PathPrefix when set) comes here; none is taken away.
 	Mirror     bool
 	PathPrefix string
+	// PodProxy has the shadow's connections come back through the API server's pod proxy
+	// when it lets this client (session.Options.PodProxy).
+	PodProxy bool
 }
 
 // Router is what mesh asks of the mesh router pod.
@@ -261,6 +264,7 @@ func (m *mesher) shadow(ctx context.Context, undo *undo.Stack, id string, labels
 	sess, err := m.cfg.Start(ctx, session.Options{
 		ID: id, Namespace: m.ns, Role: wire.RoleMesh, Command: m.cfg.Command, Pod: m.cfg.Pod,
 		Progress: m.cfg.ErrOut, ForwardPorts: cps, Labels: labels, OwnerRef: owner, Fallback: m.fallback,
+		PodProxy: m.cfg.PodProxy,
 	})
 	if err != nil {
 		return nil, err

@@ -56,7 +56,7 @@ func (s *Session) ServeForwards(ctx context.Context, fwds []Forward, warn io.Wri
 	defer stop()
 	gen := uint64(time.Now().UnixNano())
 	for i := 0; i < reverseStreams; i++ {
-		go s.reverseWorker(rctx, gen, fwds, w)
+		go s.reverseWorker(rctx, gen, sc.Secret, fwds, w)
 	}
 	if ready != nil {
 		ready()
@@ -131,13 +131,13 @@ const reverseStreams = 4
 
 // reverseWorker keeps one reverse stream open and relays each connection the agent hands it
 // to the forward's local address.
-func (s *Session) reverseWorker(ctx context.Context, gen uint64, fwds []Forward, warn *warner) {
+func (s *Session) reverseWorker(ctx context.Context, gen uint64, secret []byte, fwds []Forward, warn *warner) {
 	byPort := map[int]Forward{}
 	for _, f := range fwds {
 		byPort[f.Remote] = f
 	}
 	for backoff := 100 * time.Millisecond; ctx.Err() == nil; {
-		c, err := s.Dial(ctx, wire.ReversePort)
+		c, viaProxy, err := s.dialReverse(ctx, secret, warn)
 		if err == nil {
 			err = wire.WriteReverseHello(c, gen)
 		}
@@ -159,6 +159,9 @@ func (s *Session) reverseWorker(ctx context.Context, gen uint64, fwds []Forward,
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		if viaProxy {
+			s.usedProxy(warn)
+		}
 		f, ok := byPort[port]
 		if !ok {
 			f = Forward{Remote: port} // dialing "" fails, and is said so

@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
@@ -56,6 +57,9 @@ type Options struct {
 	// of its forwarded ports while this client is away.
 	Fallback      map[int]string
 	OriginService string
+	// PodProxy has forwarded connections come back through the API server's pod proxy when it
+	// lets this client, else through the port-forward (see dialReverse).
+	PodProxy bool
 }
 
 // Session is a running shadow with its tunnel.
@@ -86,6 +90,9 @@ type Session struct {
 	stopForwarding []context.CancelFunc // KeepForwarding's, called first by Close
 
 	stopHeartbeat context.CancelFunc
+	proxyRefused  atomic.Bool // the pod proxy refused this client: reverse streams take the port-forward
+	proxyUsed     atomic.Bool // a connection came through the pod proxy (said once)
+	proxyFails    atomic.Int32
 }
 
 // HeartbeatInterval is how often a session refreshes its pod's heartbeat annotation, which
@@ -152,6 +159,7 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 		OwnerRef:       o.OwnerRef,
 		Deployment:     o.Deployment,
 		Shared:         o.Shared,
+		PodProxy:       o.PodProxy,
 	}
 	for _, p := range o.ForwardPorts {
 		if p.ContainerPort < 1024 {

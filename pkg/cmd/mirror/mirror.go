@@ -23,6 +23,7 @@ type Options struct {
 	VersionMark      string
 	PathPrefix       string
 	SkipPortChecking bool
+	PodProxy         bool
 	RouterImage      string
 	Pod              *cluster.PodOptions
 
@@ -66,6 +67,7 @@ with the header X-Kt-Mirror-Truncated. Mirrors and meshes of one Service share i
 	fs.StringVar(&o.VersionMark, "version-mark", "", "KEY:VALUE: copy only requests with this header (default: every request).")
 	fs.StringVar(&o.PathPrefix, "path-prefix", "", "Copy only requests whose path starts with this (e.g. /api/).")
 	fs.BoolVar(&o.SkipPortChecking, "skip-port-checking", false, "Do not check that the local ports listen.")
+	fs.BoolVar(&o.PodProxy, "pod-proxy", true, "Take the copies through the API server's pod proxy, which dials the shadow pod itself; false, or where pods/proxy is refused: through the port-forward, which the kubelet and the container runtime relay on the node.")
 	fs.StringVar(&o.RouterImage, "router-image", "", "Image of the router (default: the shadow image; it plays both roles).")
 	kube.AddPodFlags(fs, o.Pod)
 	return cmd
@@ -79,7 +81,7 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, tgt string) err
 		return err
 	}
 	o.cfg = mesh.Config{RESTConfig: rc, Client: client, Namespace: ns, Target: tgt, Mode: mesh.ModeAuto, Mirror: true,
-		PathPrefix: o.PathPrefix, SkipPortChecking: o.SkipPortChecking, RouterImage: o.RouterImage, Pod: o.Pod,
+		PathPrefix: o.PathPrefix, SkipPortChecking: o.SkipPortChecking, PodProxy: o.PodProxy, RouterImage: o.RouterImage, Pod: o.Pod,
 		Command: kube.CommandLine(), ErrOut: o.ErrOut}
 	o.cfg.Pod.FallbackAfter = 0 // a copy must never reach the original pods
 	o.cfg.Expose, _ = target.ParseExpose(o.Expose)

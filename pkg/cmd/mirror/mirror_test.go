@@ -33,3 +33,18 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestPodProxyFlag(t *testing.T) {
+	for args, want := range map[string]bool{"": true, "--pod-proxy=false": false} {
+		cmd := NewCmdMirror(nil, genericiooptions.NewTestIOStreamsDiscard())
+		if args != "" {
+			if err := cmd.Flags().Parse([]string{args}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := cmd.Flags().GetBool("pod-proxy")
+		if err != nil || got != want {
+			t.Errorf("%q: --pod-proxy %v, %v; want %v", args, got, err, want)
+		}
+	}
+}
