@@ -123,7 +123,11 @@ func BenchmarkMirror(b *testing.B) {
 	startRelay(b)
 	sinkIP := startSink(b)
 	kr := median3(paced("http://relay/m/"), func(l loadResult) float64 { return l.P99 })
-	m := startKt(b, "-n", testNamespace, "mirror", "web", "--expose", "8080:80", "--path-prefix", "/m/", "--shadow-expire-after", "20s")
+	args := []string{"-n", testNamespace, "mirror", "web", "--expose", "8080:80", "--path-prefix", "/m/", "--shadow-expire-after", "20s"}
+	if v := os.Getenv("KT_BENCH_POD_PROXY"); v != "" { // false: the copies take the port-forward, to compare
+		args = append(args, "--pod-proxy="+v)
+	}
+	m := startKt(b, args...)
 	m.WaitFor("Mirroring service", 90*time.Second)
 	routers, err := client.CoreV1().Pods(testNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: "kubectl-kt.io/role=router"})
 	if err != nil || len(routers.Items) != 1 {
@@ -143,8 +147,9 @@ func BenchmarkMirror(b *testing.B) {
 		name string
 		pid  int
 	}{{"router", router}, {"shadow", agentPID(shadows[0])}, {"kt on the laptop", m.cmd.Process.Pid}, {"local server (testapp record)", rec.cmd.Process.Pid}}
-	// The cluster's own processes on this node: a copy reaches the laptop through the kubelet's
-	// port-forward (containerd, kubelet) and the API server.
+	// The cluster's own processes on this node: a copy reaches the laptop through the API
+	// server's pod proxy, or through the kubelet's port-forward (containerd, kubelet) and the
+	// API server.
 	for _, name := range []string{"kube-apiserver", "kubelet", "containerd", "etcd", "kube-proxy"} {
 		if pid := pidNamed(name); pid != 0 {
 			procs = append(procs, struct {
@@ -245,7 +250,11 @@ func BenchmarkMirror(b *testing.B) {
 
 	us := func(c cost) float64 { return c.cpu / float64(c.requests) * 1e6 }
 	machine := func(c cost) float64 { return c.machine / float64(c.requests) * 1e6 }
-	t := &table{title: "mirror: requests copied to the laptop vs the same router not copying"}
+	path := "the port-forward (the API server, the kubelet, containerd)"
+	if strings.Contains(m.Output(), "Connections come through the API server's pod proxy") {
+		path = "the API server's pod proxy"
+	}
+	t := &table{title: "mirror: requests copied to the laptop through " + path + " vs the same router not copying"}
 	cores := float64(runtime.NumCPU())
 	for i, r := range []struct {
 		what string

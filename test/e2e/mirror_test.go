@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
@@ -147,6 +149,35 @@ func TestMirror(t *testing.T) {
 			}
 			if len(got) != 1 || got[0] != "kt-plain-tcp hello from a pod\n" {
 				return fmt.Errorf("plain TCP copies %q", got)
+			}
+			return nil
+		})
+	})
+
+	// The copies came through the API server's pod proxy, whose port on the shadow's IP
+	// any pod can reach: one that asks it for the copies gets none.
+	if !strings.Contains(m.Output(), "Connections come through the API server's pod proxy") {
+		t.Errorf("the copies did not come through the pod proxy:\n%s", m.Output())
+	}
+	t.Run("a pod cannot take the copies", func(t *testing.T) {
+		shadow := shadowPod(t, wire.RoleMesh)
+		port := cluster.ProxyPort(&shadow)
+		if port == 0 {
+			t.Fatalf("the mirror's shadow takes no streams through the pod proxy: %v", shadow.Spec.Containers[0].Env)
+		}
+		addr := net.JoinHostPort(shadow.Status.PodIP, strconv.Itoa(port))
+		for how, want := range map[string]string{"plain": "answer 426 Upgrade Required\nclosed", "guess": "answer 101 Switching Protocols\nclosed"} {
+			if r := inCluster(t, "/testapp steal "+addr+" "+how); strings.TrimSpace(r.Stdout) != want {
+				t.Errorf("a pod asking for the copies (%s): %s; want %q", how, r, want)
+			}
+		}
+		before := len(recordedBy(rec, "/after-steal"))
+		if lr := podLoad(t, "http://web/after-steal", "-n", "50", "-c", "2"); lr.Errors != 0 {
+			t.Fatalf("%d failed requests", lr.Errors)
+		}
+		eventually(t, 10*time.Second, "copies still reach the laptop", func() error {
+			if n := len(recordedBy(rec, "/after-steal")) - before; n < 50 {
+				return fmt.Errorf("%d of 50 copies", n)
 			}
 			return nil
 		})

@@ -108,6 +108,43 @@ spec:
 			t.Errorf("mesh exit %d:\n%s", code, p.Output())
 		}
 	})
+	// mirror's copies come through the pod proxy, which the Role allows; a Role without
+	// pods/proxy still mirrors, through the port-forward, and says so.
+	noProxy := strings.Replace(strings.Replace(strings.Replace(string(rbac),
+		"  resources: [pods/proxy]\n  verbs: [get]\n", "  resources: [pods]\n  verbs: [get]\n", 1),
+		"name: kubectl-kt\n", "name: kubectl-kt-no-proxy\n", -1), "name: developer ", "name: developer-no-proxy ", 1)
+	if !strings.Contains(noProxy, "developer-no-proxy") || strings.Contains(noProxy, "pods/proxy]") {
+		t.Fatalf("docs/rbac.yaml changed: no Role without pods/proxy made from it")
+	}
+	if r := runCmdStdin(t, noProxy, "kubectl", "--kubeconfig", hostKubeconfig, "-n", rbacNS, "apply", "-f", "-"); r.Code != 0 {
+		t.Fatalf("apply the Role without pods/proxy: %s", r)
+	}
+	for user, says := range map[string]string{
+		"developer":          "Connections come through the API server's pod proxy",
+		"developer-no-proxy": "note: forwarded connections take the port-forward",
+	} {
+		t.Run("mirror as "+user, func(t *testing.T) {
+			rec := recorder(t, "127.0.0.1:8090")
+			p := startKt(t, "-n", rbacNS, "--as", user, "mirror", "app", "--expose", "8090:80", "--path-prefix", "/m/")
+			p.WaitFor("Mirroring service", 90*time.Second)
+			if r := inCluster(t, "timeout 10 wget -qO- http://app."+rbacNS+"/m/"+user); !strings.Contains(r.Stdout, "app-in-cluster") {
+				t.Errorf("mirrored request, want the original pod's answer:\n%s", r)
+			}
+			eventually(t, 10*time.Second, "the copy on the laptop", func() error {
+				if n := len(recordedBy(rec, "/m/"+user)); n != 1 {
+					return fmt.Errorf("%d copies", n)
+				}
+				return nil
+			})
+			if !strings.Contains(p.Output(), says) {
+				t.Errorf("mirror as %s should say %q:\n%s", user, says, p.Output())
+			}
+			if code := p.Stop(syscall.SIGINT, 60*time.Second); code != 0 {
+				t.Errorf("mirror exit %d:\n%s", code, p.Output())
+			}
+			rec.Stop(syscall.SIGTERM, 10*time.Second)
+		})
+	}
 	t.Run("preview", func(t *testing.T) {
 		p := startKt(t, append(as, "preview", "app-dev", "--expose", "8080:80")...)
 		p.WaitFor("Previewing", 60*time.Second)

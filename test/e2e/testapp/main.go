@@ -71,6 +71,10 @@ func main() {
 		record(os.Args[2:])
 	case "sink":
 		sink(os.Args[2:])
+	case "steal":
+		if err := steal(os.Args[2], os.Args[3]); err != nil {
+			log.Fatal(err)
+		}
 	case "tcpsend":
 		if err := tcpSend(os.Args[2], strings.Join(os.Args[3:], " ")); err != nil {
 			log.Fatal(err)
