@@ -112,6 +112,11 @@ func TestExchangeSurvivesControlPlaneRestarts(t *testing.T) {
 	laptopServer(t, "laptop-mesh", "127.0.0.1:18091")
 	m := startKt(t, "-n", testNamespace, "mesh", "multi", "--expose", "18091:80", "--version-mark", "version:outage", "--shadow-expire-after", "90s")
 	m.WaitFor("Meshed service", 90*time.Second)
+	// A mirror of the same Service, through the same router: its copies come through the pod
+	// proxy, which the API server's restart cuts and the kubelet's does not.
+	rec := recorder(t, "127.0.0.1:18092")
+	mr := startKt(t, "-n", testNamespace, "mirror", "multi", "--expose", "18092:80", "--path-prefix", "/mirror/", "--shadow-expire-after", "90s")
+	mr.WaitFor("Mirroring service", 90*time.Second)
 	meshPods := append(shadowsOf(t, wire.RoleMesh), shadowsOf(t, wire.RoleRouter)...)
 	marked := "http://multi." + testNamespace + "/"
 	for _, component := range []string{"kube-apiserver", "kubelet"} {
@@ -142,6 +147,14 @@ func TestExchangeSurvivesControlPlaneRestarts(t *testing.T) {
 			t.Errorf("%s restart: an unmarked request got %q, want the cluster's pods", component, got)
 		}
 		t.Logf("%s: marked requests reach the laptop %s after it answered", component, time.Since(t0).Round(10*time.Millisecond))
+		eventually(t, 20*time.Second, "a copy reaches the laptop through the mirror after the "+component+" restart", func() error {
+			withHeader(t, "", marked+"mirror/"+component)
+			if n := len(recordedBy(rec, "/mirror/"+component)); n == 0 {
+				return fmt.Errorf("no copy of /mirror/%s yet", component)
+			}
+			return nil
+		})
+		t.Logf("%s: copies reach the laptop %s after it answered", component, time.Since(t0).Round(10*time.Millisecond))
 		mduring := strings.TrimPrefix(m.Output(), mbefore)
 		if got := append(shadowsOf(t, wire.RoleMesh), shadowsOf(t, wire.RoleRouter)...); strings.Join(got, " ") != strings.Join(meshPods, " ") {
 			t.Errorf("%s restart: mesh pods %v, want the same %v\n%s", component, got, meshPods, mduring)
@@ -171,6 +184,12 @@ func TestExchangeSurvivesControlPlaneRestarts(t *testing.T) {
 			t.Errorf("%s restart: the Service is no longer exchanged (%v, %v)", component, l, err)
 		}
 		t.Logf("%s restart, the exchange said:\n%s\nconnect said:\n%s\nmesh said:\n%s", component, during, strings.TrimPrefix(c.Output(), cbefore), mduring)
+	}
+	if out := mr.Output(); strings.Contains(out, "take the port-forward") || strings.Count(out, "Connections come through the API server's pod proxy") != 1 {
+		t.Errorf("the mirror should have kept to the pod proxy through the restarts, and said so once:\n%s", out)
+	}
+	if code := mr.Stop(syscall.SIGINT, 60*time.Second); code != 0 {
+		t.Errorf("mirror exit %d:\n%s", code, mr.Output())
 	}
 	if code := m.Stop(syscall.SIGINT, 60*time.Second); code != 0 {
 		t.Errorf("mesh exit %d:\n%s", code, m.Output())
