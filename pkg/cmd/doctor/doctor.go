@@ -47,7 +47,7 @@ var Permissions = []Permission{
 	{"", "pods", "", "delete", "every command (its own shadows)", "", ""},
 	{"", "pods", "", "patch", "heartbeats", "", ""},
 	{"", "pods", "portforward", "create", "every command (the tunnel)", "", ""},
-	{"", "pods", "proxy", "get", "mirror (the copies)", "mirror's copies take the port-forward, which costs the node more", ""},
+	{"", "pods", "proxy", "get", "mirror", "mirror's copies take the port-forward, which costs the node more", ""},
 	{"", "services", "", "get", "exchange, mesh, preview, forward", "", ""},
 	{"", "services", "", "list", "exchange, mesh, birdseye, clean", "", ""},
 	{"", "services", "", "watch", "connect (Service names answered here, with no round trip)", "connect looks up each Service name through the tunnel", ""},
