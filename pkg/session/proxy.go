@@ -21,6 +21,16 @@ import (
 // packets to the pod), before the session keeps to the port-forward.
 const maxProxyFails = 3
 
+// Each stream through the pod proxy is a connection of its own to the API server, a TLS
+// handshake there: a mirror's kept connections take a few, but copies of many short
+// connections (plain TCP, WebSocket) would take one each. Beyond proxyDialRate a second
+// (proxyDialBurst at once), replacements take the port-forward, whose streams cost no
+// handshake.
+const (
+	proxyDialRate  = 5
+	proxyDialBurst = 8
+)
+
 // dialReverse opens a reverse stream: through the API server's pod proxy when the shadow
 // takes them there (wire/proxy.go), else, or once the API server has refused this client the
 // proxy (no permission for pods/proxy, the pod's IP out of its reach) or it failed
@@ -28,7 +38,7 @@ const maxProxyFails = 3
 // ways (the API server restarting) changes nothing.
 func (s *Session) dialReverse(ctx context.Context, secret []byte, warn *warner) (c net.Conn, viaProxy bool, err error) {
 	port := cluster.ProxyPort(s.Pod)
-	if port == 0 || s.proxyRefused.Load() {
+	if port == 0 || s.proxyRefused.Load() || !s.proxyDials.Allow() {
 		c, err = s.Dial(ctx, wire.ReversePort)
 		return c, false, err
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -93,6 +94,7 @@ type Session struct {
 	proxyRefused  atomic.Bool // the pod proxy refused this client: reverse streams take the port-forward
 	proxyUsed     atomic.Bool // a connection came through the pod proxy (said once)
 	proxyFails    atomic.Int32
+	proxyDials    *rate.Limiter // bounds the handshakes the pod proxy costs the API server
 }
 
 // HeartbeatInterval is how often a session refreshes its pod's heartbeat annotation, which
@@ -123,7 +125,8 @@ func Start(ctx context.Context, config *rest.Config, client kubernetes.Interface
 	if id == "" {
 		id = wire.NewSession()
 	}
-	sess := &Session{ID: id, opts: o, config: config, client: client, signer: signer, lost: make(chan struct{})}
+	sess := &Session{ID: id, opts: o, config: config, client: client, signer: signer, lost: make(chan struct{}),
+		proxyDials: rate.NewLimiter(proxyDialRate, proxyDialBurst)}
 	s = sess
 	var digest string
 	if !o.Shared { // a pod of its own: streams open with a secret of its own (wire/auth.go)
@@ -304,7 +307,8 @@ func (s *Session) NextPod(ctx context.Context) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Session{ID: s.ID, Pod: pod, opts: s.opts, client: s.client, signer: s.signer, own: s.own, deployment: s.deployment, config: s.config, lost: make(chan struct{})}
+	n := &Session{ID: s.ID, Pod: pod, opts: s.opts, client: s.client, signer: s.signer, own: s.own, deployment: s.deployment, config: s.config, lost: make(chan struct{}),
+		proxyDials: rate.NewLimiter(proxyDialRate, proxyDialBurst)}
 	n.Dialer = n.dialer(pod)
 	if _, err := n.SSH(ctx); err != nil {
 		n.Dialer.Close()
