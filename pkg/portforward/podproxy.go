@@ -11,8 +11,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
-	spdyrt "k8s.io/apimachinery/pkg/util/httpstream/spdy"
-	"k8s.io/client-go/rest"
 )
 
 // ProxyRefusedError is an answer other than the upgrade to a DialProxy: the API server's (no
@@ -35,16 +33,8 @@ func (e *ProxyRefusedError) Error() string {
 // and no container runtime on the way, unlike Dial. It costs a connection to the API server
 // of its own (TLS, the credentials of the config).
 func (d *Dialer) DialProxy(ctx context.Context, port int, path, protocol string) (net.Conn, error) {
-	tlsConfig, err := rest.TLSConfigFor(d.config)
-	if err != nil {
-		return nil, err
-	}
-	up, err := spdyrt.NewRoundTripperWithConfig(spdyrt.RoundTripperConfig{TLS: tlsConfig, Proxier: d.proxy()})
-	if err != nil {
-		return nil, err
-	}
-	raw := &rawUpgrade{SpdyRoundTripper: up, protocol: protocol, timeout: d.Timeout}
-	rt, err := rest.HTTPWrappersForConfig(d.config, raw)
+	raw := &rawUpgrade{protocol: protocol, timeout: d.Timeout}
+	rt, err := d.upgrader(raw)
 	if err != nil {
 		return nil, err
 	}

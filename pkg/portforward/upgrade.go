@@ -30,16 +30,8 @@ import (
 // where the WebSocket tunnel costs it a translation of every frame (on a 2-core machine a
 // single download through connect went from about 150 to about 190 MiB/s).
 func (d *Dialer) dialSPDY(u *url.URL) (tunnel, error) {
-	tlsConfig, err := rest.TLSConfigFor(d.config)
-	if err != nil {
-		return nil, err
-	}
-	up, err := spdyrt.NewRoundTripperWithConfig(spdyrt.RoundTripperConfig{TLS: tlsConfig, Proxier: d.proxy()})
-	if err != nil {
-		return nil, err
-	}
-	raw := &rawUpgrade{SpdyRoundTripper: up, warm: d.takeWarm()}
-	rt, err := rest.HTTPWrappersForConfig(d.config, raw)
+	raw := &rawUpgrade{warm: d.takeWarm()}
+	rt, err := d.upgrader(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -57,6 +49,19 @@ func (d *Dialer) dialSPDY(u *url.URL) (tunnel, error) {
 		return nil, err
 	}
 	return newSession(raw.conn)
+}
+
+// upgrader completes raw with client-go's dialling (TLS, proxies) and wraps it in the
+// config's credentials: a round trip through it leaves the upgraded connection in raw.conn.
+func (d *Dialer) upgrader(raw *rawUpgrade) (http.RoundTripper, error) {
+	tlsConfig, err := rest.TLSConfigFor(d.config)
+	if err != nil {
+		return nil, err
+	}
+	if raw.SpdyRoundTripper, err = spdyrt.NewRoundTripperWithConfig(spdyrt.RoundTripperConfig{TLS: tlsConfig, Proxier: d.proxy()}); err != nil {
+		return nil, err
+	}
+	return rest.HTTPWrappersForConfig(d.config, raw)
 }
 
 // upgraded checks the answer to the upgrade request. A refusal that the API server explains
