@@ -479,18 +479,33 @@ func (s *Stack) isWarm(dst netip.AddrPort) bool {
 // earlyConn is an early dial's connection: its first Read waits for the destination's answer.
 type earlyConn struct {
 	net.Conn
-	confirm   func() error
-	confirmed bool
+	confirm func() error
+	once    sync.Once
+	err     error
+}
+
+// confirmed waits for the dial's outcome, once; a failure has reset the client's connection.
+func (e *earlyConn) confirmed() error {
+	e.once.Do(func() { e.err = e.confirm() })
+	return e.err
 }
 
 func (e *earlyConn) Read(p []byte) (int, error) {
-	if !e.confirmed {
-		if err := e.confirm(); err != nil {
-			return 0, err
-		}
-		e.confirmed = true
+	if err := e.confirmed(); err != nil {
+		return 0, err
 	}
 	return e.Conn.Read(p)
+}
+
+// Write passes the client's bytes on before the dial is confirmed. A write that fails (the
+// destination refused meanwhile) waits for the outcome first, so that the client's connection
+// is reset rather than closed: the copy that ends on this error closes it next.
+func (e *earlyConn) Write(p []byte) (int, error) {
+	n, err := e.Conn.Write(p)
+	if err != nil {
+		e.confirmed()
+	}
+	return n, err
 }
 
 // CloseWrite passes the client's half-close on.

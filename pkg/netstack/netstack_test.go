@@ -418,3 +418,57 @@ func TestWarmthExpiresAndCanBeTurnedOff(t *testing.T) {
 		})
 	}
 }
+
+// slowRefusal is an earlyCluster whose early streams fail the client's first write at once
+// (the stream was refused and closed) while the refusal itself is told a little later, as a
+// tunnel may tell them in either order.
+type slowRefusal struct{ *earlyCluster }
+
+type brokenConn struct{ net.Conn }
+
+func (brokenConn) Write([]byte) (int, error) { return 0, errors.New("stream closed") }
+
+func (f *slowRefusal) DialTCPEarly(ctx context.Context, dst netip.AddrPort) (net.Conn, func(context.Context) error, error) {
+	if !f.refuse.Load() {
+		return f.earlyCluster.DialTCPEarly(ctx, dst)
+	}
+	f.early.Add(1)
+	a, b := net.Pipe()
+	b.Close()
+	return brokenConn{a}, func(context.Context) error {
+		time.Sleep(200 * time.Millisecond)
+		return errors.New("connection refused")
+	}, nil
+}
+
+// The client's connection to a warm destination that refuses is reset, also when the write
+// of its first bytes fails before the refusal is told: the write's failure must not close
+// the connection first (a FIN, which curl reports as an empty reply).
+func TestAnEarlyWriteThatFailsStillResets(t *testing.T) {
+	cs, dev := laptop(t)
+	fc := &slowRefusal{&earlyCluster{fakeCluster: servers(t)}}
+	s, err := New(dev, fc, Options{MTU: 1500, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dst := tcpip.FullAddress{Addr: tcpip.AddrFrom4([4]byte{10, 96, 0, 7}), Port: 80}
+	if got, err := exchange(ctx, cs, dst, "warm"); err != nil || got != "got:warm" {
+		t.Fatalf("%q %v", got, err)
+	}
+	fc.refuse.Store(true)
+	c, err := gonet.DialContextTCP(ctx, cs, dst, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatalf("a warm destination: %v, want the handshake done at once", err)
+	}
+	defer c.Close()
+	c.Write([]byte("a request"))
+	if b, err := io.ReadAll(c); err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Errorf("a warm destination that refused after the write failed: %q %v, want a reset", b, err)
+	}
+	if n := fc.early.Load(); n != 1 {
+		t.Errorf("%d early dials, want 1", n)
+	}
+}
