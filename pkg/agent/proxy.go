@@ -100,11 +100,12 @@ func proxyHandshake(c net.Conn, secret []byte) error {
 	if _, err := c.Write(append([]byte(answer), nonce...)); err != nil {
 		return err
 	}
-	proof := make([]byte, len(wire.ProxyProof(secret, nonce)))
+	want := wire.ProxyProof(secret, nonce)
+	proof := make([]byte, len(want))
 	if _, err := io.ReadFull(c, proof); err != nil {
 		return wire.ErrBadAuth
 	}
-	if !hmac.Equal(proof, wire.ProxyProof(secret, nonce)) {
+	if !hmac.Equal(proof, want) {
 		return wire.ErrBadAuth
 	}
 	return nil

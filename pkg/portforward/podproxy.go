@@ -3,13 +3,11 @@ package portforward
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 )
 
@@ -57,23 +55,19 @@ func (d *Dialer) DialProxy(ctx context.Context, port int, path, protocol string)
 
 // upgradedTo checks that resp switches to protocol; any other answer is a ProxyRefusedError.
 func upgradedTo(resp *http.Response, protocol string) error {
-	if resp.StatusCode == http.StatusSwitchingProtocols &&
-		strings.Contains(strings.ToLower(resp.Header.Get(httpstream.HeaderConnection)), "upgrade") &&
-		strings.EqualFold(resp.Header.Get(httpstream.HeaderUpgrade), protocol) {
+	if switched(resp) && strings.EqualFold(resp.Header.Get(httpstream.HeaderUpgrade), protocol) {
 		return nil
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	e := &ProxyRefusedError{Status: resp.Status}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body.Close()
 		e.Reason = fmt.Sprintf("an upgrade to %q, not %q", resp.Header.Get(httpstream.HeaderUpgrade), protocol)
 		return e
 	}
-	if obj, _, err := statusCodecs.UniversalDecoder().Decode(body, nil, &metav1.Status{}); err == nil {
-		if st, ok := obj.(*metav1.Status); ok && st.Message != "" {
-			e.Reason = st.Message
-			return e
-		}
+	body, st := refusal(resp)
+	if st != nil && st.Message != "" {
+		e.Reason = st.Message
+		return e
 	}
 	e.Reason, _, _ = strings.Cut(strings.TrimSpace(string(body)), "\n")
 	if len(e.Reason) > 200 {

@@ -68,22 +68,34 @@ func (d *Dialer) upgrader(raw *rawUpgrade) (http.RoundTripper, error) {
 // (no permission, no such pod) is its error; any other is an UpgradeFailureError, after
 // which a caller may try the WebSocket tunnel (a proxy on the way may not pass SPDY).
 func upgraded(resp *http.Response) error {
-	if resp.StatusCode == http.StatusSwitchingProtocols &&
-		strings.Contains(strings.ToLower(resp.Header.Get(httpstream.HeaderConnection)), "upgrade") &&
-		strings.Contains(strings.ToLower(resp.Header.Get(httpstream.HeaderUpgrade)), strings.ToLower(spdyrt.HeaderSpdy31)) {
+	if switched(resp) && strings.Contains(strings.ToLower(resp.Header.Get(httpstream.HeaderUpgrade)), strings.ToLower(spdyrt.HeaderSpdy31)) {
 		if p := resp.Header.Get(httpstream.HeaderProtocolVersion); p != "" && p != portforward.PortForwardProtocolV1Name {
 			return &httpstream.UpgradeFailureError{Cause: fmt.Errorf("the server speaks port-forward protocol %q", p)}
 		}
 		return nil
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if obj, _, err := statusCodecs.UniversalDecoder().Decode(body, nil, &metav1.Status{}); err == nil {
-		if st, ok := obj.(*metav1.Status); ok && st.Code != 0 && st.Code != http.StatusBadRequest {
-			return &apierrors.StatusError{ErrStatus: *st}
-		}
+	body, st := refusal(resp)
+	if st != nil && st.Code != 0 && st.Code != http.StatusBadRequest {
+		return &apierrors.StatusError{ErrStatus: *st}
 	}
 	return &httpstream.UpgradeFailureError{Cause: fmt.Errorf("unable to upgrade connection: %s: %s", resp.Status, strings.TrimSpace(string(body)))}
+}
+
+// switched tells whether resp switches protocols (which one is the caller's to check).
+func switched(resp *http.Response) bool {
+	return resp.StatusCode == http.StatusSwitchingProtocols &&
+		strings.Contains(strings.ToLower(resp.Header.Get(httpstream.HeaderConnection)), "upgrade")
+}
+
+// refusal reads an answer that is not the upgrade: its body (at most 64 KiB) and, when the
+// body is the API server's Status, that.
+func refusal(resp *http.Response) (body []byte, st *metav1.Status) {
+	defer resp.Body.Close()
+	body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if obj, _, err := statusCodecs.UniversalDecoder().Decode(body, nil, &metav1.Status{}); err == nil {
+		st, _ = obj.(*metav1.Status)
+	}
+	return body, st
 }
 
 var statusCodecs = serializer.NewCodecFactory(runtime.NewScheme())

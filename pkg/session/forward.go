@@ -90,6 +90,13 @@ type warner struct {
 	last time.Time
 }
 
+// say prints at once, for a line said only once (the caller sees to that).
+func (w *warner) say(format string, a ...any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fmt.Fprintf(w.w, format, a...)
+}
+
 func (w *warner) printf(format string, a ...any) {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -42,7 +42,7 @@ func (s *Session) dialReverse(ctx context.Context, secret []byte, warn *warner) 
 		c, err = s.Dial(ctx, wire.ReversePort)
 		return c, false, err
 	}
-	perr := error(nil)
+	var perr error
 	if c, perr = s.dialProxy(ctx, port, secret); perr == nil {
 		s.proxyFails.Store(0)
 		return c, true, nil
@@ -62,9 +62,7 @@ func (s *Session) dialReverse(ctx context.Context, secret []byte, warn *warner) 
 		if refused != nil && strings.HasPrefix(refused.Status, "403") {
 			hint = " (grant pods/proxy get, as docs/rbac.yaml does)"
 		}
-		warn.mu.Lock()
-		fmt.Fprintf(warn.w, "note: forwarded connections take the port-forward, which costs the node more: %v%s\n", perr, hint)
-		warn.mu.Unlock()
+		warn.say("note: forwarded connections take the port-forward, which costs the node more: %v%s\n", perr, hint)
 	}
 	return c, false, err
 }
@@ -72,9 +70,7 @@ func (s *Session) dialReverse(ctx context.Context, secret []byte, warn *warner) 
 // usedProxy says, the first time only, that a connection came through the pod proxy.
 func (s *Session) usedProxy(warn *warner) {
 	if s.proxyUsed.CompareAndSwap(false, true) {
-		warn.mu.Lock()
-		fmt.Fprintln(warn.w, "Connections come through the API server's pod proxy (it dials the shadow pod itself).")
-		warn.mu.Unlock()
+		warn.say("Connections come through the API server's pod proxy (it dials the shadow pod itself).\n")
 	}
 }
 
