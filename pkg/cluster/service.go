@@ -26,9 +26,13 @@ type LockedError struct {
 }
 
 func (e *LockedError) Error() string {
-	return fmt.Sprintf("service %s is %sd by %s since %s (last heartbeat %s ago); wait until they stop, or if their session is gone, retry after %s or run 'kubectl kt recover %s'",
-		e.Service, e.Lock.Role, e.Lock.Owner, e.Lock.Since.Local().Format("15:04:05"),
-		time.Since(e.Lock.Heartbeat).Round(time.Second), StaleAfter, e.Service)
+	join := ""
+	if e.Lock.Role == wire.RoleMesh {
+		join = "; 'kubectl kt mesh' and 'kubectl kt mirror' can work beside them"
+	}
+	return fmt.Sprintf("service %s is %s by %s since %s (last heartbeat %s ago); wait until they stop, or if their session is gone, retry after %s or run 'kubectl kt recover %s'%s",
+		e.Service, wire.Done(e.Lock.Role), e.Lock.Owner, e.Lock.Since.Local().Format("15:04:05"),
+		time.Since(e.Lock.Heartbeat).Round(time.Second), StaleAfter, e.Service, join)
 }
 
 // UpdateService applies mutate to the Service with optimistic concurrency, retrying on

@@ -153,7 +153,7 @@ func lock(ctx context.Context, cfg Config, svcName string, ports []target.PortMa
 func (x *exchanger) startServing(ctx context.Context, undo *undo.Stack) (<-chan error, error) {
 	var fwds []session.Forward
 	for _, p := range x.ports {
-		fwds = append(fwds, session.Forward{Remote: int(p.Target), Local: session.LocalAddr(p.Local)})
+		fwds = append(fwds, session.Forward{Remote: int(p.Target), Local: session.LocalAddr(p.Local), Port: int(p.ServicePort)})
 	}
 	readyc := make(chan struct{})
 	var once sync.Once

@@ -29,8 +29,8 @@ func WarnStale(ctx context.Context, client kubernetes.Interface, ns string, w io
 			continue
 		}
 		n++
-		fmt.Fprintf(w, "warning: service %s/%s is still %sd by %s, whose session stopped sending heartbeats %s ago; run 'kubectl kt recover %s' or 'kubectl kt clean'\n",
-			s.Namespace, s.Name, l.Role, l.Owner, time.Since(l.Heartbeat).Round(time.Second), s.Name)
+		fmt.Fprintf(w, "warning: service %s/%s is still %s by %s, whose session stopped sending heartbeats %s ago; run 'kubectl kt recover %s' or 'kubectl kt clean'\n",
+			s.Namespace, s.Name, wire.Done(l.Role), l.Owner, time.Since(l.Heartbeat).Round(time.Second), s.Name)
 	}
 	return n
 }

@@ -131,13 +131,14 @@ var keyRE = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
 var valueRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 // ParseVersionMark parses --version-mark: VALUE, KEY:, or KEY:VALUE. The default key is
-// "version" and the default value five random letters.
+// "version" and the default value five random letters. KEY is a header name, so its case
+// does not matter: it is kept in lower case, as HTTP/2 and gRPC metadata carry it.
 func ParseVersionMark(s string) (key, value string, err error) {
 	key, value = "version", ""
 	if s != "" {
 		if k, v, ok := strings.Cut(s, ":"); ok {
 			if k != "" {
-				key = k
+				key = strings.ToLower(k)
 			}
 			value = v
 		} else {
@@ -145,7 +146,7 @@ func ParseVersionMark(s string) (key, value string, err error) {
 		}
 	}
 	if !keyRE.MatchString(key) {
-		return "", "", fmt.Errorf("--version-mark %q: the header name %q must match [a-z][a-z0-9_-]* (lower case, as gRPC metadata keys are)", s, key)
+		return "", "", fmt.Errorf("--version-mark %q: the header name %q must be a letter, then letters, digits, '_' or '-'", s, key)
 	}
 	if value == "" {
 		b := make([]byte, 5)
@@ -247,7 +248,7 @@ func (m *mesher) forwards() ([]session.Forward, []corev1.ContainerPort) {
 	var fwds []session.Forward
 	var cps []corev1.ContainerPort
 	for _, p := range m.ports {
-		f := session.Forward{Remote: int(p.Target), Local: session.LocalAddr(p.Local)}
+		f := session.Forward{Remote: int(p.Target), Local: session.LocalAddr(p.Local), Port: int(p.ServicePort)}
 		if m.cfg.Mirror {
 			f.Linger = mirrorLinger
 		}
@@ -627,7 +628,11 @@ func (m *mesher) leave(ctx context.Context) error {
 		st.Members = keep
 		if len(keep) > 0 {
 			wire.SetMesh(s, st)
-			m.goodbye = fmt.Sprintf("Left the mesh of service %s/%s; %d other developer(s) still mesh it", m.ns, m.svc.Name, len(keep))
+			left := "Left the mesh of"
+			if m.cfg.Mirror {
+				left = "Stopped mirroring"
+			}
+			m.goodbye = fmt.Sprintf("%s service %s/%s; %d other session(s) still mesh or mirror it", left, m.ns, m.svc.Name, len(keep))
 			return true, nil
 		}
 		last = st

@@ -12,7 +12,8 @@ func TestParseVersionMark(t *testing.T) {
 		{"x-dev:two", "x-dev", "two", true},
 		{"canary:", "canary", "", true},
 		{":v2", "version", "v2", true},
-		{"Bad:x", "", "", false},
+		{"X-Dev:alice", "x-dev", "alice", true}, // a header name: any case, kept lower
+		{"x.dev:x", "", "", false},
 		{"version:a b", "", "", false},
 		{"1abc:x", "", "", false},
 	} {

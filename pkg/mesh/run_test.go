@@ -185,7 +185,7 @@ func TestRunAutoJoinAndLeave(t *testing.T) {
 		t.Errorf("after the refused third: %d members (annotations before %v)", len(st.Members), before)
 	}
 
-	if out := dev1.stop(t); !strings.Contains(out, "Left the mesh of service ns/web; 1 other developer(s) still mesh it") {
+	if out := dev1.stop(t); !strings.Contains(out, "Left the mesh of service ns/web; 1 other session(s) still mesh or mirror it") {
 		t.Errorf("the first to leave:\n%s", out)
 	}
 	if st, ok := wire.GetMesh(get()); !ok || len(st.Members) != 1 || st.Members[0].Value != "two" {

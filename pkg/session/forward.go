@@ -22,6 +22,8 @@ import (
 type Forward struct {
 	Remote int
 	Local  string // host:port
+	// Port is the port the user named it by, the Service's, for messages; 0: Remote.
+	Port int
 	// Linger, when set, gathers what the local side sends back for this long before it goes
 	// to the shadow (pipe.Gathering): for a mirror's copies, whose answers nobody waits for.
 	Linger time.Duration
@@ -122,7 +124,11 @@ func toLocal(ctx context.Context, c net.Conn, f Forward, warn *warner) {
 	lc, err := d.DialContext(ctx, "tcp", f.Local)
 	if err != nil {
 		c.Close()
-		warn.printf("warning: a request for port %d arrived, but nothing listens on %s: %v\n", f.Remote, f.Local, err)
+		port := f.Port
+		if port == 0 {
+			port = f.Remote
+		}
+		warn.printf("warning: a connection for port %d arrived, but nothing listens on %s (start the local server, or fix --expose): %v\n", port, f.Local, err)
 		return
 	}
 	klog.FromContext(ctx).V(4).Info("forwarded connection", "remote", f.Remote, "local", f.Local)

@@ -2,7 +2,10 @@
 // ports, the label and annotation keys kt puts on cluster objects, and the protocol version.
 package wire
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // ProtocolVersion changes whenever client and agent stop understanding each other. The
 // agent reports it in its SSH version string and on its readiness endpoint.
@@ -71,6 +74,14 @@ const (
 	RolePreview  = "preview"
 	RoleForward  = "forward"
 )
+
+// Done is a role as a past participle, for messages: "exchanged", "meshed".
+func Done(role string) string {
+	if strings.HasSuffix(role, "e") {
+		return role + "d"
+	}
+	return role + "ed"
+}
 
 // PodHeartbeatInterval is how often a client stamps its shadow pod's HeartbeatAnnotation.
 const PodHeartbeatInterval = 20 * time.Second

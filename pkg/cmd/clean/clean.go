@@ -255,11 +255,11 @@ func (o *Options) cleanServices(ctx context.Context, ns, verb string) (map[strin
 		}
 		if time.Since(l.Heartbeat) <= o.Threshold {
 			live[l.Session] = true
-			fmt.Fprintf(o.ErrOut, "Left alone: service %s/%s is %sd by %s (heartbeat %s ago)\n", svc.Namespace, svc.Name, l.Role, l.Owner, time.Since(l.Heartbeat).Round(time.Second))
+			fmt.Fprintf(o.ErrOut, "Left alone: service %s/%s is %s by %s (heartbeat %s ago)\n", svc.Namespace, svc.Name, wire.Done(l.Role), l.Owner, time.Since(l.Heartbeat).Round(time.Second))
 			continue
 		}
 		n++
-		fmt.Fprintf(o.Out, "%s service %s/%s (%sd by %s, last heartbeat %s)\n", verb, svc.Namespace, svc.Name, l.Role, l.Owner, l.Heartbeat.Local().Format(time.RFC3339))
+		fmt.Fprintf(o.Out, "%s service %s/%s (%s by %s, last heartbeat %s)\n", verb, svc.Namespace, svc.Name, wire.Done(l.Role), l.Owner, l.Heartbeat.Local().Format(time.RFC3339))
 		if !o.DryRun {
 			if _, err := cluster.RestoreService(ctx, o.client, svc.Namespace, svc.Name, ""); err != nil {
 				o.failed(fmt.Errorf("restore service %s/%s: %w", svc.Namespace, svc.Name, err))

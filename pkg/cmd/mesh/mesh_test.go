@@ -19,7 +19,8 @@ func TestValidate(t *testing.T) {
 		{"manual mode", func(o *Options) { o.Mode = "manual" }, ""},
 		{"no --expose", func(o *Options) { o.Expose = "" }, "--expose"},
 		{"an unknown mode", func(o *Options) { o.Mode = "istio" }, `--mode "istio"`},
-		{"an upper-case header", func(o *Options) { o.VersionMark = "Version:dev1" }, "header name"},
+		{"an upper-case header (header names have no case)", func(o *Options) { o.VersionMark = "Version:dev1" }, ""},
+		{"a header name with a dot", func(o *Options) { o.VersionMark = "x.dev:dev1" }, "header name"},
 		{"a value with a space", func(o *Options) { o.VersionMark = "version:dev 1" }, "the value"},
 		{"an empty image", func(o *Options) { o.Pod.Image = "" }, "--image"},
 	} {
@@ -42,7 +43,7 @@ func TestValidate(t *testing.T) {
 // Complete's part that needs no cluster turns the flags into the run's configuration.
 func TestComplete(t *testing.T) {
 	o := NewOptions(genericiooptions.IOStreams{})
-	o.Expose, o.VersionMark = "8080:80,9090", "x-dev:alice"
+	o.Expose, o.VersionMark = "8080:80,9090", "X-Dev:alice"
 	o.complete("svc/web")
 	if o.cfg.Target != "svc/web" || len(o.cfg.Expose) != 2 || o.cfg.Key != "x-dev" || o.cfg.Value != "alice" || o.cfg.Mode != "auto" {
 		t.Errorf("cfg: %+v", o.cfg)

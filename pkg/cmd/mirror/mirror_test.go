@@ -19,7 +19,8 @@ func TestValidate(t *testing.T) {
 		{"bad expose", func(o *Options) { o.Expose = "x:y" }, "expose"},
 		{"mark without a value", func(o *Options) { o.Expose, o.VersionMark = "8080", "tenant:" }, "give KEY:VALUE"},
 		{"mark without a key", func(o *Options) { o.Expose, o.VersionMark = "8080", "acme" }, "give KEY:VALUE"},
-		{"upper-case key", func(o *Options) { o.Expose, o.VersionMark = "8080", "Tenant:acme" }, "lower case"},
+		{"upper-case key: a header name, any case", func(o *Options) { o.Expose, o.VersionMark = "8080", "Tenant:acme" }, ""},
+		{"a key that is no header name", func(o *Options) { o.Expose, o.VersionMark = "8080", "ten ant:acme" }, "must be a letter"},
 		{"relative prefix", func(o *Options) { o.Expose, o.PathPrefix = "8080", "api" }, "starts with /"},
 		{"prefix with a query", func(o *Options) { o.Expose, o.PathPrefix = "8080", "/api?x" }, "no spaces"},
 	} {

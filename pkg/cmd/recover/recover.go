@@ -118,7 +118,7 @@ func (o *Options) Run(ctx context.Context) error {
 		return nil
 	}
 	if locked && l.Session != "" {
-		fmt.Fprintf(o.Out, "service %s/%s restored (it was %sd by %s)\n", o.namespace, name, l.Role, l.Owner)
+		fmt.Fprintf(o.Out, "service %s/%s restored (it was %s by %s)\n", o.namespace, name, wire.Done(l.Role), l.Owner)
 		return cluster.DeleteExchangeObjects(ctx, o.client, o.namespace, l.Session)
 	}
 	fmt.Fprintf(o.Out, "service %s/%s restored\n", o.namespace, name)

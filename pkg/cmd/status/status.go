@@ -21,6 +21,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/inventory"
 	"github.com/kubectl-kt/kt/pkg/netadmin"
 	"github.com/kubectl-kt/kt/pkg/tun"
+	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
 // Connect is a connect session on this machine.
@@ -222,7 +223,13 @@ func (o *Options) print(rep Report) error {
 		if s.Paused {
 			paused = " (paused: this client is away, the traffic goes to the original pods)"
 		}
-		fmt.Fprintf(w, "shadow %s/%s:\t%s, %s, heartbeat %s ago%s\n", s.Namespace, s.Pod, s.Role, s.Phase, time.Since(s.Heartbeat).Round(time.Second), paused)
+		beat := fmt.Sprintf("heartbeat %s ago", time.Since(s.Heartbeat).Round(time.Second))
+		if s.Role == wire.RoleRouter {
+			// A router stamps no heartbeat of its own: it lives while a mesh or mirror of its
+			// Service has a member whose heartbeat is fresh (the service line above).
+			beat = "shared by the Service's meshes and mirrors"
+		}
+		fmt.Fprintf(w, "shadow %s/%s:\t%s, %s, %s%s\n", s.Namespace, s.Pod, s.Role, s.Phase, beat, paused)
 	}
 	if rep.LocalError != "" {
 		fmt.Fprintf(w, "local:\t%s\n", rep.LocalError)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -13,6 +14,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/kubectl-kt/kt/pkg/connect"
+	"github.com/kubectl-kt/kt/pkg/inventory"
+	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
 func TestValidate(t *testing.T) {
@@ -72,5 +75,24 @@ func TestRunReportsWhatItCouldNotRead(t *testing.T) {
 	o.Output = "json"
 	if err := o.Run(ctx); err == nil || !strings.Contains(out.String(), `"localError": "state directory is a symlink"`) {
 		t.Errorf("an unreadable state directory: %v\n%s", err, out.String())
+	}
+}
+
+// A router stamps no heartbeat: status said "heartbeat 40m ago" of a live one, as if it were
+// left behind.
+func TestPrintARouterWithoutItsHeartbeat(t *testing.T) {
+	var out bytes.Buffer
+	o := options(&out)
+	old := time.Now().Add(-40 * time.Minute)
+	rep := Report{Sessions: []inventory.ShadowInfo{
+		{Namespace: "ns", Pod: "kt-router-a", Role: wire.RoleRouter, Phase: "Running", Heartbeat: old},
+		{Namespace: "ns", Pod: "kt-mesh-b", Role: wire.RoleMesh, Phase: "Running", Heartbeat: time.Now().Add(-3 * time.Second)},
+	}}
+	if err := o.print(rep); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	if strings.Contains(got, "40m") || !strings.Contains(got, "router, Running, shared by the Service's meshes and mirrors") || !strings.Contains(got, "mesh, Running, heartbeat 3s ago") {
+		t.Errorf("status:\n%s", got)
 	}
 }
