@@ -270,7 +270,9 @@ func TestMirrorCopiesAStreamAtTheClientsHalfClose(t *testing.T) {
 }
 
 // A connection that is not HTTP passes through to the origin, and the client's bytes are
-// copied to each mirror of every request on a connection of its own.
+// copied to each mirror of every request on a connection of its own. Text protocols whose
+// first word is upper case, as an HTTP method is, are no HTTP either: the router answered
+// Redis's "SET k v" and "HELLO raw protocol" with a 400 of its own, and copied nothing.
 func TestMirrorCopiesPlainTCP(t *testing.T) {
 	ol, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -294,12 +296,14 @@ func TestMirrorCopiesPlainTCP(t *testing.T) {
 	}()
 	copied := make(chan string, 1)
 	go func() { // the shadow: records what it gets
-		c, err := sl.Accept()
-		if err != nil {
-			return
+		for {
+			c, err := sl.Accept()
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(c)
+			copied <- string(b)
 		}
-		b, _ := io.ReadAll(c)
-		copied <- string(b)
 	}()
 	r := New("127.0.0.1")
 	r.SetMembers([]wire.MeshMember{{Session: "m", Mirror: true, Shadow: "127.0.0.2"}})
@@ -307,24 +311,63 @@ func TestMirrorCopiesPlainTCP(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Serve(ctx, rl, port)
-	c, err := net.Dial("tcp", rl.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(c, "\x01hello raw\n")
-	c.(*net.TCPConn).CloseWrite()
-	got, _ := io.ReadAll(c)
-	c.Close()
-	if string(got) != "\x01hello raw\n" {
-		t.Errorf("the origin's echo: %q", got)
-	}
-	select {
-	case s := <-copied:
-		if s != "\x01hello raw\n" {
-			t.Errorf("copy %q", s)
+	for _, sent := range []string{"\x01hello raw\n", "SET key value\r\nGET key\r\n", "HELLO raw protocol\n", "PING\r\n", "HELO mail.example\r\n", "GET / HTTP\n"} {
+		c, err := net.Dial("tcp", rl.Addr().String())
+		if err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no copy")
+		io.WriteString(c, sent)
+		c.(*net.TCPConn).CloseWrite()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, _ := io.ReadAll(c)
+		c.Close()
+		if string(got) != sent {
+			t.Errorf("%q: the origin's echo: %q", sent, got)
+		}
+		select {
+		case s := <-copied:
+			if s != sent {
+				t.Errorf("%q: copy %q", sent, s)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%q: no copy", sent)
+		}
+	}
+}
+
+// looksHTTP takes a request line for HTTP, and nothing else, wherever the client's writes
+// end.
+func TestLooksHTTP(t *testing.T) {
+	long := "GET /" + strings.Repeat("a", 8000) + " HTTP/1.1\r\n"
+	for in, want := range map[string]bool{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n": true,
+		"POST /api?q=a%20b HTTP/1.0\n":      true,
+		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n":  true,
+		"M-SEARCH * HTTP/1.1\r\n":           true,
+		long:                                true,
+		"SET key value\r\n":                 false,
+		"HELLO raw protocol\n":              false,
+		"GET key\r\n":                       false,
+		"GET  HTTP/1.1\r\n":                 false,
+		"get / HTTP/1.1\r\n":                false,
+		"GET / HTTP/1.1":                    false, // the client closed before the line ended
+		"\x16\x03\x01":                      false,
+		"":                                  false,
+	} {
+		if got := looksHTTP(bufio.NewReader(strings.NewReader(in))); got != want {
+			t.Errorf("%.40q: %v, want %v", in, got, want)
+		}
+	}
+	// A request line written in pieces is read to its end.
+	pr, pw := io.Pipe()
+	go func() {
+		for _, p := range []string{"GE", "T /a", "b HTT", "P/1.1\r", "\n"} {
+			pw.Write([]byte(p))
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	if !looksHTTP(bufio.NewReader(pr)) {
+		t.Error("a request line in pieces: not taken for HTTP")
 	}
 }
 

@@ -7,6 +7,7 @@ package router
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -317,24 +318,45 @@ func (c *waitedConn) Read(p []byte) (int, error) {
 // protocol whose server speaks first (SMTP, MySQL), and passed through.
 const serverFirstWait = 2 * time.Second
 
-// looksHTTP tells from the first bytes whether a connection speaks HTTP: a request line starts
-// with a method (upper-case letters) and a space. Anything else is passed through as plain TCP.
+// looksHTTP tells from the first bytes whether a connection speaks HTTP: a request line is a
+// method (upper-case letters), a space, a target, a space and "HTTP/", up to the end of the
+// line. A text protocol whose lines also start with an upper-case word (Redis's "SET k v",
+// "HELO host") is no HTTP: it is passed through as plain TCP, as is anything else. A first
+// line longer than the reader's buffer is taken for HTTP when it starts as a request line
+// does (a long URL); one that does not end within the caller's read deadline is not.
 func looksHTTP(br *bufio.Reader) bool {
-	for n := 1; n <= 17; n++ {
+	method := 0
+	for n := 1; n <= 17 && method == 0; n++ {
 		b, err := br.Peek(n)
 		if err != nil {
 			return false
 		}
 		switch c := b[n-1]; {
 		case c == ' ':
-			return n > 1
+			if n == 1 {
+				return false
+			}
+			method = n - 1
 		case c < 'A' || c > 'Z':
 			if c != '-' && c != '_' || n == 1 {
 				return false
 			}
 		}
 	}
-	return false
+	if method == 0 {
+		return false
+	}
+	for {
+		b, _ := br.Peek(br.Buffered())
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line := bytes.TrimSuffix(b[:i], []byte("\r"))
+			last := bytes.LastIndexByte(line, ' ')
+			return last > method+1 && bytes.HasPrefix(line[last+1:], []byte("HTTP/"))
+		}
+		if _, err := br.Peek(len(b) + 1); err != nil {
+			return errors.Is(err, bufio.ErrBufferFull)
+		}
+	}
 }
 
 // passthroughCopied passes a connection that is not HTTP through to the origin, with a copy

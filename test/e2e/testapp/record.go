@@ -24,7 +24,7 @@ import (
 // record serves HTTP/1.1 and h2c on -http and prints one JSON line per request it gets
 // (proto, method, path, body length, its first 256 bytes, the mirror's truncation mark), and
 // one per text message of a WebSocket (proto "websocket"), and one per connection that is not
-// HTTP (its first byte is not an upper-case letter): proto "tcp", the bytes the client sent
+// HTTP (its first line is no request line, "METHOD TARGET HTTP/…"): proto "tcp", the bytes the client sent
 // until it closed its side. A gRPC request's messages are each a line too (proto "grpc-message",
 // with the time it was read, "at", in Unix nanoseconds), as they come, before the request's own
 // line at its end. For mirror's tests.
@@ -102,8 +102,23 @@ func sniff(c net.Conn, httpConns chan<- net.Conn, put func(map[string]any)) {
 		return
 	}
 	if b[0] >= 'A' && b[0] <= 'Z' {
-		httpConns <- bufferedConn{c, br}
-		return
+		// An upper-case word may start a text protocol's line too ("SET k v"): HTTP only if
+		// the first line ends as a request line does.
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			b, _ := br.Peek(br.Buffered())
+			if i := bytes.IndexByte(b, '\n'); i >= 0 {
+				if f := strings.Fields(string(b[:i])); len(f) == 3 && strings.HasPrefix(f[2], "HTTP/") {
+					c.SetReadDeadline(time.Time{})
+					httpConns <- bufferedConn{c, br}
+					return
+				}
+				break
+			}
+			if _, err := br.Peek(len(b) + 1); err != nil {
+				break
+			}
+		}
 	}
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(time.Minute))
