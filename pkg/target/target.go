@@ -60,8 +60,11 @@ func Resolve(ctx context.Context, client kubernetes.Interface, ns, ref string) (
 		if err != nil {
 			return nil, err
 		}
+		if svc.Spec.Type == corev1.ServiceTypeExternalName {
+			return nil, fmt.Errorf("service %s/%s is an ExternalName Service (a DNS name for %q): no pods of the cluster serve it; give a Service that selects pods", ns, name, svc.Spec.ExternalName)
+		}
 		if len(svc.Spec.Selector) == 0 {
-			return nil, fmt.Errorf("service %s/%s has no selector (its endpoints are managed by hand); kt can only exchange Services that select pods", ns, name)
+			return nil, fmt.Errorf("service %s/%s has no selector (its endpoints are managed by hand): kt can only take the traffic of a Service that selects pods", ns, name)
 		}
 		sel := svc.Spec.Selector
 		if s, ok := svc.Annotations[wire.UndoAnnotation]; ok { // changed by kt: find the real workload

@@ -1,11 +1,14 @@
 package target
 
 import (
+	"context"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes/fake"
 )
 
 func TestParseExpose(t *testing.T) {
@@ -58,5 +61,22 @@ func TestMapPorts(t *testing.T) {
 	}
 	if _, _, err := MapPorts(svc, nil, []Expose{{9000, "80"}}); err == nil || !strings.Contains(err.Error(), "named port") {
 		t.Errorf("named port without a workload: %v", err)
+	}
+}
+
+// A Service kt cannot take the traffic of is refused with what it is, for every command.
+func TestResolveRefusesServicesWithoutPods(t *testing.T) {
+	client := fake.NewClientset(
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "ext", Namespace: "ns"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "db.example.com"}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "manual", Namespace: "ns"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}},
+	)
+	for name, want := range map[string]string{
+		"ext":    `service ns/ext is an ExternalName Service (a DNS name for "db.example.com")`,
+		"manual": "service ns/manual has no selector (its endpoints are managed by hand): kt can only take the traffic of a Service that selects pods",
+	} {
+		_, err := Resolve(context.Background(), client, "ns", name)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "exchange") {
+			t.Errorf("%s: %v, want %q", name, err, want)
+		}
 	}
 }
