@@ -91,6 +91,9 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, tgt string) err
 	return nil
 }
 
+// Config is the run's configuration, once Complete has built it.
+func (o *Options) Config() mesh.Config { return o.cfg }
+
 // Validate checks the flags; it changes nothing.
 func (o *Options) Validate() error {
 	if o.Expose == "" {

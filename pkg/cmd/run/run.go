@@ -30,6 +30,7 @@ import (
 	exchangecmd "github.com/kubectl-kt/kt/pkg/cmd/exchange"
 	"github.com/kubectl-kt/kt/pkg/cmd/kube"
 	meshcmd "github.com/kubectl-kt/kt/pkg/cmd/mesh"
+	mirrorcmd "github.com/kubectl-kt/kt/pkg/cmd/mirror"
 	"github.com/kubectl-kt/kt/pkg/cmd/usage"
 	"github.com/kubectl-kt/kt/pkg/connect"
 	"github.com/kubectl-kt/kt/pkg/envvars"
@@ -53,6 +54,7 @@ type Options struct {
 	DisableTUN  bool
 	Exchange    bool
 	Mesh        string // KEY:VALUE
+	Mirror      bool
 	Expose      string
 	Pod         *cluster.PodOptions
 	// RefreshInterval is how often the files are brought up to date.
@@ -64,6 +66,7 @@ type Options struct {
 	connect   *connectcmd.Options
 	exchange  *exchangecmd.Options
 	mesh      *meshcmd.Options
+	mirror    *mirrorcmd.Options
 
 	// Seams for unit tests: whether a connect already runs, and the sessions.
 	running       func(server string) (*connect.State, bool)
@@ -96,12 +99,14 @@ read-only files under $KT_MOUNT_ROOT at their mount paths (kept current while it
 cluster's network: a running 'kubectl kt connect' is used, else one is brought up for the life
 of the process (--disable-tun: a SOCKS5 proxy in ALL_PROXY, HTTP_PROXY and HTTPS_PROXY, which
 only programs that honour them use). --exchange or --mesh KEY:VALUE with --expose also send the
-Service's traffic to the process, once it listens. The process keeps the terminal; signals kt
+Service's traffic to the process, once it listens; --mirror sends it a copy of every request,
+which the original pods still answer (its answers are dropped). The process keeps the terminal; signals kt
 gets go to it. When it exits, kt restores the traffic, removes what it added and exits with
 the process's status.`,
 		Example: `  kubectl kt run deploy/api -- go run ./cmd/api
   kubectl kt run svc/web --exchange --expose 8080:80 -- ./web --port 8080
   kubectl kt run web --mesh version:dev1 --expose 8080:80 -- npm start
+  kubectl kt run web --mirror --expose 8080:80 -- ./web --port 8080
   kubectl kt run deploy/api --disable-tun -- curl -s http://orders/health`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -124,7 +129,8 @@ the process's status.`,
 	fs.BoolVar(&o.DisableTUN, "disable-tun", false, "No TUN device: give the process a SOCKS5 proxy through ALL_PROXY, HTTP_PROXY and HTTPS_PROXY (needs no root).")
 	fs.BoolVar(&o.Exchange, "exchange", false, "Send all of the Service's in-cluster traffic to the process (as kubectl kt exchange; needs --expose).")
 	fs.StringVar(&o.Mesh, "mesh", "", "KEY:VALUE: send requests with that header to the process (as kubectl kt mesh; needs --expose).")
-	fs.StringVar(&o.Expose, "expose", "", "LOCAL:REMOTE[,…] or PORT: the process's ports that take the traffic of --exchange or --mesh.")
+	fs.BoolVar(&o.Mirror, "mirror", false, "Send a copy of each of the Service's requests to the process; the original pods still answer every one (as kubectl kt mirror; needs --expose).")
+	fs.StringVar(&o.Expose, "expose", "", "LOCAL:REMOTE[,…] or PORT: the process's ports that take the traffic of --exchange or --mesh, or the copies of --mirror.")
 	kube.AddPodFlags(fs, o.Pod)
 	kube.AddFallbackFlag(fs, o.Pod)
 	return cmd
@@ -169,6 +175,11 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Comm
 		o.mesh = meshcmd.NewOptions(o.sessionStreams())
 		o.mesh.Expose, o.mesh.VersionMark, o.mesh.Pod, o.mesh.SkipPortChecking = o.Expose, o.Mesh, o.Pod, true
 		return o.mesh.Complete(f, o.Target)
+	case o.Mirror:
+		o.mirror = mirrorcmd.NewOptions(o.sessionStreams())
+		pod := *o.Pod // mirror sets its own fallback (none), connect keeps its own
+		o.mirror.Expose, o.mirror.Pod, o.mirror.SkipPortChecking, o.mirror.PodProxy = o.Expose, &pod, true, true
+		return o.mirror.Complete(f, o.Target)
 	}
 	return nil
 }
@@ -195,15 +206,21 @@ func (o *Options) Validate() error {
 			return fmt.Errorf("--env-override %q: write NAME=VALUE", kv)
 		}
 	}
+	traffic := 0
+	for _, on := range []bool{o.Exchange, o.Mesh != "", o.Mirror} {
+		if on {
+			traffic++
+		}
+	}
 	switch {
-	case o.Exchange && o.Mesh != "":
-		return fmt.Errorf("--exchange and --mesh: choose one")
-	case (o.Exchange || o.Mesh != "") && o.Expose == "":
-		return fmt.Errorf("--exchange and --mesh need --expose LOCAL:REMOTE, the process's port that takes the traffic")
-	case o.Expose != "" && !o.Exchange && o.Mesh == "":
-		return fmt.Errorf("--expose needs --exchange (all of the Service's traffic) or --mesh KEY:VALUE (only marked requests)")
-	case (o.Exchange || o.Mesh != "") && kind == "pod":
-		return fmt.Errorf("--exchange and --mesh take a Service, Deployment or StatefulSet, not a pod")
+	case traffic > 1:
+		return fmt.Errorf("--exchange, --mesh and --mirror: choose one")
+	case traffic == 1 && o.Expose == "":
+		return fmt.Errorf("--exchange, --mesh and --mirror need --expose LOCAL:REMOTE, the process's port that takes the traffic")
+	case o.Expose != "" && traffic == 0:
+		return fmt.Errorf("--expose needs --exchange (all of the Service's traffic), --mesh KEY:VALUE (only marked requests) or --mirror (a copy of each request)")
+	case traffic == 1 && kind == "pod":
+		return fmt.Errorf("--exchange, --mesh and --mirror take a Service, Deployment or StatefulSet, not a pod")
 	}
 	if o.NoMount && (o.MountRoot != "" || o.Token) {
 		return fmt.Errorf("--no-mount copies no files: leave out --mount-root and --with-service-account-token")
@@ -218,6 +235,9 @@ func (o *Options) Validate() error {
 	}
 	if o.mesh != nil {
 		return o.mesh.Validate()
+	}
+	if o.mirror != nil {
+		return o.mirror.Validate()
 	}
 	return o.Pod.Validate()
 }
@@ -395,10 +415,10 @@ func (o *Options) runChild(ctx context.Context, env []string, log io.Writer) err
 }
 
 // startTraffic waits in the background until the process listens on its --expose ports,
-// then exchanges or meshes the Service until end is called. A session that fails is said,
+// then exchanges, meshes or mirrors the Service until end is called. A session that fails is said,
 // and the process runs on.
 func (o *Options) startTraffic(ctx context.Context, exited <-chan struct{}, log io.Writer) (end func() error) {
-	if o.exchange == nil && o.mesh == nil {
+	if o.exchange == nil && o.mesh == nil && o.mirror == nil {
 		return func() error { return nil }
 	}
 	var ports []int
@@ -415,10 +435,13 @@ func (o *Options) startTraffic(ctx context.Context, exited <-chan struct{}, log 
 			return
 		}
 		var err error
-		if o.exchange != nil {
+		switch {
+		case o.exchange != nil:
 			err = o.runExchange(sctx, o.exchange.Config())
-		} else {
+		case o.mesh != nil:
 			err = o.runMesh(sctx, o.mesh.Config())
+		default:
+			err = o.runMesh(sctx, o.mirror.Config()) // a mirror is a member of the mesh
 		}
 		if err != nil && sctx.Err() == nil {
 			fmt.Fprintf(log, "error: the traffic session ended: %v; the process runs on without it\n", err)

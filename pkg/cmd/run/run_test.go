@@ -11,9 +11,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/kubectl-kt/kt/pkg/connect"
 	"github.com/kubectl-kt/kt/pkg/envvars"
 	"github.com/kubectl-kt/kt/pkg/exchange"
+	"github.com/kubectl-kt/kt/pkg/mesh"
 )
 
 func TestValidate(t *testing.T) {
@@ -41,6 +44,10 @@ func TestValidate(t *testing.T) {
 		{"exchange without --expose", func(o *Options) { o.Exchange = true }, "need --expose"},
 		{"--expose without a traffic mode", func(o *Options) { o.Expose = "8080:80" }, "--expose needs --exchange"},
 		{"exchange and mesh", func(o *Options) { o.Exchange, o.Mesh, o.Expose = true, "v:1", "8080" }, "choose one"},
+		{"mesh and mirror", func(o *Options) { o.Mirror, o.Mesh, o.Expose = true, "v:1", "8080" }, "choose one"},
+		{"mirror without --expose", func(o *Options) { o.Mirror = true }, "need --expose"},
+		{"mirror of a pod", func(o *Options) { o.Mirror, o.Expose, o.Target = true, "8080", "pod/web-1" }, "not a pod"},
+		{"mirror", func(o *Options) { o.Mirror, o.Expose = true, "8080:80" }, ""},
 		{"exchange of a pod", func(o *Options) { o.Exchange, o.Expose, o.Target = true, "8080", "pod/web-1" }, "not a pod"},
 		{"--no-mount with --mount-root", func(o *Options) { o.NoMount, o.MountRoot = true, "/tmp/x" }, "--no-mount"},
 		{"an empty image", func(o *Options) { o.Pod.Image = "" }, "--image"},
@@ -191,6 +198,66 @@ func TestRunTraffic(t *testing.T) {
 		if !tc.exchanged && !strings.Contains(errOut.String(), "waiting for the process to listen on 1") {
 			t.Errorf("kt did not say it waits:\n%s", errOut.String())
 		}
+	}
+}
+
+// TestRunMirror: --mirror runs a mirror, a member of the mesh that gets copies, once the
+// process listens: no fallback (a copy must never reach the original pods), through the pod
+// proxy, while connect's shadow keeps its own fallback.
+func TestRunMirror(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	kubeconfig := filepath.Join(t.TempDir(), "config")
+	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u, namespace: ns}}]
+current-context: x
+`), 0o600)
+	f := genericclioptions.NewConfigFlags(false)
+	f.KubeConfig = &kubeconfig
+	var errOut syncBuffer
+	o := NewOptions(genericiooptions.IOStreams{Out: &bytes.Buffer{}, ErrOut: &errOut})
+	o.running = func(string) (*connect.State, bool) { return &connect.State{PID: 1}, true }
+	o.Pod.FallbackAfter = 10 * time.Second // the flag's default, which NewCmdRun's own options get
+	cmd := NewCmdRun(f, o.IOStreams)
+	if err := cmd.Flags().Parse([]string{"svc/web", "--mirror", "--expose", port + ":80", "--no-mount", "--", "sleep", "0.5"}); err != nil {
+		t.Fatal(err)
+	}
+	o.Mirror, o.Expose, o.NoMount = true, port+":80", true
+	if err := o.Complete(f, cmd, cmd.Flags().Args()); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	pod, cm := runPod()
+	o.client = fake.NewClientset(pod, cm, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}, Ports: []corev1.ServicePort{{Port: 80}}}})
+	o.stateDir = t.TempDir()
+	var got *mesh.Config
+	o.runMesh = func(ctx context.Context, cfg mesh.Config) error {
+		got = &cfg
+		<-ctx.Done()
+		return nil
+	}
+	if err := o.Run(context.Background()); err != nil {
+		t.Fatalf("%v\n%s", err, errOut.String())
+	}
+	switch {
+	case got == nil:
+		t.Fatalf("no mirror ran:\n%s", errOut.String())
+	case !got.Mirror || got.Target != "svc/web" || got.Key != "" || !got.PodProxy || len(got.Expose) != 1 || strconv.Itoa(got.Expose[0].Local) != port:
+		t.Errorf("the mirror's configuration: %+v", got)
+	case got.Pod.FallbackAfter != 0:
+		t.Errorf("a mirror with a fallback of %v: copies would reach the original pods", got.Pod.FallbackAfter)
+	case o.Pod.FallbackAfter == 0:
+		t.Error("the mirror took away connect's fallback")
 	}
 }
 
