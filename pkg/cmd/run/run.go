@@ -100,9 +100,9 @@ cluster's network: a running 'kubectl kt connect' is used, else one is brought u
 of the process (--disable-tun: a SOCKS5 proxy in ALL_PROXY, HTTP_PROXY and HTTPS_PROXY, which
 only programs that honour them use). --exchange or --mesh KEY:VALUE with --expose also send the
 Service's traffic to the process, once it listens; --mirror sends it a copy of every request,
-which the original pods still answer (its answers are dropped). The process keeps the terminal; signals kt
-gets go to it. When it exits, kt restores the traffic, removes what it added and exits with
-the process's status.`,
+which the original pods still answer (its answers are dropped). The process keeps the
+terminal; signals kt gets go to it. When it exits, kt restores the traffic, removes what it
+added and exits with the process's status.`,
 		Example: `  kubectl kt run deploy/api -- go run ./cmd/api
   kubectl kt run svc/web --exchange --expose 8080:80 -- ./web --port 8080
   kubectl kt run web --mesh version:dev1 --expose 8080:80 -- npm start
