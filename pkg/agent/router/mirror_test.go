@@ -856,3 +856,38 @@ func TestMirrorReadsAnswersOfEveryFraming(t *testing.T) {
 		t.Errorf("the server got %d copies of %d: an answer was misread", r, n)
 	}
 }
+
+// An HTTP/1.0 client (ab, old load balancers' health checks): answered by the origin, the
+// connection closed after the answer as HTTP/1.0 wants, and its request copied.
+func TestMirrorCopiesAnHTTP10Request(t *testing.T) {
+	var mu sync.Mutex
+	var seen []seenReq
+	addr, r := backends(t, recording(&mu, &seen, 0))
+	r.SetMembers([]wire.MeshMember{{Session: "m1", Mirror: true, Shadow: "127.0.0.2", Owner: "me"}})
+	for _, req := range []string{"GET /old HTTP/1.0\r\n\r\n", "POST /old-post HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc"} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, req)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(c) // ends: the router closes after the answer
+		c.Close()
+		if err != nil || !bytes.HasPrefix(got, []byte("HTTP/1.")) || !bytes.HasSuffix(got, []byte("origin /old")) && !bytes.HasSuffix(got, []byte("origin /old-post")) {
+			t.Errorf("%q: answered %q, %v", req, got, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Mirrors()["m1"].Sent < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	paths := map[string]string{}
+	for _, c := range seen {
+		paths[c.path] = string(c.body)
+	}
+	if len(seen) != 2 || paths["/old"] != "" || paths["/old-post"] != "abc" {
+		t.Errorf("copies %+v", seen) // in either order: each may take a worker of its own
+	}
+}
