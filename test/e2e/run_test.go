@@ -164,18 +164,23 @@ func TestRun(t *testing.T) {
 
 	t.Run("--mirror: a copy of each request reaches the process, the pods answer", func(t *testing.T) {
 		nothingLeftBehind(t)
-		p := startKt(t, "-n", testNamespace, "run", "svc/runapp", "--mirror", "--expose", "18093:80", "--shadow-expire-after", "15s", "--",
+		p := startKt(t, "-n", testNamespace, "run", "svc/runapp", "--mirror", "--path-prefix", "/mirrored", "--expose", "18093:80", "--shadow-expire-after", "15s", "--",
 			testappBin(t), "record", "-http", "127.0.0.1:18093")
 		p.WaitFor("kt: Mirroring service", 90*time.Second)
 		eventually(t, 30*time.Second, "a copy reaches the process", func() error {
-			if r := inCluster(t, "/testapp get http://runapp/mirrored"); !strings.Contains(r.Stdout, "echo from runapp-") {
-				t.Errorf("the original pods did not answer: %s", r)
+			for _, path := range []string{"/outside", "/mirrored"} {
+				if r := inCluster(t, "/testapp get http://runapp"+path); !strings.Contains(r.Stdout, "echo from runapp-") {
+					t.Errorf("the original pods did not answer %s: %s", path, r)
+				}
 			}
 			if !strings.Contains(p.Output(), `"path":"/mirrored"`) {
 				return fmt.Errorf("no copy recorded:\n%s", p.Output())
 			}
 			return nil
 		})
+		if strings.Contains(p.Output(), `"path":"/outside"`) {
+			t.Errorf("a request outside --path-prefix was copied:\n%s", p.Output())
+		}
 		if code := p.Stop(syscall.SIGINT, 90*time.Second); code != 0 && code != 130 {
 			t.Errorf("exit %d after SIGINT:\n%s", code, p.Output())
 		}
@@ -260,6 +265,7 @@ func TestRun(t *testing.T) {
 			{[]string{"run", "deploy/nope", "--", "true"}, "deployment kt-e2e/nope not found"},
 			{[]string{"run", "deploy/runapp", "--expose", "8080", "--", "true"}, "--expose needs --exchange"},
 			{[]string{"run", "deploy/runapp", "--mirror", "--mesh", "v:1", "--expose", "8080", "--", "true"}, "choose one"},
+			{[]string{"run", "deploy/runapp", "--path-prefix", "/api/", "--", "true"}, "filter the copies of --mirror"},
 			{[]string{"run", "deploy/runapp", "-c", "nope", "--", "true"}, `no container "nope"; its containers: sidecar, app`},
 		} {
 			r := kt(t, append([]string{"-n", testNamespace}, tc.args...)...)

@@ -55,6 +55,8 @@ type Options struct {
 	Exchange    bool
 	Mesh        string // KEY:VALUE
 	Mirror      bool
+	VersionMark string // with --mirror: KEY:VALUE
+	PathPrefix  string // with --mirror
 	Expose      string
 	Pod         *cluster.PodOptions
 	// RefreshInterval is how often the files are brought up to date.
@@ -106,7 +108,7 @@ added and exits with the process's status.`,
 		Example: `  kubectl kt run deploy/api -- go run ./cmd/api
   kubectl kt run svc/web --exchange --expose 8080:80 -- ./web --port 8080
   kubectl kt run web --mesh version:dev1 --expose 8080:80 -- npm start
-  kubectl kt run web --mirror --expose 8080:80 -- ./web --port 8080
+  kubectl kt run web --mirror --expose 8080:80 --path-prefix /api/ -- ./web --port 8080
   kubectl kt run deploy/api --disable-tun -- curl -s http://orders/health`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -130,6 +132,8 @@ added and exits with the process's status.`,
 	fs.BoolVar(&o.Exchange, "exchange", false, "Send all of the Service's in-cluster traffic to the process (as kubectl kt exchange; needs --expose).")
 	fs.StringVar(&o.Mesh, "mesh", "", "KEY:VALUE: send requests with that header to the process (as kubectl kt mesh; needs --expose).")
 	fs.BoolVar(&o.Mirror, "mirror", false, "Send a copy of each of the Service's requests to the process; the original pods still answer every one (as kubectl kt mirror; needs --expose).")
+	fs.StringVar(&o.VersionMark, "version-mark", "", "With --mirror: KEY:VALUE, copy only requests with this header.")
+	fs.StringVar(&o.PathPrefix, "path-prefix", "", "With --mirror: copy only requests whose path starts with this (e.g. /api/).")
 	fs.StringVar(&o.Expose, "expose", "", "LOCAL:REMOTE[,…] or PORT: the process's ports that take the traffic of --exchange or --mesh, or the copies of --mirror.")
 	kube.AddPodFlags(fs, o.Pod)
 	kube.AddFallbackFlag(fs, o.Pod)
@@ -179,6 +183,7 @@ func (o *Options) Complete(f genericclioptions.RESTClientGetter, cmd *cobra.Comm
 		o.mirror = mirrorcmd.NewOptions(o.sessionStreams())
 		pod := *o.Pod // mirror sets its own fallback (none), connect keeps its own
 		o.mirror.Expose, o.mirror.Pod, o.mirror.SkipPortChecking, o.mirror.PodProxy = o.Expose, &pod, true, true
+		o.mirror.VersionMark, o.mirror.PathPrefix = o.VersionMark, o.PathPrefix
 		return o.mirror.Complete(f, o.Target)
 	}
 	return nil
@@ -219,6 +224,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--exchange, --mesh and --mirror need --expose LOCAL:REMOTE, the process's port that takes the traffic")
 	case o.Expose != "" && traffic == 0:
 		return fmt.Errorf("--expose needs --exchange (all of the Service's traffic), --mesh KEY:VALUE (only marked requests) or --mirror (a copy of each request)")
+	case (o.VersionMark != "" || o.PathPrefix != "") && !o.Mirror:
+		return fmt.Errorf("--version-mark and --path-prefix filter the copies of --mirror; for --mesh, give the mark as --mesh KEY:VALUE")
 	case traffic == 1 && kind == "pod":
 		return fmt.Errorf("--exchange, --mesh and --mirror take a Service, Deployment or StatefulSet, not a pod")
 	}

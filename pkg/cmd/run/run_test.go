@@ -48,6 +48,8 @@ func TestValidate(t *testing.T) {
 		{"mirror without --expose", func(o *Options) { o.Mirror = true }, "need --expose"},
 		{"mirror of a pod", func(o *Options) { o.Mirror, o.Expose, o.Target = true, "8080", "pod/web-1" }, "not a pod"},
 		{"mirror", func(o *Options) { o.Mirror, o.Expose = true, "8080:80" }, ""},
+		{"a path prefix without --mirror", func(o *Options) { o.Mesh, o.Expose, o.PathPrefix = "v:1", "8080", "/api/" }, "filter the copies of --mirror"},
+		{"a mark without --mirror", func(o *Options) { o.VersionMark = "tenant:acme" }, "filter the copies of --mirror"},
 		{"exchange of a pod", func(o *Options) { o.Exchange, o.Expose, o.Target = true, "8080", "pod/web-1" }, "not a pod"},
 		{"--no-mount with --mount-root", func(o *Options) { o.NoMount, o.MountRoot = true, "/tmp/x" }, "--no-mount"},
 		{"an empty image", func(o *Options) { o.Pod.Image = "" }, "--image"},
@@ -226,10 +228,10 @@ current-context: x
 	o.running = func(string) (*connect.State, bool) { return &connect.State{PID: 1}, true }
 	o.Pod.FallbackAfter = 10 * time.Second // the flag's default, which NewCmdRun's own options get
 	cmd := NewCmdRun(f, o.IOStreams)
-	if err := cmd.Flags().Parse([]string{"svc/web", "--mirror", "--expose", port + ":80", "--no-mount", "--", "sleep", "0.5"}); err != nil {
+	if err := cmd.Flags().Parse([]string{"svc/web", "--", "sleep", "0.5"}); err != nil {
 		t.Fatal(err)
 	}
-	o.Mirror, o.Expose, o.NoMount = true, port+":80", true
+	o.Mirror, o.Expose, o.NoMount, o.VersionMark, o.PathPrefix = true, port+":80", true, "Tenant:acme", "/api/"
 	if err := o.Complete(f, cmd, cmd.Flags().Args()); err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +254,7 @@ current-context: x
 	switch {
 	case got == nil:
 		t.Fatalf("no mirror ran:\n%s", errOut.String())
-	case !got.Mirror || got.Target != "svc/web" || got.Key != "" || !got.PodProxy || len(got.Expose) != 1 || strconv.Itoa(got.Expose[0].Local) != port:
+	case !got.Mirror || got.Target != "svc/web" || got.Key != "tenant" || got.Value != "acme" || got.PathPrefix != "/api/" || !got.PodProxy || len(got.Expose) != 1 || strconv.Itoa(got.Expose[0].Local) != port:
 		t.Errorf("the mirror's configuration: %+v", got)
 	case got.Pod.FallbackAfter != 0:
 		t.Errorf("a mirror with a fallback of %v: copies would reach the original pods", got.Pod.FallbackAfter)
