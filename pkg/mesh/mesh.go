@@ -262,8 +262,12 @@ func (m *mesher) forwards() ([]session.Forward, []corev1.ContainerPort) {
 // one is named for the session, a replacement for an id of its own.
 func (m *mesher) shadow(ctx context.Context, undo *undo.Stack, id string, labels map[string]string, owner *metav1.OwnerReference) (session.Shadow, error) {
 	fwds, cps := m.forwards()
+	what := "mesh"
+	if m.cfg.Mirror {
+		what = "mirror"
+	}
 	sess, err := m.cfg.Start(ctx, session.Options{
-		ID: id, Namespace: m.ns, Role: wire.RoleMesh, Command: m.cfg.Command, Pod: m.cfg.Pod,
+		ID: id, Namespace: m.ns, Role: wire.RoleMesh, What: what, Command: m.cfg.Command, Pod: m.cfg.Pod,
 		Progress: m.cfg.ErrOut, ForwardPorts: cps, Labels: labels, OwnerRef: owner, Fallback: m.fallback,
 		PodProxy: m.cfg.PodProxy,
 	})

@@ -200,6 +200,9 @@ func (s *Session) KeepForwarding(ctx context.Context, fwds []Forward, warn io.Wr
 	s.stopForwarding = append(s.stopForwarding, stop)
 	s.mu.Unlock()
 	outage := &Outage{W: warn, What: s.opts.Role}
+	if s.opts.What != "" {
+		outage.What = s.opts.What
+	}
 	if len(s.opts.Fallback) > 0 {
 		outage.PauseAfter = s.opts.Pod.FallbackAfter
 	}

@@ -32,8 +32,10 @@ import (
 
 // Options configure a session.
 type Options struct {
-	Namespace    string
-	Role         string
+	Namespace string
+	Role      string
+	// What names the session in its messages ("your mirror is served again"); default Role.
+	What         string
 	Command      string
 	Pod          *cluster.PodOptions
 	ForwardPorts []corev1.ContainerPort
