@@ -179,7 +179,7 @@ func TestMeshConflictsAndBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"web", "--expose", "8080:80", "--version-mark", "Bad:x"}, "must match"},
+		{[]string{"web", "--expose", "8080:80", "--version-mark", "x.dev:x"}, "the header name \"x.dev\" must be a letter"},
 		{[]string{"web", "--expose", "8080:80", "--version-mark", "version:a b"}, "must be letters"},
 		{[]string{"web", "--expose", "8080:80", "--mode", "magic"}, "use auto or manual"},
 	} {
