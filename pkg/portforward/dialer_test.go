@@ -65,7 +65,7 @@ func TestConnectionSharesOneDial(t *testing.T) {
 // whose dial outlived its context does not hand that failure to the others.
 func TestConnectionWaitFollowsTheCallersContext(t *testing.T) {
 	var dials atomic.Int32
-	d := slowDialer(300*time.Millisecond, &dials)
+	d := slowDialer(time.Second, &dials) // far longer than the waiting caller's 50ms
 	leaderCtx, cancelLeader := context.WithCancel(context.Background())
 	leaderErr := make(chan error, 1)
 	go func() {
@@ -76,7 +76,7 @@ func TestConnectionWaitFollowsTheCallersContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	t0 := time.Now()
-	if _, err := d.connection(ctx); !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 200*time.Millisecond {
+	if _, err := d.connection(ctx); !errors.Is(err, context.DeadlineExceeded) || time.Since(t0) > 500*time.Millisecond {
 		t.Fatalf("waiting caller: %v after %s, want its deadline after 50ms", err, time.Since(t0))
 	}
 	follower := make(chan error, 1)
