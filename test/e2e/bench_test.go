@@ -35,14 +35,21 @@ type loadResult struct {
 
 func parseLoad(tb testing.TB, r result) loadResult {
 	tb.Helper()
-	var lr loadResult
-	if err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &lr); err != nil {
+	lr, err := decodeLoad(r)
+	if err != nil {
 		tb.Fatalf("load output: %v\n%s", err, r)
 	}
 	if lr.Errors > 0 {
 		tb.Fatalf("load had %d errors (first: %s)", lr.Errors, lr.FirstError)
 	}
 	return lr
+}
+
+// decodeLoad reads the result that testapp load printed.
+func decodeLoad(r result) (loadResult, error) {
+	var lr loadResult
+	err := json.Unmarshal([]byte(strings.TrimSpace(r.Stdout)), &lr)
+	return lr, err
 }
 
 // laptopLoad runs testapp's load generator in the laptop netns.

@@ -53,6 +53,11 @@ func TestMesh(t *testing.T) {
 
 	// Under load from a pod, a second developer (with another header key) joins and leaves;
 	// no request fails.
+	web, err := client.CoreV1().Services(testNamespace).Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropStaleConnections(t, web.Spec.ClusterIP)
 	loadDone := make(chan result, 1)
 	go func() {
 		loadDone <- inCluster(t, "/testapp load -url http://web/load -n 1500 -c 8")
@@ -76,8 +81,10 @@ func TestMesh(t *testing.T) {
 	if code := dev2.Stop(syscall.SIGINT, 60*time.Second); code != 0 || !strings.Contains(dev2.Output(), "Left the mesh") {
 		t.Errorf("second developer leaving (exit %d):\n%s", code, dev2.Output())
 	}
-	if lr := parseLoad(t, <-marked); lr.N != 1500 {
-		t.Errorf("the leaving developer's marked requests: %d of 1500 answered", lr.N)
+	r := <-marked
+	if lr, err := decodeLoad(r); err != nil || lr.Errors > 0 || lr.N != 1500 {
+		t.Errorf("the leaving developer's marked requests: %d of 1500 answered, %d errors (first: %s), %v\n%s\nconntrack and neighbours:\n%s",
+			lr.N, lr.Errors, lr.FirstError, err, r, trackedConnections(t, web.Spec.ClusterIP))
 	}
 	lr := parseLoad(t, <-loadDone)
 	if lr.N != 1500 {
