@@ -193,7 +193,7 @@ func BenchmarkMirror(b *testing.B) {
 		}
 	}
 	var mirrored, plain cost
-	var nicedM, nicedP cost // the laptop's processes niced, below
+	var nicedM, nicedP cost  // the laptop's processes niced, below
 	var busyM, busyP [3]busy // by phase
 	km, kp := pooled(b, counted(&mirrored, &busyM[0], paced("http://web/m/")), counted(&plain, &busyP[0], paced("http://web/p/")))
 	// The router's part alone: copies of /s/ go to a sink pod in the cluster, which answers a
