@@ -213,6 +213,8 @@ type mesher struct {
 	// fallback is where this developer's shadow sends marked requests while this client is
 	// away: the mesh's origin Service, on the shadow's port numbers.
 	fallback map[int]string
+	// said is shared by this developer's shadow and those that replace it.
+	said session.Said
 }
 
 // findFallback points the shadow's ports at the mesh's origin Service.
@@ -269,7 +271,7 @@ func (m *mesher) shadow(ctx context.Context, undo *undo.Stack, id string, labels
 	sess, err := m.cfg.Start(ctx, session.Options{
 		ID: id, Namespace: m.ns, Role: wire.RoleMesh, What: what, Command: m.cfg.Command, Pod: m.cfg.Pod,
 		Progress: m.cfg.ErrOut, ForwardPorts: cps, Labels: labels, OwnerRef: owner, Fallback: m.fallback,
-		PodProxy: m.cfg.PodProxy,
+		PodProxy: m.cfg.PodProxy, Said: &m.said,
 	})
 	if err != nil {
 		return nil, err
@@ -327,6 +329,14 @@ func (m *mesher) copied() string {
 		s += " under " + m.cfg.PathPrefix
 	}
 	return s
+}
+
+// comesAgain says what comes to this machine again through a shadow that took over.
+func (m *mesher) comesAgain() string {
+	if m.cfg.Mirror {
+		return "a copy of " + m.copied() + " comes here again"
+	}
+	return fmt.Sprintf("requests with header '%s: %s' come here again", m.cfg.Key, m.cfg.Value)
 }
 
 // readCopies reads this mirror's counts from the router into member; they stay as they were
@@ -447,7 +457,7 @@ func (m *mesher) auto(ctx context.Context, undo *undo.Stack) error {
 				}
 				continue
 			}
-			fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s took over: requests with header '%s: %s' come here again\n", m.ns, sess.ShadowPod().Name, m.cfg.Key, m.cfg.Value)
+			fmt.Fprintf(m.cfg.ErrOut, "Shadow %s/%s took over: %s\n", m.ns, sess.ShadowPod().Name, m.comesAgain())
 		case <-hb.C:
 			err := beat()
 			if ctx.Err() != nil {

@@ -35,3 +35,20 @@ func TestParseVersionMark(t *testing.T) {
 		t.Errorf("default values %q and %q: want five random letters each time", a, b)
 	}
 }
+
+// A shadow that takes over says what comes here again: a mirror's copies, not a header that
+// it may not have.
+func TestComesAgain(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Key: "version", Value: "dev1"}, "requests with header 'version: dev1' come here again"},
+		{Config{Mirror: true}, "a copy of every request comes here again"},
+		{Config{Mirror: true, Key: "x-dev", Value: "two", PathPrefix: "/m/"}, "a copy of every request with header 'x-dev: two' under /m/ comes here again"},
+	} {
+		if got := (&mesher{cfg: c.cfg}).comesAgain(); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.cfg, got, c.want)
+		}
+	}
+}
