@@ -67,9 +67,14 @@ func (s *Session) dialReverse(ctx context.Context, secret []byte, warn *warner) 
 	return c, false, err
 }
 
-// usedProxy says, the first time only, that a connection came through the pod proxy.
+// usedProxy says, the first time only (of the command's sessions, when they share a Said),
+// that a connection came through the pod proxy.
 func (s *Session) usedProxy(warn *warner) {
-	if s.proxyUsed.CompareAndSwap(false, true) {
+	used := &s.proxyUsed
+	if s.opts.Said != nil {
+		used = &s.opts.Said.proxyUsed
+	}
+	if used.CompareAndSwap(false, true) {
 		warn.say("Connections come through the API server's pod proxy (it dials the shadow pod itself).\n")
 	}
 }

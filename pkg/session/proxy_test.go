@@ -108,3 +108,23 @@ func TestDialReverseKeepsToThePortForwardOnceRefused(t *testing.T) {
 		t.Errorf("want one note with the refusal and how to fix it, got %q", got)
 	}
 }
+
+// A shadow that replaces a lost one is a new session: the note on the pod proxy is said once
+// for the command's sessions when they share a Said, and once for each session otherwise.
+func TestThePodProxyNoteIsSaidOnce(t *testing.T) {
+	for _, c := range []struct {
+		said *Said
+		want int
+	}{{&Said{}, 1}, {nil, 2}} {
+		var out bytes.Buffer
+		w := &warner{w: &out}
+		for range 2 { // the first shadow, then its replacement
+			s := &Session{opts: Options{Said: c.said}}
+			s.usedProxy(w)
+			s.usedProxy(w)
+		}
+		if n := strings.Count(out.String(), "pod proxy"); n != c.want {
+			t.Errorf("shared %v: said %d times, want %d:\n%s", c.said != nil, n, c.want, out.String())
+		}
+	}
+}

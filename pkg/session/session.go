@@ -63,6 +63,15 @@ type Options struct {
 	// PodProxy has forwarded connections come back through the API server's pod proxy when it
 	// lets this client, else through the port-forward (see dialReverse).
 	PodProxy bool
+	// Said, when set, is shared by the sessions of one command (a shadow and the ones that
+	// replace it), so that a note on the connections' path is said once in all; nil: once
+	// per session.
+	Said *Said
+}
+
+// Said is what a command's sessions have told the user once.
+type Said struct {
+	proxyUsed atomic.Bool // that connections come through the pod proxy
 }
 
 // Session is a running shadow with its tunnel.

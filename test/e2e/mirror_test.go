@@ -190,6 +190,28 @@ func TestMirror(t *testing.T) {
 		})
 	})
 
+	// A deleted shadow is replaced, and the copies come through the new one; the note on
+	// their path was said for the first and is not said again.
+	t.Run("a deleted shadow is replaced", func(t *testing.T) {
+		old := deleteShadow(t, wire.RoleMesh)
+		m.WaitFor("took over: a copy of every request comes here again", 60*time.Second)
+		if now := shadowPod(t, wire.RoleMesh); now.Name == old {
+			t.Fatalf("the shadow was not replaced: %s", old)
+		}
+		eventually(t, 20*time.Second, "copies through the new shadow", func() error {
+			if lr := podLoad(t, "http://web/after-replace", "-n", "20"); lr.Errors != 0 {
+				return fmt.Errorf("%d failed requests", lr.Errors)
+			}
+			if n := len(recordedBy(rec, "/after-replace")); n == 0 {
+				return fmt.Errorf("no copy yet")
+			}
+			return nil
+		})
+		if n := strings.Count(m.Output(), "Connections come through the API server's pod proxy"); n != 1 {
+			t.Errorf("the note on the pod proxy was said %d times, want once:\n%s", n, m.Output())
+		}
+	})
+
 	// The local server stopped under load: the originals neither fail nor wait.
 	done := make(chan loadResult, 1)
 	go func() { done <- podLoad(t, "http://web/gone", "-n", "2000", "-c", "4") }()
