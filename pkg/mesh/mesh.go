@@ -188,6 +188,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 	}
+	if n, err := target.ReadyPods(ctx, cfg.Client, t.Service); err == nil && n == 0 {
+		fmt.Fprintf(cfg.ErrOut, "note: service %s/%s has no ready pod: %s until one is ready\n", cfg.Namespace, t.Service.Name, noPodFails(cfg.Mirror))
+	}
 	m := &mesher{cfg: cfg, ns: cfg.Namespace, svc: t.Service, ports: ports, session: wire.NewSession()}
 	var undo undo.Stack
 	defer func() {
@@ -201,6 +204,14 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return m.manual(ctx, &undo)
 	}
 	return m.auto(ctx, &undo)
+}
+
+// noPodFails says what fails while the Service has no ready pod to answer.
+func noPodFails(mirror bool) string {
+	if mirror {
+		return "its requests fail (the router answers HTTP with 502 Bad Gateway) and none is copied"
+	}
+	return "requests without the header fail (the router answers HTTP with 502 Bad Gateway)"
 }
 
 type mesher struct {

@@ -212,3 +212,42 @@ func TestRunAutoJoinAndLeave(t *testing.T) {
 		t.Errorf("the router was drained %d times before its deletion, want 1", router.drained)
 	}
 }
+
+// A mesh of a Service with no ready pod says that the requests it does not take fail; with
+// one, it says nothing of the kind.
+func TestRunSaysWhenNoPodIsReady(t *testing.T) {
+	sel := map[string]string{"app": "web"}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns", UID: "svc-uid"},
+		Spec: corev1.ServiceSpec{Selector: sel, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"},
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: sel},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}}}
+	client := clustertest.New(svc, dep)
+	router := &fakeRouter{client: client, svc: "web"}
+	const note = "note: service ns/web has no ready pod: requests without the header fail (the router answers HTTP with 502 Bad Gateway) until one is ready"
+
+	d := startMesh(client, router, "kt-version:one", 18081)
+	d.wait(t, "Meshed service ns/web")
+	if out := d.stop(t); !strings.Contains(out, note) {
+		t.Errorf("no ready pod, and no note:\n%s", out)
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web-1", Namespace: "ns", Labels: sel},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}}
+	if _, err := client.CoreV1().Pods("ns").Create(context.Background(), pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d = startMesh(client, router, "kt-version:one", 18081)
+	d.wait(t, "Meshed service ns/web")
+	if out := d.stop(t); strings.Contains(out, "no ready pod") {
+		t.Errorf("a ready pod, and the note:\n%s", out)
+	}
+}
+
+func TestNoPodFails(t *testing.T) {
+	if got := noPodFails(true); !strings.Contains(got, "none is copied") {
+		t.Errorf("mirror: %q", got)
+	}
+	if got := noPodFails(false); strings.Contains(got, "copied") || !strings.Contains(got, "without the header") {
+		t.Errorf("mesh: %q", got)
+	}
+}

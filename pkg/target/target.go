@@ -161,17 +161,47 @@ func workloadUndo(ann map[string]string) *WorkloadUndo {
 // ServiceWorkload finds the workload behind a Service: the one Deployment or StatefulSet its
 // selector (its original one, while kt has redirected it) selects; nil if there is none.
 func ServiceWorkload(ctx context.Context, client kubernetes.Interface, svc *corev1.Service) (*Workload, error) {
-	sel := svc.Spec.Selector
-	if s, ok := svc.Annotations[wire.UndoAnnotation]; ok {
-		var u wire.ServiceUndo
-		if json.Unmarshal([]byte(s), &u) == nil {
-			sel = u.Selector
-		}
-	}
+	sel := originalSelector(svc)
 	if len(sel) == 0 {
 		return nil, nil
 	}
 	return workloadFor(ctx, client, svc.Namespace, sel)
+}
+
+// originalSelector is svc's selector, or the one kt keeps while it has redirected the Service.
+func originalSelector(svc *corev1.Service) map[string]string {
+	if s, ok := svc.Annotations[wire.UndoAnnotation]; ok {
+		var u wire.ServiceUndo
+		if json.Unmarshal([]byte(s), &u) == nil {
+			return u.Selector
+		}
+	}
+	return svc.Spec.Selector
+}
+
+// ReadyPods counts the ready pods that svc's selector selects (its original one, while kt has
+// redirected it): those that answer its requests.
+func ReadyPods(ctx context.Context, client kubernetes.Interface, svc *corev1.Service) (int, error) {
+	sel := originalSelector(svc)
+	if len(sel) == 0 {
+		return 0, nil
+	}
+	pods, err := client.CoreV1().Pods(svc.Namespace).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(sel).String()})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil || p.Labels[wire.RoleLabel] != "" { // kt's own (a shadow with the workload's labels)
+			continue
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				n++
+			}
+		}
+	}
+	return n, nil
 }
 
 // workloadFor finds the one Deployment or StatefulSet whose pods sel selects (nil if none).

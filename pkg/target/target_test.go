@@ -7,8 +7,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/kubectl-kt/kt/pkg/wire"
 )
 
 func TestParseExpose(t *testing.T) {
@@ -77,6 +80,47 @@ func TestResolveRefusesServicesWithoutPods(t *testing.T) {
 		_, err := Resolve(context.Background(), client, "ns", name)
 		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "exchange") {
 			t.Errorf("%s: %v, want %q", name, err, want)
+		}
+	}
+}
+
+// ReadyPods counts the pods that answer a Service: ready, not terminating, not kt's own, by
+// the Service's original selector while kt has redirected it.
+func TestReadyPods(t *testing.T) {
+	pod := func(name string, ready bool, mod func(*corev1.Pod)) *corev1.Pod {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ns", Labels: map[string]string{"app": "web"}}}
+		st := corev1.ConditionFalse
+		if ready {
+			st = corev1.ConditionTrue
+		}
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}
+		if mod != nil {
+			mod(p)
+		}
+		return p
+	}
+	now := metav1.Now()
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
+	redirected := svc.DeepCopy()
+	redirected.Spec.Selector = map[string]string{wire.ExchangeLabel: "s1"}
+	redirected.Annotations = map[string]string{wire.UndoAnnotation: `{"selector":{"app":"web"}}`}
+	for _, c := range []struct {
+		name string
+		svc  *corev1.Service
+		pods []runtime.Object
+		want int
+	}{
+		{"none", svc, nil, 0},
+		{"not ready", svc, []runtime.Object{pod("a", false, nil)}, 0},
+		{"terminating", svc, []runtime.Object{pod("a", true, func(p *corev1.Pod) { p.DeletionTimestamp = &now; p.Finalizers = []string{"x"} })}, 0},
+		{"kt's shadow with the labels", svc, []runtime.Object{pod("a", true, func(p *corev1.Pod) { p.Labels[wire.RoleLabel] = wire.RoleMesh })}, 0},
+		{"another app", svc, []runtime.Object{pod("a", true, func(p *corev1.Pod) { p.Labels["app"] = "db" })}, 0},
+		{"two ready of three", svc, []runtime.Object{pod("a", true, nil), pod("b", true, nil), pod("c", false, nil)}, 2},
+		{"redirected by kt", redirected, []runtime.Object{pod("a", true, nil)}, 1},
+	} {
+		n, err := ReadyPods(context.Background(), fake.NewClientset(c.pods...), c.svc)
+		if err != nil || n != c.want {
+			t.Errorf("%s: %d, %v; want %d", c.name, n, err, c.want)
 		}
 	}
 }
