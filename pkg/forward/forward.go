@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/kubectl/pkg/util/podutils"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/pipe"
@@ -211,7 +212,7 @@ func (f *podPicker) pick(ctx context.Context) (*portforward.Dialer, error) {
 	}
 	for i := range pods {
 		p := &pods[i]
-		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || !ready(p) {
+		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil || !podutils.IsPodReady(p) {
 			continue
 		}
 		for _, pp := range f.ports {
@@ -233,15 +234,6 @@ func (f *podPicker) pick(ctx context.Context) (*portforward.Dialer, error) {
 		return nil, fmt.Errorf("%s is not running and ready", f.src.what)
 	}
 	return nil, fmt.Errorf("%s has no running, ready pod to forward to", f.src.what)
-}
-
-func ready(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // dial connects to port on the current pod; when that pod is gone, it picks another and

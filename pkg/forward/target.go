@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	kubectlutil "k8s.io/kubectl/pkg/util"
+	"k8s.io/kubectl/pkg/util/podutils"
 
 	"github.com/kubectl-kt/kt/pkg/cluster"
 	"github.com/kubectl-kt/kt/pkg/target"
@@ -232,7 +233,7 @@ func RunningPod(ctx context.Context, client kubernetes.Interface, ns, target str
 		if p.Status.Phase != corev1.PodRunning || p.DeletionTimestamp != nil {
 			continue
 		}
-		if ready(p) {
+		if podutils.IsPodReady(p) {
 			return p, nil
 		}
 		if running == nil {

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/kubectl/pkg/util/podutils"
 
 	"github.com/kubectl-kt/kt/pkg/wire"
 )
@@ -192,13 +193,9 @@ func ReadyPods(ctx context.Context, client kubernetes.Interface, svc *corev1.Ser
 	}
 	n := 0
 	for _, p := range pods.Items {
-		if p.DeletionTimestamp != nil || p.Labels[wire.RoleLabel] != "" { // kt's own (a shadow with the workload's labels)
-			continue
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				n++
-			}
+		// not kt's own (a shadow with the workload's labels)
+		if p.DeletionTimestamp == nil && p.Labels[wire.RoleLabel] == "" && podutils.IsPodReady(&p) {
+			n++
 		}
 	}
 	return n, nil
