@@ -120,15 +120,21 @@ func (d *developer) stop(t *testing.T) string {
 	return d.out.String()
 }
 
-func TestRunAutoJoinAndLeave(t *testing.T) {
-	sel := map[string]string{"app": "web"}
+// webCluster is a fake cluster with Service web (port 80 → 8080) and the Deployment behind
+// it, which has no pod, and a router that routes what the Service's mesh state lists.
+func webCluster() (sel map[string]string, client kubernetes.Interface, router *fakeRouter) {
+	sel = map[string]string{"app": "web"}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns", UID: "svc-uid"},
 		Spec: corev1.ServiceSpec{Selector: sel, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"},
 		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: sel},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}}}
-	client := clustertest.New(svc, dep)
-	router := &fakeRouter{client: client, svc: "web"}
+	client = clustertest.New(svc, dep)
+	return sel, client, &fakeRouter{client: client, svc: "web"}
+}
+
+func TestRunAutoJoinAndLeave(t *testing.T) {
+	sel, client, router := webCluster()
 	ctx := context.Background()
 	get := func() *corev1.Service {
 		s, err := client.CoreV1().Services("ns").Get(ctx, "web", metav1.GetOptions{})
@@ -216,14 +222,7 @@ func TestRunAutoJoinAndLeave(t *testing.T) {
 // A mesh of a Service with no ready pod says that the requests it does not take fail; with
 // one, it says nothing of the kind.
 func TestRunSaysWhenNoPodIsReady(t *testing.T) {
-	sel := map[string]string{"app": "web"}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns", UID: "svc-uid"},
-		Spec: corev1.ServiceSpec{Selector: sel, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080), Protocol: corev1.ProtocolTCP}}}}
-	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: sel},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: sel}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}}}
-	client := clustertest.New(svc, dep)
-	router := &fakeRouter{client: client, svc: "web"}
+	sel, client, router := webCluster()
 	const note = "note: service ns/web has no ready pod: requests without the header fail (the router answers HTTP with 502 Bad Gateway) until one is ready"
 
 	d := startMesh(client, router, "kt-version:one", 18081)
