@@ -60,6 +60,14 @@ spec:
 		t.Fatalf("apply docs/rbac.yaml: %s", r)
 	}
 	kubectl(t, "-n", rbacNS, "rollout", "status", "deploy/app", "--timeout=90s")
+	// A ready pod is not yet a Service that answers: the controller manager writes its
+	// EndpointSlice, and after an API server restart (TestExchangeSurvivesControlPlaneRestarts)
+	// its informer can lag seconds behind ("EndpointSlice informer cache is out of date"),
+	// with connections to the ClusterIP refused meanwhile. The fixture is ready when a pod's
+	// request answers, before any kt runs.
+	began := time.Now()
+	eventuallyFromPod(t, "http://app."+rbacNS+"/", "app-in-cluster")
+	t.Logf("the app Service answered a pod %s after its rollout", time.Since(began).Round(time.Millisecond))
 	nothingLeftBehind(t)
 	as := []string{"-n", rbacNS, "--as", "developer"}
 	// a user without the Role is told what is missing
